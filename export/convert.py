@@ -1,0 +1,120 @@
+"""Paddle inference model -> checked ONNX file with the repository's tensor names.
+
+paddle2onnx (opset 17, so LayerNorm stays one op, which TensorRT FP16 needs) -> onnxsim -> rename
+the exporter's tensor names to the ones the Triton configs use -> check shapes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import onnx
+
+from catalog import ModelEntry
+from catalog.reference import NUM_CLASSES
+from model_repository.configs import NETWORK_INPUT, NETWORK_OUTPUT
+
+OPSET = 17
+
+
+class ExportCheckError(RuntimeError):
+    """The converted graph is not what the repository needs; nothing is written."""
+
+
+@contextlib.contextmanager
+def output_to(log: Path) -> Iterator[None]:
+    """Send everything written to fd 1 and 2 (including C++ libraries) to a log file."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with log.open("ab") as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def paddle_to_onnx(program: Path, onnx_path: Path) -> None:
+    # Polygraphy (paddle2onnx's constant folder) would otherwise pip-install missing packages,
+    # numpy 2 among them, into the running environment.
+    os.environ["POLYGRAPHY_AUTOINSTALL_DEPS"] = "0"
+    import paddle2onnx
+
+    paddle2onnx.export(
+        str(program),
+        str(program.parent / "inference.pdiparams"),
+        str(onnx_path),
+        opset_version=OPSET,
+        enable_onnx_checker=True,
+    )
+    if not onnx_path.is_file():
+        raise ExportCheckError(f"paddle2onnx wrote no file for {program}")
+
+
+def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
+    import onnxsim
+
+    simplified, ok = onnxsim.simplify(model)
+    if not ok:
+        raise ExportCheckError("onnxsim could not validate the simplified graph")
+    return simplified
+
+
+def rename_io(model: onnx.ModelProto) -> tuple[str, str]:
+    """Give the single input and output the names the configs use; return the original names.
+
+    Exporters name tensors 'x' or 'inputs' and 'save_infer_model/scale_0.tmp_1' or 'fetch_name_0':
+    read from the graph, never assumed.
+    """
+    graph = model.graph
+    initializers = {init.name for init in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in initializers]
+    if len(inputs) != 1 or len(graph.output) != 1:
+        raise ExportCheckError(f"expected one input and one output, found {len(inputs)} and {len(graph.output)}")
+    old_in, old_out = inputs[0].name, graph.output[0].name
+    renames = {old_in: NETWORK_INPUT, old_out: NETWORK_OUTPUT}
+    for node in graph.node:
+        node.input[:] = [renames.get(name, name) for name in node.input]
+        node.output[:] = [renames.get(name, name) for name in node.output]
+    inputs[0].name, graph.output[0].name = NETWORK_INPUT, NETWORK_OUTPUT
+    return old_in, old_out
+
+
+def _dims(value_info: onnx.ValueInfoProto) -> list[int | str]:
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in value_info.type.tensor_type.shape.dim]
+
+
+def check_shapes(model: onnx.ModelProto, entry: ModelEntry) -> None:
+    """Only the batch dimension may be dynamic (ViT's patch embedding asserts the image size)."""
+    (inp,) = [i for i in model.graph.input if i.name == NETWORK_INPUT]
+    in_dims, out_dims = _dims(inp), _dims(model.graph.output[0])
+    size = entry.input_size
+    if len(in_dims) != 4 or in_dims[1:] != [3, size, size] or isinstance(in_dims[0], int):
+        raise ExportCheckError(f"input shape {in_dims}, expected [batch, 3, {size}, {size}] with dynamic batch")
+    if len(out_dims) != 2 or out_dims[1] != NUM_CLASSES or isinstance(out_dims[0], int):
+        raise ExportCheckError(f"output shape {out_dims}, expected [batch, {NUM_CLASSES}] with dynamic batch")
+
+
+def convert(program: Path, entry: ModelEntry, onnx_path: Path, log: Path) -> dict[str, object]:
+    """Convert, simplify, rename and check; returns facts for the export record."""
+    raw = onnx_path.with_suffix(".raw.onnx")
+    with output_to(log):
+        paddle_to_onnx(program, raw)
+        model = simplify(onnx.load(str(raw)))
+    raw.unlink()
+    original_names = rename_io(model)
+    check_shapes(model, entry)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(onnx_path))
+    return {"opset": OPSET, "original_tensor_names": list(original_names), "nodes": len(model.graph.node)}

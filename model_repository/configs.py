@@ -1,0 +1,160 @@
+"""Triton model configurations for one catalog model, generated from the catalog.
+
+Each served model is four Triton models:
+
+    NAME              ensemble, the public entry point (wire contract in the README)
+    NAME_preprocess   Python backend: encoded bytes -> NORMALIZED_IMAGE (preprocess/ package)
+    NAME_network      the exported ONNX network: NORMALIZED_IMAGE -> PROBABILITIES
+    NAME_postprocess  Python backend: PROBABILITIES -> top-k LABELS, SCORES, CLASS_IDS
+
+The network config has two variants from one function: "production" (onnxruntime backend on GPU)
+and "portable" (the same ONNX file run by ONNX Runtime inside the Python backend, on CPU, for the
+local server and CI, whose Triton build has only the Python backend).
+
+Configs are written as dicts, then parsed into Triton's own ModelConfig protobuf before they are
+rendered, so a misspelt field or a wrong type fails here rather than at server start.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from google.protobuf import json_format, text_format
+from tritonclient.grpc import model_config_pb2
+
+from catalog import ModelEntry
+from catalog.reference import NUM_CLASSES
+
+Variant = Literal["portable", "production"]
+VARIANTS: tuple[Variant, ...] = ("portable", "production")
+
+# The wire contract: see README "Wire contract". Changing these breaks clients.
+IMAGE_INPUT = "IMAGE"
+TOP_K_OUTPUTS = {"LABELS": "TYPE_STRING", "SCORES": "TYPE_FP32", "CLASS_IDS": "TYPE_INT64"}
+TOP_K = 5
+MAX_BATCH_SIZE = 8
+
+# Internal tensors between the steps; export renames the ONNX graph's own names to these.
+NETWORK_INPUT = "NORMALIZED_IMAGE"
+NETWORK_OUTPUT = "PROBABILITIES"
+
+ConfigDict = dict[str, Any]
+
+
+def preprocess_name(entry: ModelEntry) -> str:
+    return f"{entry.triton_name}_preprocess"
+
+
+def network_name(entry: ModelEntry) -> str:
+    return f"{entry.triton_name}_network"
+
+
+def postprocess_name(entry: ModelEntry) -> str:
+    return f"{entry.triton_name}_postprocess"
+
+
+def _params(**values: object) -> dict[str, dict[str, str]]:
+    return {key: {"string_value": str(value)} for key, value in values.items()}
+
+
+def _image_tensor(entry: ModelEntry) -> ConfigDict:
+    return {"name": NETWORK_INPUT, "data_type": "TYPE_FP32", "dims": [3, entry.input_size, entry.input_size]}
+
+
+def _probabilities_tensor() -> ConfigDict:
+    return {"name": NETWORK_OUTPUT, "data_type": "TYPE_FP32", "dims": [NUM_CLASSES]}
+
+
+def _top_k_tensors() -> list[ConfigDict]:
+    return [{"name": name, "data_type": dtype, "dims": [TOP_K]} for name, dtype in TOP_K_OUTPUTS.items()]
+
+
+def ensemble_config(entry: ModelEntry, weights_note: str) -> ConfigDict:
+    steps = [
+        (preprocess_name(entry), {IMAGE_INPUT: IMAGE_INPUT}, {NETWORK_INPUT: "normalized_image"}),
+        (network_name(entry), {NETWORK_INPUT: "normalized_image"}, {NETWORK_OUTPUT: "probabilities"}),
+        (postprocess_name(entry), {NETWORK_OUTPUT: "probabilities"}, {k: k for k in TOP_K_OUTPUTS}),
+    ]
+    return {
+        "name": entry.triton_name,
+        "platform": "ensemble",
+        "max_batch_size": MAX_BATCH_SIZE,
+        "input": [{"name": IMAGE_INPUT, "data_type": "TYPE_STRING", "dims": [1]}],
+        "output": _top_k_tensors(),
+        "ensemble_scheduling": {
+            "step": [
+                {"model_name": model, "model_version": -1, "input_map": inputs, "output_map": outputs}
+                for model, inputs, outputs in steps
+            ]
+        },
+        "parameters": _params(paddleclas_name=entry.name, weights=weights_note),
+    }
+
+
+def preprocess_config(entry: ModelEntry, instances: int = 2) -> ConfigDict:
+    prep = entry.preprocessing
+    return {
+        "name": preprocess_name(entry),
+        "backend": "python",
+        "max_batch_size": MAX_BATCH_SIZE,
+        "input": [{"name": IMAGE_INPUT, "data_type": "TYPE_STRING", "dims": [1]}],
+        "output": [_image_tensor(entry)],
+        "dynamic_batching": {},
+        "instance_group": [{"kind": "KIND_CPU", "count": instances}],
+        "parameters": _params(
+            resize_short=prep.resize_short,
+            crop=prep.crop,
+            resize=prep.resize,
+            mean=",".join(map(str, prep.mean)),
+            std=",".join(map(str, prep.std)),
+        ),
+    }
+
+
+def network_config(entry: ModelEntry, variant: Variant, cpu_threads: int = 2) -> ConfigDict:
+    """One template, two runtimes: the tensors and batching are identical in both variants."""
+    config: ConfigDict = {
+        "name": network_name(entry),
+        "max_batch_size": MAX_BATCH_SIZE,
+        "input": [_image_tensor(entry)],
+        "output": [_probabilities_tensor()],
+        "dynamic_batching": {"max_queue_delay_microseconds": 500},
+    }
+    if variant == "production":
+        config |= {
+            "backend": "onnxruntime",
+            "default_model_filename": "model.onnx",
+            "instance_group": [{"kind": "KIND_GPU", "count": 1}],
+        }
+    elif variant == "portable":
+        config |= {
+            "backend": "python",
+            "instance_group": [{"kind": "KIND_CPU", "count": 1}],
+            "parameters": _params(onnx_file="model.onnx", intra_op_threads=cpu_threads),
+        }
+    else:
+        raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
+    return config
+
+
+def postprocess_config(entry: ModelEntry) -> ConfigDict:
+    return {
+        "name": postprocess_name(entry),
+        "backend": "python",
+        "max_batch_size": MAX_BATCH_SIZE,
+        "input": [_probabilities_tensor()],
+        "output": _top_k_tensors(),
+        "dynamic_batching": {},
+        "instance_group": [{"kind": "KIND_CPU", "count": 1}],
+        "parameters": _params(top_k=TOP_K, labels_file="labels.txt"),
+    }
+
+
+def to_pbtxt(config: ConfigDict) -> str:
+    """Render through Triton's ModelConfig message: unknown fields or bad values raise here."""
+    message = json_format.ParseDict(config, model_config_pb2.ModelConfig())
+    return text_format.MessageToString(message)
+
+
+def parse_pbtxt(text: str) -> model_config_pb2.ModelConfig:
+    return text_format.Parse(text, model_config_pb2.ModelConfig())
