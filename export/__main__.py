@@ -19,7 +19,9 @@ DEFAULT_REPOSITORY = Path("build/model_repository")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("names", nargs="+", metavar="NAME", help="catalog name(s), e.g. NextViT_small_224")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--random-weights", action="store_true", help="seeded random weights (not a classifier)")
@@ -58,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"WARNING: {entry.name} gets {source.describe()}", file=sys.stderr)
         try:
             export_model(entry, source, repository, args.variant)
-        except Exception as err:  # noqa: BLE001 - one clear line per failure; the repository is unchanged
+        except Exception as err:
             print(f"error: {entry.name}: {type(err).__name__}: {err}", file=sys.stderr)
             print(f"{repository} was left as it was.", file=sys.stderr)
             return 1

@@ -92,7 +92,8 @@ def rename_io(model: onnx.ModelProto) -> tuple[str, str]:
 
 
 def _dims(value_info: onnx.ValueInfoProto) -> list[int | str]:
-    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in value_info.type.tensor_type.shape.dim]
+    dims = value_info.type.tensor_type.shape.dim
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims]
 
 
 def check_shapes(model: onnx.ModelProto, entry: ModelEntry) -> None:

@@ -73,7 +73,8 @@ def calibrate_head(backbone: paddle.nn.Layer, input_size: int, seed: int) -> Non
     hides any numerical difference between runtimes. Scaling only the last Linear layer fixes the
     output distribution and leaves the rest of the random network as it is.
     """
-    heads = [layer for layer in backbone.sublayers() if isinstance(layer, paddle.nn.Linear) and layer.weight.shape[1] == 1000]
+    linears = [layer for layer in backbone.sublayers() if isinstance(layer, paddle.nn.Linear)]
+    heads = [layer for layer in linears if layer.weight.shape[1] == 1000]
     if len(heads) != 1:
         raise ValueError(f"expected one 1000-way classifier head, found {len(heads)}")
     (head,) = heads

@@ -45,7 +45,8 @@ def server_binary() -> Path:
 def backend_directory() -> Path:
     """build/triton_backends/python: the wheel's Python backend plus the stub for this Python."""
     source = _pytriton_dir()
-    stub = source / "python_backend_stubs" / f"{sys.version_info.major}.{sys.version_info.minor}" / "triton_python_backend_stub"
+    python_version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = source / "python_backend_stubs" / python_version / "triton_python_backend_stub"
     if not stub.exists():
         raise ServerError(f"the nvidia-pytriton wheel has no Python backend stub for Python {sys.version.split()[0]}")
     python_dir = BACKENDS_DIR / "python"
@@ -105,6 +106,13 @@ class TritonServer:
     @property
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    @property
+    def models(self) -> list[str]:
+        """Ensembles (public entry points) in the served repository."""
+        from model_repository.install import installed_models
+
+        return installed_models(self.repository)
 
     def command(self) -> list[str]:
         return [
@@ -202,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     assert server.process is not None
-    print(f"tritonserver: HTTP {server.http_url}, gRPC {server.grpc_url}, metrics {server.metrics_url} (Ctrl-C stops)", flush=True)
+    addresses = f"HTTP {server.http_url}, gRPC {server.grpc_url}, metrics {server.metrics_url}"
+    print(f"tritonserver: {addresses} (Ctrl-C stops)", flush=True)
     try:
         return server.process.wait()
     except KeyboardInterrupt:

@@ -67,8 +67,7 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     size = image_size(data)
     if size is not None and size[0] * size[1] > max_pixels:
         raise ImageDecodeError(
-            f"image declares {size[0]}x{size[1]} = {size[0] * size[1]:,} pixels, "
-            f"over the limit of {max_pixels:,}"
+            f"image declares {size[0]}x{size[1]} = {size[0] * size[1]:,} pixels, over the limit of {max_pixels:,}"
         )
     truncated = _is_truncated(data)
     if truncated:
@@ -85,7 +84,7 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
 def resized_shape(width: int, height: int, resize_short: int) -> tuple[int, int]:
     """Target (width, height) with the short side on resize_short, rounded as Python rounds."""
     scale = float(resize_short) / min(width, height)
-    return int(round(width * scale)), int(round(height * scale))
+    return round(width * scale), round(height * scale)
 
 
 def resize_short_side(

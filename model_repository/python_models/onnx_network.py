@@ -26,7 +26,7 @@ class TritonPythonModel:
         inputs = [pb_utils.get_input_tensor_by_name(r, "NORMALIZED_IMAGE").as_numpy() for r in requests]
         try:
             (probabilities,) = self.session.run(["PROBABILITIES"], {"NORMALIZED_IMAGE": np.concatenate(inputs)})
-        except Exception as err:  # noqa: BLE001 - any runtime failure becomes an error per request
+        except Exception as err:
             error = pb_utils.TritonError(f"ONNX Runtime failed: {err}")
             return [pb_utils.InferenceResponse(error=error) for _ in requests]
         splits = np.cumsum([len(x) for x in inputs])[:-1]

@@ -9,6 +9,7 @@ import json
 import cv2
 import numpy as np
 import triton_python_backend_utils as pb_utils
+
 from preprocess import DEFAULT_MAX_PIXELS, ImageDecodeError, Preprocessor
 
 
