@@ -56,3 +56,10 @@ lint: setup ## ruff check and format check
 
 clean: ## remove build outputs (exported models, repositories); keeps .venv
 	rm -rf build .pytest_cache
+
+# Helm chart (helm/)
+.PHONY: chart-test chart-docs
+chart-test: setup ## render, lint and validate the Helm chart for every helm/paddleclas-triton/ci value set (no server)
+	$(PY) -m pytest tests/chart -m "not server" -q
+chart-docs: setup ## regenerate the values table in helm/README.md from values.yaml
+	$(PY) helm/gen_values_table.py

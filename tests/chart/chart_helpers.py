@@ -1,0 +1,98 @@
+"""Helpers of the chart tests: render the chart with Helm's own engine, once per value set.
+
+helm_python binds the Helm v4 Go SDK, so rendering, schema validation and lint here are what
+``helm install`` and ``helm lint`` do, without a helm binary or a cluster.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+HELM_DIR = REPO / "helm"
+CHART_DIR = HELM_DIR / "paddleclas-triton"
+CI_DIR = CHART_DIR / "ci"
+CI_CASES = sorted(path.name for path in CI_DIR.glob("*-values.yaml"))
+RELEASE = "demo"
+NAMESPACE = "vision"
+
+Manifest = dict[str, Any]
+
+
+@functools.cache
+def chart() -> helm.Chart:
+    """The chart, loaded once (Helm charts are immutable and thread-safe)."""
+    return helm.Chart.load(CHART_DIR)
+
+
+def case_values(case: str) -> dict[str, Any]:
+    """The overrides of one ``ci/NN-<case>-values.yaml`` file."""
+    loaded = yaml.safe_load((CI_DIR / case).read_text(encoding="utf-8"))
+    return loaded or {}
+
+
+def render_files(values: dict[str, Any] | None = None) -> dict[str, str]:
+    """Template path -> rendered text, as ``helm template`` would produce."""
+    return chart().render(values=values or {}, name=RELEASE, namespace=NAMESPACE)
+
+
+def manifests(files: dict[str, str]) -> list[Manifest]:
+    """Every Kubernetes object in the rendered files (NOTES.txt and empty documents skipped)."""
+    objects: list[Manifest] = []
+    for path, text in sorted(files.items()):
+        if path.endswith("NOTES.txt"):
+            continue
+        objects.extend(doc for doc in yaml.safe_load_all(text) if doc)
+    return objects
+
+
+@functools.cache
+def _render_case(case: str) -> tuple[Manifest, ...]:
+    return tuple(manifests(render_files(case_values(case))))
+
+
+def render_case(case: str) -> list[Manifest]:
+    """Objects of one ci case, rendered once per session (callers must not mutate them)."""
+    return list(_render_case(case))
+
+
+def render(values: dict[str, Any] | None = None) -> list[Manifest]:
+    """Objects for ad-hoc values."""
+    return manifests(render_files(values))
+
+
+def one(objects: list[Manifest], kind: str, name_suffix: str = "") -> Manifest:
+    """The single object of ``kind`` whose name ends with ``name_suffix``; fails otherwise."""
+    found = [o for o in objects if o["kind"] == kind and o["metadata"]["name"].endswith(name_suffix)]
+    assert len(found) == 1, f"expected one {kind} *{name_suffix}, found {len(found)}"
+    return found[0]
+
+
+def kinds(objects: list[Manifest]) -> list[str]:
+    return sorted(o["kind"] for o in objects)
+
+
+def pod_spec(objects: list[Manifest]) -> Manifest:
+    return one(objects, "Deployment")["spec"]["template"]["spec"]
+
+
+def server_container(objects: list[Manifest]) -> Manifest:
+    containers = pod_spec(objects)["containers"]
+    return next(c for c in containers if c["name"] == "tritonserver")
+
+
+def walk(value: Any) -> Iterator[Any]:
+    """Every nested value of a manifest, for searches like 'no hostPath anywhere'."""
+    yield value
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from walk(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from walk(item)

@@ -1,0 +1,245 @@
+"""The server pod as rendered: flags, probes, GPU placement, volumes and security, per value set."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import yaml
+from chart_helpers import (
+    CHART_DIR,
+    case_values,
+    one,
+    pod_spec,
+    render_case,
+    render_files,
+    server_container,
+    walk,
+)
+
+from catalog import CATALOG
+
+
+def args_of(container: dict) -> dict[str, str]:
+    """``--flag=value`` arguments as a dict (flags without a value map to "")."""
+    flags = {}
+    for arg in container["args"][1:]:
+        name, _, value = arg.partition("=")
+        flags[name] = value
+    return flags
+
+
+def values_file() -> dict:
+    return yaml.safe_load((CHART_DIR / "values.yaml").read_text(encoding="utf-8"))
+
+
+def test_server_flags_default() -> None:
+    container = server_container(render_case("01-default-gpu-values.yaml"))
+    assert container["args"][0] == "tritonserver"
+    flags = args_of(container)
+    assert flags["--model-repository"] == "/models/production"
+    assert flags["--model-control-mode"] == "none"
+    assert flags["--strict-readiness"] == "true"
+    assert "--disable-auto-complete-config" in flags
+    assert flags["--exit-timeout-secs"] == str(values_file()["server"]["exitTimeoutSeconds"])
+    assert (flags["--http-port"], flags["--grpc-port"], flags["--metrics-port"]) == ("8000", "8001", "8002")
+    assert flags["--allow-gpu-metrics"] == "true"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": 8000, "grpc": 8001, "metrics": 8002}
+
+
+def test_probes_use_triton_health_endpoints() -> None:
+    container = server_container(render_case("01-default-gpu-values.yaml"))
+    for probe, path in (
+        ("startupProbe", "/v2/health/ready"),
+        ("readinessProbe", "/v2/health/ready"),
+        ("livenessProbe", "/v2/health/live"),
+    ):
+        assert container[probe]["httpGet"] == {"path": path, "port": "http"}, probe
+
+
+def test_startup_budget_is_sized_for_the_largest_catalog_model() -> None:
+    """The budget comment names the largest model; a bigger catalog entry must revisit it."""
+    largest = max(CATALOG.values(), key=lambda entry: entry.published.params_m)
+    values_text = (CHART_DIR / "values.yaml").read_text(encoding="utf-8")
+    assert largest.name in values_text, f"startup budget comment should size for {largest.name}"
+    probe = server_container(render_case("01-default-gpu-values.yaml"))["startupProbe"]
+    budget = probe["periodSeconds"] * probe["failureThreshold"]
+    # The comment's own arithmetic: ~150 s estimated for the largest model, 4x margin.
+    assert budget >= 600, budget
+
+
+def test_graceful_shutdown_outlasts_the_exit_timeout(ci_case: str) -> None:
+    spec = pod_spec(render_case(ci_case))
+    flags = args_of(server_container(render_case(ci_case)))
+    sleep = int(server_container(render_case(ci_case))["lifecycle"]["preStop"]["exec"]["command"][1])
+    assert spec["terminationGracePeriodSeconds"] > int(flags["--exit-timeout-secs"]) + sleep
+
+
+def test_dev_shm_is_a_bounded_memory_volume(ci_case: str) -> None:
+    spec = pod_spec(render_case(ci_case))
+    mounts = {m["mountPath"]: m["name"] for m in server_container(render_case(ci_case))["volumeMounts"]}
+    volume = next(v for v in spec["volumes"] if v["name"] == mounts["/dev/shm"])
+    assert volume["emptyDir"]["medium"] == "Memory"
+    assert volume["emptyDir"]["sizeLimit"]
+
+
+def test_gpu_mode_requests_a_gpu_and_tolerates_the_taint() -> None:
+    objects = render_case("01-default-gpu-values.yaml")
+    resources = server_container(objects)["resources"]
+    assert resources["limits"]["nvidia.com/gpu"] == 1
+    for key in ("cpu", "memory"):  # Guaranteed QoS
+        assert resources["requests"][key] == resources["limits"][key]
+    tolerations = pod_spec(objects)["tolerations"]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in tolerations
+
+
+def test_gpu_products_become_required_node_affinity() -> None:
+    spec = pod_spec(render_case("03-pvc-values.yaml"))
+    terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    expression = terms["nodeSelectorTerms"][0]["matchExpressions"][0]
+    assert expression == {"key": "nvidia.com/gpu.product", "operator": "In", "values": ["NVIDIA-A10G"]}
+
+
+def test_runtime_class_is_optional() -> None:
+    assert "runtimeClassName" not in pod_spec(render_case("01-default-gpu-values.yaml"))
+    assert pod_spec(render_case("05-trt-plans-values.yaml"))["runtimeClassName"] == "nvidia"
+
+
+def test_cpu_mode_serves_portable_without_gpu() -> None:
+    objects = render_case("02-cpu-dev-values.yaml")
+    flags = args_of(server_container(objects))
+    assert flags["--model-repository"] == "/models/portable"
+    assert flags["--allow-gpu-metrics"] == "false"
+    assert not [v for v in walk(objects) if isinstance(v, str) and "nvidia.com/gpu" in v]
+    assert not any(isinstance(v, dict) and "nvidia.com/gpu" in v for v in walk(objects))
+    expected = values_file()["resources"]["cpu"]
+    assert server_container(objects)["resources"] == expected
+
+
+def test_pvc_source_mounts_the_claim_read_only() -> None:
+    objects = render_case("03-pvc-values.yaml")
+    spec = pod_spec(objects)
+    volume = next(v for v in spec["volumes"] if v["name"] == "models")
+    assert volume["persistentVolumeClaim"] == {"claimName": "paddleclas-models", "readOnly": True}
+    mount = next(m for m in server_container(objects)["volumeMounts"] if m["name"] == "models")
+    assert mount == {"name": "models", "mountPath": "/models", "readOnly": True, "subPath": "model_repository"}
+    assert args_of(server_container(objects))["--model-repository"] == "/models/production"
+    assert one(objects, "Deployment")["spec"]["replicas"] == 2
+
+
+def test_nfs_source_mounts_the_export_read_only() -> None:
+    spec = pod_spec(render_case("08-everything-on-values.yaml"))
+    volume = next(v for v in spec["volumes"] if v["name"] == "models")
+    assert volume["nfs"] == {"server": "nfs.storage.svc.cluster.local", "path": "/exports/paddleclas", "readOnly": True}
+
+
+def test_s3_source_reads_credentials_from_the_secret() -> None:
+    objects = render_case("04-object-storage-values.yaml")
+    container = server_container(objects)
+    assert args_of(container)["--model-repository"] == ("s3://models-bucket/paddleclas/model_repository/production")
+    assert container["envFrom"] == [{"secretRef": {"name": "paddleclas-s3"}}]
+    assert "models" not in {v["name"] for v in pod_spec(objects)["volumes"]}
+
+
+def test_gcs_source_mounts_the_service_account_key() -> None:
+    objects = render_case("09-object-storage-gcs-values.yaml")
+    container = server_container(objects)
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "gcs-credentials")
+    assert env["GOOGLE_APPLICATION_CREDENTIALS"] == f"{mount['mountPath']}/key.json"
+    volume = next(v for v in pod_spec(objects)["volumes"] if v["name"] == "gcs-credentials")
+    assert volume["secret"]["secretName"] == "paddleclas-gcs"
+    assert "envFrom" not in container
+
+
+def test_trt_init_containers_build_into_the_served_copy() -> None:
+    objects = render_case("05-trt-plans-values.yaml")
+    spec = pod_spec(objects)
+    stage, build = spec["initContainers"]
+    assert stage["image"] == server_container(objects)["image"], "stage must read the server's TRT"
+    assert build["image"] == "nvcr.io/nvidia/tensorrt:24.10-py3"
+    assert build["resources"]["limits"]["nvidia.com/gpu"] == 1
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["trt-cache"]["persistentVolumeClaim"]["claimName"] == "trt-plan-cache"
+    assert "emptyDir" in volumes["repository"]
+    assert args_of(server_container(objects))["--model-repository"] == "/repository/models"
+    served = next(m for m in server_container(objects)["volumeMounts"] if m["name"] == "repository")
+    assert served["readOnly"] is True
+    assert stage["args"][0] == "--source=/models/production"
+
+
+def test_configmaps_read_by_the_pod_carry_a_checksum(ci_case: str) -> None:
+    """A changed script must roll the pods; the annotation is the hash of the rendered ConfigMap."""
+    files = render_files(case_values(ci_case))
+    spec = pod_spec(render_case(ci_case))
+    annotations = one(render_case(ci_case), "Deployment")["spec"]["template"]["metadata"].get("annotations", {})
+    for volume in spec["volumes"]:
+        if "configMap" not in volume:
+            continue
+        template = next(
+            path
+            for path, text in files.items()
+            if "kind: ConfigMap" in text and f"name: {volume['configMap']['name']}\n" in text
+        )
+        digest = hashlib.sha256(files[template].encode()).hexdigest()
+        assert digest in annotations.values(), f"no checksum for {template}"
+
+
+def test_trt_configmap_ships_the_script_unchanged() -> None:
+    config_map = one(render_case("05-trt-plans-values.yaml"), "ConfigMap", "-trt")
+    script = (CHART_DIR / "files" / "build_trt_plans.py").read_text(encoding="utf-8")
+    assert config_map["data"]["build_trt_plans.py"].strip() == script.strip()
+
+
+def test_rollout_never_drops_capacity(ci_case: str) -> None:
+    strategy = one(render_case(ci_case), "Deployment")["spec"]["strategy"]
+    assert strategy["type"] == "RollingUpdate"
+    assert strategy["rollingUpdate"]["maxUnavailable"] == 0
+    assert strategy["rollingUpdate"]["maxSurge"] >= 1
+
+
+def test_topology_spread_over_nodes_and_zones() -> None:
+    objects = render_case("01-default-gpu-values.yaml")
+    pod_labels = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    constraints = pod_spec(objects)["topologySpreadConstraints"]
+    assert {c["topologyKey"] for c in constraints} == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}
+    for constraint in constraints:
+        selector = constraint["labelSelector"]["matchLabels"]
+        assert selector.items() <= pod_labels.items()
+        assert constraint["whenUnsatisfiable"] == "ScheduleAnyway"
+
+
+def test_every_container_is_locked_down(ci_case: str) -> None:
+    """Non-root, no capabilities, no privilege escalation, read-only root, RuntimeDefault seccomp."""
+    objects = render_case(ci_case)
+    pods = [pod_spec(objects)] + [o["spec"] for o in objects if o["kind"] == "Pod"]
+    for spec in pods:
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert spec["automountServiceAccountToken"] is False
+        for container in spec["containers"] + spec.get("initContainers", []):
+            context = container["securityContext"]
+            assert context["capabilities"]["drop"] == ["ALL"], container["name"]
+            assert context["allowPrivilegeEscalation"] is False, container["name"]
+            assert context["readOnlyRootFilesystem"] is True, container["name"]
+            assert "privileged" not in context
+    assert not any(isinstance(v, dict) and "hostPath" in v for v in walk(objects))
+
+
+def test_image_reference_prefers_the_digest() -> None:
+    image = server_container(render_case("08-everything-on-values.yaml"))["image"]
+    assert re.fullmatch(r"registry\.example\.com/vision/paddleclas-triton@sha256:[0-9a-f]{64}", image)
+    default = server_container(render_case("01-default-gpu-values.yaml"))["image"]
+    chart_meta = yaml.safe_load((CHART_DIR / "Chart.yaml").read_text(encoding="utf-8"))
+    assert default == f"paddleclas-triton:{chart_meta['appVersion']}"
+
+
+def test_server_pod_is_guaranteed_qos(ci_case: str) -> None:
+    """Kubernetes grants Guaranteed QoS only if every container, init ones included, has requests
+    equal to limits for CPU and memory; such pods are the last evicted under node pressure."""
+    spec = pod_spec(render_case(ci_case))
+    for container in spec["containers"] + spec.get("initContainers", []):
+        resources = container["resources"]
+        for key in ("cpu", "memory"):
+            assert resources["requests"][key] == resources["limits"][key], (container["name"], key)

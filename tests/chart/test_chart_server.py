@@ -1,0 +1,175 @@
+"""The chart against the real tritonserver 2.51.0: flags, metric names, and the helm test script.
+
+These need the server binary (and, through the ``triton_server`` fixture, an exported repository),
+so they carry the ``server`` marker.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+from chart_helpers import CHART_DIR, HELM_DIR, render_case, server_container
+
+from model_repository.server import TritonServer, free_port, server_binary
+
+DASHBOARD = CHART_DIR / "files" / "grafana-dashboard.json"
+ADAPTER_VALUES = HELM_DIR / "monitoring" / "prometheus-adapter-values.yaml"
+CHECK_SCRIPT = CHART_DIR / "files" / "check_inference.py"
+# Reported only where NVML sees a GPU; this machine has none.
+GPU_ONLY = {"nv_gpu_utilization", "nv_gpu_memory_used_bytes", "nv_gpu_memory_total_bytes"}
+PROMQL_FUNCTIONS = {"sum", "max", "rate", "clamp_min", "label_values"}
+# Flags that decide how models load; the local server the tests use must share them.
+LOADING_FLAGS = ("--model-control-mode", "--strict-readiness", "--disable-auto-complete-config")
+
+
+def promql_metrics(expr: str) -> set[str]:
+    """Metric names in a PromQL expression (label matchers, ranges, groupings and strings removed).
+
+    Every other identifier must be a known function, so a misread expression fails loudly.
+    """
+    expr = re.sub(r'"[^"]*"', "", expr)
+    expr = re.sub(r"\{[^}]*\}|\[[^\]]*\]", "", expr)
+    expr = re.sub(r"\b(by|without)\s*\([^)]*\)", "", expr)
+    names = set()
+    for match in re.finditer(r"(?<![\w.])([A-Za-z_:][\w:]*)(\s*\()?", expr):
+        name, call = match.group(1), match.group(2)
+        if call:
+            assert name in PROMQL_FUNCTIONS, f"unknown function {name} in {expr}"
+        else:
+            names.add(name)
+    return names
+
+
+def dashboard_metrics() -> set[str]:
+    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    names = set().union(*(promql_metrics(e) for e in exprs))
+    for variable in dashboard["templating"]["list"]:
+        query = variable.get("query")
+        if isinstance(query, dict):
+            names.add(re.match(r"label_values\((\w+)", query["query"]).group(1))
+    return names
+
+
+def adapter_metrics() -> set[str]:
+    adapter = yaml.safe_load(ADAPTER_VALUES.read_text(encoding="utf-8"))
+    names: set[str] = set()
+    for rule in adapter["rules"]["custom"]:
+        names |= promql_metrics(rule["seriesQuery"]) | promql_metrics(rule["metricsQuery"])
+    return names
+
+
+def exposed_metrics(metrics_url: str) -> set[str]:
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    return {re.split(r"[{ ]", line, maxsplit=1)[0] for line in text.splitlines() if line and not line.startswith("#")}
+
+
+def classify_once(server: Any) -> None:
+    """One real request so the per-model inference counters exist."""
+    import tritonclient.http as httpclient
+
+    ok, png = cv2.imencode(".png", np.full((40, 60, 3), 127, dtype=np.uint8))
+    assert ok
+    client = httpclient.InferenceServerClient(url=server.http_url)
+    model = server.models[0]
+    batched = client.get_model_config(model).get("max_batch_size", 0) > 0
+    shape = [1, 1] if batched else [1]
+    tensor = httpclient.InferInput("IMAGE", shape, "BYTES")
+    tensor.set_data_from_numpy(np.array([png.tobytes()], dtype=np.object_).reshape(shape))
+    client.infer(model, [tensor])
+
+
+def test_promql_reader_finds_names() -> None:
+    expr = (
+        'sum by (pod) (rate(a_total{x="y"}[1m])) / clamp_min(sum by (<<.GroupBy>>) '
+        "(rate(b_us{<<.LabelMatchers>>}[$__rate_interval])), 1e-9) / 1000"
+    )
+    assert promql_metrics(expr) == {"a_total", "b_us"}
+    assert {"nv_inference_queue_duration_us", "nv_gpu_utilization"} <= dashboard_metrics()
+    assert adapter_metrics() == {"nv_inference_queue_duration_us", "nv_inference_compute_infer_duration_us"}
+
+
+def test_chart_flags_match_the_tested_server() -> None:
+    """The local server the test suite runs loads models under the chart's loading flags."""
+    rendered = server_container(render_case("02-cpu-dev-values.yaml"))["args"]
+    local = TritonServer(Path("unused")).command()
+    for flag in LOADING_FLAGS:
+        assert [a for a in rendered if a.startswith(flag)] == [a for a in local if a.startswith(flag)]
+
+
+@pytest.mark.server
+def test_every_dashboard_and_adapter_metric_is_exposed(triton_server: Any) -> None:
+    classify_once(triton_server)
+    exposed = exposed_metrics(triton_server.metrics_url)
+    wanted = dashboard_metrics() | adapter_metrics()
+    print(f"{len(wanted)} metric names used, {len(exposed)} exposed by the server")
+    assert wanted >= GPU_ONLY, "stale exception list: drop names no longer used"
+    assert not GPU_ONLY & exposed, "a GPU metric appeared: remove it from the exceptions"
+    assert sorted(wanted - GPU_ONLY - exposed) == []
+
+
+@pytest.mark.server
+def test_helm_test_script_passes_against_the_real_server(triton_server: Any) -> None:
+    command = [sys.executable, str(CHECK_SCRIPT), f"--url={triton_server.grpc_url}", "--ready-timeout=30"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    print(result.stdout)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for model in triton_server.models:
+        assert f"ok {model}:" in result.stdout
+    # And it can fail: a top-k the server does not return is reported.
+    wrong = subprocess.run(
+        [*command, "--top-k=3", f"--model={triton_server.models[0]}"], capture_output=True, text=True, timeout=300
+    )
+    assert wrong.returncode == 1 and "expected 3 of each" in wrong.stdout
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("case", ["01-default-gpu-values.yaml", "02-cpu-dev-values.yaml"])
+def test_rendered_flags_start_the_real_server(case: str, tmp_path: Path) -> None:
+    """tritonserver accepts every flag the chart passes (an unknown flag stops it at once)."""
+    args = server_container(render_case(case))["args"]
+    assert args[0] == "tritonserver"
+    empty = tmp_path / "models"  # no models: only the flags are under test
+    empty.mkdir()
+    http, grpc, metrics = free_port(), free_port(), free_port()
+    replaced = {
+        "--model-repository": str(empty),
+        "--http-port": str(http),
+        "--grpc-port": str(grpc),
+        "--metrics-port": str(metrics),
+    }
+    flags = [
+        f"{a.partition('=')[0]}={replaced[a.partition('=')[0]]}" if a.partition("=")[0] in replaced else a
+        for a in args[1:]
+    ]
+    log = tmp_path / "tritonserver.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen([str(server_binary()), *flags], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert process.poll() is None, log.read_text(errors="replace")[-2000:]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/health/ready", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("not ready in 60 s:\n" + log.read_text(errors="replace")[-2000:])
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
