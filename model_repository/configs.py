@@ -1,11 +1,13 @@
 """Triton model configurations for one catalog model, generated from the catalog.
 
-Each served model is four Triton models:
+Each served model is six Triton models, two entry points sharing the network and postprocess:
 
-    NAME              ensemble, the public entry point (wire contract in the README)
-    NAME_preprocess   Python backend: encoded bytes -> NORMALIZED_IMAGE (preprocess/ package)
-    NAME_network      the exported ONNX network: NORMALIZED_IMAGE -> PROBABILITIES
-    NAME_postprocess  Python backend: PROBABILITIES -> top-k LABELS, SCORES, CLASS_IDS
+    NAME                      ensemble, the public entry point for encoded images (wire contract in the README)
+    NAME_pixels               ensemble, the entry point for decoded RGB frames (PIXELS, uint8 N x H x W x 3)
+    NAME_preprocess           Python backend: encoded bytes -> NORMALIZED_IMAGE (preprocess/ package)
+    NAME_pixels_preprocess    Python backend: RGB frames -> NORMALIZED_IMAGE (same code, decoding skipped)
+    NAME_network              the exported ONNX network: NORMALIZED_IMAGE -> PROBABILITIES
+    NAME_postprocess          Python backend: PROBABILITIES -> top-k LABELS, SCORES, CLASS_IDS
 
 The network config has two variants from one function: "production" (onnxruntime backend on GPU)
 and "portable" (the same ONNX file run by ONNX Runtime inside the Python backend, on CPU, for the
@@ -17,6 +19,7 @@ rendered, so a misspelt field or a wrong type fails here rather than at server s
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Literal
 
 from google.protobuf import json_format, text_format
@@ -24,12 +27,14 @@ from tritonclient.grpc import model_config_pb2
 
 from catalog import ModelEntry
 from catalog.reference import NUM_CLASSES
+from preprocess import DEFAULT_MAX_PIXELS
 
 Variant = Literal["portable", "production"]
 VARIANTS: tuple[Variant, ...] = ("portable", "production")
 
 # The wire contract: see README "Wire contract". Changing these breaks clients.
 IMAGE_INPUT = "IMAGE"
+PIXELS_INPUT = "PIXELS"  # the second entry point: decoded RGB uint8 frames
 TOP_K_OUTPUTS = {"LABELS": "TYPE_STRING", "SCORES": "TYPE_FP32", "CLASS_IDS": "TYPE_INT64"}
 TOP_K = 5
 MAX_BATCH_SIZE = 8
@@ -51,6 +56,14 @@ def network_name(entry: ModelEntry) -> str:
 
 def postprocess_name(entry: ModelEntry) -> str:
     return f"{entry.triton_name}_postprocess"
+
+
+def pixels_ensemble_name(entry: ModelEntry) -> str:
+    return f"{entry.triton_name}_pixels"
+
+
+def pixels_preprocess_name(entry: ModelEntry) -> str:
+    return f"{entry.triton_name}_pixels_preprocess"
 
 
 def _params(**values: object) -> dict[str, dict[str, str]]:
@@ -107,8 +120,33 @@ def preprocess_config(entry: ModelEntry, instances: int = 2) -> ConfigDict:
             resize=prep.resize,
             mean=",".join(map(str, prep.mean)),
             std=",".join(map(str, prep.std)),
+            max_pixels=DEFAULT_MAX_PIXELS,
         ),
     }
+
+
+def _pixels_input() -> ConfigDict:
+    return {"name": PIXELS_INPUT, "data_type": "TYPE_UINT8", "dims": [-1, -1, 3]}
+
+
+def pixels_preprocess_config(entry: ModelEntry) -> ConfigDict:
+    """preprocess_config with PIXELS in: derived, so its tuning and parameters never drift from it."""
+    config = copy.deepcopy(preprocess_config(entry))
+    # Ragged: frames of different sizes may share a batch (the model handles each request's own shape).
+    config |= {"name": pixels_preprocess_name(entry), "input": [_pixels_input() | {"allow_ragged_batch": True}]}
+    return config
+
+
+def pixels_ensemble_config(entry: ModelEntry, weights_note: str) -> ConfigDict:
+    """ensemble_config with its first step swapped for the pixels preprocess; every later step is shared."""
+    config = copy.deepcopy(ensemble_config(entry, weights_note))
+    config |= {"name": pixels_ensemble_name(entry), "input": [_pixels_input()]}
+    first = config["ensemble_scheduling"]["step"][0]
+    if first["model_name"] != preprocess_name(entry):
+        raise ValueError(f"the ensemble's first step is {first['model_name']}, expected {preprocess_name(entry)}")
+    first["model_name"] = pixels_preprocess_name(entry)
+    first["input_map"] = {PIXELS_INPUT: PIXELS_INPUT}
+    return config
 
 
 def network_config(entry: ModelEntry, variant: Variant, cpu_threads: int = 2) -> ConfigDict:

@@ -1,8 +1,8 @@
 """Write one catalog model into a Triton model repository, all or nothing.
 
 Everything is built in a staging directory beside the repository (same filesystem), then each of
-the four model directories replaces its old version by rename. If any step fails, the renames done
-so far are undone and the repository is exactly as it was.
+the six model directories (two entry points and their steps) replaces its old version by rename.
+If any step fails, the renames done so far are undone and the repository is exactly as it was.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ EXPORT_RECORD = "export.json"
 def model_dirs(entry: ModelEntry) -> list[str]:
     return [
         entry.triton_name,
+        configs.pixels_ensemble_name(entry),
         configs.preprocess_name(entry),
+        configs.pixels_preprocess_name(entry),
         configs.network_name(entry),
         configs.postprocess_name(entry),
     ]
@@ -41,14 +43,19 @@ def _write_model(root: Path, config: configs.ConfigDict, files: dict[str, Path |
     for name, content in files.items():
         target = version / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(content, Path):
+        if isinstance(content, Path) and content.suffix == ".onnx":
             _link_or_copy(content, target)
+        elif isinstance(content, Path):
+            # Copied, never linked: a link would let later edits of the source tree change
+            # repositories that were already installed (and served).
+            shutil.copy2(content, target)
         else:
             target.write_text(content, "utf-8")
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
-    # Network files reach 1.2 GB: a hard link costs nothing when source and target share a disk.
+    # Network files reach 1.2 GB: a hard link costs nothing when source and target share a disk,
+    # and the exported file is never modified in place (a new export writes a new file).
     try:
         os.link(source, target)
     except OSError:
@@ -56,13 +63,17 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 
 def stage(entry: ModelEntry, onnx_path: Path, record: dict, variant: configs.Variant, staging: Path) -> None:
-    """Build the four model directories of `entry` under `staging`."""
+    """Build the model directories of `entry` (see model_dirs) under `staging`."""
     weights_note = record.get("weights_note", "unknown")
     _write_model(staging / entry.triton_name, configs.ensemble_config(entry, weights_note), {})
+    _write_model(staging / configs.pixels_ensemble_name(entry), configs.pixels_ensemble_config(entry, weights_note), {})
+    # Both preprocess models run the same model.py and package; their config's input picks the path.
     preprocess_files: dict[str, Path | str] = {"model.py": PYTHON_MODELS / "preprocess.py"}
     for source in sorted(PREPROCESS_PACKAGE.glob("*.py")):
         preprocess_files[f"preprocess/{source.name}"] = source
     _write_model(staging / configs.preprocess_name(entry), configs.preprocess_config(entry), preprocess_files)
+    pixels_config = configs.pixels_preprocess_config(entry)
+    _write_model(staging / configs.pixels_preprocess_name(entry), pixels_config, preprocess_files)
     network_files: dict[str, Path | str] = {"model.onnx": onnx_path}
     if variant == "portable":
         network_files["model.py"] = PYTHON_MODELS / "onnx_network.py"

@@ -1,88 +1,36 @@
-"""Decode, resize, crop and normalize exactly as PaddleClas's Python path does.
+"""Resize, crop and normalize exactly as PaddleClas's Python path does, one model's parameters at a time.
 
-This module is the served preprocessing: the Triton preprocess model imports it unchanged (the
-repository builder copies this package next to the model), and tests import it without Triton.
-Only numpy, OpenCV and Pillow: nothing here may depend on the rest of the project.
+This package is the served preprocessing: the Triton preprocess models import it unchanged (the
+repository builder copies it next to them), and tests import it without Triton. Only numpy, OpenCV,
+Pillow and the standard library: nothing here may depend on the rest of the project.
 
-PaddleClas's operators, reproduced step by step (ppcls/data/preprocess/ops/operators.py):
-DecodeImage -> cv2.imdecode(IMREAD_COLOR), BGR to RGB; ResizeImage(resize_short) -> scale by
-R / short side, Python round() (ties to even); CropImage -> centre crop, odd pixel right/bottom;
-NormalizeImage -> float32 (x * 1/255 - mean) / std; ToCHWImage.
+PaddleClas's operators (deploy/python/preprocess.py, the same code as ppcls/data/preprocess/ops),
+reproduced step by step: DecodeImage (see decoding.py); ResizeImage(resize_short) scales by
+R / short side with Python's round() (ties to even); CropImage takes the centre, the odd pixel going
+right/bottom; NormalizeImage computes float32 (x * float32(1/255) - mean) / std; ToCHWImage.
 """
 
 from __future__ import annotations
 
-import io
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 from PIL import Image
 
-# A 64-megapixel image (e.g. 9248x6936, the largest phone sensors) decodes to 192 MB of RGB; the
-# limit stops "decompression bombs" (a few KB of PNG declaring gigapixels) before any allocation.
-DEFAULT_MAX_PIXELS = 64_000_000
+from preprocess.decoding import DEFAULT_MAX_PIXELS, check_pixels, decode
+from preprocess.formats import ImageDecodeError
 
 RESIZE_BACKENDS = ("pillow-bicubic", "opencv-linear")
 
 
-class ImageDecodeError(ValueError):
-    """The bytes of one request element are not a usable image; the message says why."""
-
-
-def image_size(data: bytes) -> tuple[int, int] | None:
-    """Width and height from the file header alone, or None when Pillow cannot identify it.
-
-    Pillow reads only the header here (no pixel data), which is what makes the pixel limit a
-    defence: it runs before the decoder allocates anything.
-    """
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            return img.size
-    except (OSError, ValueError, Image.DecompressionBombError):
-        return None
-
-
-def _is_truncated(data: bytes) -> str | None:
-    """Detect files that OpenCV would decode 'successfully' with grey filler after the cut."""
-    if data[:3] == b"\xff\xd8\xff":
-        # Entropy-coded data escapes 0xFF, so the last SOS marker belongs to the final scan and an
-        # intact file has an EOI marker after it (trailing bytes after EOI are tolerated).
-        last_scan = data.rfind(b"\xff\xda")
-        if last_scan != -1 and data.find(b"\xff\xd9", last_scan) == -1:
-            return "truncated JPEG (no end-of-image marker after the last scan)"
-    elif data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in data[-64:]:
-        return "truncated PNG (no IEND chunk)"
-    return None
-
-
-def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Encoded image bytes -> RGB uint8 HxWx3, as PaddleClas's DecodeImage makes it.
-
-    cv2.IMREAD_COLOR turns grey and palette images into 3 channels, drops alpha, scales 16-bit
-    down to 8-bit and applies the EXIF orientation (OpenCV >= 3.1), as PaddleClas's own decode does.
-    """
-    if len(data) == 0:
-        raise ImageDecodeError("empty image (0 bytes)")
-    size = image_size(data)
-    if size is not None and size[0] * size[1] > max_pixels:
-        raise ImageDecodeError(
-            f"image declares {size[0]}x{size[1]} = {size[0] * size[1]:,} pixels, over the limit of {max_pixels:,}"
-        )
-    truncated = _is_truncated(data)
-    if truncated:
-        raise ImageDecodeError(truncated)
-    bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ImageDecodeError(
-            f"not a decodable image ({len(data)} bytes starting {data[:8].hex()}); "
-            "accepted formats include JPEG, PNG, BMP, WebP and TIFF"
-        )
-    return np.ascontiguousarray(bgr[:, :, ::-1])
-
-
 def resized_shape(width: int, height: int, resize_short: int) -> tuple[int, int]:
-    """Target (width, height) with the short side on resize_short, rounded as Python rounds."""
+    """Target (width, height) with the short side on resize_short, rounded as Python rounds.
+
+    float64 and round-half-to-even, as ResizeImage computes it: a 1025x512 image at 256 becomes
+    512x256 here (512.5 rounds to even), where a C round() would give 513.
+    """
     scale = float(resize_short) / min(width, height)
     return round(width * scale), round(height * scale)
 
@@ -93,15 +41,12 @@ def resize_short_side(
     """Scale so the short side equals resize_short, with the model's own library and filter.
 
     Pillow's BICUBIC (a=-0.5, antialiased when shrinking) and OpenCV's INTER_LINEAR give different
-    pixels; each model must get the one it was trained and evaluated with.
+    pixels; each model must get the one it was trained and evaluated with. A very thin image grows
+    huge here (20000x1 -> 5,120,000x256), so the result is held to the same pixel limit as decoding.
     """
     height, width = rgb.shape[:2]
     new_w, new_h = resized_shape(width, height, resize_short)
-    if new_w * new_h > max_pixels:
-        raise ImageDecodeError(
-            f"a {width}x{height} image resizes to {new_w}x{new_h} (short side {resize_short}), "
-            f"over the limit of {max_pixels:,} pixels: aspect ratio too extreme"
-        )
+    check_pixels(new_w, new_h, max_pixels, f"aspect ratio too extreme: a {width}x{height} image would resize to")
     if backend == "opencv-linear":
         return cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
     if backend == "pillow-bicubic":
@@ -118,13 +63,21 @@ def center_crop(img: np.ndarray, size: int) -> np.ndarray:
 
 
 def normalize(img: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """float32 arithmetic in numpy's order of operations, so results match PaddleClas bit for bit."""
+    """float32 arithmetic in numpy's order of operations, so results match PaddleClas bit for bit.
+
+    Elementwise, so a stacked batch (N x H x W x 3) gives each image exactly its single-image result.
+    """
     return (img.astype(np.float32) * np.float32(1.0 / 255.0) - mean) / std
+
+
+def _floats(text: str) -> tuple[float, float, float]:
+    a, b, c = (float(v) for v in text.split(","))
+    return a, b, c
 
 
 @dataclass(frozen=True)
 class Preprocessor:
-    """One model's preprocessing, built once from its parameters and applied per image."""
+    """One model's preprocessing, built once from its parameters and applied per image or per batch."""
 
     resize_short: int
     crop: int
@@ -138,6 +91,20 @@ class Preprocessor:
             raise ValueError(f"unknown resize backend {self.resize!r}; expected one of {RESIZE_BACKENDS}")
         if self.resize_short < self.crop:
             raise ValueError(f"resize_short {self.resize_short} is smaller than crop {self.crop}")
+        if self.max_pixels < self.resize_short * self.resize_short:
+            raise ValueError(f"max_pixels {self.max_pixels} cannot hold one {self.resize_short}-pixel square")
+
+    @classmethod
+    def from_parameters(cls, params: Mapping[str, str]) -> Preprocessor:
+        """From the string parameters of a preprocess model's config.pbtxt (see model_repository/configs.py)."""
+        return cls(
+            resize_short=int(params["resize_short"]),
+            crop=int(params["crop"]),
+            resize=params["resize"],
+            mean=_floats(params["mean"]),
+            std=_floats(params["std"]),
+            max_pixels=int(params.get("max_pixels", DEFAULT_MAX_PIXELS)),
+        )
 
     @property
     def _mean(self) -> np.ndarray:
@@ -147,15 +114,33 @@ class Preprocessor:
     def _std(self) -> np.ndarray:
         return np.array(self.std, dtype=np.float32).reshape(1, 1, 3)
 
+    def decode(self, data: bytes) -> np.ndarray:
+        """Encoded bytes -> RGB uint8 HxWx3, under this model's pixel limit."""
+        return decode(data, self.max_pixels)
+
     def pixels(self, rgb: np.ndarray) -> np.ndarray:
-        """RGB uint8 HxWx3 -> the cropped uint8 image the network sees (before normalization)."""
-        resized = resize_short_side(rgb, self.resize_short, self.resize, self.max_pixels)
+        """RGB uint8 HxWx3 -> the cropped uint8 image the network sees (before normalization).
+
+        Also the entry of already-decoded frames, so the frame's shape and size are checked here.
+        """
+        if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise ImageDecodeError(f"expected RGB uint8 HxWx3 pixels, got {rgb.dtype} {tuple(rgb.shape)}")
+        height, width = rgb.shape[:2]
+        if height == 0 or width == 0:
+            raise ImageDecodeError(f"empty {width}x{height} frame")
+        check_pixels(width, height, self.max_pixels, "frame has")
+        resized = resize_short_side(np.ascontiguousarray(rgb), self.resize_short, self.resize, self.max_pixels)
         return center_crop(resized, self.crop)
+
+    def normalize(self, crops: np.ndarray) -> np.ndarray:
+        """uint8 CxCx3 -> float32 3xCxC, or a stack N x C x C x 3 -> N x 3 x C x C, in one computation."""
+        hwc = normalize(crops, self._mean, self._std)
+        return np.ascontiguousarray(np.moveaxis(hwc, -1, -3))
 
     def tensor(self, rgb: np.ndarray) -> np.ndarray:
         """RGB uint8 HxWx3 -> float32 3xCxC network input."""
-        return normalize(self.pixels(rgb), self._mean, self._std).transpose(2, 0, 1)
+        return self.normalize(self.pixels(rgb))
 
     def __call__(self, data: bytes) -> np.ndarray:
         """Encoded image bytes -> float32 3xCxC network input."""
-        return self.tensor(decode(data, self.max_pixels))
+        return self.tensor(self.decode(data))

@@ -73,3 +73,12 @@ def test_failure_while_staging_leaves_repository_as_it_was(tmp_path: Path, onnx_
     with pytest.raises(FileNotFoundError):
         install.install(ENTRY, tmp_path / "missing.onnx", onnx_and_record[1], repository, "portable")
     assert snapshot(repository) == before
+
+
+def test_python_sources_are_copied_not_linked(tmp_path: Path, onnx_and_record: tuple[Path, dict]) -> None:
+    """Editing the source tree later must not change a repository that is already installed."""
+    repository = tmp_path / "repo"
+    install.install(ENTRY, *onnx_and_record, repository, "portable")
+    model_py = repository / configs.preprocess_name(ENTRY) / "1" / "model.py"
+    assert model_py.stat().st_nlink == 1
+    assert model_py.read_bytes() == (install.PYTHON_MODELS / "preprocess.py").read_bytes()

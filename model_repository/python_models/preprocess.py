@@ -1,7 +1,10 @@
-"""Triton Python model: encoded image bytes -> NORMALIZED_IMAGE, as PaddleClas preprocesses.
+"""Triton Python model: images -> NORMALIZED_IMAGE, as PaddleClas preprocesses them.
 
-Installed as `<model>_preprocess/1/model.py`, with the project's `preprocess` package copied beside
-it. Parameters (resize_short, crop, resize, mean, std) come from the catalog through config.pbtxt.
+Installed twice per catalog model, with the project's `preprocess` package copied beside it:
+`<model>_preprocess` reads IMAGE (encoded bytes, one element per image) and decodes;
+`<model>_pixels_preprocess` reads PIXELS (RGB uint8 frames, N x H x W x 3) and skips decoding.
+The config's input name says which; everything after the decode is the same code. Parameters
+(resize_short, crop, resize, mean, std, max_pixels) come from the catalog through config.pbtxt.
 """
 
 import json
@@ -10,12 +13,8 @@ import cv2
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from preprocess import DEFAULT_MAX_PIXELS, ImageDecodeError, Preprocessor
-
-
-def _floats(text: str) -> tuple[float, float, float]:
-    a, b, c = (float(v) for v in text.split(","))
-    return a, b, c
+from preprocess import Preprocessor, preprocess_requests
+from preprocess.allocator import keep_large_buffers
 
 
 class TritonPythonModel:
@@ -23,36 +22,36 @@ class TritonPythonModel:
         # One math thread per instance: Triton runs several instances side by side, and each
         # OpenCV thread pool would otherwise claim every core.
         cv2.setNumThreads(1)
-        params = {k: v["string_value"] for k, v in json.loads(args["model_config"])["parameters"].items()}
-        self.preprocessor = Preprocessor(
-            resize_short=int(params["resize_short"]),
-            crop=int(params["crop"]),
-            resize=params["resize"],
-            mean=_floats(params["mean"]),
-            std=_floats(params["std"]),
-            max_pixels=int(params.get("max_pixels", DEFAULT_MAX_PIXELS)),
-        )
-        pb_utils.Logger.log_info(f"{args['model_name']}: {self.preprocessor}")
+        # This stub process is ours alone: let malloc keep decode buffers of camera-sized photos.
+        keep_large_buffers()
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config["parameters"].items()}
+        self.preprocessor = Preprocessor.from_parameters(params)
+        (self.input_name,) = (tensor["name"] for tensor in config["input"])
+        if self.input_name == "IMAGE":
+            self.crop = self._crop_encoded
+        elif self.input_name == "PIXELS":
+            self.crop = self.preprocessor.pixels
+        else:
+            raise ValueError(f"{args['model_name']}: input must be IMAGE or PIXELS, not {self.input_name!r}")
+        pb_utils.Logger.log_info(f"{args['model_name']} ({self.input_name}): {self.preprocessor}")
 
-    def _tensors(self, images: np.ndarray) -> np.ndarray:
-        tensors = []
-        for index, data in enumerate(images):
-            try:
-                tensors.append(self.preprocessor(bytes(data)))
-            except ImageDecodeError as err:
-                where = f"image {index + 1} of {len(images)}: " if len(images) > 1 else ""
-                raise ImageDecodeError(f"{where}{err}") from None
-        return np.stack(tensors)
+    def _crop_encoded(self, data: bytes) -> np.ndarray:
+        return self.preprocessor.pixels(self.preprocessor.decode(bytes(data)))
+
+    def _images(self, request) -> np.ndarray:
+        array = pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()
+        # IMAGE arrives as N x 1 bytes objects; PIXELS as N x H x W x 3, iterated frame by frame.
+        return array.reshape(-1) if self.input_name == "IMAGE" else array
 
     def execute(self, requests: list) -> list:
-        # One response per request, in order; a bad image fails only the request that carried it.
+        # Decode and crop image by image, normalize every good image of every request at once,
+        # then one response per request, in order; a bad image fails only the request carrying it.
+        outcomes = preprocess_requests([self._images(r) for r in requests], self.crop, self.preprocessor.normalize)
         responses = []
-        for request in requests:
-            images = pb_utils.get_input_tensor_by_name(request, "IMAGE").as_numpy().reshape(-1)
-            try:
-                batch = self._tensors(images)
-            except ImageDecodeError as err:
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(err))))
-                continue
-            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("NORMALIZED_IMAGE", batch)]))
+        for outcome in outcomes:
+            if isinstance(outcome, np.ndarray):
+                responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("NORMALIZED_IMAGE", outcome)]))
+            else:
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(outcome))))
         return responses

@@ -1,0 +1,65 @@
+"""Many Triton requests in, one normalization for all of them, one result per request out.
+
+Triton hands a Python model every request its dynamic batcher gathered. Images come in different
+sizes, so decode, resize and crop run image by image; after the crop every image has the model's
+shape, so the float work runs once on the stack of all good images and is split back. A request
+with a bad image gets that image's error and costs the others nothing: the contract is one outcome
+per request, in order, and nothing a single image does may fail the whole batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+import numpy as np
+
+from preprocess.formats import ImageDecodeError
+
+Item = TypeVar("Item")
+
+
+def _crops(items: Sequence[Item], crop: Callable[[Item], np.ndarray]) -> list[np.ndarray]:
+    crops = []
+    for index, item in enumerate(items):
+        where = f"image {index + 1} of {len(items)}: " if len(items) > 1 else ""
+        try:
+            crops.append(crop(item))
+        except ImageDecodeError as err:
+            raise ImageDecodeError(f"{where}{err}") from None
+        except Exception as err:  # an unforeseen failure is still this request's failure, never the batch's
+            raise ImageDecodeError(f"{where}could not preprocess ({type(err).__name__}: {err})") from None
+    return crops
+
+
+def preprocess_requests(
+    requests: Sequence[Sequence[Item]],
+    crop: Callable[[Item], np.ndarray],
+    normalize: Callable[[np.ndarray], np.ndarray],
+) -> list[np.ndarray | ImageDecodeError]:
+    """For each request (a sequence of images), its N x 3 x C x C tensor or the error of its first bad image.
+
+    `crop` turns one image (encoded bytes or a decoded frame) into the uint8 crop; `normalize` turns
+    a stack of crops into network input. A request stops at its first bad image: the rest of it
+    would be thrown away anyway.
+    """
+    outcomes: list[list[np.ndarray] | ImageDecodeError] = []
+    for items in requests:
+        try:
+            if len(items) == 0:
+                raise ImageDecodeError("the request holds no image")
+            outcomes.append(_crops(items, crop))
+        except ImageDecodeError as err:
+            outcomes.append(err)
+    good = [c for outcome in outcomes if not isinstance(outcome, ImageDecodeError) for c in outcome]
+    tensors = normalize(np.stack(good)) if good else None
+    results: list[np.ndarray | ImageDecodeError] = []
+    start = 0
+    for outcome in outcomes:
+        if isinstance(outcome, ImageDecodeError):
+            results.append(outcome)
+        else:
+            assert tensors is not None
+            results.append(tensors[start : start + len(outcome)])
+            start += len(outcome)
+    return results

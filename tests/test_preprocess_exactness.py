@@ -1,0 +1,243 @@
+"""The served preprocessing equals PaddleClas's own operators, model by model, on real photographs.
+
+Two independent sources meet here. Ours: the Preprocessor the server builds from the preprocess
+model's config, which is generated from the catalog. Theirs: PaddleClas's operators from the
+installed paddleclas 2.6.0 wheel (deploy/python/preprocess.py, its Python inference path; the wheel
+does not ship ppcls/data, whose eval operators compute the same), built by PaddleClas's own
+create_operators from each model's Infer.transforms, transcribed below because the wheel ships no
+ImageNet configs. A wrong catalog entry, a wrong filter or a C-style rounding makes them disagree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from functools import cache
+
+import numpy as np
+import pytest
+import yaml
+
+import catalog
+import preprocess.image
+from model_repository import configs
+from preprocess import Preprocessor, preprocess_requests, resize_short_side, resized_shape
+from tests import images
+
+# Infer.transforms of PaddleClas's ppcls/configs/ImageNet/NextViT/<name>.yaml and
+# VisionTransformer/<name>.yaml, copied by hand (RESIZE and CROP per file below). The NextViT files
+# ask for Pillow bicubic; the ViT files name no interpolation, so ResizeImage's default applies
+# (OpenCV INTER_LINEAR).
+NEXTVIT_TRANSFORMS = """
+- DecodeImage: {to_rgb: True, channel_first: False}
+- ResizeImage: {resize_short: RESIZE, interpolation: bicubic, backend: pil}
+- CropImage: {size: CROP}
+- NormalizeImage: {scale: 1.0/255.0, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225], order: ''}
+- ToCHWImage:
+"""
+VIT_TRANSFORMS = """
+- DecodeImage: {to_rgb: True, channel_first: False}
+- ResizeImage: {resize_short: RESIZE}
+- CropImage: {size: CROP}
+- NormalizeImage: {scale: 1.0/255.0, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5], order: ''}
+- ToCHWImage:
+"""
+PADDLECLAS_CONFIGS: dict[str, tuple[str, int, int]] = {
+    "NextViT_small_224": (NEXTVIT_TRANSFORMS, 256, 224),
+    "NextViT_base_224": (NEXTVIT_TRANSFORMS, 256, 224),
+    "NextViT_large_224": (NEXTVIT_TRANSFORMS, 256, 224),
+    "NextViT_small_384": (NEXTVIT_TRANSFORMS, 384, 384),
+    "NextViT_base_384": (NEXTVIT_TRANSFORMS, 384, 384),
+    "NextViT_large_384": (NEXTVIT_TRANSFORMS, 384, 384),
+    "ViT_small_patch16_224": (VIT_TRANSFORMS, 256, 224),
+    "ViT_base_patch16_224": (VIT_TRANSFORMS, 256, 224),
+    "ViT_large_patch16_224": (VIT_TRANSFORMS, 256, 224),
+    "ViT_base_patch16_384": (VIT_TRANSFORMS, 384, 384),
+    "ViT_base_patch32_384": (VIT_TRANSFORMS, 384, 384),
+    "ViT_large_patch16_384": (VIT_TRANSFORMS, 384, 384),
+    "ViT_large_patch32_384": (VIT_TRANSFORMS, 384, 384),
+}
+
+PADDLECLAS_RESIZE = {("pil", "bicubic"): "pillow-bicubic", ("cv2", None): "opencv-linear"}
+
+# One model per preprocessing family; the per-model test below ties every other model to these.
+FAMILIES = ("NextViT_small_224", "NextViT_small_384", "ViT_base_patch16_224", "ViT_base_patch16_384")
+
+Ops = list[Callable]
+
+
+def paddleclas_config(name: str) -> list[dict]:
+    """PaddleClas's transforms for a catalog model (`_ssld` weights have no config: their base model's)."""
+    transforms, resize, crop = PADDLECLAS_CONFIGS[name.removesuffix("_ssld")]
+    text = transforms.replace("RESIZE", str(resize)).replace("CROP", str(crop))
+    return yaml.safe_load(text)
+
+
+@pytest.fixture(scope="module")
+def paddleclas_ops() -> Callable[[str], Ops]:
+    from paddleclas.deploy.python.preprocess import create_operators
+
+    return lambda name: create_operators(paddleclas_config(name))
+
+
+def served(name: str) -> Preprocessor:
+    """The Preprocessor the server builds: from the generated config.pbtxt parameters."""
+    config = configs.parse_pbtxt(configs.to_pbtxt(configs.preprocess_config(catalog.get(name))))
+    return Preprocessor.from_parameters({k: v.string_value for k, v in config.parameters.items()})
+
+
+def run(ops: Ops, value: object) -> object:
+    for op in ops:
+        value = op(value)
+    return value
+
+
+def assert_same(ours: Preprocessor, theirs: Ops, data: bytes) -> float:
+    """Decode, resize and crop identical to the last uint8; tensors within 1e-6. Returns the max difference."""
+    decode, resize, crop, *_ = theirs
+    rgb = ours.decode(data)
+    their_rgb = decode(data)
+    np.testing.assert_array_equal(rgb, their_rgb)
+    their_resized = resize(their_rgb)
+    resized = resize_short_side(rgb, ours.resize_short, ours.resize, ours.max_pixels)
+    assert resized.shape == their_resized.shape
+    np.testing.assert_array_equal(resized, their_resized)
+    np.testing.assert_array_equal(ours.pixels(rgb), crop(their_resized))
+    tensor, their_tensor = ours(data), run(theirs, data)
+    assert tensor.shape == their_tensor.shape == (3, ours.crop, ours.crop)
+    assert tensor.dtype == their_tensor.dtype == np.float32
+    difference = float(np.abs(tensor - their_tensor).max())
+    assert difference <= 1e-6
+    return difference
+
+
+# --- parameters -------------------------------------------------------------------------------
+
+
+def test_every_catalog_model_has_a_paddleclas_config() -> None:
+    bases = {name.removesuffix("_ssld") for name in catalog.CATALOG}
+    assert bases == set(PADDLECLAS_CONFIGS)
+
+
+@pytest.mark.parametrize("name", list(catalog.CATALOG))
+def test_catalog_parameters_equal_paddleclas_config(name: str) -> None:
+    ops = {next(iter(op)): next(iter(op.values())) or {} for op in paddleclas_config(name)}
+    resize, normalize = ops["ResizeImage"], ops["NormalizeImage"]
+    # ResizeImage's defaults are backend cv2 and interpolation None, which it maps to INTER_LINEAR.
+    backend = PADDLECLAS_RESIZE.get((resize.get("backend", "cv2"), resize.get("interpolation")))
+    prep = catalog.get(name).preprocessing
+    assert (prep.resize_short, prep.crop, prep.resize) == (resize["resize_short"], ops["CropImage"]["size"], backend)
+    assert (list(prep.mean), list(prep.std)) == (normalize["mean"], normalize["std"])
+    assert normalize["scale"] == "1.0/255.0"  # not the generic deploy config's 0.00392157
+
+
+@pytest.mark.parametrize("name", list(catalog.CATALOG))
+def test_each_model_preprocesses_two_photos_as_paddleclas(name: str, paddleclas_ops: Callable[[str], Ops]) -> None:
+    ours, theirs = served(name), paddleclas_ops(name)
+    for path in images.photo_paths()[:2]:  # chelsea (451x300, odd crop margin) and coffee
+        assert_same(ours, theirs, path.read_bytes())
+
+
+# --- the four families on many sizes ---------------------------------------------------------
+
+# (width, height) of test images made from real photos; the comment says what each case probes.
+SIZES = {
+    "tie-256-wide": (1025, 512),  # 1025 * 0.5 = 512.5: Python's round gives 512, C's round 513
+    "tie-256-tall": (512, 1025),
+    "tie-384-wide": (518, 512),  # 518 * 0.75 = 388.5: 388 by Python, 389 by C
+    "tie-384-tall": (512, 518),
+    "377x512": (377, 512),  # the issue's example: no tie (512 * 256 / 377 = 347.67), becomes 256x348
+    "1x1": (1, 1),
+    "2x3": (2, 3),
+    "31x17": (31, 17),
+    "223x223-under-crop": (223, 223),
+    "255x300-under-256": (255, 300),
+    "383x500-under-384": (383, 500),
+    "extreme-1000x7": (1000, 7),
+    "extreme-7x1000": (7, 1000),
+    "extreme-2000x100": (2000, 100),
+    "odd-margins-613x257": (613, 257),
+    "large-1800x1200": (1800, 1200),
+}
+
+
+@cache
+def _case_bytes(case: str) -> bytes:
+    if case in SIZES:
+        return images.png(images.sized(*SIZES[case]))
+    return next(p for p in images.photo_paths() if p.name == case).read_bytes()
+
+
+CASES = [p.name for p in images.photo_paths()] + list(SIZES)
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("name", FAMILIES)
+def test_family_matches_paddleclas(name: str, case: str, paddleclas_ops: Callable[[str], Ops]) -> None:
+    assert assert_same(served(name), paddleclas_ops(name), _case_bytes(case)) <= 1e-6
+
+
+TIES = [(1025, 512, 256, (512, 256)), (518, 512, 384, (388, 384))]  # (width, height, short side, result)
+
+
+@pytest.mark.parametrize(("width", "height", "short", "expected"), TIES)
+def test_ties_round_half_to_even_like_paddleclas(
+    width: int, height: int, short: int, expected: tuple[int, int], paddleclas_ops: Callable[[str], Ops]
+) -> None:
+    name = "ViT_base_patch16_224" if short == 256 else "ViT_base_patch16_384"
+    _, resize, *_ = paddleclas_ops(name)
+    their = resize(np.zeros((height, width, 3), np.uint8)).shape[1::-1]
+    assert resized_shape(width, height, short) == their == expected
+    assert int(width * short / height + 0.5) == expected[0] + 1  # C's half-up would be one wider
+
+
+# --- the comparison can fail ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "wrong"),
+    [
+        ("NextViT_small_224", {"resize": "opencv-linear"}),  # FastDeploy's mistake: bilinear for NextViT
+        ("ViT_base_patch16_224", {"mean": catalog.models.IMAGENET_MEAN, "std": catalog.models.IMAGENET_STD}),
+        ("NextViT_small_224", {"resize_short": 248}),
+        ("ViT_base_patch16_384", {"resize_short": 400, "crop": 384}),
+    ],
+    ids=["bilinear-nextvit", "imagenet-stats-vit", "nextvit-resize-248", "vit384-resize-400"],
+)
+def test_a_wrong_catalog_entry_is_caught(name: str, wrong: dict, paddleclas_ops: Callable[[str], Ops]) -> None:
+    wrong_preprocessor = dataclasses.replace(served(name), **wrong)
+    with pytest.raises(AssertionError):
+        assert_same(wrong_preprocessor, paddleclas_ops(name), images.photo_paths()[0].read_bytes())
+
+
+def test_c_rounding_is_caught(paddleclas_ops: Callable[[str], Ops], monkeypatch: pytest.MonkeyPatch) -> None:
+    def round_half_up(width: int, height: int, short: int) -> tuple[int, int]:
+        scale = short / min(width, height)
+        return int(width * scale + 0.5), int(height * scale + 0.5)
+
+    monkeypatch.setattr(preprocess.image, "resized_shape", round_half_up)
+    tie = images.png(images.sized(1025, 512))
+    with pytest.raises(AssertionError):
+        assert_same(served("ViT_base_patch16_224"), paddleclas_ops("ViT_base_patch16_224"), tie)
+
+
+# --- batching ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_batched_requests_equal_single_images_bit_for_bit(name: str) -> None:
+    prep = served(name)
+    photos = [p.read_bytes() for p in images.photo_paths()[:4]]
+    requests = [photos[:2], [b"not an image"], photos[2:], [photos[0]]]
+    outcomes = preprocess_requests(requests, lambda data: prep.pixels(prep.decode(data)), prep.normalize)
+    assert [o.shape if isinstance(o, np.ndarray) else "error" for o in outcomes] == [
+        (2, 3, prep.crop, prep.crop),
+        "error",
+        (2, 3, prep.crop, prep.crop),
+        (1, 3, prep.crop, prep.crop),
+    ]
+    for request, outcome in zip(requests, outcomes, strict=True):
+        if isinstance(outcome, np.ndarray):
+            assert outcome.flags.c_contiguous
+            for data, tensor in zip(request, outcome, strict=True):
+                np.testing.assert_array_equal(tensor, prep(data))
