@@ -107,24 +107,36 @@ class Classifier:
 
     def classify(self, images: list[bytes]) -> list[Prediction]:
         """Classify up to MAX_BATCH_SIZE encoded images in one request."""
-        from tritonclient.utils import InferenceServerException
-
-        if not 0 < len(images) <= MAX_BATCH_SIZE:
-            raise ValueError(f"one request takes 1 to {MAX_BATCH_SIZE} images, got {len(images)}")
+        _check_batch(len(images))
         tensor = self._triton.InferInput("IMAGE", [len(images), 1], "BYTES")
         tensor.set_data_from_numpy(np.array(images, dtype=object).reshape(-1, 1))
+        return self._infer(self.model, tensor)
+
+    def classify_pixels(self, frames: list[np.ndarray]) -> list[Prediction]:
+        """Classify decoded RGB uint8 HxWx3 frames (one size per request) through `<model>_pixels`."""
+        _check_batch(len(frames))
+        batch = np.stack(frames)  # raises on mixed sizes: send those as separate requests
+        if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[-1] != 3:
+            raise ValueError(f"frames must be RGB uint8 HxWx3, got {batch.dtype} {batch.shape[1:]}")
+        tensor = self._triton.InferInput("PIXELS", list(batch.shape), "UINT8")
+        tensor.set_data_from_numpy(batch)
+        return self._infer(f"{self.model}_pixels", tensor)
+
+    def _infer(self, model: str, tensor: object) -> list[Prediction]:
+        from tritonclient.utils import InferenceServerException
+
         outputs = [self._triton.InferRequestedOutput(name) for name in OUTPUTS]
         try:
             if self.protocol == "grpc":
-                result = self._client().infer(self.model, [tensor], outputs=outputs, client_timeout=self.timeout_s)
+                result = self._client().infer(model, [tensor], outputs=outputs, client_timeout=self.timeout_s)
             else:
-                result = self._client().infer(self.model, [tensor], outputs=outputs)
+                result = self._client().infer(model, [tensor], outputs=outputs)
         except InferenceServerException as err:
             raise InferenceError(_server_message(err)) from None
         labels, scores, class_ids = (result.as_numpy(name) for name in OUTPUTS)
         return [
             Prediction([b.decode("utf-8") for b in labels[i]], scores[i].tolist(), class_ids[i].tolist())
-            for i in range(len(images))
+            for i in range(len(labels))
         ]
 
     def close(self) -> None:
@@ -137,6 +149,11 @@ class Classifier:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _check_batch(size: int) -> None:
+    if not 0 < size <= MAX_BATCH_SIZE:
+        raise ValueError(f"one request takes 1 to {MAX_BATCH_SIZE} images, got {size}")
 
 
 def _server_message(err: Exception) -> str:

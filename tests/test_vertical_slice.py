@@ -104,3 +104,12 @@ def test_batch_limit_is_enforced_by_the_server(triton_server, sample_photos: lis
     tensor.set_data_from_numpy(np.array([[sample_photos[0].read_bytes()]] * 9, dtype=object))
     with pytest.raises(InferenceServerException, match="batch"):
         client.infer("nextvit_small_224", [tensor])
+
+
+def test_client_pixels_entry_point_gives_the_encoded_answer(triton_server, sample_photos: list[Path]) -> None:
+    """The library's PIXELS path (decoded frames) answers exactly as the encoded-image path."""
+    from preprocess import decode
+
+    encoded = sample_photos[1].read_bytes()
+    with Classifier(triton_server.grpc_url, "nextvit_small_224") as classifier:
+        assert classifier.classify_pixels([decode(encoded)]) == classifier.classify([encoded])
