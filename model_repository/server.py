@@ -210,13 +210,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     assert server.process is not None
+    # Stop the server on SIGINT and SIGTERM explicitly: a shell's background job starts with SIGINT
+    # ignored, and supervisors stop with SIGTERM; either way tritonserver must not be left running.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: server.stop())
     addresses = f"HTTP {server.http_url}, gRPC {server.grpc_url}, metrics {server.metrics_url}"
     print(f"tritonserver: {addresses} (Ctrl-C stops)", flush=True)
-    try:
-        return server.process.wait()
-    except KeyboardInterrupt:
-        server.stop()
-        return 0
+    return server.process.wait()
 
 
 if __name__ == "__main__":
