@@ -63,3 +63,67 @@ chart-test: setup ## render, lint and validate the Helm chart for every helm/pad
 	$(PY) -m pytest tests/chart -m "not server" -q
 chart-docs: setup ## regenerate the values table in helm/README.md from values.yaml
 	$(PY) helm/gen_values_table.py
+
+# Preprocessing (preprocess/)
+.PHONY: bench-preprocess
+bench-preprocess: setup ## decode + preprocess ms per image beside the network's; rewrites the table in docs/preprocessing.md
+	$(PY) -m perf.preprocess_bench --repository $(REPOSITORY)
+
+# Performance (perf/)
+# Without URL, perf/load/perf-tune start a local tritonserver on free ports against REPOSITORY (exporting
+# the models into it first if they are missing) and stop it afterwards; with URL=host:8001 they measure
+# that server instead (a cluster's gRPC endpoint; METRICS_URL defaults to the same host, port 8002).
+PERF_DIR ?= build/perf
+PERF_MODELS ?= NextViT_small_224 ViT_base_patch16_224
+PERF_PROFILE ?= full
+URL ?=
+METRICS_URL ?=
+LOAD_STEP_USERS ?= 2
+LOAD_STEP_SECONDS ?= 20
+LOAD_STEPS ?= 4
+PERF_SERVER = $(if $(URL),--url $(URL)) $(if $(METRICS_URL),--metrics-url $(METRICS_URL))
+.PHONY: perf perf-report perf-publish load baselines perf-tune
+
+perf: setup ## perf_analyzer sweep + in-process baselines + report in build/perf (URL=host:8001: a running server)
+	$(PY) -m perf run --models $(PERF_MODELS) --repository $(REPOSITORY) --out $(PERF_DIR) \
+		--profile $(PERF_PROFILE) $(PERF_SERVER)
+
+perf-report: setup ## redraw build/perf/report.md and its plots from the last run's raw data
+	$(PY) -m perf report --out $(PERF_DIR)
+
+perf-publish: setup ## copy the last report and plots to docs/performance.md and docs/img/
+	$(PY) -m perf report --out $(PERF_DIR) --publish
+
+load: setup ## Locust step load over gRPC, headless; CSV stats, failures by cause in build/perf/load (URL= too)
+	$(PY) -m perf load --model $(MODEL) --repository $(REPOSITORY) --out $(PERF_DIR)/load \
+		--step-users $(LOAD_STEP_USERS) --step-seconds $(LOAD_STEP_SECONDS) --steps $(LOAD_STEPS) $(PERF_SERVER)
+
+baselines: setup ## only the in-process baselines: pipeline naive and best, Paddle Inference, ONNX Runtime
+	$(PY) -m perf baselines --models $(PERF_MODELS) --repository $(REPOSITORY) --out $(PERF_DIR) \
+		--profile $(PERF_PROFILE)
+
+perf-tune: setup ## measure candidate instance/thread/batching layouts on a local server (evidence for configs.py)
+	$(PY) -m perf tune --models $(PERF_MODELS) --repository $(REPOSITORY) --out $(PERF_DIR)/tuning
+
+# Export (export/)
+# Every catalog model, official downloads, TensorRT, and the generated docs/models.md.
+KIND ?= inference
+MIRROR ?=
+PRODUCTION_REPOSITORY ?= build/model_repository/production
+SERVER_TRT ?=
+.PHONY: export-all docs-models download trt-plans
+
+export-all: setup ## export all 19 catalog models (random weights) into REPOSITORY, one process each
+	@set -e; for name in $$($(PY) -m export --list); do \
+		$(PY) -m export $$name --random-weights --variant $(VARIANT) --repository $(REPOSITORY); \
+	done
+
+docs-models: setup ## regenerate docs/models.md from the catalog and REPOSITORY's export records
+	$(PY) -m export.report --repository $(REPOSITORY) --output docs/models.md
+
+download: setup ## fetch MODEL's official file into build/downloads (KIND=inference|weights, MIRROR=base URL)
+	$(PY) -m export $(MODEL) --download $(KIND) --download-only $(if $(MIRROR),--mirror $(MIRROR))
+
+trt-plans: setup ## build MODEL's TensorRT plan into PRODUCTION_REPOSITORY (needs trtexec + GPU: TensorRT image)
+	$(PY) -m export $(MODEL) --variant production --trt --repository $(PRODUCTION_REPOSITORY) \
+		$(if $(SERVER_TRT),--server-tensorrt-version $(SERVER_TRT))

@@ -6,8 +6,10 @@ we do the same so served scores are the numbers PaddleClas users already know.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import paddle
@@ -39,7 +41,8 @@ def reinitialize(network: paddle.nn.Layer, seed: int) -> None:
     PaddleClas's default initialisation makes NextViT's outputs nearly constant, and a comparison
     of two runtimes on near-constant outputs proves nothing. Matrices get N(0, 1/fan_in) so
     activations keep their scale through depth; norm scales stay near 1, BatchNorm running
-    variances stay positive.
+    variances stay positive (`build` then replaces the running statistics with measured ones:
+    see calibrate_batchnorm).
     """
     rng = np.random.default_rng(seed)
     for layer in network.sublayers(include_self=True):
@@ -64,24 +67,52 @@ def reinitialize(network: paddle.nn.Layer, seed: int) -> None:
 # so runtime comparisons see a real distribution rather than a saturated one-hot vector.
 CALIBRATED_LOGIT_STD = 2.0
 
+BATCHNORMS = (paddle.nn.BatchNorm1D, paddle.nn.BatchNorm2D)
 
-def calibrate_head(backbone: paddle.nn.Layer, input_size: int, seed: int) -> None:
-    """Rescale the classifier head so random-weight logits have a fixed spread.
 
-    Random BatchNorm statistics do not match real activations, so NextViT's random logits reach
-    thousands and the softmax saturates to one-hot (every probability exactly 0 or 1), which
-    hides any numerical difference between runtimes. Scaling only the last Linear layer fixes the
-    output distribution and leaves the rest of the random network as it is.
+def calibrate_batchnorm(backbone: paddle.nn.Layer, batch: np.ndarray) -> None:
+    """Set every BatchNorm's running statistics to those of its input on `batch`, as training would.
+
+    With random running statistics NextViT's activations grow by orders of magnitude through depth
+    (logits reach thousands): the network becomes chaotic, float32 rounding is amplified until
+    two correct runtimes, or merge_bn's exact algebra, differ by 1e-3 in probability, and a test
+    can no longer tell rounding from a bug. Statistics measured on real photographs keep every
+    activation at the scale a trained network has. One forward pass with the BatchNorms alone in
+    training mode and momentum 0 stores exactly the batch statistics (dropout stays off).
+    """
+    norms = [layer for layer in backbone.sublayers() if isinstance(layer, BATCHNORMS)]
+    if not norms:
+        return
+    momenta = [norm._momentum for norm in norms]
+    backbone.eval()
+    for norm in norms:
+        norm.train()
+        norm._momentum = 0.0
+    try:
+        with paddle.no_grad():
+            backbone(paddle.to_tensor(batch))
+    finally:
+        for norm, momentum in zip(norms, momenta, strict=True):
+            norm._momentum = momentum
+        backbone.eval()
+
+
+def calibrate_head(backbone: paddle.nn.Layer, batch: np.ndarray) -> None:
+    """Rescale the classifier head so random-weight logits on `batch` have a fixed spread.
+
+    Random weights give logits of arbitrary scale: too large and the softmax saturates to one-hot
+    (every probability exactly 0 or 1), which hides any numerical difference between runtimes; too
+    small and every probability is 1/1000. Scaling only the last Linear layer fixes the output
+    distribution and leaves the rest of the random network as it is.
     """
     linears = [layer for layer in backbone.sublayers() if isinstance(layer, paddle.nn.Linear)]
     heads = [layer for layer in linears if layer.weight.shape[1] == 1000]
     if len(heads) != 1:
         raise ValueError(f"expected one 1000-way classifier head, found {len(heads)}")
     (head,) = heads
-    probe = np.random.default_rng(seed).standard_normal((2, 3, input_size, input_size)).astype(np.float32)
     backbone.eval()
     with paddle.no_grad():
-        spread = float(backbone(paddle.to_tensor(probe)).numpy().std(axis=1).mean())
+        spread = float(backbone(paddle.to_tensor(batch)).numpy().std(axis=1).mean())
     scale = CALIBRATED_LOGIT_STD / spread
     head.weight.set_value(head.weight.numpy() * scale)
     head.bias.set_value(head.bias.numpy() * scale)
@@ -89,11 +120,18 @@ def calibrate_head(backbone: paddle.nn.Layer, input_size: int, seed: int) -> Non
 
 def load_weights(network: paddle.nn.Layer, weights: Path) -> None:
     """Load a PaddleClas `.pdparams` file, refusing any missing, extra or misshapen tensor."""
-    state = paddle.load(str(weights))
+    try:
+        state = paddle.load(str(weights))
+    except Exception as err:  # paddle raises pickle, EOF, value and runtime errors alike
+        raise WeightsMismatchError(f"{weights.name} is not a readable PaddlePaddle weights file ({err})") from err
+    if not isinstance(state, dict) or not state:
+        raise WeightsMismatchError(f"{weights.name} holds no tensors by name (found {type(state).__name__})")
     expected = network.state_dict()
     for key, tensor in expected.items():
         if key not in state:
-            raise WeightsMismatchError(f"{weights.name}: no tensor {key!r} (shape {list(tensor.shape)})")
+            raise WeightsMismatchError(
+                f"{weights.name}: no tensor {key!r} (the architecture needs {list(tensor.shape)})"
+            )
         if list(state[key].shape) != list(tensor.shape):
             raise WeightsMismatchError(
                 f"{weights.name}: tensor {key!r} has shape {list(state[key].shape)}, "
@@ -106,7 +144,13 @@ def load_weights(network: paddle.nn.Layer, weights: Path) -> None:
 
 
 def build(entry: ModelEntry, weights: Path | None = None, seed: int | None = None) -> SoftmaxClassifier:
-    """The catalog network with trained weights (a .pdparams file) or seeded random ones."""
+    """The catalog network with trained weights (a .pdparams file) or seeded random ones.
+
+    Random weights are calibrated on the sample photographs (BatchNorm statistics, then the head),
+    so the random network behaves numerically like a trained one.
+    """
+    from export.parity import photo_batch
+
     if (weights is None) == (seed is None):
         raise ValueError("give exactly one of weights or seed")
     backbone = build_backbone(entry)
@@ -114,29 +158,66 @@ def build(entry: ModelEntry, weights: Path | None = None, seed: int | None = Non
         load_weights(backbone, weights)
     else:
         reinitialize(backbone, seed)
-        calibrate_head(backbone, entry.input_size, seed)
+        batch = photo_batch(entry)
+        calibrate_batchnorm(backbone, batch)
+        calibrate_head(backbone, batch)
     classifier = SoftmaxClassifier(backbone)
     classifier.eval()
     return classifier
 
 
-def save_inference_model(classifier: paddle.nn.Layer, entry: ModelEntry, directory: Path) -> Path:
+ProgramFormat = Literal["json", "pdmodel"]
+
+
+def save_inference_model(
+    classifier: paddle.nn.Layer,
+    entry: ModelEntry,
+    directory: Path,
+    program_format: ProgramFormat = "json",
+    input_name: str = "x",
+) -> Path:
     """paddle.jit.save as PaddleClas's exporter does: input [None, 3, S, S] float32.
 
-    Returns the program file (inference.json with Paddle 3, inference.pdmodel with Paddle 2).
+    "json" is Paddle 3's program (inference.json); "pdmodel" is the legacy program of Paddle 2
+    (inference.pdmodel), the form of the official inference tarballs, written with the old IR.
+    Paddle 3.3.1 can trace only NextViT in the old IR: it binds `Tensor.matmul` and GELU to the
+    new IR's ops, so ViT fails there with "must be Value, but got Variable". Returns the program.
     """
-    spec = paddle.static.InputSpec([None, 3, entry.input_size, entry.input_size], "float32", "x")
-    static = paddle.jit.to_static(classifier, input_spec=[spec])
-    paddle.jit.save(static, str(directory / "inference"))
-    return find_program(directory)
+    spec = paddle.static.InputSpec([None, 3, entry.input_size, entry.input_size], "float32", input_name)
+    legacy = program_format == "pdmodel"
+    with paddle.pir_utils.OldIrGuard() if legacy else contextlib.nullcontext():
+        # The old IR has only the AST translator (full_graph); Paddle 3 defaults to bytecode tracing.
+        static = paddle.jit.to_static(classifier, input_spec=[spec], full_graph=legacy)
+        paddle.jit.save(static, str(directory / "inference"))
+    program = directory / f"inference.{program_format}"
+    if not program.is_file():
+        raise FileNotFoundError(f"paddle.jit.save wrote no {program.name} in {directory}")
+    return program
 
 
-def find_program(directory: Path) -> Path:
-    """The inference program in a PaddleClas inference directory (either Paddle generation)."""
+def _program_in(directory: Path) -> Path | None:
     for name in ("inference.json", "inference.pdmodel"):
         if (directory / name).is_file() and (directory / "inference.pdiparams").is_file():
             return directory / name
-    raise FileNotFoundError(
-        f"{directory} holds no PaddleClas inference model: expected inference.json or "
-        "inference.pdmodel, plus inference.pdiparams"
-    )
+    return None
+
+
+def find_program(directory: Path) -> Path:
+    """The inference program in a PaddleClas inference directory (either Paddle generation).
+
+    Looks in `directory` and, as an unpacked `<Name>_infer.tar` has it, in a single subdirectory.
+    """
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory} is not a directory")
+    found = _program_in(directory)
+    if found is None:
+        nested = [p for p in (_program_in(d) for d in sorted(directory.iterdir()) if d.is_dir()) if p]
+        if len(nested) > 1:
+            raise FileNotFoundError(f"{directory} holds {len(nested)} inference models: point at one of them")
+        found = nested[0] if nested else None
+    if found is None:
+        raise FileNotFoundError(
+            f"{directory} holds no PaddleClas inference model: expected inference.json or "
+            "inference.pdmodel, plus inference.pdiparams"
+        )
+    return found

@@ -1,0 +1,224 @@
+"""`python -m export --trt` / `--ort-trt`: the arguments, profiles, records and configs this project produces.
+
+TensorRT cannot run here. `trtexec` below is a STAND-IN: a script that records its arguments and writes
+placeholder bytes where the plan would go; `nvidia-smi` and libnvinfer are stand-ins too. These tests
+check what the project asks of TensorRT and what it writes around the plan; they prove nothing about
+a plan's numerics, which only a GPU run can (the chart's test pod does that in a cluster).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+
+import catalog
+from export import trt_plans
+from export.__main__ import main
+from model_repository import configs, install
+from tests.test_export_errors import snapshot
+
+pytestmark = pytest.mark.export
+
+ENTRY = catalog.get("NextViT_small_224")
+STAND_IN_TRTEXEC = """#!{python}
+# STAND-IN for trtexec (no TensorRT here): records its arguments, writes placeholder bytes.
+import os, sys
+with open(os.environ["TRTEXEC_LOG"], "a") as log:
+    log.write(" ".join(sys.argv[1:]) + "\\n")
+engine = next(a.split("=", 1)[1] for a in sys.argv if a.startswith("--saveEngine="))
+with open(engine, "wb") as out:
+    out.write(b"STAND-IN PLAN, not a TensorRT engine")
+"""
+
+
+def _executable(path: Path, text: str) -> None:
+    path.write_text(text, encoding="utf-8")
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+
+
+@pytest.fixture
+def toolbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Stand-ins on PATH (trtexec, nvidia-smi) and a stand-in libnvinfer 10.5.0; returns trtexec's log."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    _executable(bin_dir / "trtexec", STAND_IN_TRTEXEC.format(python=sys.executable))
+    set_gpu(bin_dir, "NVIDIA L4", "8.9")
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "libnvinfer.so.10.5.0").touch()
+    monkeypatch.setattr(trt_plans, "LIBNVINFER_GLOBS", (str(lib / "libnvinfer.so.*.*.*"),))
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    log = tmp_path / "trtexec.log"
+    log.touch()
+    monkeypatch.setenv("TRTEXEC_LOG", str(log))
+    return log
+
+
+def set_gpu(bin_dir: Path, name: str, capability: str) -> None:
+    _executable(bin_dir / "nvidia-smi", f"#!/bin/sh\necho '{name}, {capability}'\n")
+
+
+@pytest.fixture
+def production(exported_repository: Path, tmp_path: Path) -> Path:
+    """A production-variant repository holding the session's real NextViT_small_224 ONNX network."""
+    network = exported_repository / configs.network_name(ENTRY)
+    record = json.loads((network / install.EXPORT_RECORD).read_text())
+    repository = tmp_path / "production"
+    install.install(ENTRY, network / "1" / "model.onnx", record, repository, "production")
+    return repository
+
+
+def trt(repository: Path, cache: Path, *extra: str) -> int:
+    return main([ENTRY.name, "--variant", "production", "--trt", "--repository", str(repository), *extra,
+                 "--trt-cache", str(cache)])  # fmt: skip
+
+
+def network_config(repository: Path) -> object:
+    return configs.parse_pbtxt((repository / configs.network_name(ENTRY) / "config.pbtxt").read_text())
+
+
+def test_without_trtexec_the_error_says_how_to_build_in_the_cluster(
+    production: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setattr(trt_plans, "TRTEXEC_FALLBACKS", ())
+    before = snapshot(production)
+    assert trt(production, tmp_path / "cache", "--server-tensorrt-version", "10.5.0") == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert len(errors) == 1
+    assert "trtexec not found" in errors[0] and "trtPlans.enabled=true" in errors[0]
+    assert "nvcr.io/nvidia/tensorrt:24.10-py3" in errors[0] and errors[0].endswith("was left as it was.")
+    assert snapshot(production) == before
+
+
+def test_plan_build_arguments_profile_record_and_config(production: Path, tmp_path: Path, toolbox: Path) -> None:
+    cache = tmp_path / "cache"
+    assert trt(production, cache, "--server-tensorrt-version", "10.5.0") == 0
+    (call,) = toolbox.read_text().splitlines()
+    size = f"3x{ENTRY.input_size}x{ENTRY.input_size}"
+    batch = configs.MAX_BATCH_SIZE  # no preferred_batch_size in the config: the optimum is the maximum
+    for flag in (
+        f"--minShapes={configs.NETWORK_INPUT}:1x{size}",
+        f"--optShapes={configs.NETWORK_INPUT}:{batch}x{size}",
+        f"--maxShapes={configs.NETWORK_INPUT}:{batch}x{size}",
+        "--fp16",
+        "--memPoolSize=workspace:4096M",
+        f"--timingCacheFile={cache}/NVIDIA-L4-sm8.9/trt-10.5.0-fp16/timing.cache",
+    ):
+        assert flag in call.split(), (flag, call)
+    version_dir = production / configs.network_name(ENTRY) / "1"
+    assert (version_dir / "model_sm89.plan").read_bytes().startswith(b"STAND-IN PLAN")
+    assert (version_dir / "model.onnx").is_file()  # kept: plans for other GPUs are built from it
+    (plan,) = json.loads((version_dir / trt_plans.PLANS_RECORD).read_text())["plans"].items()
+    assert plan[0] == "8.9"
+    assert plan[1] | {"built_at": None} == {
+        "file": "model_sm89.plan",
+        "tensorrt": "10.5.0",
+        "gpu": "NVIDIA L4",
+        "precision": "fp16",
+        "onnx_sha256_16": trt_plans.file_digest(version_dir / "model.onnx"),
+        "profile": [f for f in call.split() if f.startswith(("--minShapes", "--optShapes", "--maxShapes"))],
+        "built_at": None,
+    }
+    config = network_config(production)  # parsed by Triton's own ModelConfig message
+    assert (config.platform, config.backend) == ("tensorrt_plan", "tensorrt")
+    assert dict(config.cc_model_filenames) == {"8.9": "model_sm89.plan"}
+    assert config.default_model_filename == "model_sm89.plan"
+    assert not config.optimization.execution_accelerators.gpu_execution_accelerator
+
+
+def test_a_second_gpu_adds_its_plan_beside_the_first(production: Path, tmp_path: Path, toolbox: Path) -> None:
+    cache = tmp_path / "cache"
+    assert trt(production, cache, "--server-tensorrt-version", "10.5.0", "--precision", "fp32") == 0
+    set_gpu(tmp_path / "bin", "NVIDIA A100-SXM4-80GB", "8.0")
+    assert trt(production, cache, "--server-tensorrt-version", "10.5.0", "--precision", "fp32") == 0
+    calls = toolbox.read_text().splitlines()
+    assert len(calls) == 2 and not any("--fp16" in call for call in calls)
+    config = network_config(production)
+    assert dict(config.cc_model_filenames) == {"8.0": "model_sm80.plan", "8.9": "model_sm89.plan"}
+    record = json.loads((production / configs.network_name(ENTRY) / "1" / trt_plans.PLANS_RECORD).read_text())
+    assert {cc: p["gpu"] for cc, p in record["plans"].items()} == {"8.0": "NVIDIA A100-SXM4-80GB", "8.9": "NVIDIA L4"}
+    assert trt(production, cache, "--server-tensorrt-version", "10.5.0", "--precision", "fp32") == 0
+    assert len(toolbox.read_text().splitlines()) == 2, "the same GPU, TensorRT and ONNX must reuse the cached plan"
+
+
+def test_a_builder_tensorrt_other_than_the_servers_is_refused(
+    production: Path, tmp_path: Path, toolbox: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = snapshot(production)
+    assert trt(production, tmp_path / "cache", "--server-tensorrt-version", "10.6.0") == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and "trtexec here is TensorRT 10.5.0, the server has 10.6.0" in errors[0]
+    assert toolbox.read_text() == "" and snapshot(production) == before
+
+
+def test_recorded_plans_of_another_tensorrt_are_refused(production: Path, tmp_path: Path, toolbox: Path) -> None:
+    assert trt(production, tmp_path / "cache", "--server-tensorrt-version", "10.5.0") == 0
+    version_dir = production / configs.network_name(ENTRY) / "1"
+    trt_plans.check_plans(version_dir, "10.5.0")
+    with pytest.raises(trt_plans.PlanError, match=r"built by TensorRT 10\.5\.0, the server has 10\.6\.0"):
+        trt_plans.check_plans(version_dir, "10.6.0")
+    with pytest.raises(trt_plans.PlanError, match=r"built by TensorRT 10\.5\.0"):  # the chart's stage step
+        trt_plans.stage(production, tmp_path / "staged", "10.6.0")
+    (version_dir / "stray.plan").write_bytes(b"who built this?")
+    with pytest.raises(trt_plans.PlanError, match=r"no plans\.json entry"):
+        trt_plans.check_plans(version_dir, "10.5.0")
+
+
+def test_the_server_version_must_be_known(
+    production: Path, tmp_path: Path, toolbox: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert trt(production, tmp_path / "cache") == 1
+    assert "give --server-tensorrt-version" in capsys.readouterr().err
+
+
+def test_ort_tensorrt_provider_config(production: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = [ENTRY.name, "--variant", "production", "--ort-trt", "--repository", str(production)]
+    assert main([*args, "--engine-cache", "/cache/ort"]) == 0
+    config = network_config(production)
+    assert config.backend == "onnxruntime" and config.default_model_filename == "model.onnx"
+    (accelerator,) = config.optimization.execution_accelerators.gpu_execution_accelerator
+    size = f"3x{ENTRY.input_size}x{ENTRY.input_size}"
+    assert accelerator.name == "tensorrt"
+    assert dict(accelerator.parameters) == {
+        "precision_mode": "FP16",
+        "max_workspace_size_bytes": str(4096 << 20),
+        "trt_engine_cache_enable": "1",
+        "trt_engine_cache_path": "/cache/ort",
+        "trt_timing_cache_enable": "1",
+        "trt_timing_cache_path": "/cache/ort",
+        "trt_layer_norm_fp32_fallback": "1",
+        "trt_profile_min_shapes": f"{configs.NETWORK_INPUT}:1x{size}",
+        "trt_profile_opt_shapes": f"{configs.NETWORK_INPUT}:{configs.MAX_BATCH_SIZE}x{size}",
+        "trt_profile_max_shapes": f"{configs.NETWORK_INPUT}:{configs.MAX_BATCH_SIZE}x{size}",
+    }
+    assert main([*args, "--engine-cache", "/cache/ort", "--precision", "fp32"]) == 0  # rewriting replaces
+    (again,) = network_config(production).optimization.execution_accelerators.gpu_execution_accelerator
+    assert again.parameters["precision_mode"] == "FP32"
+
+
+def test_chart_command_for_the_no_build_path(production: Path) -> None:
+    """What an init container would run on a staged repository: every network, rewritten in place."""
+    args = ["ort-trt", "--repository", str(production), "--engine-cache", "/trt-cache/ort", "--precision", "fp32"]
+    assert trt_plans.main(args) == 0
+    assert trt_plans.main(args) == 0  # idempotent: a restarted pod rewrites the same config
+    (accelerator,) = network_config(production).optimization.execution_accelerators.gpu_execution_accelerator
+    assert (accelerator.name, accelerator.parameters["precision_mode"]) == ("tensorrt", "FP32")
+    assert accelerator.parameters["trt_engine_cache_path"] == "/trt-cache/ort"
+
+
+def test_trt_needs_the_production_variant(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main([ENTRY.name, "--trt"])
+    assert "add --variant production" in capsys.readouterr().err
+
+
+def test_the_chart_runs_this_same_builder() -> None:
+    """One implementation of plan building: the chart packages a byte-identical copy (Helm reads only its dir)."""
+    chart_copy = Path(__file__).parent.parent / "helm" / "paddleclas-triton" / "files" / "build_trt_plans.py"
+    assert chart_copy.read_bytes() == Path(trt_plans.__file__).read_bytes()
