@@ -49,12 +49,17 @@ def wait_ready(client: grpcclient.InferenceServerClient, timeout_s: float) -> No
 
 
 def ensembles(client: grpcclient.InferenceServerClient) -> list[str]:
-    """Names of the served ensembles, read from the server's own configs."""
+    """Served ensembles that take encoded images (IMAGE), read from the server's own configs.
+
+    Selected by their input, not their name: each model also has a `<name>_pixels` ensemble for
+    decoded frames, which takes PIXELS instead.
+    """
     names = []
     for entry in client.get_model_repository_index(as_json=True).get("models", []):
         name = entry["name"]
         config = client.get_model_config(name, as_json=True)["config"]
-        if config.get("platform") == "ensemble":
+        inputs = [tensor["name"] for tensor in config.get("input", [])]
+        if config.get("platform") == "ensemble" and inputs == ["IMAGE"]:
             names.append(name)
     return sorted(names)
 
