@@ -1,0 +1,37 @@
+"""perf_analyzer input data: the sample photographs as the ensemble's BYTES input, in a JSON file.
+
+perf_analyzer takes a `b64` value for a BYTES tensor as the tensor's raw wire form, not as the
+string itself: each element must carry Triton's 4-byte little-endian length prefix. Without it
+the server reads the first bytes of the PNG signature as a length and refuses the request
+("expecting string of length 1196314761"). One "data" step per photograph; perf_analyzer cycles
+through the steps, so every request carries one real, full-size encoded image.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+from pathlib import Path
+
+from model_repository.configs import IMAGE_INPUT
+
+
+def bytes_element(data: bytes) -> bytes:
+    """One element of a Triton BYTES tensor in its serialized form: length prefix, then the bytes."""
+    return struct.pack("<I", len(data)) + data
+
+
+def input_data(photos: list[Path]) -> dict[str, list[dict[str, dict[str, str]]]]:
+    """The JSON document perf_analyzer reads with --input-data."""
+    steps = []
+    for photo in photos:
+        encoded = base64.b64encode(bytes_element(photo.read_bytes())).decode("ascii")
+        steps.append({IMAGE_INPUT: {"b64": encoded}})
+    return {"data": steps}
+
+
+def write_input_data(photos: list[Path], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(input_data(photos)))
+    return path

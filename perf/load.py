@@ -1,0 +1,146 @@
+"""`make load`: Locust headless against a server (given URL, or a local one), then a summary.
+
+Locust writes its own CSV files (locust_stats.csv, locust_stats_history.csv, locust_failures.csv,
+locust_exceptions.csv) under build/perf/load/; the locustfile also writes one row per request
+(requests.csv), from which each step gets exact percentiles. The summary (load.json, load.md)
+counts failures by cause. Exit status is non-zero when any request failed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shlex
+import subprocess
+import sys
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
+PROJECT = LOCUSTFILE.parent.parent
+
+
+def locust_command(url: str, model: str, out: Path, step_users: int, step_seconds: float, steps: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(LOCUSTFILE),
+        "--headless",
+        "--host",
+        url,
+        "--triton-model",
+        model,
+        "--step-users",
+        str(step_users),
+        "--step-seconds",
+        str(step_seconds),
+        "--steps",
+        str(steps),
+        "--csv",
+        str(out / "locust"),
+        "--csv-full-history",
+        "--samples-csv",
+        str(out / "requests.csv"),
+        "--only-summary",
+        "--loglevel",
+        "WARNING",
+    ]
+
+
+def run_locust(cmd: list[str], out: Path, timeout_s: float) -> int:
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "locust.log").open("w") as log:
+        log.write(" ".join(shlex.quote(a) for a in cmd) + "\n")
+        log.flush()
+        result = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s, cwd=PROJECT)
+    return result.returncode
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def failures_by_cause(out: Path) -> list[dict[str, object]]:
+    """Locust's failures CSV (one row per distinct error message), largest first."""
+    causes: Counter[str] = Counter()
+    for row in _rows(out / "locust_failures.csv"):
+        causes[row["Error"]] += int(row["Occurrences"])
+    return [{"error": error, "occurrences": count} for error, count in causes.most_common()]
+
+
+def per_step(out: Path) -> list[dict[str, object]]:
+    """Requests, rate, p50/p95 and failures for each user count, from the per-request rows."""
+    groups: dict[int, list[tuple[float, float, bool]]] = {}
+    for row in _rows(out / "requests.csv"):
+        sample = (float(row["time"]), float(row["latency_ms"]), bool(row["error"]))
+        groups.setdefault(int(row["users"]), []).append(sample)
+    steps = []
+    for users, samples in sorted(groups.items()):
+        times = [t for t, _, _ in samples]
+        latencies = np.array([latency for _, latency, failed in samples if not failed])
+        span = max(times) - min(times)
+        steps.append(
+            {
+                "users": users,
+                "requests": len(samples),
+                "rps": (len(samples) - 1) / span if span > 0 else None,
+                "p50_ms": float(np.percentile(latencies, 50)) if latencies.size else None,
+                "p95_ms": float(np.percentile(latencies, 95)) if latencies.size else None,
+                "failures": sum(1 for _, _, failed in samples if failed),
+            }
+        )
+    return steps
+
+
+def summarize(out: Path, url: str, model: str, settings: dict[str, object], command: str, exit_code: int) -> dict:
+    aggregated = next((r for r in _rows(out / "locust_stats.csv") if r["Name"] == "Aggregated"), None)
+    if aggregated is None:
+        raise RuntimeError(f"locust wrote no aggregated statistics; see {out / 'locust.log'}")
+    return {
+        "kind": "load",
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "url": url,
+        "model": model,
+        "command": command,
+        **settings,
+        "locust_exit_code": exit_code,
+        "requests": int(aggregated["Request Count"]),
+        "failures": int(aggregated["Failure Count"]),
+        "rps": float(aggregated["Requests/s"]),
+        "p50_ms": float(aggregated["50%"]),
+        "p95_ms": float(aggregated["95%"]),
+        "p99_ms": float(aggregated["99%"]),
+        "per_step": per_step(out),
+        "failures_by_cause": failures_by_cause(out),
+    }
+
+
+def load(url: str, model: str, out: Path, step_users: int, step_seconds: float, steps: int, progress=print) -> dict:
+    """One headless Locust run against `url`; writes load.json and load.md next to Locust's CSV files."""
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob("locust_*.csv"):
+        stale.unlink()
+    cmd = locust_command(url, model, out, step_users, step_seconds, steps)
+    progress(f"locust: {steps} steps of {step_users} users x {step_seconds:g} s against {url} ({model})")
+    code = run_locust(cmd, out, timeout_s=steps * step_seconds + 300)
+    settings = {"users_per_step": step_users, "step_seconds": step_seconds, "steps": steps}
+    summary = summarize(out, url, model, settings, "python -m perf " + shlex.join(sys.argv[1:]), code)
+    (out / "load.json").write_text(json.dumps(summary, indent=2) + "\n")
+    from perf.report import load_section
+
+    (out / "load.md").write_text("\n".join(load_section(summary)))
+    progress(
+        f"locust: {summary['requests']} requests, {summary['failures']} failed, {summary['rps']:.2f} requests/s, "
+        f"p50 {summary['p50_ms']:.0f} ms, p95 {summary['p95_ms']:.0f} ms; CSV files in {out}"
+    )
+    for cause in summary["failures_by_cause"]:
+        progress(f"  failed {cause['occurrences']}x: {cause['error']}")
+    return summary

@@ -1,0 +1,142 @@
+"""Locust: users that classify real photographs over gRPC with tritonclient, under a step load.
+
+    locust -f perf/locustfile.py --headless --host 127.0.0.1:8001 --triton-model nextvit_small_224 \
+        --step-users 2 --step-seconds 20 --steps 4 --csv build/perf/load/locust
+
+`make load` runs exactly this (perf/load.py) and summarises the CSV files. Each user keeps one
+request in flight (no think time), so N users are a closed loop like perf_analyzer's concurrency N.
+
+Locust runs users as gevent greenlets; gRPC's C core blocks a whole OS thread unless its gevent
+integration is switched on first, so init_gevent() runs before tritonclient.grpc is imported.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import time
+
+import grpc.experimental.gevent as grpc_gevent
+
+grpc_gevent.init_gevent()
+
+import numpy as np  # noqa: E402
+import tritonclient.grpc as grpcclient  # noqa: E402
+from locust import LoadTestShape, User, constant, events, task  # noqa: E402
+from tritonclient.utils import InferenceServerException  # noqa: E402
+
+from catalog.reference import sample_photo_paths  # noqa: E402
+from model_repository.configs import IMAGE_INPUT, TOP_K, TOP_K_OUTPUTS  # noqa: E402
+
+PHOTOS = [path.read_bytes() for path in sample_photo_paths()]
+_next_photo = itertools.count()
+
+
+class AnswerError(RuntimeError):
+    """The server answered, but not with a top-k classification."""
+
+
+@events.init_command_line_parser.add_listener
+def _arguments(parser) -> None:
+    parser.add_argument("--triton-model", default="nextvit_small_224", help="ensemble to call")
+    parser.add_argument("--step-users", type=int, default=2, help="users added at each step")
+    parser.add_argument("--step-seconds", type=float, default=20.0, help="duration of each step")
+    parser.add_argument("--steps", type=int, default=4, help="number of steps; the run then stops")
+    parser.add_argument("--samples-csv", default="", help="also write one row per request here")
+    parser.add_argument("--request-timeout", type=float, default=120.0, help="seconds before a request fails")
+
+
+class _Samples:
+    """Per-request rows (time, users, latency, error) so each step gets exact percentiles."""
+
+    def __init__(self) -> None:
+        self.file = None
+        self.writer = None
+
+    def open(self, path: str) -> None:
+        self.file = open(path, "w", newline="")  # noqa: SIM115 - closed in the quitting listener
+        self.writer = csv.writer(self.file)
+        self.writer.writerow(["time", "users", "latency_ms", "error"])
+
+    def add(self, users: int, latency_ms: float, error: str) -> None:
+        if self.writer is not None:
+            self.writer.writerow([f"{time.time():.3f}", users, f"{latency_ms:.2f}", error])
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+            self.writer = None
+
+
+SAMPLES = _Samples()
+
+
+@events.test_start.add_listener
+def _open_samples(environment, **_kwargs) -> None:
+    path = environment.parsed_options.samples_csv
+    if path:
+        SAMPLES.open(path)
+
+
+@events.quitting.add_listener
+def _close_samples(environment, **_kwargs) -> None:
+    SAMPLES.close()
+
+
+class TritonGrpcUser(User):
+    """One closed-loop client: classify a photograph, check the answer, repeat."""
+
+    wait_time = constant(0)
+
+    def on_start(self) -> None:
+        options = self.environment.parsed_options
+        self.model = options.triton_model
+        self.timeout = options.request_timeout
+        self.client = grpcclient.InferenceServerClient((self.host or "127.0.0.1:8001").removeprefix("grpc://"))
+        self.outputs = [grpcclient.InferRequestedOutput(name) for name in TOP_K_OUTPUTS]
+
+    def on_stop(self) -> None:
+        self.client.close()
+
+    def _classify(self, photo: bytes) -> int:
+        tensor = grpcclient.InferInput(IMAGE_INPUT, [1, 1], "BYTES")
+        tensor.set_data_from_numpy(np.array([[photo]], dtype=object))
+        result = self.client.infer(self.model, [tensor], outputs=self.outputs, client_timeout=self.timeout)
+        labels = result.as_numpy("LABELS")
+        if labels is None or labels.shape != (1, TOP_K):
+            raise AnswerError(f"expected LABELS of shape (1, {TOP_K}), got {None if labels is None else labels.shape}")
+        return sum(result.as_numpy(name).nbytes for name in TOP_K_OUTPUTS)
+
+    @task
+    def classify(self) -> None:
+        photo = PHOTOS[next(_next_photo) % len(PHOTOS)]
+        start = time.perf_counter()
+        exception: Exception | None = None
+        length = 0
+        try:
+            length = self._classify(photo)
+        except (InferenceServerException, AnswerError) as err:
+            exception = err
+        latency_ms = (time.perf_counter() - start) * 1000.0
+        SAMPLES.add(self.environment.runner.user_count, latency_ms, "" if exception is None else str(exception))
+        events.request.fire(
+            request_type="grpc",
+            name=self.model,
+            response_time=latency_ms,
+            response_length=length,
+            exception=exception,
+            context={},
+        )
+
+
+class StepLoad(LoadTestShape):
+    """step_users more users every step_seconds, for `steps` steps, then stop."""
+
+    def tick(self) -> tuple[int, float] | None:
+        options = self.runner.environment.parsed_options
+        elapsed = self.get_run_time()
+        if elapsed >= options.steps * options.step_seconds:
+            return None
+        step = int(elapsed // options.step_seconds) + 1
+        return step * options.step_users, float(options.step_users)

@@ -1,0 +1,31 @@
+"""The server a run measures: a URL given by the user (a cluster, a running server), or a local
+tritonserver started on free ports for the duration of the run and always stopped afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from model_repository.server import TritonServer, free_port
+from perf.analyzer import Target
+
+
+def remote(url: str, metrics_url: str | None = None) -> Target:
+    """A running server: gRPC at `url` (host:port); metrics default to the same host, port 8002."""
+    address = url.removeprefix("grpc://")
+    if metrics_url is None:
+        host = urlsplit(f"//{address}").hostname or "127.0.0.1"
+        metrics_url = f"http://{host}:8002/metrics"
+    return Target(grpc_url=address, metrics_url=metrics_url)
+
+
+@contextlib.contextmanager
+def local(repository: Path, log_path: Path) -> Iterator[tuple[Target, TritonServer]]:
+    """tritonserver 2.51.0 on `repository`, on free ports; the log goes to `log_path`."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    server = TritonServer(repository, free_port(), free_port(), free_port(), log_path=log_path)
+    with server:
+        yield Target(grpc_url=server.grpc_url, metrics_url=server.metrics_url), server
