@@ -149,7 +149,23 @@ def pixels_ensemble_config(entry: ModelEntry, weights_note: str) -> ConfigDict:
     return config
 
 
-def network_config(entry: ModelEntry, variant: Variant, cpu_threads: int = 2) -> ConfigDict:
+# Portable network layout on CPU (2 cores), chosen by `make perf-tune` (docs/performance.md,
+# "Tuning"): one ONNX Runtime instance with an intra-op thread per core. At concurrency 1 it is as
+# fast as the in-process pipeline (p50 +2 ms NextViT-S, -12 ms ViT-B); two single-threaded
+# instances serve 6 % (NextViT-S) and 3 % (ViT-B) more images/s under load but double the p50 of a
+# lone request (142 vs 80 ms, 414 vs 220 ms). Two two-threaded instances whose idle threads block
+# gain nothing over one. On a machine serving only saturating load, 2 x 1 is the better choice.
+PORTABLE_NETWORK_INSTANCES = 1
+PORTABLE_NETWORK_THREADS = 2
+PORTABLE_NETWORK_SPINNING = True
+
+
+def network_config(
+    entry: ModelEntry,
+    variant: Variant,
+    cpu_threads: int = PORTABLE_NETWORK_THREADS,
+    cpu_instances: int = PORTABLE_NETWORK_INSTANCES,
+) -> ConfigDict:
     """One template, two runtimes: the tensors and batching are identical in both variants."""
     config: ConfigDict = {
         "name": network_name(entry),
@@ -167,8 +183,12 @@ def network_config(entry: ModelEntry, variant: Variant, cpu_threads: int = 2) ->
     elif variant == "portable":
         config |= {
             "backend": "python",
-            "instance_group": [{"kind": "KIND_CPU", "count": 1}],
-            "parameters": _params(onnx_file="model.onnx", intra_op_threads=cpu_threads),
+            "instance_group": [{"kind": "KIND_CPU", "count": cpu_instances}],
+            "parameters": _params(
+                onnx_file="model.onnx",
+                intra_op_threads=cpu_threads,
+                intra_op_spinning=int(PORTABLE_NETWORK_SPINNING),
+            ),
         }
     else:
         raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")

@@ -126,14 +126,14 @@ def network(engine: str, entry: catalog.ModelEntry, path: Path, profile: Profile
     return child(args, log, profile.windows.quiet_percent)
 
 
-def measure(
+def pipelines(
     entry: catalog.ModelEntry,
     repository: Path,
     profile: Profile,
     work: Path,
     progress: Callable[[str], None] = print,
 ) -> dict[str, object]:
-    """Every baseline of one model; `repository` holds its exported model.onnx and export record."""
+    """The in-process pipeline, naive and the sweep over sessions x threads x batch (best of it)."""
     log = work / f"{entry.triton_name}_baselines.log"
     onnx = onnx_path(repository, entry)
     cores = usable_cores()
@@ -153,11 +153,25 @@ def measure(
                     f"{last['throughput']:.2f} images/s"
                 )
     best = max(sweep, key=lambda r: r["throughput"])
+    return {"pipeline_naive": naive, "pipeline_sweep": sweep, "pipeline_best": best}
+
+
+def measure(
+    entry: catalog.ModelEntry,
+    repository: Path,
+    profile: Profile,
+    work: Path,
+    progress: Callable[[str], None] = print,
+) -> dict[str, object]:
+    """Every baseline of one model; `repository` holds its exported model.onnx and export record."""
+    measured = pipelines(entry, repository, profile, work, progress)
+    log = work / f"{entry.triton_name}_baselines.log"
+    cores = usable_cores()
     engines = {}
-    engines["onnxruntime"] = network("onnxruntime", entry, onnx, profile, cores, log)
+    engines["onnxruntime"] = network("onnxruntime", entry, onnx_path(repository, entry), profile, cores, log)
     program = paddle_program(entry, export_record(repository, entry), work.parent / "paddle", log)
     engines["paddle"] = network("paddle", entry, program, profile, cores, log)
     for name, rows in engines.items():
         text = ", ".join(f"batch {r['batch']}: {r['ms_per_batch']:.0f} ms" for r in rows)
         progress(f"  {entry.name} network alone, {name} ({cores} threads): {text}")
-    return {"pipeline_naive": naive, "pipeline_sweep": sweep, "pipeline_best": best, "network": engines}
+    return measured | {"network": engines}

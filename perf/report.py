@@ -105,6 +105,8 @@ def _layout_text(layout: dict) -> str:
         text = f"{step}: {cfg['instances']} instance(s)"
         if cfg.get("intra_op_threads"):
             text += f" x {cfg['intra_op_threads']} thread(s)"
+        if cfg.get("intra_op_spinning") == "0":
+            text += " (idle threads block, no spinning)"
         batching = cfg.get("dynamic_batching")
         if batching is not None:
             text += f", dynamic batching (queue delay {batching['max_queue_delay_us']} us"
@@ -113,6 +115,18 @@ def _layout_text(layout: dict) -> str:
             text += ")"
         parts.append(text)
     return "; ".join(parts)
+
+
+def _compact_layout(layout: dict) -> str:
+    """preprocess instances; network instances x threads; network batching: one short cell."""
+    pre, net = layout.get("preprocess", {}), layout.get("network", {})
+    text = f"pre {pre.get('instances')}; net {net.get('instances')}x{net.get('intra_op_threads')}"
+    text += " no spin" if net.get("intra_op_spinning") == "0" else ""
+    batching = net.get("dynamic_batching") or {}
+    text += f"; delay {batching.get('max_queue_delay_us')} us"
+    if batching.get("preferred_batch_size"):
+        text += f", preferred {'/'.join(map(str, batching['preferred_batch_size']))}"
+    return text
 
 
 def sweep_section(results: dict) -> list[str]:
@@ -254,41 +268,67 @@ def load_section(load: dict) -> list[str]:
     return lines
 
 
+def _goal_cell(goal: goals.Goal | None) -> str:
+    if goal is None or goal.value is None:
+        return "n/a"
+    value = f"{goal.value:+.1f} ms" if "ms" in goal.target else f"{goal.value:.2f}x"
+    return value if goal.met else f"**{value}**"
+
+
 def tuning_section(tuning: dict) -> list[str]:
     lines = [
         "## Tuning: candidate layouts, measured in one run",
         "",
         "Each candidate is the same exported models with one change to the instance/thread/batching "
         f"layout, served by a fresh local tritonserver and swept at concurrency {tuning['concurrencies']}. "
+        "The in-process pipeline (naive and the best of its sweep) was measured at the start of the same "
+        "run, so each candidate is judged against the goals; a missed goal is in bold. "
         f"Command: `{tuning['command']}`; {tuning['started_at']}; load average (1 min) "
         f"{_f((tuning.get('load_average_start') or [None])[0], 2)} at start, "
         f"{_f((tuning.get('load_average_end') or [None])[0], 2)} at end.",
         "",
     ]
+    judged = (
+        "Triton vs naive in-process",
+        "Triton vs best in-process",
+        "p50 at concurrency 1, Triton minus in-process",
+    )
     rows = []
     for c in tuning.get("candidates", []):
         for model, m in c["models"].items():
+            base = tuning.get("baselines", {}).get(model, {})
+            by_name = {g.goal: g for g in goals.evaluate(model, {"points": m["points"], "baselines": base})}
             rows.append(
                 [
                     c["layout"]["name"],
                     model,
-                    _f(m["best_throughput"], 2),
-                    m["best_concurrency"],
+                    f"{_f(m['best_throughput'], 2)} (c{m['best_concurrency']})",
+                    *(_goal_cell(by_name.get(name)) for name in judged),
                     _f(m["c1_p50_ms"]),
                     _pct(max((p.get("other_cpu_percent") or 0.0 for p in m["points"]), default=None)),
-                    _layout_text(m["layout"]),
+                    _compact_layout(m["layout"]),
                 ]
             )
     header = [
         "candidate",
         "model",
         "best images/s",
-        "at concurrency",
+        "vs naive (>= 1.10x)",
+        "vs best in-process (>= 0.95x)",
+        "p50 at 1 minus in-process (<= 5 ms)",
         "p50 ms at 1",
         "other CPU (max)",
         "served layout",
     ]
-    return lines + _table(header, rows)
+    lines += _table(header, rows)
+    for model, base in tuning.get("baselines", {}).items():
+        naive, best = base["pipeline_naive"], base["pipeline_best"]
+        lines.append(
+            f"In-process {model}: naive {naive['throughput']:.2f} images/s, p50 {naive['p50_ms']:.1f} ms; best "
+            f"{best['throughput']:.2f} images/s ({best['sessions']} session(s) x {best['threads']} thread(s), "
+            f"batch {best['batch']})."
+        )
+    return [*lines, ""]
 
 
 def render(results: dict, load: dict | None, tuning: dict | None, plot_paths: dict[str, str]) -> str:

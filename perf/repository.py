@@ -28,6 +28,7 @@ class Layout:
     preprocess_instances: int | None = None
     network_instances: int | None = None
     network_threads: int | None = None
+    network_spinning: bool | None = None
     queue_delay_us: int | None = None
     preferred_batch_sizes: tuple[int, ...] | None = None
 
@@ -54,6 +55,8 @@ class Layout:
             config.instance_group[0].count = self.network_instances
         if self.network_threads is not None:
             config.parameters["intra_op_threads"].string_value = str(self.network_threads)
+        if self.network_spinning is not None:
+            config.parameters["intra_op_spinning"].string_value = str(int(self.network_spinning))
         if self.queue_delay_us is not None:
             config.dynamic_batching.max_queue_delay_microseconds = self.queue_delay_us
         if self.preferred_batch_sizes is not None:
@@ -115,6 +118,7 @@ def served_layout(client, ensemble: str) -> dict[str, object]:
             "instances": sum(int(g.get("count", 1)) for g in groups),
             "kind": groups[0].get("kind") if groups else None,
             "intra_op_threads": config.get("parameters", {}).get("intra_op_threads", {}).get("string_value"),
+            "intra_op_spinning": config.get("parameters", {}).get("intra_op_spinning", {}).get("string_value"),
             "dynamic_batching": None
             if batching is None
             else {

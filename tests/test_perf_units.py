@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import catalog
 from perf import goals, load
 from perf.input_data import input_data
 from perf.repository import Layout
@@ -69,8 +70,24 @@ def test_layout_specs_parse_and_reject_unknown_keys() -> None:
         queue_delay_us=500,
         preferred_batch_sizes=(4, 8),
     )
+    assert parse_layout("y=threads:2,spin:0") == Layout("y", network_threads=2, network_spinning=False)
     with pytest.raises(ValueError, match="unknown layout key"):
         parse_layout("x=cores:3")
+
+
+def test_a_tuning_layout_reaches_the_served_network_config(tmp_path: Path) -> None:
+    """Layout.apply edits the staged config that tritonserver will read, spinning lever included."""
+    from model_repository import configs
+
+    entry = catalog.get("NextViT_small_224")
+    (tmp_path / configs.network_name(entry)).mkdir()
+    config = configs.to_pbtxt(configs.network_config(entry, "portable"))
+    (tmp_path / configs.network_name(entry) / "config.pbtxt").write_text(config)
+    Layout("t", network_instances=2, network_threads=1, network_spinning=False).apply(tmp_path, entry)
+    served = configs.parse_pbtxt((tmp_path / configs.network_name(entry) / "config.pbtxt").read_text())
+    assert served.instance_group[0].count == 2
+    assert served.parameters["intra_op_threads"].string_value == "1"
+    assert served.parameters["intra_op_spinning"].string_value == "0"
 
 
 def test_locust_failures_are_counted_by_cause(tmp_path: Path) -> None:

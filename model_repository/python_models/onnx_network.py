@@ -18,6 +18,10 @@ class TritonPythonModel:
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(params["intra_op_threads"])
         options.inter_op_num_threads = 1
+        # Idle intra-op threads busy-wait by default; with several instances sharing the cores,
+        # that spinning takes the cores the other instances need (configs.py, perf-tune evidence).
+        spinning = params.get("intra_op_spinning", "1")
+        options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
         model_path = Path(args["model_repository"]) / args["model_version"] / params["onnx_file"]
         self.session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
 
