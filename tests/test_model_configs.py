@@ -6,6 +6,7 @@ import pytest
 
 import catalog
 from model_repository import configs
+from tests.ensembles import assert_wired
 
 ENTRIES = list(catalog.CATALOG.values())
 
@@ -32,15 +33,7 @@ def test_configs_round_trip_through_model_config_proto(entry: catalog.ModelEntry
 @pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.name)
 def test_ensemble_maps_name_real_tensors(entry: catalog.ModelEntry) -> None:
     models = {n: configs.parse_pbtxt(configs.to_pbtxt(c)) for n, c in _all_configs(entry, "production").items()}
-    ensemble = models[entry.triton_name]
-    produced = {i.name for i in ensemble.input}
-    for step in ensemble.ensemble_scheduling.step:
-        model = models[step.model_name]
-        assert set(step.input_map) == {i.name for i in model.input}, step.model_name
-        assert set(step.input_map.values()) <= produced, f"{step.model_name} reads a tensor nothing produced"
-        assert set(step.output_map) <= {o.name for o in model.output}, step.model_name
-        produced |= set(step.output_map.values())
-    assert {o.name for o in ensemble.output} <= produced
+    assert_wired(models[entry.triton_name], models)
 
 
 def test_wire_contract() -> None:

@@ -21,6 +21,7 @@ from model_repository import configs, install
 from preprocess import decode
 from tests import images
 from tests.conftest import SERVED_MODELS
+from tests.ensembles import assert_wired
 
 ENTRIES = list(catalog.CATALOG.values())
 TYPE_UINT8 = 2  # ModelConfig DataType enum
@@ -46,14 +47,7 @@ def test_pixels_ensemble_maps_name_real_tensors(entry: catalog.ModelEntry) -> No
     }
     ensemble = models[configs.pixels_ensemble_name(entry)]
     assert [(i.name, i.data_type, list(i.dims)) for i in ensemble.input] == [("PIXELS", TYPE_UINT8, [-1, -1, 3])]
-    produced = {"PIXELS"}
-    for step in ensemble.ensemble_scheduling.step:
-        model = models[step.model_name]
-        assert set(step.input_map) == {i.name for i in model.input}, step.model_name
-        assert set(step.input_map.values()) <= produced, f"{step.model_name} reads a tensor nothing produced"
-        assert set(step.output_map) <= {o.name for o in model.output}, step.model_name
-        produced |= set(step.output_map.values())
-    assert {o.name for o in ensemble.output} <= produced
+    assert_wired(ensemble, models)
 
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.name)
