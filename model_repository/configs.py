@@ -149,14 +149,16 @@ def pixels_ensemble_config(entry: ModelEntry, weights_note: str) -> ConfigDict:
     return config
 
 
-# Portable network layout on CPU (2 cores), chosen by `make perf-tune` (docs/performance.md,
-# "Tuning"): one ONNX Runtime instance with an intra-op thread per core. At concurrency 1 it is as
-# fast as the in-process pipeline (p50 +2 ms NextViT-S, -12 ms ViT-B); two single-threaded
-# instances serve 6 % (NextViT-S) and 3 % (ViT-B) more images/s under load but double the p50 of a
-# lone request (142 vs 80 ms, 414 vs 220 ms). Two two-threaded instances whose idle threads block
-# gain nothing over one. On a machine serving only saturating load, 2 x 1 is the better choice.
+# Portable network layout on CPU, chosen by `make perf-tune` on 2 cores (docs/performance.md,
+# "Tuning"): one ONNX Runtime instance whose intra-op pool has a thread per usable core (threads
+# 0 = the cores the server may use, cgroup CPU limit included, divided by the instances). At
+# concurrency 1 it is as fast as the in-process pipeline (p50 +2 ms NextViT-S, -12 ms ViT-B).
+# One single-threaded instance per core serves 6 % (NextViT-S) and 3 % (ViT-B) more images/s at
+# saturation but doubles the p50 of a lone request (142 vs 80 ms, 414 vs 220 ms); two-threaded
+# instances whose idle threads block gain nothing over one. For CPU nodes that only ever see
+# saturating load, set the instances to the node's cores (threads then resolve to 1).
 PORTABLE_NETWORK_INSTANCES = 1
-PORTABLE_NETWORK_THREADS = 2
+PORTABLE_NETWORK_THREADS = 0
 PORTABLE_NETWORK_SPINNING = True
 
 

@@ -99,12 +99,17 @@ def goals_section(results: dict) -> list[str]:
     ]
 
 
+def _threads(configured: str | None) -> str:
+    """The network's intra_op_threads parameter; "0" means the usable cores shared by the instances."""
+    return "auto" if configured == "0" else str(configured)
+
+
 def _layout_text(layout: dict) -> str:
     parts = []
     for step, cfg in layout.items():
         text = f"{step}: {cfg['instances']} instance(s)"
         if cfg.get("intra_op_threads"):
-            text += f" x {cfg['intra_op_threads']} thread(s)"
+            text += f" x {_threads(cfg['intra_op_threads'])} thread(s)"
         if cfg.get("intra_op_spinning") == "0":
             text += " (idle threads block, no spinning)"
         batching = cfg.get("dynamic_batching")
@@ -120,7 +125,7 @@ def _layout_text(layout: dict) -> str:
 def _compact_layout(layout: dict) -> str:
     """preprocess instances; network instances x threads; network batching: one short cell."""
     pre, net = layout.get("preprocess", {}), layout.get("network", {})
-    text = f"pre {pre.get('instances')}; net {net.get('instances')}x{net.get('intra_op_threads')}"
+    text = f"pre {pre.get('instances')}; net {net.get('instances')}x{_threads(net.get('intra_op_threads'))}"
     text += " no spin" if net.get("intra_op_spinning") == "0" else ""
     batching = net.get("dynamic_batching") or {}
     text += f"; delay {batching.get('max_queue_delay_us')} us"

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import os
+from pathlib import Path
+
 import pytest
 
 import catalog
@@ -67,3 +71,49 @@ def test_unknown_field_is_rejected_at_generation_time() -> None:
     config = configs.postprocess_config(ENTRIES[0]) | {"dynamic_batchin": {}}
     with pytest.raises(Exception, match="dynamic_batchin"):
         configs.to_pbtxt(config)
+
+
+def _portable_network_module(monkeypatch: pytest.MonkeyPatch):
+    """The portable network's model.py, loaded outside the server (the backend's utils stubbed out)."""
+    import importlib.util
+    import sys
+    import types
+
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", types.ModuleType("triton_python_backend_utils"))
+    path = Path(configs.__file__).parent / "python_models" / "onnx_network.py"
+    spec = importlib.util.spec_from_file_location("onnx_network_model", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"cpu.max": "max 100000\n"}, None),  # cgroup v2, no limit
+        ({"cpu.max": "150000 100000\n"}, 1.5),  # cgroup v2, limits.cpu: 1500m
+        ({"cpu/cpu.cfs_quota_us": "400000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 4.0),  # cgroup v1
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),  # cgroup v1, no limit
+        ({}, None),  # no cgroup files at all
+    ],
+)
+def test_network_threads_follow_the_container_cpu_limit(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, files: dict[str, str], expected: float | None
+) -> None:
+    """A Kubernetes CPU limit is a CFS quota the affinity mask does not show; the pool must fit it."""
+    network = _portable_network_module(monkeypatch)
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert network.cgroup_cpu_limit(tmp_path) == expected
+    affinity = len(os.sched_getaffinity(0))
+    usable = network.usable_cores(tmp_path)
+    assert usable == (affinity if expected is None else min(affinity, math.ceil(expected)))
+
+
+def test_network_threads_auto_shares_the_cores_between_instances(monkeypatch: pytest.MonkeyPatch) -> None:
+    network = _portable_network_module(monkeypatch)
+    assert network.intra_op_threads(0, instances=1, cores=16) == 16
+    assert network.intra_op_threads(0, instances=4, cores=16) == 4
+    assert network.intra_op_threads(0, instances=3, cores=2) == 1
+    assert network.intra_op_threads(3, instances=1, cores=16) == 3

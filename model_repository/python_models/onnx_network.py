@@ -5,18 +5,55 @@ exists because the Triton build available without containers has only the Python
 """
 
 import json
+import math
+import os
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
+CGROUP = Path("/sys/fs/cgroup")
+
+
+def cgroup_cpu_limit(root: Path = CGROUP) -> float | None:
+    """The container's CPU limit in cores (cgroup v2 `cpu.max`, or v1 CFS quota), None if unlimited.
+
+    A Kubernetes CPU limit is a CFS quota: the process still sees every core of the node in its
+    affinity mask, so sizing thread pools by the mask would oversubscribe the pod's share.
+    """
+    try:
+        quota, period = (root / "cpu.max").read_text().split()
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return None if quota <= 0 else quota / period
+    except (OSError, ValueError):
+        return None
+
+
+def usable_cores(root: Path = CGROUP) -> int:
+    """Cores this process may really use: its affinity mask, capped by the container's CPU limit."""
+    cores = len(os.sched_getaffinity(0))
+    limit = cgroup_cpu_limit(root)
+    return cores if limit is None else max(1, min(cores, math.ceil(limit)))
+
+
+def intra_op_threads(configured: int, instances: int, cores: int) -> int:
+    """configured > 0 is taken as is; 0 shares the usable cores evenly between the instances."""
+    return configured if configured > 0 else max(1, cores // max(1, instances))
+
 
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
-        params = {k: v["string_value"] for k, v in json.loads(args["model_config"])["parameters"].items()}
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config["parameters"].items()}
+        instances = sum(int(group.get("count", 1)) for group in config.get("instance_group", [])) or 1
         options = ort.SessionOptions()
-        options.intra_op_num_threads = int(params["intra_op_threads"])
+        options.intra_op_num_threads = intra_op_threads(int(params["intra_op_threads"]), instances, usable_cores())
         options.inter_op_num_threads = 1
         # Idle intra-op threads busy-wait by default; with several instances sharing the cores,
         # that spinning takes the cores the other instances need (configs.py, perf-tune evidence).
