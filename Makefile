@@ -58,11 +58,13 @@ clean: ## remove build outputs (exported models, repositories); keeps .venv
 	rm -rf build .pytest_cache
 
 # Helm chart (helm/)
-.PHONY: chart-test chart-docs
+.PHONY: chart-test chart-docs chart-sync
 chart-test: setup ## render, lint and validate the Helm chart for every helm/paddleclas-triton/ci value set (no server)
 	$(PY) -m pytest tests/chart -m "not server" -q
 chart-docs: setup ## regenerate the values table in helm/README.md from values.yaml
 	$(PY) helm/gen_values_table.py
+chart-sync: ## copy export/trt_plans.py into the chart (Helm packages only files inside the chart directory)
+	cp export/trt_plans.py helm/paddleclas-triton/files/build_trt_plans.py
 
 # Preprocessing (preprocess/)
 .PHONY: bench-preprocess

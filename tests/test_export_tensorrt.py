@@ -221,4 +221,4 @@ def test_trt_needs_the_production_variant(capsys: pytest.CaptureFixture[str]) ->
 def test_the_chart_runs_this_same_builder() -> None:
     """One implementation of plan building: the chart packages a byte-identical copy (Helm reads only its dir)."""
     chart_copy = Path(__file__).parent.parent / "helm" / "paddleclas-triton" / "files" / "build_trt_plans.py"
-    assert chart_copy.read_bytes() == Path(trt_plans.__file__).read_bytes()
+    assert chart_copy.read_bytes() == Path(trt_plans.__file__).read_bytes(), "run `make chart-sync`"
