@@ -31,6 +31,14 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _concurrency_axis(ax, name: str, ylabel: str, legend_size: int = 8, legend_loc: str = "best") -> None:
+    """Title, labels and legend shared by every per-model panel drawn against concurrency."""
+    ax.set_title(name, fontsize=10)
+    ax.set_xlabel("concurrent requests")
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=legend_size, loc=legend_loc)
+
+
 def throughput(models: dict, path: Path) -> Path:
     fig, axes = _axes(len(models), "Throughput against concurrency (images/s, higher is better)")
     for ax, (name, data) in zip(axes, models.items(), strict=True):
@@ -42,12 +50,9 @@ def throughput(models: dict, path: Path) -> Path:
             ax.axhline(base["pipeline_naive"]["throughput"], color="grey", ls="--", label="in-process naive")
         if "pipeline_best" in base:
             ax.axhline(base["pipeline_best"]["throughput"], color="black", ls=":", label="in-process best")
-        ax.set_title(name, fontsize=10)
-        ax.set_xlabel("concurrent requests")
-        ax.set_ylabel("images/s")
         ax.set_xticks(xs)
         ax.set_ylim(bottom=0)
-        ax.legend(fontsize=8, loc="lower right")
+        _concurrency_axis(ax, name, "images/s", legend_loc="lower right")
     return _save(fig, path)
 
 
@@ -61,12 +66,9 @@ def latency(models: dict, path: Path) -> Path:
         naive = data.get("baselines", {}).get("pipeline_naive")
         if naive:
             ax.plot([1], [naive["p50_ms"]], "kx", markersize=9, label="in-process p50 (naive)")
-        ax.set_title(name, fontsize=10)
-        ax.set_xlabel("concurrent requests")
-        ax.set_ylabel("ms")
         ax.set_xticks(xs)
         ax.set_ylim(bottom=0)
-        ax.legend(fontsize=8, loc="best")
+        _concurrency_axis(ax, name, "ms")
     return _save(fig, path)
 
 
@@ -83,10 +85,7 @@ def time_split(models: dict, path: Path) -> Path:
                 ax.bar(xs, values, bottom=bottoms, color=colour, hatch=hatch, alpha=0.9, label=legend)
                 bottoms = [b + v for b, v in zip(bottoms, values, strict=True)]
         ax.set_xticks(xs, [str(p["concurrency"]) for p in points])
-        ax.set_title(name, fontsize=10)
-        ax.set_xlabel("concurrent requests")
-        ax.set_ylabel("ms per request")
-        ax.legend(fontsize=7, loc="best")
+        _concurrency_axis(ax, name, "ms per request", legend_size=7)
     return _save(fig, path)
 
 
