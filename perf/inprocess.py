@@ -28,30 +28,23 @@ from model_repository.configs import NETWORK_INPUT
 from perf.stats import summarize
 
 
-def onnx_session(onnx_path: Path, threads: int, spinning: bool = True):
-    """threads=0 keeps ONNX Runtime's default (one intra-op thread per physical core).
-
-    spinning=False stops idle intra-op threads from busy-waiting for the next parallel section:
-    with two multi-threaded sessions on two cores, each session's spinning threads otherwise
-    take the cores the other session needs.
-    """
+def onnx_session(onnx_path: Path, threads: int):
+    """threads=0 keeps ONNX Runtime's default (one intra-op thread per physical core)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-    if not spinning:
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
 
 
 class Pipeline:
     """Encoded images -> top-k labels, the served steps in one process."""
 
-    def __init__(self, entry: catalog.ModelEntry, onnx_path: Path, threads: int, spinning: bool = True) -> None:
+    def __init__(self, entry: catalog.ModelEntry, onnx_path: Path, threads: int) -> None:
         self.preprocessor = preprocessor_for(entry)
-        self.session = onnx_session(onnx_path, threads, spinning)
+        self.session = onnx_session(onnx_path, threads)
         self.labels = imagenet_labels()
 
     def __call__(self, images: list[bytes]) -> list[list[str]]:
@@ -61,17 +54,11 @@ class Pipeline:
 
 
 def run_pipeline(
-    entry: catalog.ModelEntry,
-    onnx_path: Path,
-    sessions: int,
-    threads: int,
-    batch: int,
-    images: int,
-    spinning: bool = True,
+    entry: catalog.ModelEntry, onnx_path: Path, sessions: int, threads: int, batch: int, images: int
 ) -> dict[str, object]:
     """`images` photographs through `sessions` pipelines side by side, `batch` images per call."""
     photos = [path.read_bytes() for path in sample_photo_paths()]
-    pipelines = [Pipeline(entry, onnx_path, threads, spinning) for _ in range(sessions)]
+    pipelines = [Pipeline(entry, onnx_path, threads) for _ in range(sessions)]
     for pipeline in pipelines:  # first calls allocate; not measured
         pipeline([photos[i % len(photos)] for i in range(batch)])
     stream = itertools.count()
@@ -97,7 +84,7 @@ def run_pipeline(
     for thread in threads_:
         thread.join()
     wall = time.perf_counter() - start
-    config = {"sessions": sessions, "threads": threads, "batch": batch, "spinning": spinning}
+    config = {"sessions": sessions, "threads": threads, "batch": batch}
     return config | summarize(latencies, images, wall).as_dict()
 
 
@@ -194,9 +181,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     pipeline.add_argument("--threads", type=int, default=0, help="intra-op threads per session; 0 = default")
     pipeline.add_argument("--batch", type=int, default=1)
     pipeline.add_argument("--images", type=int, required=True)
-    pipeline.add_argument(
-        "--no-spinning", dest="spinning", action="store_false", help="intra-op threads block instead of spinning"
-    )
     net = sub.add_parser("network", help="the network alone on preprocessed photographs")
     net.add_argument("--engine", choices=("onnxruntime", "paddle"), required=True)
     net.add_argument("--model", required=True)
@@ -215,9 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     entry = catalog.get(args.model)
     if args.kind == "pipeline":
-        result: object = run_pipeline(
-            entry, args.onnx, args.sessions, args.threads, args.batch, args.images, args.spinning
-        )
+        result: object = run_pipeline(entry, args.onnx, args.sessions, args.threads, args.batch, args.images)
     elif args.kind == "network":
         result = run_network(args.engine, entry, args.path, args.batches, args.threads, args.seconds)
     else:
