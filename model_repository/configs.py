@@ -1,17 +1,27 @@
-"""Triton model configurations for one catalog model, generated from the catalog.
+"""Triton model configurations, generated from the catalog.
 
-Each served model is six Triton models, two entry points sharing the network and postprocess:
+Every catalog model has three models of its own and shares its Python steps with the others:
 
-    NAME                      ensemble, the public entry point for encoded images (wire contract in the README)
-    NAME_pixels               ensemble, the entry point for decoded RGB frames (PIXELS, uint8 N x H x W x 3)
-    NAME_preprocess           Python backend: encoded bytes -> NORMALIZED_IMAGE (preprocess/ package)
-    NAME_pixels_preprocess    Python backend: RGB frames -> NORMALIZED_IMAGE (same code, decoding skipped)
-    NAME_network              the exported ONNX network: NORMALIZED_IMAGE -> PROBABILITIES
-    NAME_postprocess          Python backend: PROBABILITIES -> top-k LABELS, SCORES, CLASS_IDS
+    NAME                          ensemble, the public entry point for encoded images (wire contract in the README)
+    NAME_pixels                   ensemble, the entry point for decoded RGB frames (PIXELS, uint8 N x H x W x 3)
+    NAME_network                  the exported ONNX network: CROPS (uint8) -> PROBABILITIES; it normalizes itself
+    preprocess_KEY                Python backend, shared: encoded bytes -> CROPS (preprocess/ package)
+    pixels_preprocess_KEY         Python backend, shared: RGB frames -> CROPS (same code, decoding skipped)
+    postprocess                   Python backend, shared by all: PROBABILITIES -> top-k LABELS, SCORES, CLASS_IDS
 
-The network config has two variants from one function: "production" (onnxruntime backend on GPU)
-and "portable" (the same ONNX file run by ONNX Runtime inside the Python backend, on CPU, for the
-local server and CI, whose Triton build has only the Python backend).
+KEY names a distinct preprocessing (resize filter, resize_short, crop): the catalog has four, so all 19
+models are served by 8 preprocess models and one postprocess. Normalization (mean/std differ between
+families) is part of each network's graph (export/normalization.py), so the crops a preprocess step
+produces are the same uint8 pixels PaddleClas crops, and one step serves every model with its key.
+
+The network config has two variants from one function: "production" (onnxruntime backend on GPU,
+batches formed across requests up to GPU_MAX_BATCH_SIZE) and "portable" (the same ONNX file run by
+ONNX Runtime inside the Python backend, on CPU, for the local server and CI, whose Triton build has
+only the Python backend). `tensorrt_network_config` gives the production network served from
+TensorRT plans (export/trt_plans.py fills in only the plan files of each GPU).
+
+How many copies of each step run is a `Layout`, resolved where the server runs
+(model_repository/layout.py), never at export: installed configs carry `Layout()`, one of each.
 
 Configs are written as dicts, then parsed into Triton's own ModelConfig protobuf before they are
 rendered, so a misspelt field or a wrong type fails here rather than at server start.
@@ -20,6 +30,8 @@ rendered, so a misspelt field or a wrong type fails here rather than at server s
 from __future__ import annotations
 
 import copy
+import math
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from google.protobuf import json_format, text_format
@@ -31,47 +43,173 @@ from preprocess import DEFAULT_MAX_PIXELS
 
 Variant = Literal["portable", "production"]
 VARIANTS: tuple[Variant, ...] = ("portable", "production")
+StepKind = Literal["ensemble", "preprocess", "pixels_preprocess", "network", "postprocess"]
 
 # The wire contract: see README "Wire contract". Changing these breaks clients.
 IMAGE_INPUT = "IMAGE"
 PIXELS_INPUT = "PIXELS"  # the second entry point: decoded RGB uint8 frames
 TOP_K_OUTPUTS = {"LABELS": "TYPE_STRING", "SCORES": "TYPE_FP32", "CLASS_IDS": "TYPE_INT64"}
 TOP_K = 5
-MAX_BATCH_SIZE = 8
+MAX_BATCH_SIZE = 8  # images one request may carry
 
-# Internal tensors between the steps; export renames the ONNX graph's own names to these.
-NETWORK_INPUT = "NORMALIZED_IMAGE"
+# Internal tensors between the steps. The network's input is the uint8 crop, channels last, exactly
+# as the preprocess step produces it (a quarter of the bytes of float32 through shared memory and
+# host-to-GPU copies); NORMALIZED_IMAGE is the float32 N x 3 x S x S tensor inside the graph, after
+# the normalization export prepends, and the input of the network as PaddleClas exported it.
+NETWORK_INPUT = "CROPS"
+NORMALIZED_IMAGE = "NORMALIZED_IMAGE"
 NETWORK_OUTPUT = "PROBABILITIES"
+POSTPROCESS = "postprocess"
+
+# GPU batching, decoupled from the wire contract: the dynamic batcher joins requests of 1-8 images
+# into batches of up to 128 for the production network. Published TensorRT FP16 throughput of
+# ViT-B/16 and NextViT saturates between batch 64 and 128 (../shared/reference/gpu-capacity.md),
+# and 128 crops of 384 px are 56 MB of uint8: larger batches add latency and memory, not images/s.
+GPU_MAX_BATCH_SIZE = 128
+GPU_MAX_QUEUE_DELAY_US = 1000  # at 8,000 img/s one millisecond gathers a batch of 8 at low load
+# TensorRT plans: a small profile (interactive traffic, captured as CUDA graphs) and a large one
+# (saturating traffic), as (min, opt, max) batch; preferred batch sizes are the optima.
+TRT_PROFILES: tuple[tuple[int, int, int], ...] = ((1, 8, 16), (17, 64, GPU_MAX_BATCH_SIZE))
+CUDA_GRAPH_BATCH_SIZES = (1, 2, 4, 8, 16)  # the small profile's range; larger batches gain little from graphs
+# Triton's pinned host memory holds a batch on its way to the GPU: one being copied per GPU instance
+# while the next is formed. Default pool of Triton: 256 MB.
+TRITON_DEFAULT_PINNED_POOL_BYTES = 256 << 20
 
 ConfigDict = dict[str, Any]
 
 
+# --- names --------------------------------------------------------------------------------------
+
+
+def preprocess_key(entry: ModelEntry) -> str:
+    """What makes two models' crops identical: filter, short side and crop (e.g. pillow_bicubic_256_224)."""
+    prep = entry.preprocessing
+    return f"{prep.resize.replace('-', '_')}_{prep.resize_short}_{prep.crop}"
+
+
 def preprocess_name(entry: ModelEntry) -> str:
-    return f"{entry.triton_name}_preprocess"
+    return f"preprocess_{preprocess_key(entry)}"
+
+
+def pixels_preprocess_name(entry: ModelEntry) -> str:
+    return f"pixels_preprocess_{preprocess_key(entry)}"
 
 
 def network_name(entry: ModelEntry) -> str:
     return f"{entry.triton_name}_network"
 
 
-def postprocess_name(entry: ModelEntry) -> str:
-    return f"{entry.triton_name}_postprocess"
+def postprocess_name() -> str:
+    return POSTPROCESS
 
 
 def pixels_ensemble_name(entry: ModelEntry) -> str:
     return f"{entry.triton_name}_pixels"
 
 
-def pixels_preprocess_name(entry: ModelEntry) -> str:
-    return f"{entry.triton_name}_pixels_preprocess"
+def own_models(entry: ModelEntry) -> list[str]:
+    """The models only `entry` uses: its two ensembles and its network."""
+    return [entry.triton_name, pixels_ensemble_name(entry), network_name(entry)]
+
+
+def shared_steps(entry: ModelEntry) -> list[str]:
+    """The steps `entry` shares with every model of the same preprocessing (and, for postprocess, all)."""
+    return [preprocess_name(entry), pixels_preprocess_name(entry), postprocess_name()]
+
+
+def step_kind(name: str) -> StepKind:
+    """Which kind of model a repository directory holds, from the names this module gives."""
+    if name == POSTPROCESS:
+        return "postprocess"
+    if name.startswith("pixels_preprocess_"):
+        return "pixels_preprocess"
+    if name.startswith("preprocess_"):
+        return "preprocess"
+    if name.endswith("_network"):
+        return "network"
+    return "ensemble"
+
+
+# --- capacity -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How many copies of each step run; resolved from the serving node's cores (model_repository/layout.py).
+
+    Every Python step instance is one process with one math thread, so a step serves at most one
+    core's worth of images per instance: `for_cores` gives the encoded-image step one instance per
+    core (a single busy model can use the whole node; several busy models share it through the OS
+    scheduler). The PIXELS step skips decoding, the costlier half of its work, so half as many
+    instances serve the same images/s. The top-k step costs microseconds per image.
+    """
+
+    preprocess_instances: int = 1
+    pixels_preprocess_instances: int = 1
+    postprocess_instances: int = 1
+    network_cpu_instances: int = 1  # portable network; see PORTABLE_NETWORK_* below
+    network_cpu_threads: int = 0  # 0: the usable cores divided by the instances, resolved by the model
+    network_gpu_instances: int = 1  # production network: 2 overlaps one batch's copies with another's compute
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if value < (0 if name == "network_cpu_threads" else 1):
+                raise ValueError(f"layout {name} must be at least {0 if name == 'network_cpu_threads' else 1}: {value}")
+
+    @classmethod
+    def for_cores(cls, cores: int, network_gpu_instances: int = 1) -> Layout:
+        if cores < 1:
+            raise ValueError(f"cores must be at least 1: {cores}")
+        return cls(
+            preprocess_instances=cores,
+            pixels_preprocess_instances=max(1, cores // 2),
+            postprocess_instances=max(1, cores // 16),
+            network_cpu_instances=PORTABLE_NETWORK_INSTANCES,
+            network_cpu_threads=cores,
+            network_gpu_instances=network_gpu_instances,
+        )
+
+    def instances(self, kind: StepKind, gpu: bool = False) -> int:
+        return {
+            "preprocess": self.preprocess_instances,
+            "pixels_preprocess": self.pixels_preprocess_instances,
+            "postprocess": self.postprocess_instances,
+            "network": self.network_gpu_instances if gpu else self.network_cpu_instances,
+        }[kind]
+
+
+# Portable network layout on CPU, chosen by `make perf-tune` on 2 cores (docs/performance.md,
+# "Tuning"): one ONNX Runtime instance whose intra-op pool has a thread per usable core. At
+# concurrency 1 it is as fast as the in-process pipeline (p50 +2 ms NextViT-S, -12 ms ViT-B).
+# One single-threaded instance per core serves 6 % (NextViT-S) and 3 % (ViT-B) more images/s at
+# saturation but doubles the p50 of a lone request (142 vs 80 ms, 414 vs 220 ms); two-threaded
+# instances whose idle threads block gain nothing over one.
+PORTABLE_NETWORK_INSTANCES = 1
+PORTABLE_NETWORK_SPINNING = True
+
+
+def pinned_pool_bytes(entries: list[ModelEntry], network_gpu_instances: int) -> int:
+    """Triton's pinned-memory pool for the largest batch of the largest served network, never below the default.
+
+    Per GPU instance two batches in flight (one copied while the next forms), each the uint8 crops
+    in and the float32 probabilities out; rounded up to a whole MiB.
+    """
+    largest = max(entry.input_size for entry in entries)
+    batch = GPU_MAX_BATCH_SIZE * (largest * largest * 3 + NUM_CLASSES * 4)
+    needed = 2 * network_gpu_instances * batch
+    return max(TRITON_DEFAULT_PINNED_POOL_BYTES, math.ceil(needed / (1 << 20)) << 20)
+
+
+# --- tensors ------------------------------------------------------------------------------------
 
 
 def _params(**values: object) -> dict[str, dict[str, str]]:
     return {key: {"string_value": str(value)} for key, value in values.items()}
 
 
-def _image_tensor(entry: ModelEntry) -> ConfigDict:
-    return {"name": NETWORK_INPUT, "data_type": "TYPE_FP32", "dims": [3, entry.input_size, entry.input_size]}
+def _crops_tensor(entry: ModelEntry) -> ConfigDict:
+    size = entry.input_size
+    return {"name": NETWORK_INPUT, "data_type": "TYPE_UINT8", "dims": [size, size, 3]}
 
 
 def _probabilities_tensor() -> ConfigDict:
@@ -82,11 +220,52 @@ def _top_k_tensors() -> list[ConfigDict]:
     return [{"name": name, "data_type": dtype, "dims": [TOP_K]} for name, dtype in TOP_K_OUTPUTS.items()]
 
 
+def _pixels_input() -> ConfigDict:
+    return {"name": PIXELS_INPUT, "data_type": "TYPE_UINT8", "dims": [-1, -1, 3]}
+
+
+def _cpu_instances(count: int) -> list[ConfigDict]:
+    return [{"kind": "KIND_CPU", "count": count}]
+
+
+# --- warmup -------------------------------------------------------------------------------------
+# Files under <model>/warmup/, written by model_repository/install.py from a real photograph, so a
+# server that reports ready has already run every step the way a request will.
+WARMUP_IMAGE_FILE = "photo.jpg.bytes"  # one BYTES element: 4-byte little-endian length, then the JPEG
+WARMUP_PIXELS_FILE = "photo.rgb"  # raw RGB uint8 of WARMUP_PIXELS_SHAPE
+WARMUP_PIXELS_SHAPE = (300, 451, 3)  # scikit-image's chelsea photograph, height x width x 3
+WARMUP_CROP_FILE = "crop.rgb"  # raw uint8 crop of the network's input size
+
+
+def _warmup(name: str, batch_sizes: list[int], inputs: dict[str, ConfigDict]) -> list[ConfigDict]:
+    return [{"name": f"{name}_batch{size}", "batch_size": size, "inputs": inputs} for size in batch_sizes]
+
+
+def network_warmup_batches(variant: Variant, tensorrt: bool = False) -> list[int]:
+    """Batch 1 and the batcher's optima: every shape a cold engine would otherwise meet first in a request."""
+    if variant == "portable":
+        return [1, MAX_BATCH_SIZE]
+    if tensorrt:
+        return sorted({1, *(opt for _, opt, _ in TRT_PROFILES), GPU_MAX_BATCH_SIZE})
+    return [1, MAX_BATCH_SIZE, 64, GPU_MAX_BATCH_SIZE]
+
+
+def _network_warmup(entry: ModelEntry, batches: list[int]) -> list[ConfigDict]:
+    crop = _crops_tensor(entry)
+    inputs = {
+        NETWORK_INPUT: {"data_type": crop["data_type"], "dims": crop["dims"], "input_data_file": WARMUP_CROP_FILE}
+    }
+    return _warmup("real_photo_crop", batches, inputs)
+
+
+# --- configs ------------------------------------------------------------------------------------
+
+
 def ensemble_config(entry: ModelEntry, weights_note: str) -> ConfigDict:
     steps = [
-        (preprocess_name(entry), {IMAGE_INPUT: IMAGE_INPUT}, {NETWORK_INPUT: "normalized_image"}),
-        (network_name(entry), {NETWORK_INPUT: "normalized_image"}, {NETWORK_OUTPUT: "probabilities"}),
-        (postprocess_name(entry), {NETWORK_OUTPUT: "probabilities"}, {k: k for k in TOP_K_OUTPUTS}),
+        (preprocess_name(entry), {IMAGE_INPUT: IMAGE_INPUT}, {NETWORK_INPUT: "crops"}),
+        (network_name(entry), {NETWORK_INPUT: "crops"}, {NETWORK_OUTPUT: "probabilities"}),
+        (postprocess_name(), {NETWORK_OUTPUT: "probabilities"}, {k: k for k in TOP_K_OUTPUTS}),
     ]
     return {
         "name": entry.triton_name,
@@ -104,39 +283,6 @@ def ensemble_config(entry: ModelEntry, weights_note: str) -> ConfigDict:
     }
 
 
-def preprocess_config(entry: ModelEntry, instances: int = 2) -> ConfigDict:
-    prep = entry.preprocessing
-    return {
-        "name": preprocess_name(entry),
-        "backend": "python",
-        "max_batch_size": MAX_BATCH_SIZE,
-        "input": [{"name": IMAGE_INPUT, "data_type": "TYPE_STRING", "dims": [1]}],
-        "output": [_image_tensor(entry)],
-        "dynamic_batching": {},
-        "instance_group": [{"kind": "KIND_CPU", "count": instances}],
-        "parameters": _params(
-            resize_short=prep.resize_short,
-            crop=prep.crop,
-            resize=prep.resize,
-            mean=",".join(map(str, prep.mean)),
-            std=",".join(map(str, prep.std)),
-            max_pixels=DEFAULT_MAX_PIXELS,
-        ),
-    }
-
-
-def _pixels_input() -> ConfigDict:
-    return {"name": PIXELS_INPUT, "data_type": "TYPE_UINT8", "dims": [-1, -1, 3]}
-
-
-def pixels_preprocess_config(entry: ModelEntry) -> ConfigDict:
-    """preprocess_config with PIXELS in: derived, so its tuning and parameters never drift from it."""
-    config = copy.deepcopy(preprocess_config(entry))
-    # Ragged: frames of different sizes may share a batch (the model handles each request's own shape).
-    config |= {"name": pixels_preprocess_name(entry), "input": [_pixels_input() | {"allow_ragged_batch": True}]}
-    return config
-
-
 def pixels_ensemble_config(entry: ModelEntry, weights_note: str) -> ConfigDict:
     """ensemble_config with its first step swapped for the pixels preprocess; every later step is shared."""
     config = copy.deepcopy(ensemble_config(entry, weights_note))
@@ -149,46 +295,68 @@ def pixels_ensemble_config(entry: ModelEntry, weights_note: str) -> ConfigDict:
     return config
 
 
-# Portable network layout on CPU, chosen by `make perf-tune` on 2 cores (docs/performance.md,
-# "Tuning"): one ONNX Runtime instance whose intra-op pool has a thread per usable core (threads
-# 0 = the cores the server may use, cgroup CPU limit included, divided by the instances). At
-# concurrency 1 it is as fast as the in-process pipeline (p50 +2 ms NextViT-S, -12 ms ViT-B).
-# One single-threaded instance per core serves 6 % (NextViT-S) and 3 % (ViT-B) more images/s at
-# saturation but doubles the p50 of a lone request (142 vs 80 ms, 414 vs 220 ms); two-threaded
-# instances whose idle threads block gain nothing over one. For CPU nodes that only ever see
-# saturating load, set the instances to the node's cores (threads then resolve to 1).
-PORTABLE_NETWORK_INSTANCES = 1
-PORTABLE_NETWORK_THREADS = 0
-PORTABLE_NETWORK_SPINNING = True
+def preprocess_config(entry: ModelEntry, layout: Layout = Layout()) -> ConfigDict:
+    """Encoded images -> uint8 crops, shared by every model with the same preprocess_key."""
+    prep = entry.preprocessing
+    image_warmup = {IMAGE_INPUT: {"data_type": "TYPE_STRING", "dims": [1], "input_data_file": WARMUP_IMAGE_FILE}}
+    return {
+        "name": preprocess_name(entry),
+        "backend": "python",
+        "max_batch_size": MAX_BATCH_SIZE,
+        "input": [{"name": IMAGE_INPUT, "data_type": "TYPE_STRING", "dims": [1]}],
+        "output": [_crops_tensor(entry)],
+        "dynamic_batching": {},
+        "instance_group": _cpu_instances(layout.preprocess_instances),
+        "parameters": _params(
+            resize_short=prep.resize_short, crop=prep.crop, resize=prep.resize, max_pixels=DEFAULT_MAX_PIXELS
+        ),
+        "model_warmup": _warmup("real_photo", [1], image_warmup),
+    }
 
 
-def network_config(
-    entry: ModelEntry,
-    variant: Variant,
-    cpu_threads: int = PORTABLE_NETWORK_THREADS,
-    cpu_instances: int = PORTABLE_NETWORK_INSTANCES,
-) -> ConfigDict:
-    """One template, two runtimes: the tensors and batching are identical in both variants."""
+def pixels_preprocess_config(entry: ModelEntry, layout: Layout = Layout()) -> ConfigDict:
+    """preprocess_config with PIXELS in: derived, so its parameters never drift from it."""
+    config = copy.deepcopy(preprocess_config(entry, layout))
+    # Ragged: frames of different sizes may share a batch (the model handles each request's own shape).
+    frame = {"data_type": "TYPE_UINT8", "dims": list(WARMUP_PIXELS_SHAPE), "input_data_file": WARMUP_PIXELS_FILE}
+    config |= {
+        "name": pixels_preprocess_name(entry),
+        "input": [_pixels_input() | {"allow_ragged_batch": True}],
+        "instance_group": _cpu_instances(layout.pixels_preprocess_instances),
+        "model_warmup": _warmup("real_photo_frame", [1], {PIXELS_INPUT: frame}),
+    }
+    return config
+
+
+def network_config(entry: ModelEntry, variant: Variant, layout: Layout = Layout()) -> ConfigDict:
+    """One template, two runtimes: the tensors are identical in both variants, batching follows the hardware."""
     config: ConfigDict = {
         "name": network_name(entry),
-        "max_batch_size": MAX_BATCH_SIZE,
-        "input": [_image_tensor(entry)],
+        "input": [_crops_tensor(entry)],
         "output": [_probabilities_tensor()],
-        "dynamic_batching": {"max_queue_delay_microseconds": 500},
+        "model_warmup": _network_warmup(entry, network_warmup_batches(variant)),
     }
     if variant == "production":
         config |= {
             "backend": "onnxruntime",
             "default_model_filename": "model.onnx",
-            "instance_group": [{"kind": "KIND_GPU", "count": 1}],
+            "max_batch_size": GPU_MAX_BATCH_SIZE,
+            # One engine, every batch size: let the batcher fill up to the maximum.
+            "dynamic_batching": {"max_queue_delay_microseconds": GPU_MAX_QUEUE_DELAY_US},
+            "instance_group": [{"kind": "KIND_GPU", "count": layout.network_gpu_instances}],
+            # cuDNN's exhaustive convolution search runs for every new input shape (hundreds of ms
+            # each); the heuristic choice keeps a batch size the warmup missed from stalling a request.
+            "parameters": _params(cudnn_conv_algo_search=1),
         }
     elif variant == "portable":
         config |= {
             "backend": "python",
-            "instance_group": [{"kind": "KIND_CPU", "count": cpu_instances}],
+            "max_batch_size": MAX_BATCH_SIZE,
+            "dynamic_batching": {"max_queue_delay_microseconds": 500},
+            "instance_group": _cpu_instances(layout.network_cpu_instances),
             "parameters": _params(
                 onnx_file="model.onnx",
-                intra_op_threads=cpu_threads,
+                intra_op_threads=layout.network_cpu_threads,
                 intra_op_spinning=int(PORTABLE_NETWORK_SPINNING),
             ),
         }
@@ -197,17 +365,76 @@ def network_config(
     return config
 
 
-def postprocess_config(entry: ModelEntry) -> ConfigDict:
+def tensorrt_network_config(entry: ModelEntry, layout: Layout = Layout()) -> ConfigDict:
+    """The production network served from TensorRT plans; the builder adds each GPU's plan file.
+
+    Two optimization profiles (TRT_PROFILES), every instance may use both and Triton picks the one
+    that fits a batch; the batcher aims for the profiles' optima; the small profile's batch sizes
+    run as captured CUDA graphs (kernel launches dominate small batches).
+    """
+    config = network_config(entry, "production", layout)
+    del config["backend"], config["parameters"]
+    profiles = [str(index) for index in range(len(TRT_PROFILES))]
+    config |= {
+        "platform": "tensorrt_plan",
+        "backend": "tensorrt",
+        "default_model_filename": "model.plan",
+        "dynamic_batching": {
+            "preferred_batch_size": [opt for _, opt, _ in TRT_PROFILES],
+            "max_queue_delay_microseconds": GPU_MAX_QUEUE_DELAY_US,
+        },
+        "instance_group": [{"kind": "KIND_GPU", "count": layout.network_gpu_instances, "profile": profiles}],
+        "optimization": {"cuda": {"graphs": True, "graph_spec": [{"batch_size": b} for b in CUDA_GRAPH_BATCH_SIZES]}},
+        "model_warmup": _network_warmup(entry, network_warmup_batches("production", tensorrt=True)),
+    }
+    return config
+
+
+def trtexec_profile_shapes(entry: ModelEntry) -> list[str]:
+    """trtexec flags for TRT_PROFILES on the uint8 crops input, one min/opt/max triple per profile."""
+    size = entry.input_size
+    flags = []
+    for low, opt, high in TRT_PROFILES:
+        flags += [
+            f"--minShapes={NETWORK_INPUT}:{low}x{size}x{size}x3",
+            f"--optShapes={NETWORK_INPUT}:{opt}x{size}x{size}x3",
+            f"--maxShapes={NETWORK_INPUT}:{high}x{size}x{size}x3",
+        ]
+    return flags
+
+
+def postprocess_config(layout: Layout = Layout()) -> ConfigDict:
+    """Top-k over the 1000 ImageNet classes: the same for every catalog model, so one model serves all."""
+    probabilities = _probabilities_tensor()
+    warmup_input = {
+        NETWORK_OUTPUT: {"data_type": probabilities["data_type"], "dims": probabilities["dims"], "random_data": True}
+    }
     return {
-        "name": postprocess_name(entry),
+        "name": postprocess_name(),
         "backend": "python",
-        "max_batch_size": MAX_BATCH_SIZE,
-        "input": [_probabilities_tensor()],
+        "max_batch_size": GPU_MAX_BATCH_SIZE,
+        "input": [probabilities],
         "output": _top_k_tensors(),
         "dynamic_batching": {},
-        "instance_group": [{"kind": "KIND_CPU", "count": 1}],
+        "instance_group": _cpu_instances(layout.postprocess_instances),
         "parameters": _params(top_k=TOP_K, labels_file="labels.txt"),
+        "model_warmup": _warmup("random_probabilities", [1], warmup_input),
     }
+
+
+def step_config(name: str, entry: ModelEntry | None, variant: Variant, layout: Layout) -> ConfigDict:
+    """The config of a shared step or a network by its repository name (install and tests use it)."""
+    kind = step_kind(name)
+    if kind == "postprocess":
+        return postprocess_config(layout)
+    assert entry is not None, f"{name} needs a catalog entry"
+    if kind == "preprocess":
+        return preprocess_config(entry, layout)
+    if kind == "pixels_preprocess":
+        return pixels_preprocess_config(entry, layout)
+    if kind == "network":
+        return network_config(entry, variant, layout)
+    raise ValueError(f"{name} is an ensemble; use ensemble_config or pixels_ensemble_config")
 
 
 def to_pbtxt(config: ConfigDict) -> str:

@@ -1,26 +1,34 @@
 """Run the real tritonserver 2.51.0 binary (from the nvidia-pytriton wheel) on a model repository.
 
-python -m model_repository.server [--repository DIR] [--http-port 8000] [--grpc-port 8001] [--metrics-port 8002]
+python -m model_repository.server [--repository DIR] [--models NAME ...] [--cores auto|N]
+    [--preprocess-instances N ...] [--http-port 8000] [--grpc-port 8001] [--metrics-port 8002]
 
 The wheel ships the server, the Python backend and one backend stub per Python version; the
 server expects the stub inside the backend directory, so we assemble that directory (symlinks)
-under build/. Same flags as production: strict readiness, no dynamic model loading.
+under build/. Same flags as production: strict readiness, no dynamic model loading. The server
+reads a serving copy of the repository rendered at start (model_repository/layout.py): only the
+selected models, every step sized for the cores this machine lets the server use.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from model_repository import configs, layout
 
 PROJECT = Path(__file__).resolve().parent.parent
 BACKENDS_DIR = PROJECT / "build" / "triton_backends"
@@ -93,7 +101,12 @@ class TritonServer:
     metrics_port: int = 8002
     log_path: Path | None = None
     exit_timeout_secs: int = 10
+    models: list[str] | None = None  # catalog names to serve; None: every installed model
+    cores: int | None = None  # None: the usable cores (cgroup-aware)
+    layout: configs.Layout | None = None  # None: configs.Layout.for_cores(cores)
     process: subprocess.Popen | None = field(default=None, init=False)
+    serving: dict | None = field(default=None, init=False)  # what layout.render wrote
+    _serving_dir: Path | None = field(default=None, init=False)
 
     @property
     def http_url(self) -> str:
@@ -108,16 +121,15 @@ class TritonServer:
         return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     @property
-    def models(self) -> list[str]:
-        """Ensembles (public entry points) in the served repository."""
-        from model_repository.install import installed_models
-
-        return installed_models(self.repository)
+    def served_models(self) -> list[str]:
+        """Ensembles (public entry points) the running server serves."""
+        return list(self.serving["models"]) if self.serving else []
 
     def command(self) -> list[str]:
+        assert self._serving_dir is not None, "start() renders the serving copy first"
         return [
             str(server_binary()),
-            f"--model-repository={self.repository.resolve()}",
+            f"--model-repository={self._serving_dir}",
             f"--backend-directory={backend_directory()}",
             f"--http-port={self.http_port}",
             f"--grpc-port={self.grpc_port}",
@@ -143,10 +155,27 @@ class TritonServer:
             env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [libdir, env.get("LD_LIBRARY_PATH")]))
         return env
 
+    def _render(self) -> None:
+        cores, resolved = layout.resolve(self.cores)
+        resolved = self.layout or resolved
+        BACKENDS_DIR.parent.mkdir(parents=True, exist_ok=True)
+        self._serving_dir = Path(tempfile.mkdtemp(prefix="serving-", dir=BACKENDS_DIR.parent))
+        try:
+            self.serving = layout.render(self.repository, self._serving_dir, self.models, resolved, cores)
+        except Exception as err:
+            self._remove_serving_copy()
+            raise ServerError(str(err)) from err
+
+    def _remove_serving_copy(self) -> None:
+        if self._serving_dir is not None:
+            shutil.rmtree(self._serving_dir, ignore_errors=True)
+            self._serving_dir = None
+
     def start(self) -> None:
         check_numpy()
         if not self.repository.is_dir():
             raise ServerError(f"model repository {self.repository} does not exist: export a model first (make export)")
+        self._render()
         log = self.log_path.open("wb") if self.log_path else None
         self.process = subprocess.Popen(
             self.command(), env=self.environment(), stdout=log, stderr=subprocess.STDOUT if log else None
@@ -168,14 +197,14 @@ class TritonServer:
         raise ServerError(f"tritonserver not ready after {timeout:.0f}s{self._log_tail()}")
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGINT)
-        try:
-            self.process.wait(timeout=self.exit_timeout_secs + 20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=self.exit_timeout_secs + 20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._remove_serving_copy()
 
     def _log_tail(self, lines: int = 25) -> str:
         if not self.log_path or not self.log_path.exists():
@@ -202,21 +231,48 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
+    layout.add_arguments(parser)
     args = parser.parse_args(argv)
-    server = TritonServer(args.repository, args.http_port, args.grpc_port, args.metrics_port)
+    try:
+        cores, resolved = layout.layout_from_arguments(args)
+    except ValueError as err:
+        parser.error(str(err))
+    server = TritonServer(
+        args.repository,
+        args.http_port,
+        args.grpc_port,
+        args.metrics_port,
+        models=args.models,
+        cores=cores,
+        layout=resolved,
+    )
+
+    # A signal only forwards itself to tritonserver; the main thread waits for the exit and cleans
+    # up. (Waiting inside the handler too would deadlock on the lock the main thread's wait holds.)
+    # A shell's background job starts with SIGINT ignored, and supervisors stop with SIGTERM.
+    def forward(signum: int, _frame: object) -> None:
+        if server.process is not None and server.process.poll() is None:
+            server.process.send_signal(signal.SIGINT)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, forward)
     try:
         server.start()
     except ServerError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    assert server.process is not None
-    # Stop the server on SIGINT and SIGTERM explicitly: a shell's background job starts with SIGINT
-    # ignored, and supervisors stop with SIGTERM; either way tritonserver must not be left running.
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: server.stop())
+    assert server.process is not None and server.serving is not None
     addresses = f"HTTP {server.http_url}, gRPC {server.grpc_url}, metrics {server.metrics_url}"
+    print(
+        f"serving {', '.join(server.served_models)} on {server.serving['cores']} cores: "
+        f"{json.dumps(server.serving['layout'])}",
+        flush=True,
+    )
     print(f"tritonserver: {addresses} (Ctrl-C stops)", flush=True)
-    return server.process.wait()
+    try:
+        return server.process.wait()
+    finally:
+        server.stop()
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import json
 import shutil
 import subprocess
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import catalog
@@ -35,13 +35,25 @@ class Layout:
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
 
+    def serving_layout(self) -> configs.Layout:
+        """The instance counts of this candidate as the launcher's layout (which sizes the served copy)."""
+        from model_repository.cores import usable_cores
+
+        layout = configs.Layout.for_cores(usable_cores())
+        chosen = {
+            "preprocess_instances": self.preprocess_instances,
+            "pixels_preprocess_instances": self.preprocess_instances,
+            "network_cpu_instances": self.network_instances,
+            "network_cpu_threads": self.network_threads
+            if self.network_threads is not None
+            else (0 if self.network_instances is not None else None),
+        }
+        return replace(layout, **{key: value for key, value in chosen.items() if value is not None})
+
     def apply(self, model_root: Path, entry: catalog.ModelEntry) -> None:
         """Rewrite the staged preprocess and network configs of `entry` under `model_root`."""
-        # The pixels entry point's preprocess (where configs.py has one) follows the encoded one.
-        names = [configs.preprocess_name(entry)]
-        if hasattr(configs, "pixels_preprocess_name"):
-            names.append(configs.pixels_preprocess_name(entry))
-        for name in names:
+        # The pixels entry point's preprocess follows the encoded one.
+        for name in (configs.preprocess_name(entry), configs.pixels_preprocess_name(entry)):
             preprocess = model_root / name / "config.pbtxt"
             if not preprocess.is_file():
                 continue

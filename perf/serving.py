@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from model_repository.configs import Layout
 from model_repository.server import TritonServer, free_port
 from perf.analyzer import Target
 
@@ -23,9 +24,10 @@ def remote(url: str, metrics_url: str | None = None) -> Target:
 
 
 @contextlib.contextmanager
-def local(repository: Path, log_path: Path) -> Iterator[tuple[Target, TritonServer]]:
-    """tritonserver 2.51.0 on `repository`, on free ports; the log goes to `log_path`."""
+def local(repository: Path, log_path: Path, layout: Layout | None = None) -> Iterator[tuple[Target, TritonServer]]:
+    """tritonserver 2.51.0 on `repository`, on free ports, sized as the launcher sizes it unless `layout` says
+    otherwise; the log goes to `log_path`."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    server = TritonServer(repository, free_port(), free_port(), free_port(), log_path=log_path)
+    server = TritonServer(repository, free_port(), free_port(), free_port(), log_path=log_path, layout=layout)
     with server:
         yield Target(grpc_url=server.grpc_url, metrics_url=server.metrics_url), server

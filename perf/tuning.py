@@ -116,7 +116,7 @@ def tune(
         progress(f"candidate {layout.name!r}")
         served = repository.derive(source_repository, out / "model_repository", entries, layout)
         work = out / "runs" / "".join(ch if ch.isalnum() else "_" for ch in layout.name)
-        with serving.local(served, work / "tritonserver.log") as (target, _server):
+        with serving.local(served, work / "tritonserver.log", layout.serving_layout()) as (target, _server):
             models_measured = measure_candidate(target, entries, concurrencies, window_ms, work)
         results["candidates"].append({"layout": layout.as_dict(), "models": models_measured})  # type: ignore[union-attr]
         for model, m in models_measured.items():

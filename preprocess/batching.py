@@ -1,8 +1,8 @@
-"""Many Triton requests in, one normalization for all of them, one result per request out.
+"""Many Triton requests in, one stack of crops for all of them, one result per request out.
 
 Triton hands a Python model every request its dynamic batcher gathered. Images come in different
 sizes, so decode, resize and crop run image by image; after the crop every image has the model's
-shape, so the float work runs once on the stack of all good images and is split back. A request
+shape, so they are stacked once (and, where a caller asks, normalized once) and split back. A request
 with a bad image gets that image's error and costs the others nothing: the contract is one outcome
 per request, in order, and nothing a single image does may fail the whole batch.
 """
@@ -35,13 +35,14 @@ def _crops(items: Sequence[Item], crop: Callable[[Item], np.ndarray]) -> list[np
 def preprocess_requests(
     requests: Sequence[Sequence[Item]],
     crop: Callable[[Item], np.ndarray],
-    normalize: Callable[[np.ndarray], np.ndarray],
+    normalize: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> list[np.ndarray | ImageDecodeError]:
-    """For each request (a sequence of images), its N x 3 x C x C tensor or the error of its first bad image.
+    """For each request (a sequence of images), its N x C x C x 3 uint8 crops or the error of its first bad image.
 
-    `crop` turns one image (encoded bytes or a decoded frame) into the uint8 crop; `normalize` turns
-    a stack of crops into network input. A request stops at its first bad image: the rest of it
-    would be thrown away anyway.
+    `crop` turns one image (encoded bytes or a decoded frame) into the uint8 crop; `normalize`, if
+    given, turns the stack of crops into float network input (N x 3 x C x C) in one computation.
+    The served step passes none: the network normalizes. A request stops at its first bad image:
+    the rest of it would be thrown away anyway.
     """
     outcomes: list[list[np.ndarray] | ImageDecodeError] = []
     for items in requests:
@@ -52,7 +53,9 @@ def preprocess_requests(
         except ImageDecodeError as err:
             outcomes.append(err)
     good = [c for outcome in outcomes if not isinstance(outcome, ImageDecodeError) for c in outcome]
-    tensors = normalize(np.stack(good)) if good else None
+    tensors = None
+    if good:
+        tensors = normalize(np.stack(good)) if normalize else np.stack(good)
     results: list[np.ndarray | ImageDecodeError] = []
     start = 0
     for outcome in outcomes:

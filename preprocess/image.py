@@ -77,13 +77,19 @@ def _floats(text: str) -> tuple[float, float, float]:
 
 @dataclass(frozen=True)
 class Preprocessor:
-    """One model's preprocessing, built once from its parameters and applied per image or per batch."""
+    """One model's preprocessing, built once from its parameters and applied per image or per batch.
+
+    The served step needs only decode and crop (`pixels`): the network normalizes the uint8 crop
+    itself (export/normalization.py). mean and std, when given, make `normalize` and `tensor`
+    available: PaddleClas's own float32 NormalizeImage, which the network's graph is checked against
+    and which Paddle Inference is fed with in the parity check.
+    """
 
     resize_short: int
     crop: int
     resize: str
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
 
     def __post_init__(self) -> None:
@@ -101,18 +107,16 @@ class Preprocessor:
             resize_short=int(params["resize_short"]),
             crop=int(params["crop"]),
             resize=params["resize"],
-            mean=_floats(params["mean"]),
-            std=_floats(params["std"]),
+            mean=_floats(params["mean"]) if "mean" in params else None,
+            std=_floats(params["std"]) if "std" in params else None,
             max_pixels=int(params.get("max_pixels", DEFAULT_MAX_PIXELS)),
         )
 
-    @property
-    def _mean(self) -> np.ndarray:
-        return np.array(self.mean, dtype=np.float32).reshape(1, 1, 3)
-
-    @property
-    def _std(self) -> np.ndarray:
-        return np.array(self.std, dtype=np.float32).reshape(1, 1, 3)
+    def _statistics(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.mean is None or self.std is None:
+            raise ValueError("this Preprocessor crops only: give mean and std to normalize")
+        shape = (1, 1, 3)
+        return np.array(self.mean, np.float32).reshape(shape), np.array(self.std, np.float32).reshape(shape)
 
     def decode(self, data: bytes) -> np.ndarray:
         """Encoded bytes -> RGB uint8 HxWx3, under this model's pixel limit."""
@@ -134,7 +138,7 @@ class Preprocessor:
 
     def normalize(self, crops: np.ndarray) -> np.ndarray:
         """uint8 CxCx3 -> float32 3xCxC, or a stack N x C x C x 3 -> N x 3 x C x C, in one computation."""
-        hwc = normalize(crops, self._mean, self._std)
+        hwc = normalize(crops, *self._statistics())
         return np.ascontiguousarray(np.moveaxis(hwc, -1, -3))
 
     def tensor(self, rgb: np.ndarray) -> np.ndarray:

@@ -30,13 +30,13 @@ def onnx_and_record(exported_repository: Path) -> tuple[Path, dict]:
     return network / "1" / "model.onnx", json.loads((network / install.EXPORT_RECORD).read_text())
 
 
-def test_install_writes_four_models_that_parse(tmp_path: Path, onnx_and_record: tuple[Path, dict]) -> None:
+def test_install_writes_every_model_it_needs_and_they_parse(tmp_path: Path, onnx_and_record: tuple[Path, dict]) -> None:
     repository = tmp_path / "repo"
     install.install(ENTRY, *onnx_and_record, repository, "production")
     assert sorted(p.name for p in repository.iterdir()) == sorted(install.model_dirs(ENTRY))
     for name in install.model_dirs(ENTRY):
         assert configs.parse_pbtxt((repository / name / "config.pbtxt").read_text()).name == name
-    labels = (repository / configs.postprocess_name(ENTRY) / "1" / "labels.txt").read_text().splitlines()
+    labels = (repository / configs.postprocess_name() / "1" / "labels.txt").read_text().splitlines()
     assert len(labels) == 1000
     assert (repository / configs.preprocess_name(ENTRY) / "1" / "preprocess" / "image.py").is_file()
     assert not (repository / configs.network_name(ENTRY) / "1" / "model.py").exists()  # production: onnxruntime
@@ -54,7 +54,7 @@ def test_failure_while_swapping_leaves_repository_as_it_was(
 
     def failing_rename(self: Path, target: Path) -> Path:
         calls["n"] += 1
-        if calls["n"] == 5:  # mid-way: two of four models already swapped in
+        if calls["n"] == 5:  # mid-way: two of the six directories already swapped in
             raise OSError(28, "No space left on device")
         return real_rename(self, target)
 

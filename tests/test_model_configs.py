@@ -18,9 +18,11 @@ ENTRIES = list(catalog.CATALOG.values())
 def _all_configs(entry: catalog.ModelEntry, variant: configs.Variant) -> dict[str, configs.ConfigDict]:
     models = [
         configs.ensemble_config(entry, "test"),
+        configs.pixels_ensemble_config(entry, "test"),
         configs.preprocess_config(entry),
+        configs.pixels_preprocess_config(entry),
         configs.network_config(entry, variant),
-        configs.postprocess_config(entry),
+        configs.postprocess_config(),
     ]
     return {m["name"]: m for m in models}
 
@@ -48,14 +50,29 @@ def test_wire_contract() -> None:
     assert ensemble.max_batch_size >= 8
 
 
-def test_variants_differ_only_in_runtime() -> None:
+def test_variants_share_tensors_and_batch_for_their_hardware() -> None:
     entry = catalog.get("NextViT_small_224")
     production = configs.network_config(entry, "production")
     portable = configs.network_config(entry, "portable")
     assert (production["backend"], production["instance_group"][0]["kind"]) == ("onnxruntime", "KIND_GPU")
     assert (portable["backend"], portable["instance_group"][0]["kind"]) == ("python", "KIND_CPU")
-    shared = ("input", "output", "max_batch_size", "dynamic_batching")
-    assert all(production[k] == portable[k] for k in shared)
+    assert all(production[k] == portable[k] for k in ("input", "output"))
+    # The GPU network batches across requests; a request still carries at most MAX_BATCH_SIZE images.
+    assert production["max_batch_size"] == configs.GPU_MAX_BATCH_SIZE > configs.MAX_BATCH_SIZE
+    assert portable["max_batch_size"] == configs.MAX_BATCH_SIZE
+
+
+def test_network_input_is_the_uint8_crop() -> None:
+    for entry in ENTRIES:
+        (crops,) = configs.parse_pbtxt(configs.to_pbtxt(configs.network_config(entry, "production"))).input
+        size = entry.input_size
+        assert (crops.name, crops.data_type, list(crops.dims)) == (
+            configs.NETWORK_INPUT,
+            2,
+            [size, size, 3],
+        )  # 2 = UINT8
+        (produced,) = configs.parse_pbtxt(configs.to_pbtxt(configs.preprocess_config(entry))).output
+        assert (produced.name, produced.data_type, produced.dims) == (crops.name, crops.data_type, crops.dims)
 
 
 def test_preprocess_parameters_come_from_the_catalog() -> None:
@@ -64,11 +81,115 @@ def test_preprocess_parameters_come_from_the_catalog() -> None:
         prep = entry.preprocessing
         assert int(params["resize_short"]) == prep.resize_short and int(params["crop"]) == prep.crop
         assert params["resize"] == prep.resize
-        assert tuple(map(float, params["mean"].split(","))) == prep.mean
+        assert "mean" not in params and "std" not in params  # the network normalizes (export/normalization.py)
+
+
+def test_all_models_share_nine_python_steps() -> None:
+    """Four preprocessing keys x (IMAGE, PIXELS) + one postprocess, whatever the number of models."""
+    steps = {name for entry in ENTRIES for name in configs.shared_steps(entry)}
+    assert len(steps) == 9
+    assert {configs.step_kind(name) for name in steps} == {"preprocess", "pixels_preprocess", "postprocess"}
+    for entry in ENTRIES:  # models share a step exactly when their crops are made the same way
+        prep = entry.preprocessing
+        twins = {o.name for o in ENTRIES if configs.preprocess_name(o) == configs.preprocess_name(entry)}
+        same = {
+            o.name
+            for o in ENTRIES
+            if (o.preprocessing.resize, o.preprocessing.resize_short, o.preprocessing.crop)
+            == (prep.resize, prep.resize_short, prep.crop)
+        }
+        assert twins == same
+    own = [name for entry in ENTRIES for name in configs.own_models(entry)]
+    assert len(own) == len(set(own)) == 3 * len(ENTRIES)
+    assert not set(own) & steps
+
+
+def test_step_kind_names_every_generated_model() -> None:
+    for entry in ENTRIES:
+        kinds = {
+            config["name"]: configs.step_kind(config["name"]) for config in _all_configs(entry, "portable").values()
+        }
+        assert kinds == {
+            entry.triton_name: "ensemble",
+            configs.pixels_ensemble_name(entry): "ensemble",
+            configs.preprocess_name(entry): "preprocess",
+            configs.pixels_preprocess_name(entry): "pixels_preprocess",
+            configs.network_name(entry): "network",
+            configs.postprocess_name(): "postprocess",
+        }
+
+
+@pytest.mark.parametrize("variant", configs.VARIANTS)
+def test_ensembles_never_send_more_than_a_step_takes(variant: configs.Variant) -> None:
+    for entry in ENTRIES:
+        models = _all_configs(entry, variant)
+        for ensemble in (entry.triton_name, configs.pixels_ensemble_name(entry)):
+            for step in models[ensemble]["ensemble_scheduling"]["step"]:
+                assert models[step["model_name"]]["max_batch_size"] >= models[ensemble]["max_batch_size"]
+
+
+@pytest.mark.parametrize("variant", configs.VARIANTS)
+def test_every_step_warms_up_within_its_batch_limit(variant: configs.Variant) -> None:
+    entry = catalog.get("ViT_base_patch16_384")
+    for name, config in _all_configs(entry, variant).items():
+        if configs.step_kind(name) == "ensemble":
+            assert "model_warmup" not in config  # Triton cannot warm an ensemble: its steps are warmed
+            continue
+        warmups = configs.parse_pbtxt(configs.to_pbtxt(config)).model_warmup
+        assert warmups, name
+        assert all(1 <= w.batch_size <= config["max_batch_size"] for w in warmups), name
+    network = configs.parse_pbtxt(configs.to_pbtxt(configs.network_config(entry, variant)))
+    assert sorted(w.batch_size for w in network.model_warmup) == configs.network_warmup_batches(variant)
+
+
+def test_tensorrt_config_profiles_batching_and_graphs_agree() -> None:
+    entry = catalog.get("NextViT_small_224")
+    config = configs.parse_pbtxt(
+        configs.to_pbtxt(configs.tensorrt_network_config(entry, configs.Layout(network_gpu_instances=2)))
+    )
+    assert (config.platform, config.backend, config.max_batch_size) == (
+        "tensorrt_plan",
+        "tensorrt",
+        configs.GPU_MAX_BATCH_SIZE,
+    )
+    (group,) = config.instance_group
+    assert (group.count, list(group.profile)) == (2, [str(i) for i in range(len(configs.TRT_PROFILES))])
+    lows, opts, highs = zip(*configs.TRT_PROFILES, strict=True)
+    assert lows[0] == 1 and highs[-1] == configs.GPU_MAX_BATCH_SIZE
+    assert all(high + 1 == low for high, low in zip(highs, lows[1:], strict=False))  # every batch size has a profile
+    assert list(config.dynamic_batching.preferred_batch_size) == list(opts)
+    assert [spec.batch_size for spec in config.optimization.cuda.graph_spec] == list(configs.CUDA_GRAPH_BATCH_SIZES)
+    assert max(configs.CUDA_GRAPH_BATCH_SIZES) <= highs[0]  # graphs for the small profile only
+    assert {w.batch_size for w in config.model_warmup} >= {1, *opts}
+    flags = configs.trtexec_profile_shapes(entry)
+    assert len(flags) == 3 * len(configs.TRT_PROFILES)
+    assert flags[:3] == [
+        f"--{k}Shapes=CROPS:{b}x224x224x3" for k, b in zip(("min", "opt", "max"), (1, 8, 16), strict=True)
+    ]
+
+
+def test_layout_for_cores() -> None:
+    assert configs.Layout.for_cores(2) == configs.Layout(2, 1, 1, 1, 2, 1)
+    assert configs.Layout.for_cores(16, network_gpu_instances=2) == configs.Layout(16, 8, 1, 1, 16, 2)
+    with pytest.raises(ValueError, match="preprocess_instances"):
+        configs.Layout(preprocess_instances=0)
+    with pytest.raises(ValueError, match="cores"):
+        configs.Layout.for_cores(0)
+
+
+def test_pinned_pool_holds_two_largest_batches_per_gpu_instance() -> None:
+    entries_224 = [catalog.get("ViT_base_patch16_224")]
+    assert (
+        configs.pinned_pool_bytes(entries_224, 1) == configs.TRITON_DEFAULT_PINNED_POOL_BYTES
+    )  # 38 MB fit the default
+    two_instances = 2 * 2 * configs.GPU_MAX_BATCH_SIZE * (384 * 384 * 3 + 1000 * 4)  # 229 MB
+    assert configs.pinned_pool_bytes(ENTRIES, 2) == configs.TRITON_DEFAULT_PINNED_POOL_BYTES > two_instances
+    pool = configs.pinned_pool_bytes(ENTRIES, 4)
+    assert 2 * two_instances <= pool < 2 * two_instances + (1 << 20)
 
 
 def test_unknown_field_is_rejected_at_generation_time() -> None:
-    config = configs.postprocess_config(ENTRIES[0]) | {"dynamic_batchin": {}}
+    config = configs.postprocess_config() | {"dynamic_batchin": {}}
     with pytest.raises(Exception, match="dynamic_batchin"):
         configs.to_pbtxt(config)
 
@@ -80,6 +201,9 @@ def _portable_network_module(monkeypatch: pytest.MonkeyPatch):
     import types
 
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", types.ModuleType("triton_python_backend_utils"))
+    from model_repository import cores
+
+    monkeypatch.setitem(sys.modules, "cores", cores)  # install copies cores.py beside model.py
     path = Path(configs.__file__).parent / "python_models" / "onnx_network.py"
     spec = importlib.util.spec_from_file_location("onnx_network_model", path)
     module = importlib.util.module_from_spec(spec)
@@ -101,13 +225,14 @@ def test_network_threads_follow_the_container_cpu_limit(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, files: dict[str, str], expected: float | None
 ) -> None:
     """A Kubernetes CPU limit is a CFS quota the affinity mask does not show; the pool must fit it."""
-    network = _portable_network_module(monkeypatch)
+    from model_repository import cores
+
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
-    assert network.cgroup_cpu_limit(tmp_path) == expected
+    assert cores.cgroup_cpu_limit(tmp_path) == expected
     affinity = len(os.sched_getaffinity(0))
-    usable = network.usable_cores(tmp_path)
+    usable = cores.usable_cores(tmp_path)
     assert usable == (affinity if expected is None else min(affinity, math.ceil(expected)))
 
 

@@ -41,7 +41,7 @@ def test_pixels_ensemble_maps_name_real_tensors(entry: catalog.ModelEntry) -> No
                 configs.pixels_ensemble_config(entry, "test"),
                 configs.pixels_preprocess_config(entry),
                 configs.network_config(entry, "production"),
-                configs.postprocess_config(entry),
+                configs.postprocess_config(),
             ],
         )
     }
@@ -58,7 +58,7 @@ def test_pixels_entry_shares_everything_after_decoding(entry: catalog.ModelEntry
     assert pixels_steps == [configs.pixels_preprocess_name(entry), *image_steps[1:]]
     assert list(pixels.output) == list(image.output) and pixels.max_batch_size == image.max_batch_size
     decoder, frames = _parsed(configs.preprocess_config(entry)), _parsed(configs.pixels_preprocess_config(entry))
-    assert frames.parameters == decoder.parameters and frames.instance_group == decoder.instance_group
+    assert frames.parameters == decoder.parameters
     assert list(frames.output) == list(decoder.output)
     assert frames.input[0].allow_ragged_batch  # frames of different sizes may share a batch
     new_models = {configs.pixels_ensemble_name(entry), configs.pixels_preprocess_name(entry)}

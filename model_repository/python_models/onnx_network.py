@@ -2,44 +2,16 @@
 
 The production variant serves the same model.onnx with Triton's onnxruntime backend; this model
 exists because the Triton build available without containers has only the Python backend.
+Tensor names come from the model's config, like the onnxruntime backend reads them.
 """
 
 import json
-import math
-import os
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
-
-CGROUP = Path("/sys/fs/cgroup")
-
-
-def cgroup_cpu_limit(root: Path = CGROUP) -> float | None:
-    """The container's CPU limit in cores (cgroup v2 `cpu.max`, or v1 CFS quota), None if unlimited.
-
-    A Kubernetes CPU limit is a CFS quota: the process still sees every core of the node in its
-    affinity mask, so sizing thread pools by the mask would oversubscribe the pod's share.
-    """
-    try:
-        quota, period = (root / "cpu.max").read_text().split()
-        return None if quota == "max" else int(quota) / int(period)
-    except (OSError, ValueError):
-        pass
-    try:
-        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
-        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
-        return None if quota <= 0 else quota / period
-    except (OSError, ValueError):
-        return None
-
-
-def usable_cores(root: Path = CGROUP) -> int:
-    """Cores this process may really use: its affinity mask, capped by the container's CPU limit."""
-    cores = len(os.sched_getaffinity(0))
-    limit = cgroup_cpu_limit(root)
-    return cores if limit is None else max(1, min(cores, math.ceil(limit)))
+from cores import usable_cores  # model_repository/cores.py, copied beside this file
 
 
 def intra_op_threads(configured: int, instances: int, cores: int) -> int:
@@ -61,17 +33,18 @@ class TritonPythonModel:
         options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
         model_path = Path(args["model_repository"]) / args["model_version"] / params["onnx_file"]
         self.session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        ((self.input_name,), (self.output_name,)) = ([t["name"] for t in config[k]] for k in ("input", "output"))
 
     def execute(self, requests: list) -> list:
         # All queued requests run as one batch, then the result is split back per request.
-        inputs = [pb_utils.get_input_tensor_by_name(r, "NORMALIZED_IMAGE").as_numpy() for r in requests]
+        inputs = [pb_utils.get_input_tensor_by_name(r, self.input_name).as_numpy() for r in requests]
         try:
-            (probabilities,) = self.session.run(["PROBABILITIES"], {"NORMALIZED_IMAGE": np.concatenate(inputs)})
+            (probabilities,) = self.session.run([self.output_name], {self.input_name: np.concatenate(inputs)})
         except Exception as err:
             error = pb_utils.TritonError(f"ONNX Runtime failed: {err}")
             return [pb_utils.InferenceResponse(error=error) for _ in requests]
         splits = np.cumsum([len(x) for x in inputs])[:-1]
         return [
-            pb_utils.InferenceResponse([pb_utils.Tensor("PROBABILITIES", part)])
+            pb_utils.InferenceResponse([pb_utils.Tensor(self.output_name, part)])
             for part in np.split(probabilities, splits)
         ]

@@ -1,4 +1,7 @@
-"""Triton Python model: PROBABILITIES -> the top-k LABELS, SCORES and CLASS_IDS, best first."""
+"""Triton Python model: PROBABILITIES -> the top-k LABELS, SCORES and CLASS_IDS, best first.
+
+One instance set serves every catalog model: all of them classify the same 1000 ImageNet classes.
+"""
 
 import json
 from pathlib import Path
@@ -9,7 +12,9 @@ import triton_python_backend_utils as pb_utils
 
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
-        params = {k: v["string_value"] for k, v in json.loads(args["model_config"])["parameters"].items()}
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config["parameters"].items()}
+        (self.input_name,) = (tensor["name"] for tensor in config["input"])
         self.top_k = int(params["top_k"])
         labels_path = Path(args["model_repository"]) / args["model_version"] / params["labels_file"]
         # One name per line, line number = class id (names repeat, so never key by name).
@@ -18,7 +23,7 @@ class TritonPythonModel:
     def execute(self, requests: list) -> list:
         responses = []
         for request in requests:
-            probabilities = pb_utils.get_input_tensor_by_name(request, "PROBABILITIES").as_numpy()
+            probabilities = pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()
             # Stable sort: equal scores keep ascending class ids, so answers are reproducible.
             class_ids = np.argsort(-probabilities, axis=1, kind="stable")[:, : self.top_k]
             scores = np.take_along_axis(probabilities, class_ids, axis=1)

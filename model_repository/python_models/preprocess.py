@@ -1,10 +1,11 @@
-"""Triton Python model: images -> NORMALIZED_IMAGE, as PaddleClas preprocesses them.
+"""Triton Python model: images -> uint8 crops (CROPS), exactly as PaddleClas decodes, resizes and crops.
 
-Installed twice per catalog model, with the project's `preprocess` package copied beside it:
-`<model>_preprocess` reads IMAGE (encoded bytes, one element per image) and decodes;
-`<model>_pixels_preprocess` reads PIXELS (RGB uint8 frames, N x H x W x 3) and skips decoding.
-The config's input name says which; everything after the decode is the same code. Parameters
-(resize_short, crop, resize, mean, std, max_pixels) come from the catalog through config.pbtxt.
+Installed twice per preprocessing key (model_repository/configs.py), with the project's `preprocess`
+package copied beside it, and shared by every catalog model with that key: `preprocess_<key>` reads
+IMAGE (encoded bytes, one element per image) and decodes; `pixels_preprocess_<key>` reads PIXELS
+(RGB uint8 frames, N x H x W x 3) and skips decoding. The config's input name says which; everything
+after the decode is the same code. Parameters (resize_short, crop, resize, max_pixels) come from the
+catalog through config.pbtxt. Normalization is the network's first operation, not this step's.
 """
 
 import json
@@ -28,6 +29,7 @@ class TritonPythonModel:
         params = {k: v["string_value"] for k, v in config["parameters"].items()}
         self.preprocessor = Preprocessor.from_parameters(params)
         (self.input_name,) = (tensor["name"] for tensor in config["input"])
+        (self.output_name,) = (tensor["name"] for tensor in config["output"])
         if self.input_name == "IMAGE":
             self.crop = self._crop_encoded
         elif self.input_name == "PIXELS":
@@ -45,13 +47,13 @@ class TritonPythonModel:
         return array.reshape(-1) if self.input_name == "IMAGE" else array
 
     def execute(self, requests: list) -> list:
-        # Decode and crop image by image, normalize every good image of every request at once,
-        # then one response per request, in order; a bad image fails only the request carrying it.
-        outcomes = preprocess_requests([self._images(r) for r in requests], self.crop, self.preprocessor.normalize)
+        # Decode and crop image by image, then one response per request, in order; a bad image fails
+        # only the request carrying it.
+        outcomes = preprocess_requests([self._images(r) for r in requests], self.crop)
         responses = []
         for outcome in outcomes:
             if isinstance(outcome, np.ndarray):
-                responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("NORMALIZED_IMAGE", outcome)]))
+                responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(self.output_name, outcome)]))
             else:
                 responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(outcome))))
         return responses

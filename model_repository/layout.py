@@ -1,0 +1,149 @@
+"""Serve an installed repository sized for the node it runs on: select models, resolve capacity, render.
+
+Triton reads static config files, and capacity belongs to the node, not to the export. So at start
+the launcher (model_repository/server.py) and the Helm chart's init container both run `render`:
+it writes a serving copy of the repository that holds only the selected models and the steps they
+call, each config.pbtxt with its instance counts (and the portable network's threads) resolved from
+the cores the server may use, and every other file linked, not copied, from the installed repository.
+Triton then serves the copy with --model-control-mode=none, exactly as it would the original.
+
+python -m model_repository.layout --source DIR --target DIR [--models NAME ...] [--cores auto|N]
+    [--preprocess-instances N] [--pixels-preprocess-instances N] [--postprocess-instances N]
+    [--network-cpu-instances N] [--network-cpu-threads N] [--network-gpu-instances N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import catalog
+from model_repository import configs, install
+from model_repository.cores import usable_cores
+
+MARKER = ".serving-copy.json"  # written into every rendered copy: render only ever replaces its own copies
+LAYOUT_FIELDS = [field.name for field in dataclasses.fields(configs.Layout)]
+
+
+class LayoutError(RuntimeError):
+    """The selection or the target cannot be rendered; nothing was served."""
+
+
+def resolve(cores: int | None = None, **overrides: int | None) -> tuple[int, configs.Layout]:
+    """The layout for `cores` (default: the usable cores, cgroup limit included), with explicit counts winning."""
+    cores = cores or usable_cores()
+    gpu_instances = overrides.get("network_gpu_instances") or 1
+    layout = configs.Layout.for_cores(cores, network_gpu_instances=gpu_instances)
+    chosen = {name: value for name, value in overrides.items() if value is not None}
+    return cores, dataclasses.replace(layout, **chosen)
+
+
+def select(source: Path, models: list[str] | None) -> list[str]:
+    """Ensemble names to serve: the given catalog names (each must be installed), or every installed model."""
+    installed = install.installed_models(source)
+    if not installed:
+        raise LayoutError(f"{source} holds no exported model: export one first (make export)")
+    if not models:
+        return installed
+    chosen = []
+    for name in models:
+        entry = catalog.get(name)  # an unknown name stops here with the valid names
+        if entry.triton_name not in installed:
+            raise LayoutError(f"{entry.name} is not installed in {source} (installed: {', '.join(installed)})")
+        chosen.append(entry.triton_name)
+    return sorted(set(chosen))
+
+
+def sized_config(text: str, layout: configs.Layout) -> str:
+    """An installed config.pbtxt with its instance counts (and portable network threads) from `layout`."""
+    config = configs.parse_pbtxt(text)
+    kind = configs.step_kind(config.name)
+    if kind == "ensemble":
+        return text
+    for group in config.instance_group:
+        group.count = layout.instances(kind, gpu=group.kind == group.KIND_GPU)
+    if kind == "network" and "intra_op_threads" in config.parameters:
+        config.parameters["intra_op_threads"].string_value = str(layout.network_cpu_threads)
+    return configs.text_format.MessageToString(config)
+
+
+def _link_model(source: Path, target: Path, layout: configs.Layout) -> None:
+    """target/config.pbtxt sized; the version directory a real directory of links (plans may be added there)."""
+    target.mkdir()
+    for item in sorted(source.iterdir()):
+        if item.suffix == ".pbtxt":  # config.pbtxt, and the TensorRT config a plan build switches to
+            (target / item.name).write_text(sized_config(item.read_text(), layout))
+        elif item.is_dir() and item.name.isdigit():
+            (target / item.name).mkdir()
+            for child in sorted(item.iterdir()):
+                (target / item.name / child.name).symlink_to(child.resolve())
+        else:
+            (target / item.name).symlink_to(item.resolve())
+
+
+def _clear(target: Path) -> None:
+    if target.exists() and any(target.iterdir()):
+        if not (target / MARKER).is_file():
+            raise LayoutError(f"{target} is not empty and is not a serving copy: give an empty or new directory")
+        shutil.rmtree(target)
+
+
+def render(source: Path, target: Path, models: list[str] | None, layout: configs.Layout, cores: int) -> dict:
+    """Write the serving copy of `source` for `models` into `target`; returns what was rendered."""
+    source = source.resolve()
+    chosen = select(source, models)
+    directories = install.referenced_models(source, chosen)
+    missing = [name for name in directories if not (source / name / "config.pbtxt").is_file()]
+    if missing:
+        raise LayoutError(f"{source} lacks {', '.join(missing)}, which {', '.join(chosen)} call: re-export them")
+    _clear(target)
+    target.mkdir(parents=True, exist_ok=True)
+    for name in directories:
+        _link_model(source / name, target / name, layout)
+    python_models = [name for name in directories if configs.step_kind(name) not in ("ensemble", "network")]
+    summary = {
+        "source": str(source),
+        "models": chosen,
+        "cores": cores,
+        "layout": dataclasses.asdict(layout),
+        "python_step_models": len(python_models),
+    }
+    (target / MARKER).write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The selection and capacity flags, shared by this module's command line and the server launcher's."""
+    parser.add_argument("--models", nargs="+", metavar="NAME", help="catalog models to serve (default: all installed)")
+    parser.add_argument("--cores", default="auto", help="cores the server may use: auto (cgroup-aware) or a number")
+    for name in LAYOUT_FIELDS:
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int, metavar="N", help="override the resolved count")
+
+
+def layout_from_arguments(args: argparse.Namespace) -> tuple[int, configs.Layout]:
+    cores = None if args.cores == "auto" else int(args.cores)
+    return resolve(cores, **{name: getattr(args, name) for name in LAYOUT_FIELDS})
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m model_repository.layout", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--source", type=Path, required=True, help="installed model repository (read only)")
+    parser.add_argument("--target", type=Path, required=True, help="where the serving copy is written")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        cores, layout = layout_from_arguments(args)
+        summary = render(args.source, args.target, args.models, layout, cores)
+    except (LayoutError, catalog.UnknownModelError, ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps(summary), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
