@@ -129,3 +129,8 @@ download: setup ## fetch MODEL's official file into build/downloads (KIND=infere
 trt-plans: setup ## build MODEL's TensorRT plan into PRODUCTION_REPOSITORY (needs trtexec + GPU: TensorRT image)
 	$(PY) -m export $(MODEL) --variant production --trt --repository $(PRODUCTION_REPOSITORY) \
 		$(if $(SERVER_TRT),--server-tensorrt-version $(SERVER_TRT))
+
+# Capacity (issue: feed the GPU): per-core preprocessing, served step, processes, warmup, served throughput
+.PHONY: bench-capacity
+bench-capacity: setup ## benchmark: per-core exact preprocessing (in-process, served), processes, warmup, throughput; docs/capacity.md
+	$(PY) -m perf.capacity --repository $(REPOSITORY) --out $(PERF_DIR)/capacity --publish

@@ -125,8 +125,11 @@ def _warmup_crop(entry: ModelEntry) -> bytes:
     return np.ascontiguousarray(crop).tobytes()
 
 
-def _bytes_element(data: bytes) -> bytes:
-    """One TYPE_STRING element as Triton's warmup reads it from a file: length (uint32 LE), then the bytes."""
+def bytes_element(data: bytes) -> bytes:
+    """One BYTES (TYPE_STRING) element in Triton's serialized form: length (uint32 LE), then the bytes.
+
+    The form of warmup files and of perf_analyzer's b64 input data alike.
+    """
     return struct.pack("<I", len(data)) + data
 
 
@@ -145,7 +148,7 @@ def _stage_shared_steps(entry: ModelEntry, staging: Path) -> None:
         (
             configs.preprocess_config(entry),
             preprocess_files,
-            {configs.WARMUP_IMAGE_FILE: _bytes_element(_warmup_jpeg())},
+            {configs.WARMUP_IMAGE_FILE: bytes_element(_warmup_jpeg())},
         ),
         (
             configs.pixels_preprocess_config(entry),

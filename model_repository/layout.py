@@ -58,12 +58,17 @@ def select(source: Path, models: list[str] | None) -> list[str]:
     return sorted(set(chosen))
 
 
-def sized_config(text: str, layout: configs.Layout) -> str:
-    """An installed config.pbtxt with its instance counts (and portable network threads) from `layout`."""
+def sized_config(text: str, layout: configs.Layout, warmup: bool = True) -> str:
+    """An installed config.pbtxt with its instance counts (and portable network threads) from `layout`.
+
+    warmup=False drops model_warmup: a faster start for development, and the "before" of the warmup benchmark.
+    """
     config = configs.parse_pbtxt(text)
     kind = configs.step_kind(config.name)
     if kind == "ensemble":
         return text
+    if not warmup:
+        del config.model_warmup[:]
     for group in config.instance_group:
         group.count = layout.instances(kind, gpu=group.kind == group.KIND_GPU)
     if kind == "network" and "intra_op_threads" in config.parameters:
@@ -71,12 +76,12 @@ def sized_config(text: str, layout: configs.Layout) -> str:
     return configs.text_format.MessageToString(config)
 
 
-def _link_model(source: Path, target: Path, layout: configs.Layout) -> None:
+def _link_model(source: Path, target: Path, layout: configs.Layout, warmup: bool) -> None:
     """target/config.pbtxt sized; the version directory a real directory of links (plans may be added there)."""
     target.mkdir()
     for item in sorted(source.iterdir()):
         if item.suffix == ".pbtxt":  # config.pbtxt, and the TensorRT config a plan build switches to
-            (target / item.name).write_text(sized_config(item.read_text(), layout))
+            (target / item.name).write_text(sized_config(item.read_text(), layout, warmup))
         elif item.is_dir() and item.name.isdigit():
             (target / item.name).mkdir()
             for child in sorted(item.iterdir()):
@@ -92,7 +97,9 @@ def _clear(target: Path) -> None:
         shutil.rmtree(target)
 
 
-def render(source: Path, target: Path, models: list[str] | None, layout: configs.Layout, cores: int) -> dict:
+def render(
+    source: Path, target: Path, models: list[str] | None, layout: configs.Layout, cores: int, warmup: bool = True
+) -> dict:
     """Write the serving copy of `source` for `models` into `target`; returns what was rendered."""
     source = source.resolve()
     chosen = select(source, models)
@@ -103,7 +110,7 @@ def render(source: Path, target: Path, models: list[str] | None, layout: configs
     _clear(target)
     target.mkdir(parents=True, exist_ok=True)
     for name in directories:
-        _link_model(source / name, target / name, layout)
+        _link_model(source / name, target / name, layout, warmup)
     python_models = [name for name in directories if configs.step_kind(name) not in ("ensemble", "network")]
     summary = {
         "source": str(source),
@@ -111,6 +118,7 @@ def render(source: Path, target: Path, models: list[str] | None, layout: configs
         "cores": cores,
         "layout": dataclasses.asdict(layout),
         "python_step_models": len(python_models),
+        "warmup": warmup,
     }
     (target / MARKER).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
@@ -120,6 +128,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The selection and capacity flags, shared by this module's command line and the server launcher's."""
     parser.add_argument("--models", nargs="+", metavar="NAME", help="catalog models to serve (default: all installed)")
     parser.add_argument("--cores", default="auto", help="cores the server may use: auto (cgroup-aware) or a number")
+    parser.add_argument("--no-warmup", dest="warmup", action="store_false", help="skip model_warmup (faster start)")
     for name in LAYOUT_FIELDS:
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, metavar="N", help="override the resolved count")
 
@@ -137,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cores, layout = layout_from_arguments(args)
-        summary = render(args.source, args.target, args.models, layout, cores)
+        summary = render(args.source, args.target, args.models, layout, cores, args.warmup)
     except (LayoutError, catalog.UnknownModelError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -104,6 +104,7 @@ class TritonServer:
     models: list[str] | None = None  # catalog names to serve; None: every installed model
     cores: int | None = None  # None: the usable cores (cgroup-aware)
     layout: configs.Layout | None = None  # None: configs.Layout.for_cores(cores)
+    warmup: bool = True  # False skips model_warmup: a faster start, and "ready" no longer means warm
     process: subprocess.Popen | None = field(default=None, init=False)
     serving: dict | None = field(default=None, init=False)  # what layout.render wrote
     _serving_dir: Path | None = field(default=None, init=False)
@@ -161,7 +162,7 @@ class TritonServer:
         BACKENDS_DIR.parent.mkdir(parents=True, exist_ok=True)
         self._serving_dir = Path(tempfile.mkdtemp(prefix="serving-", dir=BACKENDS_DIR.parent))
         try:
-            self.serving = layout.render(self.repository, self._serving_dir, self.models, resolved, cores)
+            self.serving = layout.render(self.repository, self._serving_dir, self.models, resolved, cores, self.warmup)
         except Exception as err:
             self._remove_serving_copy()
             raise ServerError(str(err)) from err
@@ -245,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         models=args.models,
         cores=cores,
         layout=resolved,
+        warmup=args.warmup,
     )
 
     # A signal only forwards itself to tritonserver; the main thread waits for the exit and cleans

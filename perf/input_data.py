@@ -11,15 +11,10 @@ from __future__ import annotations
 
 import base64
 import json
-import struct
 from pathlib import Path
 
 from model_repository.configs import IMAGE_INPUT
-
-
-def bytes_element(data: bytes) -> bytes:
-    """One element of a Triton BYTES tensor in its serialized form: length prefix, then the bytes."""
-    return struct.pack("<I", len(data)) + data
+from model_repository.install import bytes_element
 
 
 def input_data(photos: list[Path]) -> dict[str, list[dict[str, dict[str, str]]]]:
