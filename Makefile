@@ -14,9 +14,11 @@ REPOSITORY ?= build/model_repository/$(VARIANT)
 HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
+MODELS ?=
+CORES ?= auto
 
 .DEFAULT_GOAL := help
-.PHONY: help setup export serve demo classify test test-all lint clean
+.PHONY: help setup export serve demo classify test test-all lint remove clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -33,9 +35,9 @@ $(STAMP): $(REQUIREMENTS)
 export: setup ## export MODEL (default NextViT_small_224) with random weights; ARGS= to override the source
 	$(PY) -m export $(MODEL) $(or $(ARGS),--random-weights) --variant $(VARIANT) --repository $(REPOSITORY)
 
-serve: setup ## run tritonserver in the foreground on REPOSITORY (ports HTTP_PORT/GRPC_PORT/METRICS_PORT)
-	$(PY) -m model_repository.server --repository $(REPOSITORY) \
-		--http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
+serve: setup ## run tritonserver on REPOSITORY (MODELS="a b" to select, CORES=N to size; SERVE_ARGS= more)
+	$(PY) -m model_repository.server --repository $(REPOSITORY) $(if $(MODELS),--models $(MODELS)) \
+		--cores $(CORES) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT) $(SERVE_ARGS)
 
 demo: setup ## export NextViT_small_224, start a local server, classify the sample photos over gRPC, stop
 	$(PY) -m client.demo --model $(MODEL) --repository $(REPOSITORY) \
@@ -53,6 +55,9 @@ test-all: setup ## every test, including all 19 catalog models
 lint: setup ## ruff check and format check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+remove: setup ## remove MODEL from REPOSITORY (its shared steps stay while another model uses them)
+	$(PY) -m model_repository remove $(MODEL) --repository $(REPOSITORY)
 
 clean: ## remove build outputs (exported models, repositories); keeps .venv
 	rm -rf build .pytest_cache
