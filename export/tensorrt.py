@@ -3,7 +3,9 @@
 The plan building itself is export/trt_plans.py, the module the Helm chart runs too; this file
 only applies it to one model of a local repository, all or nothing: the network directory is
 rebuilt in a staging copy and swapped in (model_repository.install), so a failed build, a refused
-TensorRT version or a full disk leaves the served model as it was.
+TensorRT version or a full disk leaves the served model as it was. Both paths take their
+optimization profiles from the export's tensorrt.json, and plans their config from tensorrt.pbtxt
+(model_repository/configs.py generates both); nothing here derives a profile or a config.
 """
 
 from __future__ import annotations
@@ -65,7 +67,8 @@ def _link_tree(source: Path, target: Path) -> None:
 def build_plans(entry: ModelEntry, repository: Path, options: PlanOptions) -> Path:
     """Add this GPU's plan to `entry`'s network; returns the plan's path in the repository."""
     model = _network_dir(entry, repository)
-    trtexec = trt_plans.find_trtexec()  # first: without TensorRT, the cluster is the place to build
+    trt_plans.check_exported(model)  # an export without the TensorRT files cannot be built here or in the cluster
+    trtexec = trt_plans.find_trtexec()  # then: without TensorRT, the cluster is the place to build
     server_version = server_tensorrt_version(options.server_version)
     builder_version = trt_plans.tensorrt_version(trt_plans.LIBNVINFER_GLOBS)
     if builder_version != server_version:
@@ -80,6 +83,7 @@ def build_plans(entry: ModelEntry, repository: Path, options: PlanOptions) -> Pa
         _link_tree(model, staged)  # add_plan writes new files, never through these links
         plan = trt_plans.add_plan(staged, options.cache, options.precision, options.workspace_mib, builder_version, gpu)
         trt_plans.check_plans(staged / "1", server_version)
+        configs.parse_pbtxt((staged / "config.pbtxt").read_text("utf-8"))  # Triton's ModelConfig accepts it
         install.swap_in(staging, repository, [model.name])
     return model / "1" / plan.name
 
@@ -87,9 +91,14 @@ def build_plans(entry: ModelEntry, repository: Path, options: PlanOptions) -> Pa
 def use_ort_tensorrt(
     entry: ModelEntry, repository: Path, precision: str, engine_cache: str, workspace_mib: int
 ) -> None:
-    """Switch `entry`'s onnxruntime network to ONNX Runtime's TensorRT execution provider (config only)."""
-    config_path = _network_dir(entry, repository) / "config.pbtxt"
-    text = trt_plans.to_ort_tensorrt(config_path.read_text("utf-8"), precision, engine_cache, workspace_mib)
+    """Switch `entry`'s onnxruntime network to ONNX Runtime's TensorRT execution provider (config only).
+
+    The provider gets one profile spanning the export's TensorRT profiles (trt_plans.ort_profile).
+    """
+    model = _network_dir(entry, repository)
+    config_path = model / "config.pbtxt"
+    shapes = trt_plans.read_build(model).shapes
+    text = trt_plans.to_ort_tensorrt(config_path.read_text("utf-8"), precision, engine_cache, workspace_mib, shapes)
     configs.parse_pbtxt(text)  # Triton's own ModelConfig message: a malformed rewrite stops here
     temporary = config_path.with_name(".config.pbtxt.tmp")
     temporary.write_text(text, "utf-8")

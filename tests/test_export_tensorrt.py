@@ -19,7 +19,7 @@ import pytest
 import catalog
 from export import trt_plans
 from export.__main__ import main
-from model_repository import configs, install
+from model_repository import configs, install, layout
 from tests.test_export_errors import snapshot
 
 pytestmark = pytest.mark.export
@@ -96,22 +96,33 @@ def test_without_trtexec_the_error_says_how_to_build_in_the_cluster(
     assert snapshot(production) == before
 
 
+def tensorrt_files(repository: Path) -> tuple[Path, object]:
+    """The network directory and its exported tensorrt.pbtxt, parsed."""
+    model = repository / configs.network_name(ENTRY)
+    return model, configs.parse_pbtxt((model / install.TENSORRT_CONFIG).read_text())
+
+
 def test_plan_build_arguments_profile_record_and_config(production: Path, tmp_path: Path, toolbox: Path) -> None:
     cache = tmp_path / "cache"
     assert trt(production, cache, "--server-tensorrt-version", "10.5.0") == 0
     (call,) = toolbox.read_text().splitlines()
-    size = f"3x{ENTRY.input_size}x{ENTRY.input_size}"
-    batch = configs.MAX_BATCH_SIZE  # no preferred_batch_size in the config: the optimum is the maximum
+    arguments = call.split()
+    shapes = configs.trtexec_profile_shapes(ENTRY)  # what the export generated, one triple per profile
+    assert [a for a in arguments if a.startswith(("--minShapes", "--optShapes", "--maxShapes"))] == shapes
+    assert len(shapes) == 3 * len(configs.TRT_PROFILES) == 6
+    start = arguments.index("--profile=0")  # trtexec: each --profile=N directly followed by its three flags
+    assert arguments[start : start + 8] == ["--profile=0", *shapes[:3], "--profile=1", *shapes[3:]]
     for flag in (
-        f"--minShapes={configs.NETWORK_INPUT}:1x{size}",
-        f"--optShapes={configs.NETWORK_INPUT}:{batch}x{size}",
-        f"--maxShapes={configs.NETWORK_INPUT}:{batch}x{size}",
+        f"--minShapes={configs.NETWORK_INPUT}:1x{ENTRY.input_size}x{ENTRY.input_size}x3",
+        f"--maxShapes={configs.NETWORK_INPUT}:{configs.GPU_MAX_BATCH_SIZE}x{ENTRY.input_size}x{ENTRY.input_size}x3",
         "--fp16",
         "--memPoolSize=workspace:4096M",
         f"--timingCacheFile={cache}/NVIDIA-L4-sm8.9/trt-10.5.0-fp16/timing.cache",
     ):
-        assert flag in call.split(), (flag, call)
-    version_dir = production / configs.network_name(ENTRY) / "1"
+        assert flag in arguments, (flag, call)
+    assert not [a for a in arguments if a.startswith("--inputIOFormats")], "the uint8 input keeps its ONNX type"
+    model, exported = tensorrt_files(production)
+    version_dir = model / "1"
     assert (version_dir / "model_sm89.plan").read_bytes().startswith(b"STAND-IN PLAN")
     assert (version_dir / "model.onnx").is_file()  # kept: plans for other GPUs are built from it
     (plan,) = json.loads((version_dir / trt_plans.PLANS_RECORD).read_text())["plans"].items()
@@ -122,13 +133,23 @@ def test_plan_build_arguments_profile_record_and_config(production: Path, tmp_pa
         "gpu": "NVIDIA L4",
         "precision": "fp16",
         "onnx_sha256_16": trt_plans.file_digest(version_dir / "model.onnx"),
-        "profile": [f for f in call.split() if f.startswith(("--minShapes", "--optShapes", "--maxShapes"))],
+        "profiles": [list(profile) for profile in configs.TRT_PROFILES],
+        "trtexec_shapes": shapes,
         "built_at": None,
     }
     config = network_config(production)  # parsed by Triton's own ModelConfig message
-    assert (config.platform, config.backend) == ("tensorrt_plan", "tensorrt")
-    assert dict(config.cc_model_filenames) == {"8.9": "model_sm89.plan"}
-    assert config.default_model_filename == "model_sm89.plan"
+    expected = exported
+    expected.default_model_filename = "model_sm89.plan"
+    expected.cc_model_filenames["8.9"] = "model_sm89.plan"
+    assert config == expected, "config.pbtxt is the exported tensorrt.pbtxt plus the plan files"
+    assert (config.platform, config.backend, config.max_batch_size) == ("tensorrt_plan", "tensorrt", 128)
+    assert [list(group.profile) for group in config.instance_group] == [["0", "1"]]
+    assert list(config.dynamic_batching.preferred_batch_size) == [opt for _, opt, _ in configs.TRT_PROFILES] == [8, 64]
+    assert config.optimization.cuda.graphs
+    graph_batches = [spec.batch_size for spec in config.optimization.cuda.graph_spec]
+    low, _, high = configs.TRT_PROFILES[0]
+    assert graph_batches == list(configs.CUDA_GRAPH_BATCH_SIZES) and all(low <= b <= high for b in graph_batches)
+    assert [warmup.batch_size for warmup in config.model_warmup] == [1, 8, 64, 128]
     assert not config.optimization.execution_accelerators.gpu_execution_accelerator
 
 
@@ -141,10 +162,27 @@ def test_a_second_gpu_adds_its_plan_beside_the_first(production: Path, tmp_path:
     assert len(calls) == 2 and not any("--fp16" in call for call in calls)
     config = network_config(production)
     assert dict(config.cc_model_filenames) == {"8.0": "model_sm80.plan", "8.9": "model_sm89.plan"}
+    _, expected = tensorrt_files(production)
+    expected.default_model_filename = "model_sm80.plan"  # the plan built last
+    expected.cc_model_filenames.update({"8.0": "model_sm80.plan", "8.9": "model_sm89.plan"})
+    assert config == expected
     record = json.loads((production / configs.network_name(ENTRY) / "1" / trt_plans.PLANS_RECORD).read_text())
     assert {cc: p["gpu"] for cc, p in record["plans"].items()} == {"8.0": "NVIDIA A100-SXM4-80GB", "8.9": "NVIDIA L4"}
     assert trt(production, cache, "--server-tensorrt-version", "10.5.0", "--precision", "fp32") == 0
     assert len(toolbox.read_text().splitlines()) == 2, "the same GPU, TensorRT and ONNX must reuse the cached plan"
+
+
+@pytest.mark.parametrize("missing", [install.TENSORRT_BUILD, install.TENSORRT_CONFIG])
+def test_an_export_without_the_tensorrt_files_says_to_re_export(
+    missing: str, production: Path, tmp_path: Path, toolbox: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (production / configs.network_name(ENTRY) / missing).unlink()
+    before = snapshot(production)
+    assert trt(production, tmp_path / "cache", "--server-tensorrt-version", "10.5.0") == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and f"{missing} does not exist" in errors[0]
+    assert "re-export it with --variant production" in errors[0]
+    assert toolbox.read_text() == "" and snapshot(production) == before
 
 
 def test_a_builder_tensorrt_other_than_the_servers_is_refused(
@@ -165,6 +203,12 @@ def test_recorded_plans_of_another_tensorrt_are_refused(production: Path, tmp_pa
         trt_plans.check_plans(version_dir, "10.6.0")
     with pytest.raises(trt_plans.PlanError, match=r"built by TensorRT 10\.5\.0"):  # the chart's stage step
         trt_plans.stage(production, tmp_path / "staged", "10.6.0")
+    rendered = tmp_path / "rendered"  # the chart's order: a serving copy rendered first, then stage without --source
+    layout.render(production, rendered / trt_plans.MODELS_DIR, None, configs.Layout(), 1)
+    with pytest.raises(trt_plans.PlanError, match=r"built by TensorRT 10\.5\.0, the server has 10\.6\.0"):
+        trt_plans.stage(None, rendered, "10.6.0")
+    trt_plans.stage(None, rendered, "10.5.0")
+    assert (rendered / trt_plans.VERSION_FILE).read_text() == "10.5.0\n"
     (version_dir / "stray.plan").write_bytes(b"who built this?")
     with pytest.raises(trt_plans.PlanError, match=r"no plans\.json entry"):
         trt_plans.check_plans(version_dir, "10.5.0")
@@ -183,7 +227,9 @@ def test_ort_tensorrt_provider_config(production: Path, capsys: pytest.CaptureFi
     config = network_config(production)
     assert config.backend == "onnxruntime" and config.default_model_filename == "model.onnx"
     (accelerator,) = config.optimization.execution_accelerators.gpu_execution_accelerator
-    size = f"3x{ENTRY.input_size}x{ENTRY.input_size}"
+    # One profile over every batch of the TensorRT profiles: ONNX Runtime's provider runs profile 0 only.
+    size = f"{ENTRY.input_size}x{ENTRY.input_size}x3"
+    widest = max(configs.TRT_PROFILES, key=lambda profile: profile[2] - profile[0])
     assert accelerator.name == "tensorrt"
     assert dict(accelerator.parameters) == {
         "precision_mode": "FP16",
@@ -194,12 +240,22 @@ def test_ort_tensorrt_provider_config(production: Path, capsys: pytest.CaptureFi
         "trt_timing_cache_path": "/cache/ort",
         "trt_layer_norm_fp32_fallback": "1",
         "trt_profile_min_shapes": f"{configs.NETWORK_INPUT}:1x{size}",
-        "trt_profile_opt_shapes": f"{configs.NETWORK_INPUT}:{configs.MAX_BATCH_SIZE}x{size}",
-        "trt_profile_max_shapes": f"{configs.NETWORK_INPUT}:{configs.MAX_BATCH_SIZE}x{size}",
+        "trt_profile_opt_shapes": f"{configs.NETWORK_INPUT}:{widest[1]}x{size}",
+        "trt_profile_max_shapes": f"{configs.NETWORK_INPUT}:{configs.GPU_MAX_BATCH_SIZE}x{size}",
     }
     assert main([*args, "--engine-cache", "/cache/ort", "--precision", "fp32"]) == 0  # rewriting replaces
     (again,) = network_config(production).optimization.execution_accelerators.gpu_execution_accelerator
     assert again.parameters["precision_mode"] == "FP32"
+
+
+def test_ort_tensorrt_without_the_build_record_says_to_re_export(
+    production: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (production / configs.network_name(ENTRY) / install.TENSORRT_BUILD).unlink()
+    before = snapshot(production)
+    assert main([ENTRY.name, "--variant", "production", "--ort-trt", "--repository", str(production)]) == 1
+    assert "re-export it with --variant production" in capsys.readouterr().err
+    assert snapshot(production) == before
 
 
 def test_chart_command_for_the_no_build_path(production: Path) -> None:

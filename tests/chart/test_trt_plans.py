@@ -1,14 +1,16 @@
-"""The plan-building init script, run against configs the project really generates.
+"""The plan-building init script, run against repositories the project really installs and renders.
 
 TensorRT and GPUs are out of reach here, so trtexec and nvidia-smi are small stand-ins on PATH that
-record their arguments and write a plan file; everything else (staging, version guard, cache
-keys, config rewrite, parsed back through Triton's own ModelConfig message) is the real code.
+record their arguments and write a plan file, and each network's ONNX file is a few stand-in bytes;
+everything else (the installed TensorRT files, the rendered serving copy, staging, version guard,
+cache keys, the written config parsed back through Triton's own ModelConfig message) is the real code.
 """
 
 from __future__ import annotations
 
 import ast
 import importlib.util
+import json
 import os
 import stat
 import subprocess
@@ -20,7 +22,7 @@ import pytest
 from chart_helpers import CHART_DIR
 
 from catalog import CATALOG
-from model_repository import configs
+from model_repository import configs, install, layout
 
 SCRIPT = CHART_DIR / "files" / "build_trt_plans.py"
 FAKE_TRTEXEC = """#!{python}
@@ -47,10 +49,6 @@ def load_script() -> ModuleType:
 plans = load_script()
 
 
-def network_config(name: str) -> str:
-    return configs.to_pbtxt(configs.network_config(CATALOG[name], "production"))
-
-
 @pytest.fixture
 def trtexec_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fake trtexec first on PATH; returns the file its calls are logged to."""
@@ -67,50 +65,118 @@ def trtexec_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def source_repository(root: Path, names: list[str]) -> Path:
-    """A production-shaped repository: real network configs, stand-in ONNX bytes."""
+    """A production repository as model_repository.install writes it, with stand-in ONNX bytes."""
     for name in names:
-        model = root / f"{name.lower()}_network"
-        (model / "1").mkdir(parents=True)
-        (model / "config.pbtxt").write_text(network_config(name), encoding="utf-8")
-        (model / "1" / "model.onnx").write_bytes(f"onnx of {name}".encode())
-        ensemble = root / name.lower() / "1"
-        ensemble.mkdir(parents=True)
+        onnx = root.parent / f"{name}.onnx"
+        onnx.write_bytes(f"onnx of {name}".encode())
+        install.install(CATALOG[name], onnx, {"weights_note": "stand-in bytes"}, root, "production")
     return root
 
 
+def network(root: Path, name: str) -> Path:
+    return root / configs.network_name(CATALOG[name])
+
+
+def render(source: Path, target: Path) -> Path:
+    """The serving copy the chart's render init container writes into TARGET/models."""
+    layout.render(source, target / plans.MODELS_DIR, None, configs.Layout(), 1)
+    return target
+
+
+def expected_plan_config(model: Path, cc_files: dict[str, str], default: str) -> object:
+    """tensorrt.pbtxt as the export (and renderer) wrote it, plus the plan files: what config.pbtxt must be."""
+    expected = configs.parse_pbtxt((model / plans.TENSORRT_CONFIG).read_text())
+    expected.default_model_filename = default
+    for capability, name in cc_files.items():
+        expected.cc_model_filenames[capability] = name
+    return expected
+
+
+def shape_flags(call: str) -> list[str]:
+    return [flag for flag in call.split() if flag.startswith(plans.SHAPE_FLAGS)]
+
+
+def test_file_names_are_the_installers() -> None:
+    assert (plans.TENSORRT_CONFIG, plans.TENSORRT_BUILD) == (install.TENSORRT_CONFIG, install.TENSORRT_BUILD)
+
+
 @pytest.mark.parametrize("name", ["NextViT_small_224", "ViT_large_patch16_384"])
-def test_shapes_cover_the_configured_batch_range(name: str) -> None:
-    text = network_config(name)
-    parsed = configs.parse_pbtxt(text)
-    (tensor,) = parsed.input
-    dims = "x".join(str(d) for d in tensor.dims)
-    assert plans.trtexec_shapes(text) == [
-        f"--minShapes={tensor.name}:1x{dims}",
-        f"--optShapes={tensor.name}:{parsed.max_batch_size}x{dims}",
-        f"--maxShapes={tensor.name}:{parsed.max_batch_size}x{dims}",
-    ]
+def test_trtexec_gets_every_profile_of_the_export(name: str, tmp_path: Path) -> None:
+    model = network(source_repository(tmp_path / "src", [name]), name)
+    build = plans.read_build(model)
+    expected = configs.trtexec_profile_shapes(CATALOG[name])
+    assert list(build.shapes) == expected
+    assert build.profiles == configs.TRT_PROFILES
+    command = plans.trtexec_command("trtexec", Path("m.onnx"), Path("m.plan"), build.shapes, "fp16", 1024)
+    # trtexec's --profile=N takes the three shape flags right behind it (TensorRT 10 sampleOptions.cpp).
+    start = command.index("--profile=0")
+    assert command[start : start + 8] == ["--profile=0", *expected[:3], "--profile=1", *expected[3:]]
+    assert not [arg for arg in command if arg.startswith(("--inputIOFormats", "--shapes"))]
 
 
-def test_preferred_batch_size_sets_the_optimum() -> None:
-    text = network_config("NextViT_small_224").replace(
-        "dynamic_batching {", "dynamic_batching {\n  preferred_batch_size: 2\n  preferred_batch_size: 4"
-    )
-    assert plans.trtexec_shapes(text)[1].endswith(":4x3x224x224")
+def test_the_written_config_is_the_exported_tensorrt_config_plus_plan_files(tmp_path: Path) -> None:
+    model = network(source_repository(tmp_path / "src", ["ViT_base_patch16_224"]), "ViT_base_patch16_224")
+    cc_files = {"8.9": "model_sm89.plan", "8.0": "model_sm80.plan"}
+    parsed = configs.parse_pbtxt(plans.tensorrt_config(model, cc_files, "model_sm89.plan"))  # unknown fields raise
+    assert parsed == expected_plan_config(model, cc_files, "model_sm89.plan")
+    generated = configs.parse_pbtxt(configs.to_pbtxt(configs.tensorrt_network_config(CATALOG["ViT_base_patch16_224"])))
+    parsed.ClearField("cc_model_filenames")
+    parsed.default_model_filename = generated.default_model_filename
+    assert parsed == generated, "the builder changes nothing but the plan files"
 
 
-def test_rewritten_config_is_a_tensorrt_config_triton_accepts() -> None:
-    rewritten = plans.to_tensorrt(network_config("ViT_base_patch16_224"))
-    parsed = configs.parse_pbtxt(rewritten)  # Triton's ModelConfig message: unknown fields raise
-    original = configs.parse_pbtxt(network_config("ViT_base_patch16_224"))
-    assert (parsed.backend, parsed.default_model_filename) == ("tensorrt", "model.plan")
-    assert parsed.input == original.input and parsed.output == original.output
-    assert parsed.max_batch_size == original.max_batch_size
-
-
-def test_portable_networks_are_refused() -> None:
-    portable = configs.to_pbtxt(configs.network_config(CATALOG["ViT_base_patch16_224"], "portable"))
+def test_portable_networks_have_no_tensorrt_files(tmp_path: Path) -> None:
+    onnx = tmp_path / "m.onnx"
+    onnx.write_bytes(b"onnx")
+    install.install(CATALOG["ViT_base_patch16_224"], onnx, {}, tmp_path / "portable", "portable")
+    model = network(tmp_path / "portable", "ViT_base_patch16_224")
+    with pytest.raises(plans.PlanError, match="re-export it with --variant production"):
+        plans.read_build(model)
     with pytest.raises(plans.PlanError, match="onnxruntime"):
-        plans.to_tensorrt(portable)
+        plans.to_ort_tensorrt((model / "config.pbtxt").read_text(), "fp16", "/c", 1024, [])
+
+
+@pytest.mark.parametrize("missing", ["tensorrt.json", "tensorrt.pbtxt"])
+def test_a_network_without_the_tensorrt_files_stops_stage_and_build(
+    missing: str, tmp_path: Path, trtexec_log: Path
+) -> None:
+    source = source_repository(tmp_path / "src", ["NextViT_small_224"])
+    (network(source, "NextViT_small_224") / missing).unlink()
+    with pytest.raises(plans.PlanError, match=rf"{missing} does not exist.*re-export it with --variant production"):
+        plans.stage(source, tmp_path / "work", "10.5.0")
+    model = network(source, "NextViT_small_224")
+    with pytest.raises(plans.PlanError, match="re-export it with --variant production"):
+        plans.add_plan(model, tmp_path / "cache", "fp16", 1024, "10.5.0", plans.Gpu("G", "9.0"))
+    assert trtexec_log.read_text() == "", "nothing may be built without the export's profiles"
+
+
+def test_a_malformed_build_record_is_refused(tmp_path: Path) -> None:
+    model = network(source_repository(tmp_path / "src", ["NextViT_small_224"]), "NextViT_small_224")
+    record = json.loads((model / plans.TENSORRT_BUILD).read_text())
+    record["trtexec_shapes"] = record["trtexec_shapes"][:2] + record["trtexec_shapes"][3:]
+    (model / plans.TENSORRT_BUILD).write_text(json.dumps(record))
+    with pytest.raises(plans.PlanError, match="triples"):
+        plans.read_build(model)
+    shapes = configs.trtexec_profile_shapes(CATALOG["NextViT_small_224"])
+    record = {"trtexec_shapes": shapes, "profiles": [[1, 8, 16], [17, 32, 128]]}  # 32: not --optShapes' batch
+    (model / plans.TENSORRT_BUILD).write_text(json.dumps(record))
+    with pytest.raises(plans.PlanError, match="batch 32"):
+        plans.read_build(model)
+
+
+def test_ort_tensorrt_gets_one_profile_spanning_them_all() -> None:
+    """ONNX Runtime's provider runs profile 0 only, so it gets one profile over every batch."""
+    entry = CATALOG["NextViT_small_224"]
+    size = entry.input_size
+    widest = max(configs.TRT_PROFILES, key=lambda profile: profile[2] - profile[0])
+    lowest = min(low for low, _, _ in configs.TRT_PROFILES)
+    highest = max(high for _, _, high in configs.TRT_PROFILES)
+    assert plans.ort_profile(configs.trtexec_profile_shapes(entry)) == {
+        "trt_profile_min_shapes": f"CROPS:{lowest}x{size}x{size}x3",
+        "trt_profile_opt_shapes": f"CROPS:{widest[1]}x{size}x{size}x3",
+        "trt_profile_max_shapes": f"CROPS:{highest}x{size}x{size}x3",
+    }
+    assert (lowest, highest) == (1, configs.GPU_MAX_BATCH_SIZE)
 
 
 def test_stage_copies_and_records_the_server_version(tmp_path: Path) -> None:
@@ -128,6 +194,49 @@ def test_stage_copies_and_records_the_server_version(tmp_path: Path) -> None:
         plans.tensorrt_version((str(tmp_path / "nowhere" / "libnvinfer.so.*.*.*"),))
 
 
+def test_stage_without_source_checks_the_rendered_copy_and_build_leaves_the_source_alone(
+    tmp_path: Path, trtexec_log: Path
+) -> None:
+    """The chart's order: render into TARGET/models, `stage --target`, `build` on it."""
+    names = ["NextViT_small_224", "ViT_large_patch16_384"]
+    source = source_repository(tmp_path / "src", names)
+    before = install.digest_tree(source)
+    work = render(source, tmp_path / "work")
+    rendered = install.digest_tree(work / plans.MODELS_DIR)
+    assert plans.main(["stage", f"--target={work}", "--server-tensorrt-version=10.5.0"]) == 0
+    assert (work / plans.VERSION_FILE).read_text() == "10.5.0\n"
+    assert install.digest_tree(work / plans.MODELS_DIR) == rendered, "stage without --source copies nothing"
+    switched = plans.build(work, tmp_path / "cache", "fp16", 1024, builder_version="10.5.0", gpu="NVIDIA-L4-sm8.9")
+    assert switched == [configs.network_name(CATALOG[name]) for name in names]
+    calls = trtexec_log.read_text().splitlines()
+    assert [shape_flags(call) for call in calls] == [configs.trtexec_profile_shapes(CATALOG[name]) for name in names]
+    for name in names:
+        model = network(work / plans.MODELS_DIR, name)
+        config = configs.parse_pbtxt((model / "config.pbtxt").read_text())
+        assert config == expected_plan_config(model, {"8.9": "model.plan"}, "model.plan")
+        assert not (model / "1" / "model.onnx").exists()
+    assert install.digest_tree(source) == before, "a build in the serving copy never writes through its links"
+
+
+def test_stage_without_source_refuses_a_plan_of_another_tensorrt(
+    tmp_path: Path, trtexec_log: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = source_repository(tmp_path / "src", ["NextViT_small_224"])
+    model = network(source, "NextViT_small_224")
+    plans.add_plan(model, tmp_path / "cache", "fp16", 1024, "10.5.0", plans.Gpu("G", "9.0"))
+    work = render(source, tmp_path / "work")
+    assert plans.main(["stage", f"--target={work}", "--server-tensorrt-version=10.6.0"]) == 1
+    (error,) = capsys.readouterr().err.splitlines()
+    assert "model_sm90.plan (sm9.0) was built by TensorRT 10.5.0, the server has 10.6.0" in error
+    assert not (work / plans.VERSION_FILE).exists()
+    assert plans.main(["stage", f"--target={work}", "--server-tensorrt-version=10.5.0"]) == 0
+
+
+def test_stage_without_source_needs_a_rendered_copy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert plans.main(["stage", f"--target={tmp_path}", "--server-tensorrt-version=10.5.0"]) == 1
+    assert "render the serving copy there first" in capsys.readouterr().err
+
+
 def test_build_switches_every_network_and_reuses_the_cache(tmp_path: Path, trtexec_log: Path) -> None:
     source = source_repository(tmp_path / "src", ["NextViT_small_224", "ViT_large_patch16_384"])
     cache = tmp_path / "cache"
@@ -140,25 +249,33 @@ def test_build_switches_every_network_and_reuses_the_cache(tmp_path: Path, trtex
             model = work / "models" / name
             assert (model / "1" / "model.plan").read_bytes().startswith(b"plan for --onnx=")
             assert not (model / "1" / "model.onnx").exists()
-            assert configs.parse_pbtxt((model / "config.pbtxt").read_text()).backend == "tensorrt"
+            assert configs.parse_pbtxt((model / "config.pbtxt").read_text()).platform == "tensorrt_plan"
     calls = trtexec_log.read_text().splitlines()
     assert len(calls) == 2, "the warm start must take both plans from the cache"
     assert all("--fp16" in call and "--memPoolSize=workspace:2048M" in call for call in calls)
-    assert any("--maxShapes=NORMALIZED_IMAGE:8x3x384x384" in call for call in calls), calls
+    assert any(f"--maxShapes=CROPS:{configs.GPU_MAX_BATCH_SIZE}x384x384x3" in call for call in calls), calls
     cached = sorted(p.relative_to(cache).as_posix() for p in cache.rglob("*.plan"))
     assert [p.split("/")[:2] for p in cached] == [["NVIDIA-L4-sm8.9", "trt-10.5.0-fp16"]] * 2
 
 
-def test_a_new_onnx_gets_a_new_plan(tmp_path: Path, trtexec_log: Path) -> None:
+def test_a_new_onnx_or_new_profiles_get_a_new_plan(tmp_path: Path, trtexec_log: Path) -> None:
     source = source_repository(tmp_path / "src", ["NextViT_small_224"])
+    model = network(source, "NextViT_small_224")
     cache = tmp_path / "cache"
-    for attempt in ("v1", "v2"):
+    for attempt in ("v1", "v2", "v3", "v3-again"):
         if attempt == "v2":
-            (source / "nextvit_small_224_network" / "1" / "model.onnx").write_bytes(b"re-exported")
+            (model / "1" / "model.onnx").unlink()
+            (model / "1" / "model.onnx").write_bytes(b"re-exported")
+        if attempt == "v3":
+            record = json.loads((model / plans.TENSORRT_BUILD).read_text())
+            record["trtexec_shapes"][-1] = record["trtexec_shapes"][-1].replace("CROPS:128x", "CROPS:96x")
+            record["profiles"][-1][-1] = 96
+            (model / plans.TENSORRT_BUILD).write_text(json.dumps(record))
         plans.stage(source, tmp_path / attempt, "10.5.0")
         plans.build(tmp_path / attempt, cache, "fp16", 1024, builder_version="10.5.0", gpu="G-sm9.0")
-    assert len(trtexec_log.read_text().splitlines()) == 2
-    assert len(list(cache.rglob("*.plan"))) == 2
+    calls = trtexec_log.read_text().splitlines()
+    assert len(calls) == 3 and "--maxShapes=CROPS:96x224x224x3" in calls[2].split()
+    assert len(list(cache.rglob("*.plan"))) == 3
 
 
 def test_a_different_tensorrt_is_refused(tmp_path: Path, trtexec_log: Path) -> None:
@@ -179,8 +296,8 @@ def test_a_failed_build_leaves_no_partial_plan(
         plans.build(tmp_path / "work", tmp_path / "cache", "fp16", 1024, builder_version="10.5.0", gpu="G-sm9.0")
     assert len(trtexec_log.read_text().splitlines()) == 1, "trtexec must have been called"
     assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file()] == []
-    network = tmp_path / "work" / "models" / "nextvit_small_224_network"
-    assert configs.parse_pbtxt((network / "config.pbtxt").read_text()).backend == "onnxruntime"
+    model = tmp_path / "work" / "models" / "nextvit_small_224_network"
+    assert configs.parse_pbtxt((model / "config.pbtxt").read_text()).backend == "onnxruntime"
 
 
 def test_command_line_reports_errors_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

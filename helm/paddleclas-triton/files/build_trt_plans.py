@@ -8,10 +8,17 @@ One module, two callers, so plan building has one implementation:
   (helm/paddleclas-triton/files/build_trt_plans.py): `stage` in the server image, then `build` in
   the TensorRT image on the GPU that will serve.
 
+Everything about the TensorRT model that does not depend on the GPU is generated at export by
+model_repository/configs.py and written beside each production network's config.pbtxt
+(model_repository/install.py): `tensorrt.pbtxt`, the complete TensorRT config except its plan
+files, and `tensorrt.json`, trtexec's optimization-profile flags. This builder only adds what does
+depend on the GPU: it runs trtexec with those flags, and writes config.pbtxt as tensorrt.pbtxt plus
+the plan file of each GPU type (`cc_model_filenames`). It never parses or derives a config itself.
+
 A plan runs only on the TensorRT version and GPU architecture that built it. So each plan is
 recorded beside itself (`plans.json`: TensorRT version, GPU, compute capability, precision, ONNX
-digest), a model may hold one plan per compute capability (`cc_model_filenames`), and a plan whose
-recorded TensorRT version differs from the server's is refused. The no-build GPU path rewrites the
+digest, profiles), a model may hold one plan per compute capability, and a plan whose recorded
+TensorRT version differs from the server's is refused. The no-build GPU path rewrites the
 network's onnxruntime config to use ONNX Runtime's TensorRT execution provider (engines built and
 cached at load time).
 
@@ -32,6 +39,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -41,6 +49,10 @@ VERSION_FILE = "server-tensorrt-version"
 PLANS_RECORD = "plans.json"
 DEFAULT_PLAN = "model.plan"
 PRECISIONS = ("fp16", "fp32")
+# Written by model_repository/install.py beside a production network's config.pbtxt.
+TENSORRT_CONFIG = "tensorrt.pbtxt"  # the TensorRT config, complete but for cc_model_filenames
+TENSORRT_BUILD = "tensorrt.json"  # {"trtexec_shapes": [...], "profiles": [[min, opt, max], ...]}
+SHAPE_FLAGS = ("--minShapes", "--optShapes", "--maxShapes")  # one triple per profile, in this order
 # Where libnvinfer lives in NVIDIA's images; the file name carries the full version.
 LIBNVINFER_GLOBS = (
     "/usr/lib/*-linux-gnu/libnvinfer.so.*.*.*",
@@ -106,110 +118,183 @@ def gpu_identity(nvidia_smi: str = "nvidia-smi") -> str:
     return query_gpu(nvidia_smi).key
 
 
-# --- config.pbtxt, read and rewritten as text (no protobuf in the TensorRT image) -----------------
+# --- what the export generated: tensorrt.json and tensorrt.pbtxt ------------------------------------
 
 
-def block(text: str, key: str) -> str:
-    """Body of the first ``key [ ... ]`` or ``key { ... }`` of a config.pbtxt (brackets counted)."""
-    match = re.search(rf"\b{key}\s*:?\s*([\[{{])", text)
-    if not match:
-        raise PlanError(f"config.pbtxt has no {key} block")
-    depth = 0
-    for index in range(match.start(1), len(text)):
-        depth += text[index] in "[{"
-        depth -= text[index] in "]}"
-        if depth == 0:
-            return text[match.end(1) : index]
-    raise PlanError(f"config.pbtxt: unbalanced {key} block")
-
-
-def repeated_ints(text: str, key: str) -> list[int]:
-    """Values of a repeated integer field, written ``key: [1, 2]`` or as one ``key: 1`` per line."""
-    values: list[int] = []
-    for match in re.finditer(rf"\b{key}\s*:\s*(\[[^\]]*\]|-?\d+)", text):
-        values.extend(int(value) for value in match.group(1).strip("[]").replace(",", " ").split())
-    return values
-
-
-def trtexec_shapes(config: str) -> list[str]:
-    """One optimization profile for the single input: min 1, opt the preferred batch, max max_batch_size.
-
-    The optimum is the largest ``preferred_batch_size`` (the batch Triton's dynamic batcher aims
-    for), or max_batch_size without one; the range covers every batch the batcher can form.
-    """
-    inputs = block(config, "input")
-    name = re.search(r'name\s*:\s*"([^"]+)"', inputs)
-    sizes = repeated_ints(inputs, "dims")
-    if not name or not sizes:
-        raise PlanError("config.pbtxt input lacks a name or dims")
-    if any(size < 1 for size in sizes):
-        raise PlanError(f"input {name.group(1)} has variable dims {sizes}; plans need fixed ones")
-    rest = "x".join(map(str, sizes))
-    largest = max(repeated_ints(config, "max_batch_size"), default=0)
-    if largest == 0:
-        return [f"--shapes={name.group(1)}:{rest}"]
-    preferred = [size for size in repeated_ints(config, "preferred_batch_size") if size <= largest]
-    optimum = max(preferred, default=largest)
-    return [
-        f"--minShapes={name.group(1)}:1x{rest}",
-        f"--optShapes={name.group(1)}:{optimum}x{rest}",
-        f"--maxShapes={name.group(1)}:{largest}x{rest}",
-    ]
-
-
-def _without_block(config: str, key: str) -> str:
-    """The config with its top-level ``key { ... }`` block (if any) removed."""
-    match = re.search(rf"^{key}\s*:?\s*\{{", config, flags=re.MULTILINE)
-    if not match:
-        return config
-    body = block(config[match.start() :], key)
-    end = match.end() + len(body) + 1
-    return (config[: match.start()] + config[end:]).rstrip() + "\n"
-
-
-def _require_onnxruntime(config: str) -> None:
-    if not re.search(r'^\s*backend\s*:\s*"onnxruntime"', config, flags=re.MULTILINE):
-        raise PlanError('expected backend: "onnxruntime" in a *_network config.pbtxt (the production variant)')
-
-
-def to_tensorrt(config: str, cc_files: dict[str, str] | None = None, default: str = DEFAULT_PLAN) -> str:
-    """The same model served by Triton's TensorRT backend from plans (``platform: "tensorrt_plan"``).
-
-    ``cc_files`` maps compute capabilities to plan files (Triton's ``cc_model_filenames``); the
-    server loads the plan of its GPU, or ``default`` when its capability is not listed. Accepts
-    the production onnxruntime config or a config this function wrote (to add another GPU's plan).
-    """
-    if not re.search(r'^\s*backend\s*:\s*"tensorrt"', config, flags=re.MULTILINE):
-        _require_onnxruntime(config)
-    config = _without_block(config, "optimization")  # ONNX Runtime accelerators mean nothing to TensorRT
-    while re.search(r"^cc_model_filenames\s*\{", config, flags=re.MULTILINE):
-        config = _without_block(config, "cc_model_filenames")
-    config = re.sub(r'^\s*platform\s*:\s*"[^"]*"\n', "", config, flags=re.MULTILINE)
-    config = re.sub(
-        r'^(\s*)backend\s*:\s*"(onnxruntime|tensorrt)"',
-        r'\1backend: "tensorrt"\n\1platform: "tensorrt_plan"',
-        config,
-        flags=re.MULTILINE,
+def _not_exported_for_tensorrt(model: Path, name: str) -> PlanError:
+    return PlanError(
+        f"{model / name} does not exist: {model.name} was exported without the TensorRT files the build "
+        "needs (an older export, or the portable variant); re-export it with --variant production"
     )
-    config = re.sub(r'default_model_filename\s*:\s*"[^"]*"', f'default_model_filename: "{default}"', config)
-    entries = "".join(
-        f'cc_model_filenames {{\n  key: "{cc}"\n  value: "{name}"\n}}\n'
-        for cc, name in sorted((cc_files or {}).items())
-    )
-    return config.rstrip() + "\n" + entries
 
 
-def to_ort_tensorrt(config: str, precision: str, engine_cache: str, workspace_mib: int) -> str:
+def _shape_spec(flag: str) -> dict[str, list[int]]:
+    """``--minShapes=CROPS:1x224x224x3`` (several inputs comma-separated) as {"CROPS": [1, 224, 224, 3]}."""
+    shapes: dict[str, list[int]] = {}
+    for item in flag.partition("=")[2].split(","):
+        tensor, _, dims = item.rpartition(":")
+        sizes = dims.split("x")
+        if not tensor or not all(size.isdigit() for size in sizes):
+            raise PlanError(f"trtexec shape flag {flag!r} is not --xxxShapes=NAME:AxBx...")
+        shapes[tensor] = [int(size) for size in sizes]
+    return shapes
+
+
+def _profile_triples(shapes: Sequence[str]) -> list[tuple[str, ...]]:
+    """The shape flags grouped per profile; each group must be exactly --minShapes, --optShapes, --maxShapes."""
+    triples = [tuple(shapes[index : index + 3]) for index in range(0, len(shapes), 3)]
+    if not triples or any(tuple(flag.partition("=")[0] for flag in triple) != SHAPE_FLAGS for triple in triples):
+        raise PlanError(f"trtexec shapes {list(shapes)} are not {', '.join(SHAPE_FLAGS)} triples, one per profile")
+    return triples
+
+
+@dataclass(frozen=True)
+class TensorrtBuild:
+    """A network's tensorrt.json: trtexec's shape flags and the batch range of each profile."""
+
+    shapes: tuple[str, ...]  # --minShapes/--optShapes/--maxShapes, one triple per profile
+    profiles: tuple[tuple[int, ...], ...]  # (min, opt, max) batch of each profile
+
+    @property
+    def key(self) -> str:
+        """Cache key part: a plan built for other profiles never serves this config."""
+        return hashlib.sha256("\n".join(self.shapes).encode()).hexdigest()[:8]
+
+
+def read_build(model: Path) -> TensorrtBuild:
+    """The profiles the export generated for `model` (a ``*_network`` directory), checked for consistency."""
+    path = model / TENSORRT_BUILD
+    if not path.is_file():
+        raise _not_exported_for_tensorrt(model, TENSORRT_BUILD)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        shapes = tuple(str(flag) for flag in data["trtexec_shapes"])
+        low_opt_high = tuple(tuple(int(size) for size in profile) for profile in data["profiles"])
+    except (ValueError, KeyError, TypeError) as error:
+        message = f"{path} is not a TensorRT build record ({error!r}); re-export with --variant production"
+        raise PlanError(message) from error
+    triples = _profile_triples(shapes)
+    if len(triples) != len(low_opt_high) or any(len(batches) != 3 for batches in low_opt_high):
+        raise PlanError(f"{path}: {len(triples)} shape triples but profiles {list(low_opt_high)}")
+    for triple, batches in zip(triples, low_opt_high, strict=True):
+        for flag, batch in zip(triple, batches, strict=True):
+            if any(dims[0] != batch for dims in _shape_spec(flag).values()):
+                raise PlanError(f"{path}: {flag} does not start with the profile's batch {batch}")
+    return TensorrtBuild(shapes, low_opt_high)
+
+
+def tensorrt_config(model: Path, cc_files: dict[str, str], default: str) -> str:
+    """config.pbtxt for plans: the exported tensorrt.pbtxt, with its default plan and every GPU's plan file.
+
+    tensorrt.pbtxt is Triton's ModelConfig in protobuf text format as protobuf's text_format writes
+    it (by the export, and again by the serving-copy renderer, which sizes its instance counts): one
+    top-level field per line at column 0, nested fields indented. Only top-level lines are looked
+    at; nothing else in the config is read or changed here.
+    """
+    path = model / TENSORRT_CONFIG
+    if not path.is_file():
+        raise _not_exported_for_tensorrt(model, TENSORRT_CONFIG)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if 'platform: "tensorrt_plan"' not in lines:
+        raise PlanError(f'{path} has no top-level platform: "tensorrt_plan": it is not a TensorRT config')
+    if any(line.startswith("cc_model_filenames") for line in lines):
+        raise PlanError(f"{path} lists plan files already; they come from {PLANS_RECORD} only")
+    kept = [line for line in lines if not line.startswith("default_model_filename:")]
+    added = [f'default_model_filename: "{default}"']
+    for capability, name in sorted(cc_files.items()):
+        added += ["cc_model_filenames {", f'  key: "{capability}"', f'  value: "{name}"', "}"]
+    return "\n".join(kept + added) + "\n"
+
+
+def check_exported(model: Path) -> TensorrtBuild:
+    """Both TensorRT files of the export are there and usable: checked before any plan is built."""
+    build = read_build(model)
+    tensorrt_config(model, {}, DEFAULT_PLAN)
+    return build
+
+
+def profile_arguments(shapes: Sequence[str]) -> list[str]:
+    """trtexec's arguments for one optimization profile per shape triple: ``--profile=N`` and its three flags.
+
+    TensorRT 10's trtexec (`trtexec --help` of 10.5, Build Options; samples/common/sampleOptions.cpp,
+    getOptimizationProfiles): "--profile  Build with dynamic shapes using a profile with the
+    min/max/opt shapes provided. Can be specified multiple times to create multiple profiles with
+    contiguous index. (ex: --profile=0 --minShapes=<spec> --optShapes=<spec> --maxShapes=<spec>
+    --profile=1 ...)". The parser takes a profile's shape flags from the argument positions right
+    after its --profile, and refuses repeated shape flags without --profile ("Multiple
+    --minShapes/--optShapes/--maxShapes without --profile are not allowed"), so each --profile=N is
+    followed directly by its own three flags.
+    """
+    arguments = []
+    for index, triple in enumerate(_profile_triples(shapes)):
+        arguments += [f"--profile={index}", *triple]
+    return arguments
+
+
+# --- the no-build path: ONNX Runtime's TensorRT execution provider ------------------------------------
+
+
+def _format_spec(shapes: dict[str, list[int]]) -> str:
+    return ",".join(f"{name}:{'x'.join(map(str, dims))}" for name, dims in shapes.items())
+
+
+def ort_profile(shapes: Sequence[str]) -> dict[str, str]:
+    """One profile for ONNX Runtime's TensorRT provider that covers the batches of all of trtexec's profiles.
+
+    ONNX Runtime does parse several profiles from trt_profile_{min,opt,max}_shapes (an input named
+    more than once; tensorrt_execution_provider.cc, ParseProfileShapes) and builds them into the
+    engine, but its execution context stays on profile 0, so a batch outside profile 0 fails
+    (microsoft/onnxruntime#31624, open, adds the switching; ORT 1.19 of Triton 24.10 lacks it). So
+    the provider gets a single profile: the smallest minimum, the largest maximum, and the optimum
+    of the profile with the widest batch range (the saturating traffic, where throughput is decided).
+    """
+    triples = [[_shape_spec(flag) for flag in triple] for triple in _profile_triples(shapes)]
+    ranks = {name: len(dims) for name, dims in triples[0][0].items()}
+    if any({name: len(dims) for name, dims in spec.items()} != ranks for triple in triples for spec in triple):
+        raise PlanError(f"trtexec shapes {list(shapes)} do not give the same inputs and ranks in every profile")
+
+    def batch_range(triple: list[dict[str, list[int]]]) -> int:
+        return max(dims[0] for dims in triple[2].values()) - min(dims[0] for dims in triple[0].values())
+
+    widest = max(triples, key=batch_range)
+    low = {name: [min(sizes) for sizes in zip(*(t[0][name] for t in triples), strict=True)] for name in ranks}
+    high = {name: [max(sizes) for sizes in zip(*(t[2][name] for t in triples), strict=True)] for name in ranks}
+    return {
+        "trt_profile_min_shapes": _format_spec(low),
+        "trt_profile_opt_shapes": _format_spec(widest[1]),
+        "trt_profile_max_shapes": _format_spec(high),
+    }
+
+
+def _without_top_level_block(lines: list[str], key: str) -> list[str]:
+    """Lines of a text_format config without its top-level ``key { ... }`` blocks (closed by a ``}`` at column 0)."""
+    kept: list[str] = []
+    inside = False
+    for line in lines:
+        if inside:
+            inside = line != "}"
+        elif line == f"{key} {{":
+            inside = True
+        else:
+            kept.append(line)
+    return kept
+
+
+def to_ort_tensorrt(config: str, precision: str, engine_cache: str, workspace_mib: int, shapes: Sequence[str]) -> str:
     """The no-build GPU path: the onnxruntime backend with ONNX Runtime's TensorRT execution provider.
 
-    Engines are built when the model loads and cached in ``engine_cache`` (keep it on a volume so
-    restarts reuse them); LayerNorm stays in FP32 under FP16 (ViT loses accuracy otherwise), the
-    profile is the same as trtexec's, and the timing cache shares tactic timings between models.
+    `config` is the production onnxruntime config.pbtxt (or one this function wrote: rewriting
+    replaces its accelerator); `shapes` are the network's trtexec shape flags (tensorrt.json),
+    turned into the provider's one profile (ort_profile). Engines are built when the model loads
+    and cached in ``engine_cache`` (keep it on a volume so restarts reuse them); LayerNorm stays in
+    FP32 under FP16 (ViT loses accuracy otherwise), and the timing cache shares tactic timings
+    between models.
     """
-    _require_onnxruntime(config)
+    lines = config.splitlines()
+    if 'backend: "onnxruntime"' not in lines:
+        raise PlanError('expected backend: "onnxruntime" in a *_network config.pbtxt (the production variant)')
     if precision not in PRECISIONS:
         raise PlanError(f"precision {precision!r}: expected one of {PRECISIONS}")
-    profile = {flag.split("=")[0][2:]: flag.split("=", 1)[1] for flag in trtexec_shapes(config)}
     parameters = {
         "precision_mode": precision.upper(),
         "max_workspace_size_bytes": str(workspace_mib << 20),
@@ -218,16 +303,19 @@ def to_ort_tensorrt(config: str, precision: str, engine_cache: str, workspace_mi
         "trt_timing_cache_enable": "1",
         "trt_timing_cache_path": engine_cache,
         "trt_layer_norm_fp32_fallback": "1",
-        "trt_profile_min_shapes": profile.get("minShapes", ""),
-        "trt_profile_opt_shapes": profile.get("optShapes", ""),
-        "trt_profile_max_shapes": profile.get("maxShapes", ""),
+        **ort_profile(shapes),
     }
-    lines = "".join(f'      parameters {{ key: "{k}" value: "{v}" }}\n' for k, v in parameters.items() if v)
-    accelerator = (
-        "optimization {\n  execution_accelerators {\n    gpu_execution_accelerator {\n"
-        f'      name: "tensorrt"\n{lines}    }}\n  }}\n}}\n'
-    )
-    return _without_block(config, "optimization").rstrip() + "\n" + accelerator
+    accelerator = [
+        "optimization {",
+        "  execution_accelerators {",
+        "    gpu_execution_accelerator {",
+        '      name: "tensorrt"',
+        *(f'      parameters {{ key: "{key}" value: "{value}" }}' for key, value in parameters.items()),
+        "    }",
+        "  }",
+        "}",
+    ]
+    return "\n".join(_without_top_level_block(lines, "optimization") + accelerator) + "\n"
 
 
 # --- plans and their record ---------------------------------------------------------------------
@@ -254,14 +342,23 @@ def trtexec_command(
     trtexec: str,
     onnx: Path,
     engine: Path,
-    shapes: list[str],
+    shapes: Sequence[str],
     precision: str,
     workspace_mib: int,
     timing_cache: Path | None = None,
 ) -> list[str]:
+    """The trtexec build command: one optimization profile per shape triple (profile_arguments).
+
+    No --inputIOFormats: the network input is the uint8 NHWC crops, and trtexec (TensorRT 8.6 and
+    10, sampleEngines.cpp, setupNetworkAndConfig) leaves a UINT8 input of the ONNX as it is, in the
+    linear format, when the flag is absent; the flag would instead force its type and format on
+    every input. Linear is the crops' layout: "hwc" would be TensorRT's channel-last storage of a
+    tensor it reads as NCHW (S channels here). TensorRT's DataType documentation: uint8 network
+    inputs are converted to float32/float16 before other layers, which the graph's own Cast does.
+    """
     if precision not in PRECISIONS:
         raise PlanError(f"precision {precision!r}: expected one of {PRECISIONS}")
-    command = [trtexec, f"--onnx={onnx}", f"--saveEngine={engine}", *shapes]
+    command = [trtexec, f"--onnx={onnx}", f"--saveEngine={engine}", *profile_arguments(shapes)]
     command += [f"--memPoolSize=workspace:{workspace_mib}M", "--skipInference"]
     if precision == "fp16":
         command.append("--fp16")
@@ -273,7 +370,7 @@ def trtexec_command(
 def build_one(
     onnx: Path,
     plan: Path,
-    shapes: list[str],
+    shapes: Sequence[str],
     precision: str,
     workspace_mib: int,
     trtexec: str,
@@ -296,7 +393,7 @@ def build_one(
 
 
 def _replace(path: Path, text: str) -> None:
-    """Write a new file and rename it over `path`: never truncates a file another directory hard-links."""
+    """Write a new file and rename it over `path`: never writes through a hard or symbolic link to another tree."""
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_text(text, encoding="utf-8")
     os.replace(temporary, path)
@@ -338,27 +435,27 @@ def add_plan(
 ) -> Path:
     """Give `model` (a ``*_network`` directory holding 1/model.onnx) a plan for `gpu`, built or from the cache.
 
-    The plan is recorded in ``1/plans.json`` and listed in the config's ``cc_model_filenames``
-    together with the plans already there (other GPUs); it also becomes the default plan.
+    trtexec gets the profiles of the model's tensorrt.json; the plan is recorded in ``1/plans.json``,
+    and config.pbtxt becomes the model's tensorrt.pbtxt listing it in ``cc_model_filenames``
+    together with the plans already recorded (other GPUs); it also becomes the default plan.
     """
     version_dir = model / "1"
     onnx = version_dir / "model.onnx"
     if not onnx.is_file():
         raise PlanError(f"{onnx} does not exist: export the model with --variant production first")
-    config_path = model / "config.pbtxt"
-    config = config_path.read_text(encoding="utf-8")
+    build = check_exported(model)  # a missing or foreign tensorrt.pbtxt stops before trtexec runs
     check_plans(version_dir, builder_version)  # plans of another TensorRT cannot sit beside this one
     key = cache / gpu.key / f"trt-{builder_version}-{precision}"
     digest = file_digest(onnx)
-    # The ONNX digest is part of the name: a re-exported network never picks up an old plan.
-    cached = key / f"{model.name}-{digest}.plan"
-    shapes = trtexec_shapes(config)
+    # The ONNX digest and the profiles are part of the name: a re-exported network, or one with other
+    # profiles, never picks up an old plan.
+    cached = key / f"{model.name}-{digest}-{build.key}.plan"
     if cached.is_file():
         print(f"{model.name}: plan from cache {cached}", flush=True)
     else:
-        build_one(onnx, cached, shapes, precision, workspace_mib, find_trtexec(), key / "timing.cache")
+        build_one(onnx, cached, build.shapes, precision, workspace_mib, find_trtexec(), key / "timing.cache")
     filename = filename or plan_filename(gpu)
-    (version_dir / filename).unlink(missing_ok=True)  # a new file, not a write through a hard link
+    (version_dir / filename).unlink(missing_ok=True)  # a new file, not a write through a link
     shutil.copyfile(cached, version_dir / filename)
     record = read_record(version_dir)
     record["plans"][gpu.capability] = {
@@ -367,31 +464,47 @@ def add_plan(
         "gpu": gpu.name,
         "precision": precision,
         "onnx_sha256_16": digest,
-        "profile": shapes,
+        "profiles": [list(batches) for batches in build.profiles],
+        "trtexec_shapes": list(build.shapes),
         "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     _replace(version_dir / PLANS_RECORD, json.dumps(record, indent=2, sort_keys=True) + "\n")
     cc_files = {cc: entry["file"] for cc, entry in record["plans"].items()}
-    _replace(config_path, to_tensorrt(config, cc_files, default=filename))
+    _replace(model / "config.pbtxt", tensorrt_config(model, cc_files, default=filename))
     return version_dir / filename
 
 
-# --- the chart's two init containers --------------------------------------------------------------
+# --- the chart's init containers ------------------------------------------------------------------
 
 
-def stage(source: Path, target: Path, server_version: str | None) -> None:
-    """Copy the repository to ``target/models`` and record the server's TensorRT version."""
-    if not source.is_dir():
-        raise PlanError(f"model repository {source} does not exist")
+def stage(source: Path | None, target: Path, server_version: str | None) -> None:
+    """Check the repository in ``target/models`` and record the server's TensorRT version.
+
+    With `source`, the repository is copied into ``target/models`` first; without, ``target/models``
+    is a serving copy already rendered there (python -m model_repository.layout). Either way every
+    network that still has its ONNX file must carry the export's TensorRT files, and every plan
+    already present must come from the server's TensorRT.
+    """
     models = target / MODELS_DIR
-    if models.exists():
-        shutil.rmtree(models)
-    shutil.copytree(source, models)
+    if source is not None:
+        if not source.is_dir():
+            raise PlanError(f"model repository {source} does not exist")
+        if models.exists():
+            shutil.rmtree(models)
+        shutil.copytree(source, models)
+    elif not models.is_dir():
+        raise PlanError(
+            f"{models} does not exist: render the serving copy there first "
+            f"(python -m model_repository.layout --target {models}), or give --source"
+        )
     version = server_version or tensorrt_version()
-    for version_dir in sorted(models.glob("*_network/1")):
-        check_plans(version_dir, version)  # plans shipped in the repository must fit this server
+    for model in sorted(models.glob("*_network")):
+        if (model / "1" / "model.onnx").is_file():
+            check_exported(model)  # here in the server image, not after a TensorRT image was pulled
+        check_plans(model / "1", version)  # plans shipped in the repository must fit this server
     (target / VERSION_FILE).write_text(version + "\n", encoding="utf-8")
-    print(f"staged {source} into {models}; server TensorRT {version}", flush=True)
+    origin = f"staged {source} into {models}" if source is not None else f"checked the serving copy {models}"
+    print(f"{origin}; server TensorRT {version}", flush=True)
 
 
 def build(
@@ -417,7 +530,7 @@ def build(
         if not (model / "1" / "model.onnx").is_file():
             continue
         add_plan(model, cache, precision, workspace_mib, builder_version, target_gpu, DEFAULT_PLAN)
-        (model / "1" / "model.onnx").unlink()  # the pod serves plans only; the staging volume is bounded
+        (model / "1" / "model.onnx").unlink()  # the pod serves plans only (a link in a serving copy)
         switched.append(model.name)
     if not switched:
         raise PlanError(f"no *_network/1/model.onnx under {repository / MODELS_DIR}")
@@ -429,7 +542,9 @@ def use_ort_tensorrt(repository: Path, precision: str, engine_cache: str, worksp
     rewritten = []
     for model in sorted(repository.glob("*_network")):
         config = model / "config.pbtxt"
-        _replace(config, to_ort_tensorrt(config.read_text(encoding="utf-8"), precision, engine_cache, workspace_mib))
+        shapes = read_build(model).shapes
+        text = to_ort_tensorrt(config.read_text(encoding="utf-8"), precision, engine_cache, workspace_mib, shapes)
+        _replace(config, text)
         rewritten.append(model.name)
     if not rewritten:
         raise PlanError(f"no *_network model under {repository}")
@@ -440,9 +555,9 @@ def main(argv: list[str] | None = None) -> int:
     """Command line of the chart's init containers; a failure prints one line and exits non-zero."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     steps = parser.add_subparsers(dest="step", required=True)
-    staging = steps.add_parser("stage", help="copy the repository, record and check the TensorRT version")
-    staging.add_argument("--source", type=Path, required=True)
-    staging.add_argument("--target", type=Path, required=True)
+    staging = steps.add_parser("stage", help="check the repository in TARGET/models, record the TensorRT version")
+    staging.add_argument("--source", type=Path, help="copy this repository into TARGET/models first")
+    staging.add_argument("--target", type=Path, required=True, help="holds models/ (a rendered serving copy)")
     staging.add_argument("--server-tensorrt-version", default=None)
     building = steps.add_parser("build", help="build plans and switch the networks to them")
     building.add_argument("--repository", type=Path, required=True)
