@@ -1,7 +1,12 @@
 """Paddle inference model -> checked ONNX file with the repository's tensor names.
 
 paddle2onnx (opset 17, so LayerNorm stays one op, which TensorRT FP16 needs) -> onnxsim -> rename
-the exporter's tensor names to the ones the Triton configs use -> check shapes.
+the exporter's tensor names to the ones the Triton configs use -> prepend the normalization, so the
+graph takes uint8 crops (export/normalization.py) -> check shapes.
+
+The normalization is added after onnxsim on purpose: onnxsim never sees it, so it stays the five
+nodes as written (simplification could otherwise fold or reorder the float arithmetic), and onnxsim
+works on the network exactly as PaddleClas exported it.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ import onnx
 
 from catalog import ModelEntry
 from catalog.reference import NUM_CLASSES
-from model_repository.configs import NETWORK_INPUT, NETWORK_OUTPUT
+from export import normalization
+from model_repository.configs import NETWORK_INPUT, NETWORK_OUTPUT, NORMALIZED_IMAGE
 
 OPSET = 17
 
@@ -77,7 +83,7 @@ def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def rename_io(model: onnx.ModelProto) -> tuple[str, str]:
-    """Give the single input and output the names the configs use; return the original names.
+    """Name the single input NORMALIZED_IMAGE and the output as the configs do; return the original names.
 
     Exporters name tensors 'x' or 'inputs' and 'save_infer_model/scale_0.tmp_1' or 'fetch_name_0':
     read from the graph, never assumed.
@@ -88,11 +94,11 @@ def rename_io(model: onnx.ModelProto) -> tuple[str, str]:
     if len(inputs) != 1 or len(graph.output) != 1:
         raise ExportCheckError(f"expected one input and one output, found {len(inputs)} and {len(graph.output)}")
     old_in, old_out = inputs[0].name, graph.output[0].name
-    renames = {old_in: NETWORK_INPUT, old_out: NETWORK_OUTPUT}
+    renames = {old_in: NORMALIZED_IMAGE, old_out: NETWORK_OUTPUT}
     for node in graph.node:
         node.input[:] = [renames.get(name, name) for name in node.input]
         node.output[:] = [renames.get(name, name) for name in node.output]
-    inputs[0].name, graph.output[0].name = NETWORK_INPUT, NETWORK_OUTPUT
+    inputs[0].name, graph.output[0].name = NORMALIZED_IMAGE, NETWORK_OUTPUT
     return old_in, old_out
 
 
@@ -101,19 +107,55 @@ def _dims(value_info: onnx.ValueInfoProto) -> list[int | str]:
     return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims]
 
 
+def _dtype(value_info: onnx.ValueInfoProto) -> str:
+    return onnx.TensorProto.DataType.Name(value_info.type.tensor_type.elem_type)
+
+
 def check_shapes(model: onnx.ModelProto, entry: ModelEntry) -> None:
-    """Only the batch dimension may be dynamic (ViT's patch embedding asserts the image size)."""
-    (inp,) = [i for i in model.graph.input if i.name == NETWORK_INPUT]
-    in_dims, out_dims = _dims(inp), _dims(model.graph.output[0])
+    """CROPS uint8 [batch, S, S, 3] in, PROBABILITIES float [batch, 1000] out, nothing else.
+
+    Only the batch dimension may be dynamic (ViT's patch embedding asserts the image size).
+    """
+    graph = model.graph
+    initializers = {init.name for init in graph.initializer}
+    inputs = [value for value in graph.input if value.name not in initializers]
+    if [value.name for value in inputs] != [NETWORK_INPUT] or [o.name for o in graph.output] != [NETWORK_OUTPUT]:
+        raise ExportCheckError(
+            f"graph tensors {[v.name for v in inputs]} -> {[o.name for o in graph.output]}, "
+            f"expected [{NETWORK_INPUT!r}] -> [{NETWORK_OUTPUT!r}]"
+        )
+    (inp,), out = inputs, graph.output[0]
+    in_dims, out_dims = _dims(inp), _dims(out)
     size = entry.input_size
-    if len(in_dims) != 4 or in_dims[1:] != [3, size, size] or isinstance(in_dims[0], int):
-        raise ExportCheckError(f"input shape {in_dims}, expected [batch, 3, {size}, {size}] with dynamic batch")
-    if len(out_dims) != 2 or out_dims[1] != NUM_CLASSES or isinstance(out_dims[0], int):
-        raise ExportCheckError(f"output shape {out_dims}, expected [batch, {NUM_CLASSES}] with dynamic batch")
+    if _dtype(inp) != "UINT8" or len(in_dims) != 4 or in_dims[1:] != [size, size, 3] or isinstance(in_dims[0], int):
+        raise ExportCheckError(
+            f"input {_dtype(inp)} {in_dims}, expected UINT8 [batch, {size}, {size}, 3] with dynamic batch"
+        )
+    if _dtype(out) != "FLOAT" or len(out_dims) != 2 or out_dims[1] != NUM_CLASSES or isinstance(out_dims[0], int):
+        raise ExportCheckError(
+            f"output {_dtype(out)} {out_dims}, expected FLOAT [batch, {NUM_CLASSES}] with dynamic batch"
+        )
+
+
+def finish(model: onnx.ModelProto, entry: ModelEntry) -> tuple[str, str]:
+    """After onnxsim: rename, prepend the normalization, check; returns the exporter's original names."""
+    original_names = rename_io(model)
+    (network_input,) = [i for i in model.graph.input if i.name == NORMALIZED_IMAGE]
+    size = entry.input_size
+    dims = _dims(network_input)
+    if _dtype(network_input) != "FLOAT" or dims[1:] != [3, size, size] or isinstance(dims[0], int):
+        raise ExportCheckError(
+            f"the exported network takes {_dtype(network_input)} {dims}, "
+            f"expected FLOAT [batch, 3, {size}, {size}] with dynamic batch"
+        )
+    normalization.prepend(model, entry)
+    check_shapes(model, entry)
+    onnx.checker.check_model(model)
+    return original_names
 
 
 def convert(program: Path, entry: ModelEntry, onnx_path: Path, log: Path) -> dict[str, object]:
-    """Convert, simplify, rename and check; returns facts for the export record."""
+    """Convert, simplify, rename, prepend the normalization and check; returns facts for the export record."""
     from export.measure import onnx_macs
 
     raw = onnx_path.with_suffix(".raw.onnx")
@@ -121,12 +163,11 @@ def convert(program: Path, entry: ModelEntry, onnx_path: Path, log: Path) -> dic
         paddle_to_onnx(program, raw)
         model = simplify(onnx.load(str(raw)))
     raw.unlink()
-    original_names = rename_io(model)
-    check_shapes(model, entry)
-    onnx.checker.check_model(model)
+    original_names = finish(model, entry)
     onnx.save(model, str(onnx_path))
     return {
         "opset": OPSET,
+        "input": f"{NETWORK_INPUT} uint8 NHWC, normalization in graph",
         "original_tensor_names": list(original_names),
         "nodes": len(model.graph.node),
         "batchnorm_nodes": sum(node.op_type == "BatchNormalization" for node in model.graph.node),

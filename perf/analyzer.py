@@ -190,7 +190,7 @@ def _ms(row: dict[str, str], column: str) -> float:
     return float(row[column]) / 1000.0  # perf_analyzer writes microseconds
 
 
-def _run_windows(cmd: list[str], windows: Windows, log_path: Path, timeout_s: float) -> int:
+def run_windows(cmd: list[str], windows: Windows, log_path: Path, timeout_s: float) -> int:
     """Run with the strict criterion, then the loose one if the machine was too noisy; returns the one met."""
     try:
         run(cmd + window_options(windows, windows.stability_percent), log_path, timeout_s)
@@ -244,7 +244,7 @@ def measure_once(
     steps = triton_stats.ensemble_steps(client, model)
     before, failures_before = triton_stats.snapshot(client), triton_stats.scrape(target.metrics_url)
     foreign = ForeignCpu()
-    stability = _run_windows(command(target, model, concurrency, input_data, csv_path), windows, log_path, timeout_s)
+    stability = run_windows(command(target, model, concurrency, input_data, csv_path), windows, log_path, timeout_s)
     foreign.stop()
     after, samples = triton_stats.snapshot(client), triton_stats.scrape(target.metrics_url)
     delta = triton_stats.difference(before, after)

@@ -1,9 +1,10 @@
 """In-process baselines, one configuration per process: python -m perf.inprocess KIND ... prints JSON.
 
-The pipeline is the project's own code without a server: decode and preprocess (preprocess
-package), ONNX Runtime on the exported model.onnx, top-k with the served labels. "Sessions" are
-ONNX Runtime sessions run side by side by threads of this process (ONNX Runtime, OpenCV and
-Pillow release the GIL), each taking the next `batch` images from a shared stream.
+The pipeline is the project's own code without a server, step for step as served: decode, resize
+and crop (preprocess package) into uint8 crops, ONNX Runtime on the exported model.onnx (whose graph
+normalizes the crops), top-k with the served labels. "Sessions" are ONNX Runtime sessions run side
+by side by threads of this process (ONNX Runtime, OpenCV and Pillow release the GIL), each taking
+the next `batch` images from a shared stream.
 
 Every configuration runs in a fresh process so one engine's thread pools (OpenMP spin-waiting
 in oneDNN, ONNX Runtime's pools) never steal cores from the next measurement.
@@ -23,7 +24,7 @@ import numpy as np
 
 import catalog
 from catalog.reference import imagenet_labels, sample_photo_paths
-from export.parity import photo_batch, preprocessor_for, top_k
+from export.parity import paddleclas_input, photo_crops, preprocessor_for, top_k
 from model_repository.configs import NETWORK_INPUT
 from perf.stats import summarize
 
@@ -48,8 +49,8 @@ class Pipeline:
         self.labels = imagenet_labels()
 
     def __call__(self, images: list[bytes]) -> list[list[str]]:
-        batch = np.stack([self.preprocessor(data) for data in images])
-        (probabilities,) = self.session.run(None, {NETWORK_INPUT: batch})
+        crops = np.stack([self.preprocessor.pixels(self.preprocessor.decode(data)) for data in images])
+        (probabilities,) = self.session.run(None, {NETWORK_INPUT: crops})
         return [[self.labels[i] for i in row] for row in top_k(probabilities)]
 
 
@@ -98,10 +99,16 @@ def timed_iterations(run, min_seconds: float, min_iterations: int) -> list[float
     return times
 
 
-def network_tensors(entry: catalog.ModelEntry, batch: int) -> np.ndarray:
-    """The sample photographs, preprocessed as served, repeated up to `batch` images."""
-    photos = photo_batch(entry)
-    return np.ascontiguousarray(np.resize(photos, (batch, *photos.shape[1:])))
+def network_tensors(entry: catalog.ModelEntry, batch: int, engine: str = "onnxruntime") -> np.ndarray:
+    """The sample photographs as each engine takes them, repeated up to `batch` images.
+
+    ONNX Runtime runs the exported model.onnx: the served uint8 crops, N x S x S x 3 (its graph
+    normalizes, so its time includes the normalization). Paddle Inference runs PaddleClas's
+    program: the same crops normalized, float32 N x 3 x S x S.
+    """
+    crops = photo_crops(entry)
+    crops = np.ascontiguousarray(np.resize(crops, (batch, *crops.shape[1:])))
+    return crops if engine == "onnxruntime" else paddleclas_input(entry, crops)
 
 
 def paddle_predictor(program: Path, threads: int):
@@ -128,7 +135,7 @@ def run_network(
     else:
         predictor, onednn = paddle_predictor(path, threads)
     for batch in batches:
-        tensors = network_tensors(entry, batch)
+        tensors = network_tensors(entry, batch, engine)
         if engine == "onnxruntime":
 
             def infer(tensors: np.ndarray = tensors) -> None:
@@ -181,7 +188,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     pipeline.add_argument("--threads", type=int, default=0, help="intra-op threads per session; 0 = default")
     pipeline.add_argument("--batch", type=int, default=1)
     pipeline.add_argument("--images", type=int, required=True)
-    net = sub.add_parser("network", help="the network alone on preprocessed photographs")
+    net = sub.add_parser("network", help="the network alone on the photographs' crops (PaddleClas's input for paddle)")
     net.add_argument("--engine", choices=("onnxruntime", "paddle"), required=True)
     net.add_argument("--model", required=True)
     net.add_argument("--path", type=Path, required=True, help="model.onnx, or the Paddle inference program")

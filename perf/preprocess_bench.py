@@ -4,9 +4,10 @@
 
 Question answered: is preprocessing the bottleneck? For a typical 500x375 JPEG and a 4000x3000
 camera-sized JPEG, each preprocessing family is timed as the preprocess model runs it (the served
-code: decode, resize + crop, normalize; one OpenCV thread; malloc keeping large buffers, see
+code: decode, resize + crop into the uint8 crop; one OpenCV thread; malloc keeping large buffers, see
 preprocess/allocator.py), and the exported network of the same family is timed with ONNX Runtime
-as the portable network model runs it (2 intra-op threads), at batch 1 and 8. Medians and best of
+as the portable network model runs it (2 intra-op threads, uint8 crops in: its graph normalizes, so
+the normalization is part of the network's time), at batch 1 and 8. Medians and best of
 --repeats runs; the machine's load is printed with the table because shared machines make every
 number noisy. The table replaces the marked block of docs/preprocessing.md (--no-write: print only).
 """
@@ -28,6 +29,7 @@ import numpy as np
 
 import catalog
 from catalog.reference import sample_photo_paths
+from export.parity import preprocessor_for
 from model_repository import configs
 from preprocess import Preprocessor, decode
 from preprocess.allocator import keep_large_buffers
@@ -100,34 +102,33 @@ class Row:
     image: str
     decode: Timing
     resize_crop: Timing
-    normalize: Timing
     network_b1: Timing | None
     network_b8: Timing | None
 
     @property
     def preprocess(self) -> Timing:
-        return self.decode + self.resize_crop + self.normalize
+        return self.decode + self.resize_crop
 
 
-def time_preprocessing(prep: Preprocessor, data: bytes, repeats: int) -> tuple[Timing, Timing, Timing]:
+def time_preprocessing(prep: Preprocessor, data: bytes, repeats: int) -> tuple[Timing, Timing]:
+    """Decode, then resize + crop: all the served step does (the network normalizes the crop)."""
     rgb = decode(data, prep.max_pixels)
-    crop = prep.pixels(rgb)
     return (
         _time(lambda: decode(data, prep.max_pixels), repeats),
         _time(lambda: prep.pixels(rgb), repeats),
-        _time(lambda: prep.normalize(crop[None]), repeats),  # as batched, for one image
     )
 
 
 def time_network(onnx_path: Path, size: int, batch: int, repeats: int) -> Timing:
-    """ONNX Runtime milliseconds per image at `batch`, configured as onnx_network.py configures it."""
+    """ONNX Runtime milliseconds per image at `batch` of uint8 S x S x 3 crops, configured as onnx_network.py does."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = NETWORK_THREADS
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-    inputs = {configs.NETWORK_INPUT: np.random.default_rng(0).normal(size=(batch, 3, size, size)).astype(np.float32)}
+    crops = np.random.default_rng(0).integers(0, 256, size=(batch, size, size, 3), dtype=np.uint8)
+    inputs = {configs.NETWORK_INPUT: crops}
     return _time(lambda: session.run([configs.NETWORK_OUTPUT], inputs), repeats) / batch
 
 
@@ -139,8 +140,7 @@ def measure(models: list[str], repository: Path, repeats: int) -> list[Row]:
     test_images = _test_images()
     preprocessing = {}
     for name in models:
-        p = catalog.get(name).preprocessing
-        prep = Preprocessor(p.resize_short, p.crop, p.resize, p.mean, p.std)
+        prep = preprocessor_for(catalog.get(name))  # the served step's own parameters
         for image in test_images:
             preprocessing[name, image.label] = time_preprocessing(prep, image.data, repeats)
             print(f"  {name}, {image.label}: preprocessing timed", file=sys.stderr)
@@ -170,22 +170,23 @@ def _ms(value: Timing | None) -> str:
 
 def table(rows: list[Row], repeats: int, load: tuple[tuple[float, ...], tuple[float, ...]]) -> str:
     lines = [
-        "| model (resize) | image | decode | resize + crop | normalize | **preprocess total** "
+        "| model (resize) | image | decode | resize + crop | **preprocess total** "
         "| network, batch 1 | network, batch 8 (per image) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         resize = catalog.get(row.model).preprocessing.resize
         lines.append(
             f"| {row.model} ({resize}) | {row.image} | {_ms(row.decode)} | {_ms(row.resize_crop)} "
-            f"| {_ms(row.normalize)} | **{_ms(row.preprocess)}** | {_ms(row.network_b1)} | {_ms(row.network_b8)} |"
+            f"| **{_ms(row.preprocess)}** | {_ms(row.network_b1)} | {_ms(row.network_b8)} |"
         )
     versions = ", ".join(f"{p} {version(p)}" for p in ("opencv-python-headless", "pillow", "numpy", "onnxruntime"))
     lines += [
         "",
         f"Milliseconds per image: median of {repeats} runs (network: of {max(3, repeats // 3)}), and in brackets "
-        "the fastest run, the cost when no other job gets in the way. Preprocessing on "
-        f"one thread, network on {NETWORK_THREADS}. {_cpu_model()}, {len(os.sched_getaffinity(0))} cores; load average "
+        "the fastest run, the cost when no other job gets in the way. Preprocessing on one thread, network on "
+        f"{NETWORK_THREADS} (uint8 crops in, normalization in its graph). "
+        f"{_cpu_model()}, {len(os.sched_getaffinity(0))} cores; load average "
         f"{load[0][0]:.1f} before and {load[1][0]:.1f} after (other jobs shared the machine). {versions}. "
         "Network weights are seeded random (speed does not depend on them). "
         "Produced by `python -m perf.preprocess_bench`.",

@@ -1,7 +1,9 @@
 """The served preprocessing equals PaddleClas's own operators, model by model, on real photographs.
 
 Two independent sources meet here. Ours: the Preprocessor the server builds from the preprocess
-model's config, which is generated from the catalog. Theirs: PaddleClas's operators from the
+model's config, which is generated from the catalog, and cuts the uint8 crop; then the normalization
+the export puts at the head of the network's graph (export/normalization.py, mean and std from the
+catalog), run by ONNX Runtime as the server runs it. Theirs: PaddleClas's operators from the
 installed paddleclas 2.6.0 wheel (deploy/python/preprocess.py, its Python inference path; the wheel
 does not ship ppcls/data, whose eval operators compute the same), built by PaddleClas's own
 create_operators from each model's Infer.transforms, transcribed below because the wheel ships no
@@ -15,11 +17,14 @@ from collections.abc import Callable
 from functools import cache
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import yaml
 
 import catalog
 import preprocess.image
+from catalog import ModelEntry
+from export import normalization
 from model_repository import configs
 from preprocess import Preprocessor, preprocess_requests, resize_short_side, resized_shape
 from tests import images
@@ -80,10 +85,25 @@ def paddleclas_ops() -> Callable[[str], Ops]:
     return lambda name: create_operators(paddleclas_config(name))
 
 
-def served(name: str) -> Preprocessor:
-    """The Preprocessor the server builds: from the generated config.pbtxt parameters."""
-    config = configs.parse_pbtxt(configs.to_pbtxt(configs.preprocess_config(catalog.get(name))))
+def served(model: str | ModelEntry) -> Preprocessor:
+    """The Preprocessor the server builds: from the generated config.pbtxt parameters (it only crops)."""
+    entry = catalog.get(model) if isinstance(model, str) else model
+    config = configs.parse_pbtxt(configs.to_pbtxt(configs.preprocess_config(entry)))
     return Preprocessor.from_parameters({k: v.string_value for k, v in config.parameters.items()})
+
+
+@cache
+def _normalization_session(entry: ModelEntry) -> ort.InferenceSession:
+    options = ort.SessionOptions()  # default optimization level, as both served network variants run it
+    options.intra_op_num_threads = 1
+    model = normalization.standalone(entry).SerializeToString()
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def graph_normalize(entry: ModelEntry, crops: np.ndarray) -> np.ndarray:
+    """uint8 N x C x C x 3 crops -> float32 N x 3 x C x C, by the nodes the export prepends to `entry`'s network."""
+    (tensors,) = _normalization_session(entry).run(None, {configs.NETWORK_INPUT: crops})
+    return tensors
 
 
 def run(ops: Ops, value: object) -> object:
@@ -92,8 +112,11 @@ def run(ops: Ops, value: object) -> object:
     return value
 
 
-def assert_same(ours: Preprocessor, theirs: Ops, data: bytes) -> float:
-    """Decode, resize and crop identical to the last uint8; tensors within 1e-6. Returns the max difference."""
+def assert_same(ours: Preprocessor, theirs: Ops, data: bytes, entry: ModelEntry) -> float:
+    """Decode, resize and crop identical to the last uint8; tensors within 1e-6. Returns the max difference.
+
+    `ours` cuts the crop; `entry`'s graph normalization makes the tensor, as the served network does.
+    """
     decode, resize, crop, *_ = theirs
     rgb = ours.decode(data)
     their_rgb = decode(data)
@@ -102,8 +125,10 @@ def assert_same(ours: Preprocessor, theirs: Ops, data: bytes) -> float:
     resized = resize_short_side(rgb, ours.resize_short, ours.resize, ours.max_pixels)
     assert resized.shape == their_resized.shape
     np.testing.assert_array_equal(resized, their_resized)
-    np.testing.assert_array_equal(ours.pixels(rgb), crop(their_resized))
-    tensor, their_tensor = ours(data), run(theirs, data)
+    pixels = ours.pixels(rgb)
+    assert pixels.dtype == np.uint8
+    np.testing.assert_array_equal(pixels, crop(their_resized))
+    (tensor,), their_tensor = graph_normalize(entry, pixels[None]), run(theirs, data)
     assert tensor.shape == their_tensor.shape == (3, ours.crop, ours.crop)
     assert tensor.dtype == their_tensor.dtype == np.float32
     difference = float(np.abs(tensor - their_tensor).max())
@@ -135,7 +160,16 @@ def test_catalog_parameters_equal_paddleclas_config(name: str) -> None:
 def test_each_model_preprocesses_two_photos_as_paddleclas(name: str, paddleclas_ops: Callable[[str], Ops]) -> None:
     ours, theirs = served(name), paddleclas_ops(name)
     for path in images.photo_paths()[:2]:  # chelsea (451x300, odd crop margin) and coffee
-        assert_same(ours, theirs, path.read_bytes())
+        assert_same(ours, theirs, path.read_bytes(), catalog.get(name))
+
+
+def test_served_preprocess_step_carries_no_statistics() -> None:
+    """Mean and std live in each network's graph, so one preprocess step serves every model with its key."""
+    for name in catalog.CATALOG:
+        params = configs.preprocess_config(catalog.get(name))["parameters"]
+        assert not {"mean", "std"} & set(params), name
+        with pytest.raises(ValueError, match="crops only"):
+            served(name).normalize(np.zeros((1, 1, 3), np.uint8))
 
 
 # --- the four families on many sizes ---------------------------------------------------------
@@ -174,7 +208,7 @@ CASES = [p.name for p in images.photo_paths()] + list(SIZES)
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("name", FAMILIES)
 def test_family_matches_paddleclas(name: str, case: str, paddleclas_ops: Callable[[str], Ops]) -> None:
-    assert assert_same(served(name), paddleclas_ops(name), _case_bytes(case)) <= 1e-6
+    assert assert_same(served(name), paddleclas_ops(name), _case_bytes(case), catalog.get(name)) <= 1e-6
 
 
 TIES = [(1025, 512, 256, (512, 256)), (518, 512, 384, (388, 384))]  # (width, height, short side, result)
@@ -205,9 +239,11 @@ def test_ties_round_half_to_even_like_paddleclas(
     ids=["bilinear-nextvit", "imagenet-stats-vit", "nextvit-resize-248", "vit384-resize-400"],
 )
 def test_a_wrong_catalog_entry_is_caught(name: str, wrong: dict, paddleclas_ops: Callable[[str], Ops]) -> None:
-    wrong_preprocessor = dataclasses.replace(served(name), **wrong)
+    """The wrong value goes into the catalog entry; the served step and the graph are both built from it."""
+    entry = catalog.get(name)
+    wrong_entry = dataclasses.replace(entry, preprocessing=dataclasses.replace(entry.preprocessing, **wrong))
     with pytest.raises(AssertionError):
-        assert_same(wrong_preprocessor, paddleclas_ops(name), images.photo_paths()[0].read_bytes())
+        assert_same(served(wrong_entry), paddleclas_ops(name), images.photo_paths()[0].read_bytes(), wrong_entry)
 
 
 def test_c_rounding_is_caught(paddleclas_ops: Callable[[str], Ops], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -217,8 +253,9 @@ def test_c_rounding_is_caught(paddleclas_ops: Callable[[str], Ops], monkeypatch:
 
     monkeypatch.setattr(preprocess.image, "resized_shape", round_half_up)
     tie = images.png(images.sized(1025, 512))
+    name = "ViT_base_patch16_224"
     with pytest.raises(AssertionError):
-        assert_same(served("ViT_base_patch16_224"), paddleclas_ops("ViT_base_patch16_224"), tie)
+        assert_same(served(name), paddleclas_ops(name), tie, catalog.get(name))
 
 
 # --- batching ---------------------------------------------------------------------------------
@@ -226,18 +263,22 @@ def test_c_rounding_is_caught(paddleclas_ops: Callable[[str], Ops], monkeypatch:
 
 @pytest.mark.parametrize("name", FAMILIES)
 def test_batched_requests_equal_single_images_bit_for_bit(name: str) -> None:
-    prep = served(name)
+    """The served step's stacked crops, and the network's normalization of the stack, image by image."""
+    entry, prep = catalog.get(name), served(name)
     photos = [p.read_bytes() for p in images.photo_paths()[:4]]
     requests = [photos[:2], [b"not an image"], photos[2:], [photos[0]]]
-    outcomes = preprocess_requests(requests, lambda data: prep.pixels(prep.decode(data)), prep.normalize)
+    outcomes = preprocess_requests(requests, lambda data: prep.pixels(prep.decode(data)))
     assert [o.shape if isinstance(o, np.ndarray) else "error" for o in outcomes] == [
-        (2, 3, prep.crop, prep.crop),
+        (2, prep.crop, prep.crop, 3),
         "error",
-        (2, 3, prep.crop, prep.crop),
-        (1, 3, prep.crop, prep.crop),
+        (2, prep.crop, prep.crop, 3),
+        (1, prep.crop, prep.crop, 3),
     ]
     for request, outcome in zip(requests, outcomes, strict=True):
         if isinstance(outcome, np.ndarray):
-            assert outcome.flags.c_contiguous
-            for data, tensor in zip(request, outcome, strict=True):
-                np.testing.assert_array_equal(tensor, prep(data))
+            assert outcome.flags.c_contiguous and outcome.dtype == np.uint8
+            tensors = graph_normalize(entry, outcome)
+            for data, crop, tensor in zip(request, outcome, tensors, strict=True):
+                single = prep.pixels(prep.decode(data))
+                np.testing.assert_array_equal(crop, single)
+                np.testing.assert_array_equal(tensor, graph_normalize(entry, single[None])[0])
