@@ -96,3 +96,36 @@ def walk(value: Any) -> Iterator[Any]:
     elif isinstance(value, list):
         for item in value:
             yield from walk(item)
+
+
+def init_containers(objects: list[Manifest]) -> list[Manifest]:
+    """The server pod's init containers, in the order the kubelet runs them."""
+    return list(pod_spec(objects).get("initContainers", []))
+
+
+def init_container(objects: list[Manifest], name: str) -> Manifest:
+    found = [c for c in init_containers(objects) if c["name"] == name]
+    assert len(found) == 1, f"expected one init container {name}, found {len(found)}"
+    return found[0]
+
+
+def flags(args: list[str]) -> dict[str, str]:
+    """``--flag=value`` arguments as a dict (flags without a value map to "")."""
+    out = {}
+    for arg in args:
+        if arg.startswith("--"):
+            name, _, value = arg.partition("=")
+            out[name] = value
+    return out
+
+
+def listed_after(args: list[str], flag: str) -> list[str]:
+    """The values of an argparse ``nargs="+"`` flag: the words after it, up to the next flag."""
+    if flag not in args:
+        return []
+    values = []
+    for word in args[args.index(flag) + 1 :]:
+        if word.startswith("--"):
+            break
+        values.append(word)
+    return values

@@ -9,6 +9,7 @@ import yaml
 from chart_helpers import (
     CHART_DIR,
     case_values,
+    init_container,
     one,
     pod_spec,
     render_case,
@@ -16,8 +17,10 @@ from chart_helpers import (
     server_container,
     walk,
 )
+from chart_helpers import flags as flags_of
 
 from catalog import CATALOG
+from model_repository import configs
 
 
 def args_of(container: dict) -> dict[str, str]:
@@ -37,7 +40,7 @@ def test_server_flags_default() -> None:
     container = server_container(render_case("01-default-gpu-values.yaml"))
     assert container["args"][0] == "tritonserver"
     flags = args_of(container)
-    assert flags["--model-repository"] == "/models/production"
+    assert flags["--model-repository"] == "/repository/models"  # the serving copy render-repository wrote
     assert flags["--model-control-mode"] == "none"
     assert flags["--strict-readiness"] == "true"
     assert "--disable-auto-complete-config" in flags
@@ -58,15 +61,33 @@ def test_probes_use_triton_health_endpoints() -> None:
         assert container[probe]["httpGet"] == {"path": path, "port": "http"}, probe
 
 
-def test_startup_budget_is_sized_for_the_largest_catalog_model() -> None:
-    """The budget comment names the largest model; a bigger catalog entry must revisit it."""
+def startup_comment() -> str:
+    """The comment block above probes.startup.failureThreshold, joined into one line."""
+    lines = (CHART_DIR / "values.yaml").read_text(encoding="utf-8").splitlines()
+    startup = lines.index("  startup:")
+    end = next(i for i in range(startup, len(lines)) if lines[i].strip().startswith("failureThreshold:"))
+    block: list[str] = []
+    for line in reversed(lines[:end]):
+        if not line.strip().startswith("#"):
+            break
+        block.insert(0, line.strip().lstrip("#").strip())
+    return " ".join(block)
+
+
+def test_startup_budget_is_sized_for_the_largest_catalog_model_and_its_warmup() -> None:
+    """The budget comment names the largest model and the warmup batches; either changing must revisit it."""
     largest = max(CATALOG.values(), key=lambda entry: entry.published.params_m)
-    values_text = (CHART_DIR / "values.yaml").read_text(encoding="utf-8")
-    assert largest.name in values_text, f"startup budget comment should size for {largest.name}"
+    comment = startup_comment()
+    assert largest.name in comment, f"startup budget comment should size for {largest.name}"
+    batches = configs.network_warmup_batches("production")
+    listed = ", ".join(str(b) for b in batches[:-1]) + f" and {batches[-1]}"
+    assert f"batch {listed}" in comment, f"the comment should list the warmup batches {batches}"
     probe = server_container(render_case("01-default-gpu-values.yaml"))["startupProbe"]
     budget = probe["periodSeconds"] * probe["failureThreshold"]
-    # The comment's own arithmetic: ~150 s estimated for the largest model, 4x margin.
-    assert budget >= 600, budget
+    # The comment's own arithmetic: ~570 s estimated at 20 MB/s storage for every model, warmup included.
+    assert budget >= 900, budget
+    readiness = server_container(render_case("01-default-gpu-values.yaml"))["readinessProbe"]
+    assert readiness["httpGet"]["path"] == "/v2/health/ready" and readiness["failureThreshold"] <= 3
 
 
 def test_graceful_shutdown_outlasts_the_exit_timeout(ci_case: str) -> None:
@@ -109,7 +130,9 @@ def test_runtime_class_is_optional() -> None:
 def test_cpu_mode_serves_portable_without_gpu() -> None:
     objects = render_case("02-cpu-dev-values.yaml")
     flags = args_of(server_container(objects))
-    assert flags["--model-repository"] == "/models/portable"
+    assert flags["--model-repository"] == "/repository/models"
+    render_args = init_container(objects, "render-repository")["args"]
+    assert "--source=/models/portable" in render_args
     assert flags["--allow-gpu-metrics"] == "false"
     assert not [v for v in walk(objects) if isinstance(v, str) and "nvidia.com/gpu" in v]
     assert not any(isinstance(v, dict) and "nvidia.com/gpu" in v for v in walk(objects))
@@ -124,7 +147,11 @@ def test_pvc_source_mounts_the_claim_read_only() -> None:
     assert volume["persistentVolumeClaim"] == {"claimName": "paddleclas-models", "readOnly": True}
     mount = next(m for m in server_container(objects)["volumeMounts"] if m["name"] == "models")
     assert mount == {"name": "models", "mountPath": "/models", "readOnly": True, "subPath": "model_repository"}
-    assert args_of(server_container(objects))["--model-repository"] == "/models/production"
+    # The server reads the serving copy, whose links point into the claim mounted at the same place.
+    assert args_of(server_container(objects))["--model-repository"] == "/repository/models"
+    render_container = init_container(objects, "render-repository")
+    assert "--source=/models/production" in render_container["args"]
+    assert mount in render_container["volumeMounts"]
     assert one(objects, "Deployment")["spec"]["replicas"] == 2
 
 
@@ -156,7 +183,8 @@ def test_gcs_source_mounts_the_service_account_key() -> None:
 def test_trt_init_containers_build_into_the_served_copy() -> None:
     objects = render_case("05-trt-plans-values.yaml")
     spec = pod_spec(objects)
-    stage, build = spec["initContainers"]
+    render_container, stage, build = spec["initContainers"]
+    assert [c["name"] for c in spec["initContainers"]] == ["render-repository", "stage-repository", "build-trt-plans"]
     assert stage["image"] == server_container(objects)["image"], "stage must read the server's TRT"
     assert build["image"] == "nvcr.io/nvidia/tensorrt:24.10-py3"
     assert build["resources"]["limits"]["nvidia.com/gpu"] == 1
@@ -166,7 +194,11 @@ def test_trt_init_containers_build_into_the_served_copy() -> None:
     assert args_of(server_container(objects))["--model-repository"] == "/repository/models"
     served = next(m for m in server_container(objects)["volumeMounts"] if m["name"] == "repository")
     assert served["readOnly"] is True
-    assert stage["args"][0] == "--source=/models/production"
+    # render writes the copy; stage only checks it and records the server's TensorRT version.
+    assert flags_of(render_container["args"])["--target"] == "/repository/models"
+    assert stage["args"] == ["--target=/repository"]
+    for container in (render_container, stage, build):
+        assert {"name": "repository", "mountPath": "/repository"} in container["volumeMounts"], container["name"]
 
 
 def test_configmaps_read_by_the_pod_carry_a_checksum(ci_case: str) -> None:

@@ -54,6 +54,8 @@ def test_there_is_a_case_for_each_feature() -> None:
         "autoscaling",
         "monitoring",
         "everything-on",
+        "models-capacity",
+        "cpu-capacity",
     ]
     for case in wanted:
         assert any(re.fullmatch(rf"\d\d-{case}-values\.yaml", name) for name in CI_CASES), case

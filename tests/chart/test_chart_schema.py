@@ -6,11 +6,15 @@ combinations the schema cannot phrase well stop the render through the chart's v
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import helm_python as helm
 import pytest
 from chart_helpers import CHART_DIR, chart, render_files
+
+import catalog
+from catalog import CATALOG
 
 SCHEMA_ERRORS = [
     ({"replicaCount": -1}, ["/replicaCount", "minimum"]),
@@ -30,6 +34,18 @@ SCHEMA_ERRORS = [
     ({"modelRepository": {"objectStorage": {"url": "http://bucket/x"}}}, ["/modelRepository/objectStorage/url"]),
     ({"probes": {"startup": {"failureThreshold": 0}}}, ["/probes/startup/failureThreshold"]),
     ({"metrics": {"serviceMonitor": {"enabled": True, "interval": "often"}}}, ["/metrics/serviceMonitor/interval"]),
+    ({"models": ["NextViT_smal_224"]}, ["/models/0", "one of", "NextViT_small_224"]),
+    ({"models": ["ViT_base_patch16_224", "ViT_base_patch16_224"]}, ["/models", "items at 0 and 1 are equal"]),
+    ({"capacity": {"cores": -1}}, ["/capacity/cores", "minimum"]),
+    ({"capacity": {"preprocessInstances": 1.5}}, ["/capacity/preprocessInstances", "want integer"]),
+    ({"capacity": {"networkGpuInstances": 0}}, ["/capacity/networkGpuInstances", "minimum"]),
+    ({"capacity": {"networkGpuInstances": 8}}, ["/capacity/networkGpuInstances", "maximum"]),
+    ({"capacity": {"threads": 4}}, ["/capacity", "'threads' not allowed"]),
+    ({"resources": {"gpu": {"limits": {"cpu": "four"}}}}, ["/resources/gpu/limits/cpu"]),
+    ({"resources": {"gpu": {"limits": {"cpu": "4Gi"}}}}, ["/resources/gpu/limits/cpu"]),
+    ({"resources": {"gpu": {"limits": {"memory": "lots"}}}}, ["/resources/gpu/limits/memory"]),
+    ({"server": {"pinnedMemoryPoolMiB": -1}}, ["/server/pinnedMemoryPoolMiB", "minimum"]),
+    ({"tests": {"models": ["NextViT_small_224"]}}, ["/tests/models/0", "one of", "nextvit_small_224"]),
 ]
 
 TEMPLATE_ERRORS = [
@@ -64,6 +80,35 @@ TEMPLATE_ERRORS = [
     ),
     ({"ingress": {"enabled": True}}, "ingress.host is needed"),
     ({"grpcRoute": {"enabled": True}}, "grpcRoute.enabled needs grpcRoute.parentRefs"),
+    (
+        {
+            "models": ["NextViT_small_224"],
+            "modelRepository": {"source": "objectStorage", "objectStorage": {"url": "s3://b/p"}},
+        },
+        "with objectStorage tritonserver serves every model in the bucket as installed",
+    ),
+    (
+        {
+            "capacity": {"preprocessInstances": 4},
+            "modelRepository": {"source": "objectStorage", "objectStorage": {"url": "s3://b/p"}},
+        },
+        "capacity is applied by the render-repository init container",
+    ),
+    (
+        {
+            "capacity": {"networkGpuInstances": 2},
+            "modelRepository": {"source": "objectStorage", "objectStorage": {"url": "s3://b/p"}},
+        },
+        "render a sized copy before uploading",
+    ),
+    (
+        {"models": ["ViT_base_patch16_224"], "tests": {"models": ["nextvit_small_224"]}},
+        "tests.models names nextvit_small_224, which this release does not serve",
+    ),
+    (
+        {"resources": {"gpu": {"requests": {"cpu": None}, "limits": {"cpu": None}}}},
+        "capacity.cores is 0, so the cores come from resources.gpu.limits.cpu, which is not set",
+    ),
 ]
 
 
@@ -97,3 +142,19 @@ def test_lint_reports_schema_errors(values: dict[str, Any], fragments: list[str]
 
 def test_defaults_pass_the_schema() -> None:
     chart().validate_schema(chart().merge_values({}))
+
+
+def test_model_names_are_the_catalog() -> None:
+    """The schema's model names are the catalog's, in both spellings layout.py accepts."""
+    schema = json.loads((CHART_DIR / "values.schema.json").read_text(encoding="utf-8"))
+    names = [entry.name for entry in CATALOG.values()]
+    ensembles = [entry.triton_name for entry in CATALOG.values()]
+    assert schema["properties"]["models"]["items"]["enum"] == names + ensembles
+    assert schema["properties"]["tests"]["properties"]["models"]["items"]["enum"] == ensembles
+    for name in names + ensembles:
+        assert catalog.get(name).triton_name in ensembles
+
+
+def test_objectstorage_without_selection_or_capacity_renders() -> None:
+    """The refusals above are about values that would be ignored; the plain object-storage install still works."""
+    render_files({"modelRepository": {"source": "objectStorage", "objectStorage": {"url": "s3://b/p"}}})

@@ -84,7 +84,7 @@ def classify_once(server: Any) -> None:
     ok, png = cv2.imencode(".png", np.full((40, 60, 3), 127, dtype=np.uint8))
     assert ok
     client = httpclient.InferenceServerClient(url=server.http_url)
-    model = server.models[0]
+    model = server.served_models[0]
     batched = client.get_model_config(model).get("max_batch_size", 0) > 0
     shape = [1, 1] if batched else [1]
     tensor = httpclient.InferInput("IMAGE", shape, "BYTES")
@@ -105,7 +105,9 @@ def test_promql_reader_finds_names() -> None:
 def test_chart_flags_match_the_tested_server() -> None:
     """The local server the test suite runs loads models under the chart's loading flags."""
     rendered = server_container(render_case("02-cpu-dev-values.yaml"))["args"]
-    local = TritonServer(Path("unused")).command()
+    launcher = TritonServer(Path("unused"))
+    launcher._serving_dir = Path("unused")  # start() sets it once it has rendered the serving copy
+    local = launcher.command()
     for flag in LOADING_FLAGS:
         assert [a for a in rendered if a.startswith(flag)] == [a for a in local if a.startswith(flag)]
 
@@ -127,11 +129,14 @@ def test_helm_test_script_passes_against_the_real_server(triton_server: Any) -> 
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     print(result.stdout)
     assert result.returncode == 0, result.stdout + result.stderr
-    for model in triton_server.models:
+    for model in triton_server.served_models:
         assert f"ok {model}:" in result.stdout
     # And it can fail: a top-k the server does not return is reported.
     wrong = subprocess.run(
-        [*command, "--top-k=3", f"--model={triton_server.models[0]}"], capture_output=True, text=True, timeout=300
+        [*command, "--top-k=3", f"--model={triton_server.served_models[0]}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert wrong.returncode == 1 and "expected 3 of each" in wrong.stdout
 

@@ -3,7 +3,8 @@
 No container engine runs here, so the Dockerfile is read, not built: it must install exactly
 requirements/server.txt, and every third-party module the server-side Python code imports must come
 from a distribution pinned there. "Server-side" starts at the files that import
-triton_python_backend_utils and follows their imports of the project's own packages.
+triton_python_backend_utils, and at model_repository/layout.py (the chart's render-repository init
+container runs it in this image), and follows their imports of the project's own packages.
 """
 
 from __future__ import annotations
@@ -17,15 +18,23 @@ from functools import cache
 from pathlib import Path
 
 import yaml
-from chart_helpers import CHART_DIR, HELM_DIR, REPO
+from chart_helpers import CHART_DIR, HELM_DIR, REPO, init_container, render_case
+from packaging.requirements import Requirement
+
+from model_repository import install
 
 DOCKERFILE = HELM_DIR / "image" / "Dockerfile"
 DOCKERIGNORE = HELM_DIR / "image" / "Dockerfile.dockerignore"
 SERVER_REQUIREMENTS = REPO / "requirements" / "server.txt"
 SOURCE_ROOTS = [REPO / "model_repository", REPO / "preprocess"]
+# Run in the image outside tritonserver: the render step of the chart (python3 -m model_repository.layout).
+IMAGE_ENTRY_POINTS = [REPO / "model_repository" / "layout.py"]
 BUILT_REPOSITORY = REPO / "build" / "model_repository"
 BACKEND_PROVIDED = {"triton_python_backend_utils"}
+# Modules install.py copies beside a model's model.py, so the model imports them as top-level names.
+SHIPPED_BESIDE_MODELS = {install.CORES_MODULE.stem: [install.CORES_MODULE]}
 BASE_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
+CODE_DIR = "/opt/paddleclas"  # where the Dockerfile copies the project's packages
 
 
 def normalize(name: str) -> str:
@@ -69,21 +78,67 @@ def local_modules(directory: Path) -> dict[str, list[Path]]:
     return found
 
 
-def server_side_files(roots: list[Path]) -> set[Path]:
-    """Files importing triton_python_backend_utils, plus the local code they pull in."""
+def imported_names(path: Path) -> set[str]:
+    """Dotted names the file's absolute imports may load: ``import a.b`` a.b; ``from a import x`` a and a.x."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def module_files(dotted: str, base: Path) -> list[Path]:
+    """Files Python runs to import ``dotted`` from ``base``: each package's __init__.py, then the module."""
+    files = []
+    directory = base
+    for part in dotted.split("."):
+        if (directory / part).is_dir():
+            directory = directory / part
+            if (directory / "__init__.py").is_file():
+                files.append(directory / "__init__.py")
+        elif (directory / f"{part}.py").is_file():
+            files.append(directory / f"{part}.py")
+            break
+        else:
+            break  # a function or class imported from the module, not a module
+    return files
+
+
+def importable(path: Path) -> dict[str, list[Path]]:
+    """Local top-level modules `path` can import: its siblings, what ships beside a model, the project's packages."""
+    # A model file ships as model.py, so its own name never resolves to itself.
+    siblings = {n: f for n, f in local_modules(path.parent).items() if f != [path]}
+    return {**local_modules(REPO), **SHIPPED_BESIDE_MODELS, **siblings}
+
+
+def local_import(path: Path, dotted: str) -> list[Path]:
+    """The project files importing ``dotted`` from ``path`` runs (none for a third-party module)."""
+    top = dotted.split(".")[0]
+    if top in local_modules(path.parent) and local_modules(path.parent)[top] != [path]:
+        return module_files(dotted, path.parent)
+    if top in SHIPPED_BESIDE_MODELS:
+        return SHIPPED_BESIDE_MODELS[top]
+    if top in local_modules(REPO):
+        return module_files(dotted, REPO)
+    return []
+
+
+def server_side_files(roots: list[Path], entry_points: list[Path] | None = None) -> set[Path]:
+    """Files importing triton_python_backend_utils and the given entry points, plus the local code they run."""
     candidates = [p for root in roots if root.is_dir() for p in root.rglob("*.py")]
-    pending = [p for p in candidates if imported_modules(p) & BACKEND_PROVIDED]
+    pending = [p for p in candidates if imported_modules(p) & BACKEND_PROVIDED] + list(entry_points or [])
     seen: set[Path] = set()
     while pending:
         path = pending.pop()
         if path in seen:
             continue
         seen.add(path)
-        # A model file ships as model.py, so its own name never resolves to itself.
-        siblings = {n: f for n, f in local_modules(path.parent).items() if f != [path]}
-        local = {**local_modules(REPO), **siblings}
-        for name in imported_modules(path):
-            pending.extend(local.get(name, []))
+        for dotted in imported_names(path):
+            pending.extend(local_import(path, dotted))
     return seen
 
 
@@ -91,7 +146,7 @@ def third_party_imports(files: set[Path]) -> dict[str, set[Path]]:
     """Module name -> files importing it, without stdlib, backend-provided or local modules."""
     found: dict[str, set[Path]] = {}
     for path in files:
-        local = set(local_modules(REPO)) | set(local_modules(path.parent))
+        local = set(importable(path))
         for name in imported_modules(path) - BACKEND_PROVIDED - local:
             if name not in sys.stdlib_module_names and name != "__future__":
                 found.setdefault(name, set()).add(path)
@@ -121,7 +176,7 @@ def missing_from_image(files: set[Path]) -> dict[str, str]:
 
 
 def test_model_code_imports_only_what_the_image_installs() -> None:
-    files = server_side_files(SOURCE_ROOTS)
+    files = server_side_files(SOURCE_ROOTS, IMAGE_ENTRY_POINTS)
     if BUILT_REPOSITORY.is_dir():  # what the export actually wrote, when it has been built
         files |= server_side_files([BUILT_REPOSITORY])
     assert files, "no server-side model code found (nothing imports triton_python_backend_utils)"
@@ -129,6 +184,34 @@ def test_model_code_imports_only_what_the_image_installs() -> None:
     # The known model code really is covered (the walk found the shipped packages).
     imported = set(third_party_imports(files))
     assert {"numpy", "cv2"} <= imported, imported
+
+
+def test_render_step_imports_only_what_the_image_installs() -> None:
+    """layout.py and everything it imports: the catalog, configs (Triton's protobuf through tritonclient)."""
+    files = server_side_files([], IMAGE_ENTRY_POINTS)
+    assert {REPO / "catalog" / "models.py", REPO / "model_repository" / "configs.py"} <= files
+    assert {"tritonclient", "google"} <= set(third_party_imports(files))
+    assert missing_from_image(files) == {}
+
+
+def test_every_pinned_distribution_has_its_requirements_pinned() -> None:
+    """pip would add an unpinned dependency at whatever version is newest: each must be in server.txt too."""
+    pinned = pinned_requirements()
+    missing = {}
+    for distribution in pinned:
+        for requirement in importlib.metadata.requires(distribution) or []:
+            parsed = Requirement(requirement)
+            if parsed.marker is not None and not parsed.marker.evaluate({"extra": ""}):
+                continue  # an extra, or another platform
+            if normalize(parsed.name) not in pinned:
+                missing[normalize(parsed.name)] = distribution
+    assert missing == {}, f"needed by a pinned distribution but not pinned: {missing}"
+
+
+def test_pins_are_the_tested_versions() -> None:
+    """server.txt pins what this environment runs (the tests ran with these versions)."""
+    installed = {name: importlib.metadata.version(name) for name in pinned_requirements()}
+    assert installed == pinned_requirements()
 
 
 def test_the_check_catches_an_unlisted_import(tmp_path: Path) -> None:
@@ -173,6 +256,26 @@ def test_dockerfile_installs_exactly_server_requirements() -> None:
     assert f"--requirement={target}" in options or (
         "--requirement" in options and options[options.index("--requirement") + 1] == target
     )
+
+
+def test_image_carries_the_code_the_render_step_runs() -> None:
+    """catalog/, model_repository/ and preprocess/ under one directory, the PYTHONPATH of the chart's render step."""
+    copies = {}
+    for keyword, args in dockerfile_instructions():
+        words = [w for w in shlex.split(args) if not w.startswith("--")] if keyword == "COPY" else []
+        if len(words) == 2 and words[1].startswith(CODE_DIR + "/") and words[0].endswith("/"):
+            copies[words[0].rstrip("/")] = words[1].rstrip("/")
+    packages = {p.parent.relative_to(REPO).as_posix() for p in server_side_files([], IMAGE_ENTRY_POINTS)}
+    top_level = {p.split("/")[0] for p in packages}
+    assert top_level <= set(copies), f"the render step imports {sorted(top_level)}; the image copies {sorted(copies)}"
+    assert all(destination == f"{CODE_DIR}/{source}" for source, destination in copies.items()), copies
+    render_env = {
+        e["name"]: e["value"]
+        for e in init_container(render_case("01-default-gpu-values.yaml"), "render-repository")["env"]
+    }
+    assert render_env["PYTHONPATH"] == CODE_DIR
+    # Never image-wide: the served Python models import the preprocess package of their own directory.
+    assert not [args for keyword, args in dockerfile_instructions() if keyword == "ENV" and "PYTHONPATH" in args]
 
 
 def test_image_runs_as_the_chart_user() -> None:

@@ -67,30 +67,69 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{/*
-Path or URL tritonserver reads. Mounted sources sit under /models; with trtPlans the server reads
-the writable copy the init containers prepared under /repository.
+Mounted sources (image, pvc, nfs) are rendered: the render-repository init container writes the
+serving copy to /repository/models and the server reads that. Object storage is read by
+tritonserver itself, as installed: no render, so no model selection and the installed capacity.
 */}}
+{{- define "paddleclas-triton.rendered" -}}
+{{- if ne .Values.modelRepository.source "objectStorage" }}true{{ end }}
+{{- end }}
+
+{{/* Path or URL tritonserver reads. */}}
 {{- define "paddleclas-triton.repositoryLocation" -}}
-{{- $variant := include "paddleclas-triton.variant" . }}
 {{- $repo := .Values.modelRepository }}
-{{- if .Values.trtPlans.enabled }}
+{{- if include "paddleclas-triton.rendered" . }}
 {{- "/repository/models" }}
-{{- else if eq $repo.source "image" }}
-{{- printf "%s/%s" (trimSuffix "/" $repo.image.path) $variant }}
-{{- else if eq $repo.source "objectStorage" }}
-{{- printf "%s/%s" (trimSuffix "/" $repo.objectStorage.url) $variant }}
 {{- else }}
-{{- printf "/models/%s" $variant }}
+{{- printf "%s/%s" (trimSuffix "/" $repo.objectStorage.url) (include "paddleclas-triton.variant" .) }}
 {{- end }}
 {{- end }}
 
-{{/* Directory the TensorRT staging container copies from (mounted sources or the image). */}}
-{{- define "paddleclas-triton.stagingSource" -}}
+{{/*
+The installed repository the render step reads: inside the image, or the mounted volume. The
+serving copy links to it by absolute path, so every container that reads the copy mounts the
+volume at this same place.
+*/}}
+{{- define "paddleclas-triton.installedRepository" -}}
 {{- $variant := include "paddleclas-triton.variant" . }}
 {{- if eq .Values.modelRepository.source "image" }}
 {{- printf "%s/%s" (trimSuffix "/" .Values.modelRepository.image.path) $variant }}
 {{- else }}
 {{- printf "/models/%s" $variant }}
+{{- end }}
+{{- end }}
+
+{{/* The read-only mount of a pvc or nfs repository (nothing for image and objectStorage). */}}
+{{- define "paddleclas-triton.modelsMount" -}}
+{{- if has .Values.modelRepository.source (list "pvc" "nfs") }}
+- name: models
+  mountPath: /models
+  readOnly: true
+  {{- if and (eq .Values.modelRepository.source "pvc") .Values.modelRepository.pvc.subPath }}
+  subPath: {{ .Values.modelRepository.pvc.subPath }}
+  {{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Cores the steps are sized for: capacity.cores, or the server container's CPU limit in this mode,
+rounded up ("4" and "4000m" are 4, "1.5" and "1500m" are 2): the cores its cgroup quota lets it use.
+*/}}
+{{- define "paddleclas-triton.cores" -}}
+{{- if .Values.capacity.cores }}
+{{- .Values.capacity.cores | int }}
+{{- else }}
+{{- $resources := get .Values.resources .Values.mode | default dict }}
+{{- $limits := $resources.limits | default dict }}
+{{- $cpu := get $limits "cpu" | default "" | toString }}
+{{- if not $cpu }}
+{{- fail (printf "capacity.cores is 0, so the cores come from resources.%s.limits.cpu, which is not set: set one of them" .Values.mode) }}
+{{- end }}
+{{- if hasSuffix "m" $cpu }}
+{{- divf (trimSuffix "m" $cpu | float64) 1000 | ceil | int }}
+{{- else }}
+{{- $cpu | float64 | ceil | int }}
+{{- end }}
 {{- end }}
 {{- end }}
 
@@ -119,6 +158,28 @@ with a sentence saying what to change.
 {{- if not (regexMatch "^(s3|gs|as)://" $repo.objectStorage.url) }}
 {{- fail "modelRepository.source is objectStorage: modelRepository.objectStorage.url must start with s3://, gs:// or as://" }}
 {{- end }}
+{{- if .Values.models }}
+{{- fail "models needs a mounted repository (modelRepository.source image, pvc or nfs), where the render-repository init container selects them; with objectStorage tritonserver serves every model in the bucket as installed: upload only the models this release serves, or leave models empty" }}
+{{- end }}
+{{- $capacity := .Values.capacity }}
+{{- if or $capacity.cores $capacity.preprocessInstances $capacity.pixelsPreprocessInstances $capacity.postprocessInstances $capacity.networkCpuInstances $capacity.networkCpuThreads (ne (int $capacity.networkGpuInstances) 1) }}
+{{- fail "capacity is applied by the render-repository init container, which needs a mounted repository (modelRepository.source image, pvc or nfs); with objectStorage the installed configs serve as they are: render a sized copy before uploading (helm/README.md, Models and capacity), and leave capacity at its defaults" }}
+{{- end }}
+{{- end }}
+{{- if and .Values.models .Values.tests.models }}
+{{- $served := list }}
+{{- range .Values.models }}
+{{- $served = append $served (lower .) }}
+{{- end }}
+{{- range .Values.tests.models }}
+{{- if not (has (lower .) $served) }}
+{{- fail (printf "tests.models names %s, which this release does not serve: models lists %s" . (join ", " $.Values.models)) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if include "paddleclas-triton.rendered" . }}
+{{- /* Fails with its own message when neither capacity.cores nor a CPU limit says the cores. */}}
+{{- $_ := include "paddleclas-triton.cores" . }}
 {{- end }}
 {{- if .Values.trtPlans.enabled }}
 {{- if ne .Values.mode "gpu" }}

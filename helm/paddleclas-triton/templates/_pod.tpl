@@ -59,18 +59,13 @@ topologySpreadConstraints:
   mountPath: /dev/shm
 - name: tmp
   mountPath: /tmp
-{{- if .Values.trtPlans.enabled }}
+{{- if include "paddleclas-triton.rendered" . }}
 - name: repository
   mountPath: /repository
   readOnly: true
-{{- else if has .Values.modelRepository.source (list "pvc" "nfs") }}
-- name: models
-  mountPath: /models
-  readOnly: true
-  {{- if and (eq .Values.modelRepository.source "pvc") .Values.modelRepository.pvc.subPath }}
-  subPath: {{ .Values.modelRepository.pvc.subPath }}
-  {{- end }}
 {{- end }}
+{{- /* The serving copy links into the installed repository: mounted where the render step read it. */}}
+{{- include "paddleclas-triton.modelsMount" . }}
 {{- if and (eq .Values.modelRepository.source "objectStorage") (hasPrefix "gs://" .Values.modelRepository.objectStorage.url) }}
 - name: gcs-credentials
   mountPath: /var/run/secrets/gcs
@@ -104,10 +99,14 @@ topologySpreadConstraints:
   secret:
     secretName: {{ required "modelRepository.objectStorage.existingSecret is needed for gs:// (the service-account JSON)" $repo.objectStorage.existingSecret }}
 {{- end }}
-{{- if .Values.trtPlans.enabled }}
+{{- if include "paddleclas-triton.rendered" . }}
+# The serving copy: configs and links only, plus TensorRT plans (and, from the image, the networks'
+# ONNX files) when trtPlans builds them.
 - name: repository
   emptyDir:
-    sizeLimit: {{ .Values.trtPlans.stagingSizeLimit }}
+    sizeLimit: {{ .Values.trtPlans.enabled | ternary .Values.trtPlans.stagingSizeLimit "64Mi" }}
+{{- end }}
+{{- if .Values.trtPlans.enabled }}
 - name: trt-cache
   {{- if .Values.trtPlans.cacheClaimName }}
   persistentVolumeClaim:
@@ -122,18 +121,93 @@ topologySpreadConstraints:
 {{- end }}
 
 {{/*
-TensorRT plans, built where they run. "stage-repository" (the server image, which also tells the
-server's TensorRT version) copies the repository into a writable volume; "build-trt-plans" (the
-TensorRT image of the same release) runs trtexec and points each network at its plan.
+"render-repository" (the server image, which carries the project's catalog/, model_repository/
+and preprocess/ under /opt/paddleclas) writes the serving copy of the installed repository: the
+models this release serves and the steps they call, each config sized for the server container's
+cores (model_repository/layout.py), every other file a link into the installed repository.
+*/}}
+{{- define "paddleclas-triton.renderInitContainer" -}}
+{{- $capacity := .Values.capacity }}
+{{- /* The TensorRT image cannot see the server image's files: links to them become copies there. */}}
+{{- $copyNetworks := and .Values.trtPlans.enabled (eq .Values.modelRepository.source "image") }}
+- name: render-repository
+  image: {{ include "paddleclas-triton.image" . }}
+  imagePullPolicy: {{ .Values.image.pullPolicy }}
+  {{- if $copyNetworks }}
+  command:
+    - /bin/sh
+    - -ec
+    - |
+      python3 -m model_repository.layout "$@"
+      # build-trt-plans runs in the TensorRT image, where this image's files do not exist: the
+      # networks' file links become copies on the shared volume (ONNX, records). Directory links
+      # (warmup data) and the other steps' links stay: only tritonserver, in this image, reads them.
+      find /repository/models -path '*_network/*' -type l -xtype f | while read -r link; do
+        cp --remove-destination "$(readlink -f "$link")" "$link"
+      done
+    - render-repository
+  {{- else }}
+  command: ["python3", "-m", "model_repository.layout"]
+  {{- end }}
+  args:
+    - --source={{ include "paddleclas-triton.installedRepository" . }}
+    - --target=/repository/models
+    - --cores={{ include "paddleclas-triton.cores" . }}
+    {{- with .Values.models }}
+    - --models
+    {{- range . }}
+    - {{ . | quote }}
+    {{- end }}
+    {{- end }}
+    {{- range list (list "preprocessInstances" "--preprocess-instances") (list "pixelsPreprocessInstances" "--pixels-preprocess-instances") (list "postprocessInstances" "--postprocess-instances") (list "networkCpuInstances" "--network-cpu-instances") (list "networkCpuThreads" "--network-cpu-threads") }}
+    {{- $count := get $capacity (index . 0) | default 0 | int }}
+    {{- if $count }}
+    - {{ index . 1 }}={{ $count }}
+    {{- end }}
+    {{- end }}
+    {{- if eq .Values.mode "gpu" }}
+    - --network-gpu-instances={{ $capacity.networkGpuInstances | int }}
+    {{- end }}
+  env:
+    - name: PYTHONPATH
+      value: /opt/paddleclas
+    - name: PYTHONDONTWRITEBYTECODE
+      value: "1"
+    - name: HOME
+      value: /tmp
+  # Requests equal limits in every container, or the pod loses its Guaranteed QoS class. It reads
+  # configs and writes links: seconds of one core, ~150 MB for Python with numpy, OpenCV, protobuf.
+  resources:
+    requests:
+      cpu: "1"
+      memory: 512Mi
+    limits:
+      cpu: "1"
+      memory: 512Mi
+  securityContext:
+    {{- toYaml .Values.securityContext | nindent 4 }}
+  volumeMounts:
+    - name: repository
+      mountPath: /repository
+    - name: tmp
+      mountPath: /tmp
+    {{- with include "paddleclas-triton.modelsMount" . | trim }}
+    {{- . | nindent 4 }}
+    {{- end }}
+{{- end }}
+
+{{/*
+TensorRT plans, built where they run, in the serving copy render-repository wrote.
+"stage-repository" (the server image, which tells the server's TensorRT version) checks the plans
+already there and records that version; "build-trt-plans" (the TensorRT image of the same release)
+runs trtexec and points each network at its plan.
 */}}
 {{- define "paddleclas-triton.trtInitContainers" -}}
-{{- $mountModels := has .Values.modelRepository.source (list "pvc" "nfs") }}
 - name: stage-repository
   image: {{ include "paddleclas-triton.image" . }}
   imagePullPolicy: {{ .Values.image.pullPolicy }}
   command: ["python3", "/scripts/build_trt_plans.py", "stage"]
   args:
-    - --source={{ include "paddleclas-triton.stagingSource" . }}
     - --target=/repository
     {{- with .Values.trtPlans.serverTensorrtVersion }}
     - --server-tensorrt-version={{ . }}
@@ -141,11 +215,11 @@ TensorRT image of the same release) runs trtexec and points each network at its 
   # Requests equal limits in every container, or the pod loses its Guaranteed QoS class.
   resources:
     requests:
-      cpu: "1"
-      memory: 1Gi
+      cpu: 500m
+      memory: 256Mi
     limits:
-      cpu: "1"
-      memory: 1Gi
+      cpu: 500m
+      memory: 256Mi
   securityContext:
     {{- toYaml .Values.securityContext | nindent 4 }}
   volumeMounts:
@@ -154,13 +228,8 @@ TensorRT image of the same release) runs trtexec and points each network at its 
     - name: trt-scripts
       mountPath: /scripts
       readOnly: true
-    {{- if $mountModels }}
-    - name: models
-      mountPath: /models
-      readOnly: true
-      {{- if and (eq .Values.modelRepository.source "pvc") .Values.modelRepository.pvc.subPath }}
-      subPath: {{ .Values.modelRepository.pvc.subPath }}
-      {{- end }}
+    {{- with include "paddleclas-triton.modelsMount" . | trim }}
+    {{- . | nindent 4 }}
     {{- end }}
 - name: build-trt-plans
   image: {{ printf "%s:%s" .Values.trtPlans.image.repository .Values.trtPlans.image.tag }}
@@ -192,4 +261,7 @@ TensorRT image of the same release) runs trtexec and points each network at its 
       readOnly: true
     - name: tmp
       mountPath: /tmp
+    {{- with include "paddleclas-triton.modelsMount" . | trim }}
+    {{- . | nindent 4 }}
+    {{- end }}
 {{- end }}
