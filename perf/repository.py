@@ -125,7 +125,7 @@ def served_layout(client, ensemble: str) -> dict[str, object]:
         config = client.get_model_config(model, as_json=True)["config"]
         groups = config.get("instance_group", [])
         batching = config.get("dynamic_batching")
-        layout[model.removeprefix(f"{ensemble}_")] = {
+        layout[configs.step_kind(model)] = {
             "backend": config.get("backend") or config.get("platform"),
             "instances": sum(int(g.get("count", 1)) for g in groups),
             "kind": groups[0].get("kind") if groups else None,

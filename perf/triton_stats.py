@@ -12,6 +12,8 @@ import re
 import urllib.request
 from dataclasses import dataclass, field
 
+from model_repository import configs
+
 DURATIONS = ("queue", "compute_input", "compute_infer", "compute_output")
 
 
@@ -88,7 +90,7 @@ def step_split(delta: dict[str, ModelCounters], ensemble: str, steps: list[str])
         per_request = {key: counters.ns[key] / counters.success / 1e6 for key in DURATIONS}
         split.append(
             {
-                "step": name.removeprefix(f"{ensemble}_"),
+                "step": configs.step_kind(name),  # steps are shared between models: name them by kind
                 "model": name,
                 "requests": counters.success,
                 "failed": counters.fail,
