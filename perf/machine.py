@@ -12,6 +12,8 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from model_repository.cores import usable_cores
+
 PACKAGES = (
     "tritonclient",
     "nvidia-pytriton",
@@ -65,14 +67,6 @@ def load_average() -> tuple[float, float, float] | None:
         return None
 
 
-def usable_cores() -> int:
-    """Cores this process may run on (cgroup/affinity limits included), not the host's total."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
 def package_versions() -> dict[str, str]:
     found = {}
     for name in PACKAGES:
@@ -87,7 +81,7 @@ def facts() -> dict[str, object]:
     return {
         "cpu_model": cpu_model(),
         "logical_cpus": os.cpu_count(),
-        "usable_cores": usable_cores(),
+        "usable_cores": usable_cores(),  # affinity mask capped by the cgroup CPU limit, as the server sizes itself
         "memory_gib": memory_gib(),
         "kernel": platform.release(),
         "os": platform.platform(terse=True),
