@@ -30,6 +30,8 @@ $(STAMP): $(REQUIREMENTS)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements/dev.txt
 	$(PY) -m pip install --quiet --no-deps -r requirements/paddleclas.txt
+	rm -rf $(VENV)/newer-release
+	$(PY) -m pip install --quiet --no-deps --target $(VENV)/newer-release -r requirements/newer-release.txt
 	@touch $@
 
 export: setup ## export MODEL (default NextViT_small_224) with random weights; ARGS= to override the source
@@ -139,3 +141,10 @@ trt-plans: setup ## build MODEL's TensorRT plan into PRODUCTION_REPOSITORY (need
 .PHONY: bench-capacity
 bench-capacity: setup ## benchmark: per-core exact preprocessing (in-process, served), processes, warmup, throughput; docs/capacity.md
 	$(PY) -m perf.capacity --repository $(REPOSITORY) --out $(PERF_DIR)/capacity --publish
+
+# Reliability drills (issue 12): overload, SIGTERM drain, killed step, soak, slow clients; docs/reliability.md
+DRILLS ?=
+DRILL_ARGS ?=
+.PHONY: drills
+drills: setup ## benchmark: overload 10x, SIGTERM, killed step, soak, slow clients vs a local server; docs/reliability.md
+	$(PY) -m perf.drills $(DRILLS) --model $(MODEL) --repository $(REPOSITORY) --out $(PERF_DIR)/drills --publish $(DRILL_ARGS)

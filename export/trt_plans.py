@@ -3,7 +3,7 @@
 One module, two callers, so plan building has one implementation:
 
 * `python -m export NAME --trt` (export/__main__.py) on a machine with TensorRT, typically inside
-  nvcr.io/nvidia/tensorrt:24.10-py3 (the TensorRT of the 24.10 tritonserver image);
+  nvcr.io/nvidia/tensorrt:26.09-py3 (the TensorRT of the 26.09 tritonserver image);
 * the Helm chart's init containers, which run a byte-identical copy of this file
   (helm/paddleclas-triton/files/build_trt_plans.py): `stage` in the server image, then `build` in
   the TensorRT image on the GPU that will serve.
@@ -63,7 +63,7 @@ TRTEXEC_FALLBACKS = ("/usr/src/tensorrt/bin/trtexec", "/opt/tensorrt/bin/trtexec
 NO_TRTEXEC = (
     "trtexec not found: TensorRT runs only in NVIDIA's images on a GPU. In the cluster, install the "
     "Helm chart with trtPlans.enabled=true (plans are built at pod start on the serving GPU, in "
-    "nvcr.io/nvidia/tensorrt:24.10-py3), or run `python -m export NAME --trt` inside that image with "
+    "nvcr.io/nvidia/tensorrt:26.09-py3), or run `python -m export NAME --trt` inside that image with "
     "the repository mounted; `--ort-trt` needs no trtexec (ONNX Runtime builds engines at load time)"
 )
 

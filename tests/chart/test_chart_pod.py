@@ -186,7 +186,7 @@ def test_trt_init_containers_build_into_the_served_copy() -> None:
     render_container, stage, build = spec["initContainers"]
     assert [c["name"] for c in spec["initContainers"]] == ["render-repository", "stage-repository", "build-trt-plans"]
     assert stage["image"] == server_container(objects)["image"], "stage must read the server's TRT"
-    assert build["image"] == "nvcr.io/nvidia/tensorrt:24.10-py3"
+    assert build["image"] == "nvcr.io/nvidia/tensorrt:26.09-py3"
     assert build["resources"]["limits"]["nvidia.com/gpu"] == 1
     volumes = {v["name"]: v for v in spec["volumes"]}
     assert volumes["trt-cache"]["persistentVolumeClaim"]["claimName"] == "trt-plan-cache"

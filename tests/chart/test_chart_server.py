@@ -7,11 +7,13 @@ so they carry the ``server`` marker.
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -125,8 +127,16 @@ def test_every_dashboard_and_adapter_metric_is_exposed(triton_server: Any) -> No
 
 @pytest.mark.server
 def test_helm_test_script_passes_against_the_real_server(triton_server: Any) -> None:
-    command = [sys.executable, str(CHECK_SCRIPT), f"--url={triton_server.grpc_url}", "--ready-timeout=30"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    command = [
+        sys.executable,
+        str(CHECK_SCRIPT),
+        f"--url={triton_server.grpc_url}",
+        "--ready-timeout=30",
+        "--admin-key-env=TRITON_ADMIN_KEY",
+    ]
+    # The launcher may restrict the repository index too: hand the script its key the way the chart does.
+    env = {**os.environ, "TRITON_ADMIN_KEY": str(getattr(triton_server, "admin_key", "") or "")}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     print(result.stdout)
     assert result.returncode == 0, result.stdout + result.stderr
     for model in triton_server.served_models:
@@ -137,15 +147,25 @@ def test_helm_test_script_passes_against_the_real_server(triton_server: Any) -> 
         capture_output=True,
         text=True,
         timeout=300,
+        env=env,
     )
     assert wrong.returncode == 1 and "expected 3 of each" in wrong.stdout
 
 
+ADMIN_KEY = "test-admin-key-0123456789"
+
+
 @pytest.mark.server
-@pytest.mark.parametrize("case", ["01-default-gpu-values.yaml", "02-cpu-dev-values.yaml"])
+@pytest.mark.parametrize("case", ["01-default-gpu-values.yaml", "02-cpu-dev-values.yaml", "12-grpc-only-values.yaml"])
 def test_rendered_flags_start_the_real_server(case: str, tmp_path: Path) -> None:
-    """tritonserver accepts every flag the chart passes (an unknown flag stops it at once)."""
-    args = server_container(render_case(case))["args"]
+    """tritonserver accepts every flag the chart passes (an unknown flag stops it at once), with the
+    admin key expanded as the kubelet expands $(TRITON_ADMIN_KEY); the restricted repository index
+    is refused without the key and listed with it; a gRPC-only server answers the gRPC health check."""
+    import grpc as grpc_lib
+    import tritonclient.grpc as grpcclient
+
+    args = [a.replace("$(TRITON_ADMIN_KEY)", ADMIN_KEY) for a in server_container(render_case(case))["args"]]
+    http_on = "--allow-http=false" not in args
     assert args[0] == "tritonserver"
     empty = tmp_path / "models"  # no models: only the flags are under test
     empty.mkdir()
@@ -168,13 +188,67 @@ def test_rendered_flags_start_the_real_server(case: str, tmp_path: Path) -> None
         while time.monotonic() < deadline:
             assert process.poll() is None, log.read_text(errors="replace")[-2000:]
             try:
+                if not http_on:
+                    if grpc_health(f"127.0.0.1:{grpc}") == SERVING:
+                        break
+                    continue
                 with urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/health/ready", timeout=2) as response:
                     if response.status == 200:
                         break
-            except OSError:
+            except (OSError, grpc_lib.RpcError):
                 time.sleep(0.5)
         else:
             pytest.fail("not ready in 60 s:\n" + log.read_text(errors="replace")[-2000:])
+        client = grpcclient.InferenceServerClient(url=f"127.0.0.1:{grpc}")
+        with pytest.raises(Exception, match="triton-grpc-protocol-admin-key"):
+            client.get_model_repository_index()
+        client.get_model_repository_index(headers={"triton-grpc-protocol-admin-key": ADMIN_KEY})
+        assert client.is_server_live()  # health stays open
+        if http_on:
+            request = urllib.request.Request(f"http://127.0.0.1:{http}/v2/repository/index", method="POST")
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request, timeout=5)
+            assert refused.value.code == 403
+            request.add_header("admin-key", ADMIN_KEY)
+            with urllib.request.urlopen(request, timeout=5) as response:
+                assert response.status == 200
+        else:
+            with pytest.raises(OSError):
+                urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/health/live", timeout=2)
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
+
+
+def grpc_health(url: str, service: bytes = b"") -> bytes:
+    """One call of the standard ``grpc.health.v1.Health/Check`` (raw bytes: no generated stubs needed).
+
+    The request is a HealthCheckRequest: empty (the whole server) or field 1, the service name. The
+    answer is a HealthCheckResponse: field 1, the status enum (1 SERVING, 2 NOT_SERVING).
+    """
+    import grpc
+
+    request = b"" if not service else b"\x0a" + bytes([len(service)]) + service
+    with grpc.insecure_channel(url) as channel:
+        check = channel.unary_unary(
+            "/grpc.health.v1.Health/Check", request_serializer=lambda x: x, response_deserializer=lambda x: x
+        )
+        return check(request, timeout=10)
+
+
+SERVING = b"\x08\x01"  # HealthCheckResponse{status: SERVING}
+
+
+@pytest.mark.server
+def test_the_real_server_answers_the_standard_grpc_health_check(triton_server: Any) -> None:
+    """Kubernetes ``grpc:`` probes call grpc.health.v1.Health/Check; 2.51 must serve it for gRPC-only pods."""
+    assert grpc_health(triton_server.grpc_url) == SERVING
+    # An unknown service name is answered too: the kubelet sends probe.grpc.service ("" by default).
+    import grpc
+
+    try:
+        answer = grpc_health(triton_server.grpc_url, b"no.such.Service")
+    except grpc.RpcError as error:  # NOT_FOUND is the protocol's answer for an unknown service
+        assert error.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNIMPLEMENTED), error
+    else:
+        assert answer in (SERVING, b"\x08\x02", b"\x08\x03"), answer

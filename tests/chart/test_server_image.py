@@ -33,7 +33,7 @@ BUILT_REPOSITORY = REPO / "build" / "model_repository"
 BACKEND_PROVIDED = {"triton_python_backend_utils"}
 # Modules install.py copies beside a model's model.py, so the model imports them as top-level names.
 SHIPPED_BESIDE_MODELS = {install.CORES_MODULE.stem: [install.CORES_MODULE]}
-BASE_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
+BASE_IMAGE = "nvcr.io/nvidia/tritonserver:26.09-py3"  # Triton 2.73.0, Python 3.12 (docs/security.md)
 CODE_DIR = "/opt/paddleclas"  # where the Dockerfile copies the project's packages
 
 

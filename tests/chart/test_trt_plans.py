@@ -316,6 +316,6 @@ def test_gpu_identity_from_nvidia_smi(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("script", ["build_trt_plans.py", "check_inference.py"])
 def test_pod_scripts_parse_as_python_3_10(script: str) -> None:
-    """They run in NVIDIA's 24.10 images, whose Python is 3.10."""
+    """They run in NVIDIA's 26.09 images (Python 3.12); parsed as 3.10 so an older release still runs them."""
     source = (CHART_DIR / "files" / script).read_text(encoding="utf-8")
     ast.parse(source, feature_version=(3, 10))

@@ -4,11 +4,17 @@ Runs in the Triton SDK image (tritonclient, numpy, Python 3.10) against the rele
 waits for strict readiness, then sends every served ensemble (or the ones named) one PNG made here
 with the standard library, and checks the answer's shape and order: TOP_K labels, scores falling.
 Exits non-zero with one line per failure, which is what ``helm test`` reports.
+
+Listing the repository index is a restricted API (model-repository): that one call carries the admin
+key, read from the environment variable named by --admin-key-env (the chart fills it from the
+release's Secret), as the gRPC metadata ``triton-grpc-protocol-admin-key``. Everything else it calls
+(readiness, model config, inference) stays open and is sent without the key.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import struct
 import sys
 import time
@@ -16,6 +22,9 @@ import zlib
 
 import numpy as np
 import tritonclient.grpc as grpcclient
+
+# tritonserver's gRPC restriction header: "triton-grpc-protocol-" + the key name of the flag.
+ADMIN_HEADER = "triton-grpc-protocol-admin-key"
 
 
 def png_bytes(width: int = 64, height: int = 48) -> bytes:
@@ -48,14 +57,20 @@ def wait_ready(client: grpcclient.InferenceServerClient, timeout_s: float) -> No
         time.sleep(2)
 
 
-def ensembles(client: grpcclient.InferenceServerClient) -> list[str]:
+def ensembles(client: grpcclient.InferenceServerClient, admin_key: str = "") -> list[str]:
     """Served ensembles that take encoded images (IMAGE), read from the server's own configs.
 
     Selected by their input, not their name: each model also has a `<name>_pixels` ensemble for
     decoded frames, which takes PIXELS instead.
     """
+    headers = {ADMIN_HEADER: admin_key} if admin_key else None
+    try:
+        index = client.get_model_repository_index(headers=headers, as_json=True)
+    except Exception as error:
+        hint = "" if admin_key else " (no admin key was given: set --admin-key-env to the variable holding it)"
+        raise SystemExit(f"FAIL listing the repository index: {error}{hint}") from error
     names = []
-    for entry in client.get_model_repository_index(as_json=True).get("models", []):
+    for entry in index.get("models", []):
         name = entry["name"]
         config = client.get_model_config(name, as_json=True)["config"]
         inputs = [tensor["name"] for tensor in config.get("input", [])]
@@ -98,10 +113,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", action="append", default=[], help="ensemble (repeatable)")
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument("--ready-timeout", type=float, default=120.0)
+    parser.add_argument(
+        "--admin-key-env",
+        default="",
+        help="environment variable holding the admin key of the restricted APIs (sent with the repository index call)",
+    )
     args = parser.parse_args(argv)
+    admin_key = os.environ.get(args.admin_key_env, "") if args.admin_key_env else ""
     client = grpcclient.InferenceServerClient(url=args.url)
     wait_ready(client, args.ready_timeout)
-    models = args.model or ensembles(client)
+    models = args.model or ensembles(client, admin_key)
     if not models:
         print("FAIL the server lists no ensemble", flush=True)
         return 1

@@ -133,7 +133,7 @@ rounded up ("4" and "4000m" are 4, "1.5" and "1500m" are 2): the cores its cgrou
 {{- end }}
 {{- end }}
 
-{{/* Shared library preloaded into tritonserver for server.malloc (paths inside the 24.10 image). */}}
+{{/* Shared library preloaded into tritonserver for server.malloc (paths inside the NVIDIA image, 24.10 and 26.09 alike: Ubuntu x86-64 multiarch). */}}
 {{- define "paddleclas-triton.mallocLibrary" -}}
 {{- if eq .Values.server.malloc "tcmalloc" }}
 {{- "/usr/lib/x86_64-linux-gnu/libtcmalloc.so.4" }}
@@ -204,14 +204,55 @@ with a sentence saying what to change.
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) }}
 {{- fail "autoscaling.minReplicas is larger than autoscaling.maxReplicas" }}
 {{- end }}
+{{- /* The NetworkPolicy (on by default) must name the peers that a routed or scraped release needs. */}}
+{{- if .Values.networkPolicy.enabled }}
+{{- if and (or .Values.ingress.enabled .Values.grpcRoute.enabled) (not .Values.networkPolicy.clients) }}
+{{- fail "networkPolicy is on and ingress or grpcRoute is on: list the ingress controller's or gateway's pods in networkPolicy.clients (e.g. [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: ingress-nginx}}}]), or they would be refused; networkPolicy.enabled=false turns the policy off" }}
+{{- end }}
+{{- if and (or .Values.metrics.serviceMonitor.enabled .Values.metrics.podMonitor.enabled .Values.autoscaling.enabled) (not .Values.networkPolicy.scrapers) }}
+{{- fail "networkPolicy is on and Prometheus scrapes the pods (metrics.serviceMonitor, metrics.podMonitor or autoscaling): list Prometheus's pods in networkPolicy.scrapers (e.g. [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}}]), or the metrics port would refuse them" }}
+{{- end }}
+{{- end }}
 {{- end }}
 
-{{/* HTTP, gRPC (declared h2c so Gateway and mesh proxies speak HTTP/2 to it) and metrics ports. */}}
+{{/* The Secret holding the admin key of the restricted APIs: the existing one, or the one the chart creates. */}}
+{{- define "paddleclas-triton.adminKeySecret" -}}
+{{- .Values.security.adminKey.existingSecret | default (printf "%s-admin-key" (include "paddleclas-triton.fullname" .)) }}
+{{- end }}
+
+{{/*
+The environment variable carrying the admin key, from the Secret. Containers that use it name only
+$(TRITON_ADMIN_KEY) in their arguments; the kubelet expands it, so the key is in no manifest.
+*/}}
+{{- define "paddleclas-triton.adminKeyEnv" -}}
+- name: TRITON_ADMIN_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "paddleclas-triton.adminKeySecret" . }}
+      key: {{ .Values.security.adminKey.secretKey }}
+{{- end }}
+
+{{/*
+Restriction flags of both protocols: "<group>,<group>:admin-key=$(TRITON_ADMIN_KEY)", the colon form
+tritonserver 2.51 accepts (its --help shows a comma before the key, which it refuses). Clients send
+"admin-key: <key>" over HTTP and "triton-grpc-protocol-admin-key: <key>" over gRPC.
+*/}}
+{{- define "paddleclas-triton.restrictionArgs" -}}
+{{- $spec := printf "%s:admin-key=$(TRITON_ADMIN_KEY)" (join "," .Values.security.restrictedApis) }}
+- --grpc-restricted-protocol={{ $spec }}
+{{- if .Values.server.httpEnabled }}
+- --http-restricted-api={{ $spec }}
+{{- end }}
+{{- end }}
+
+{{/* HTTP (unless server.httpEnabled is false), gRPC (declared h2c so Gateway and mesh proxies speak HTTP/2 to it) and metrics ports. */}}
 {{- define "paddleclas-triton.servicePorts" -}}
+{{- if .Values.server.httpEnabled }}
 - name: http
   port: 8000
   targetPort: http
   protocol: TCP
+{{- end }}
 - name: grpc
   port: 8001
   targetPort: grpc

@@ -1,0 +1,112 @@
+"""Every generated config also parses with the production release's ModelConfig protobuf.
+
+Local runs and CI serve with tritonserver 2.51.0 (the newest binary installable here), while the
+production image is NGC 26.09 (Triton 2.73.0). The configs are rendered through the 2.51 protobuf of
+the venv; a field the newer server renamed, dropped or retyped would only show in the cluster. So
+the text configs.py generates is parsed again, strictly, by model_config_pb2 of tritonclient 2.73.0,
+generated for protobuf 6 and installed apart from the venv by ``make setup`` (.venv/newer-release,
+requirements/newer-release.txt). It runs in a subprocess whose PYTHONPATH starts with that directory,
+and gets nothing from the project but the generated text.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from chart_helpers import REPO
+
+from catalog import CATALOG
+from model_repository import configs
+
+NEWER = REPO / ".venv" / "newer-release"
+NEWER_REQUIREMENTS = REPO / "requirements" / "newer-release.txt"
+PROTO = NEWER / "tritonclient" / "grpc" / "model_config_pb2.py"
+
+# Loads model_config_pb2.py by path (tritonclient.grpc's __init__ would pull grpc in), then parses each
+# config with text_format.Parse: unknown fields and bad enum values raise. Prints what it ran on.
+PARSER = r"""
+import importlib.util, json, sys
+import google.protobuf
+from google.protobuf import text_format
+spec = importlib.util.spec_from_file_location("newer_model_config_pb2", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+failures = {}
+configs = json.load(sys.stdin)
+for name, text in configs.items():
+    try:
+        text_format.Parse(text, module.ModelConfig())
+    except Exception as error:
+        failures[name] = str(error)
+print(json.dumps({"protobuf": google.protobuf.__version__, "file": module.__file__,
+                  "parsed": len(configs), "failures": failures}))
+"""
+
+
+def pinned(name: str) -> str:
+    for line in NEWER_REQUIREMENTS.read_text(encoding="utf-8").splitlines():
+        if line.startswith(f"{name}=="):
+            return line.split("==", 1)[1].strip()
+    raise AssertionError(f"{name} is not pinned in {NEWER_REQUIREMENTS}")
+
+
+def generated_configs() -> dict[str, str]:
+    """Every config text configs.py writes: each catalog model's ensembles, steps and network, both
+    variants, and the TensorRT network config."""
+    texts: dict[str, str] = {}
+    for entry in CATALOG.values():
+        note = "random"
+        texts[entry.triton_name] = configs.to_pbtxt(configs.ensemble_config(entry, note))
+        texts[configs.pixels_ensemble_name(entry)] = configs.to_pbtxt(configs.pixels_ensemble_config(entry, note))
+        for variant in ("portable", "production"):
+            for name in [configs.network_name(entry), *configs.shared_steps(entry)]:
+                texts[f"{variant}/{name}"] = configs.to_pbtxt(
+                    configs.step_config(name, entry, variant, configs.Layout())
+                )
+        texts[f"tensorrt/{configs.network_name(entry)}"] = configs.to_pbtxt(configs.tensorrt_network_config(entry))
+    return texts
+
+
+def parse_with_newer_release(texts: dict[str, str]) -> dict:
+    if not PROTO.is_file():
+        pytest.fail(f"{PROTO} is missing: run make setup (it installs requirements/newer-release.txt there)")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = str(NEWER)
+    env["PYTHONNOUSERSITE"] = "1"
+    result = subprocess.run(
+        [sys.executable, "-c", PARSER, str(PROTO)],
+        input=json.dumps(texts),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout)
+
+
+def test_every_generated_config_parses_with_the_newer_release_protobuf() -> None:
+    texts = generated_configs()
+    # 19 models x (2 ensembles + 2 variants x (network + its shared steps) + TensorRT): all present.
+    assert len([n for n in texts if n.startswith("tensorrt/")]) == len(CATALOG)
+    report = parse_with_newer_release(texts)
+    # It really ran the newer release's files, not the venv's 2.51 / protobuf 4 ones.
+    assert report["protobuf"] == pinned("protobuf"), report
+    assert Path(report["file"]).resolve() == PROTO.resolve()
+    assert f"tritonclient-{pinned('tritonclient')}.dist-info" in os.listdir(NEWER)
+    assert report["parsed"] == len(texts)
+    assert report["failures"] == {}
+
+
+def test_the_guard_refuses_a_field_the_newer_release_does_not_know() -> None:
+    """A config with a field ModelConfig lacks fails the parse: the check can fail."""
+    good = configs.to_pbtxt(configs.postprocess_config())
+    report = parse_with_newer_release({"good": good, "bad": good + "\nno_such_field: 1\n"})
+    assert list(report["failures"]) == ["bad"]
+    assert "no_such_field" in report["failures"]["bad"]
