@@ -1,9 +1,12 @@
 """python -m client classify PATH... --model NAME [--url HOST:PORT] [--protocol grpc|http] [--top-k K] [--json]
+    [--deadline SECONDS] [--retries N]
 
 Files and folders (searched recursively for image files); images travel in batches of up to 8 per
 request, several requests in flight at once. If a batch is refused (one bad file), its images are
-retried one by one so that only the bad file fails. Exit status: 0 when every image was classified,
-1 when any failed, 2 when the server or model is unavailable.
+retried one by one so that only the bad file fails. Each request has a deadline (default 10 s) and
+is tried again, after a jittered pause, only when the server shed it as overloaded or could not be
+reached (default 2 more tries); a batch that still fails is reported, never split. Exit status: 0
+when every image was classified, 1 when any failed, 2 when the server or model is unavailable.
 """
 
 from __future__ import annotations
@@ -15,7 +18,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
-from client.classify import MAX_BATCH_SIZE, Classifier, ClientError, InferenceError, Prediction
+from client.classify import (
+    DEFAULT_DEADLINE_S,
+    DEFAULT_RETRIES,
+    MAX_BATCH_SIZE,
+    Classifier,
+    ClientError,
+    DeadlineExceededError,
+    InferenceError,
+    OverloadedError,
+    Prediction,
+)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 DEFAULT_PORTS = {"grpc": 8001, "http": 8000}
@@ -39,6 +52,8 @@ def classify_batch(classifier: Classifier, batch: list[Path]) -> list[Outcome]:
     try:
         predictions = classifier.classify([p.read_bytes() for p in batch])
         return list(zip(batch, predictions, strict=True))
+    except (OverloadedError, DeadlineExceededError) as err:  # the server's state, not the files: never split
+        return [(path, str(err)) for path in batch]
     except InferenceError as err:
         if len(batch) == 1:
             return [(batch[0], str(err))]
@@ -86,7 +101,7 @@ def classify_command(args: argparse.Namespace) -> int:
     if not files:
         print("error: no image files found", file=sys.stderr)
         return 1
-    with Classifier(url, args.model, args.protocol) as classifier:
+    with Classifier(url, args.model, args.protocol, args.deadline, args.retries) as classifier:
         try:
             parameters = classifier.check_ready()
         except ClientError as err:
@@ -119,6 +134,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--batch-size", type=int, default=MAX_BATCH_SIZE, choices=range(1, MAX_BATCH_SIZE + 1), metavar="{1..8}"
     )
     classify.add_argument("--concurrency", type=int, default=4, help="requests in flight at once (default 4)")
+    classify.add_argument(
+        "--deadline",
+        type=float,
+        default=DEFAULT_DEADLINE_S,
+        metavar="SECONDS",
+        help=f"give up on a request (and cancel it) after this long, per try (default {DEFAULT_DEADLINE_S:g})",
+    )
+    classify.add_argument(
+        "--retries",
+        type=int,
+        default=DEFAULT_RETRIES,
+        metavar="N",
+        help=f"more tries, after a jittered pause, when the server sheds a request as overloaded or cannot be "
+        f"reached; never for a refused image (default {DEFAULT_RETRIES})",
+    )
     return parser.parse_args(argv)
 
 

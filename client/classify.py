@@ -5,11 +5,24 @@
         results = classifier.classify([open("cat.jpg", "rb").read()])
 
 One request carries up to MAX_BATCH_SIZE encoded images (the ensemble's IMAGE input, TYPE_STRING).
+
+Every request has a deadline (DEFAULT_DEADLINE_S unless given): past it the call gives up with
+DeadlineExceededError and gRPC cancels the request. A request the server refused because it is
+overloaded (its bounded queues are full or a request waited past the queue timeout: gRPC
+UNAVAILABLE, HTTP 503) or could not reach the server is tried again, at most `retries` more times,
+after a random pause of up to BACKOFF_BASE_S x 2^attempt (capped at BACKOFF_CAP_S, "full jitter",
+so retrying clients spread out instead of returning together). When the tries run out it raises
+OverloadedError: "overloaded, retry later". A refused image (undecodable, too large) is never
+retried: the same bytes would fail the same way. Only the open APIs are used (health, metadata,
+model config, inference); the server's restricted APIs (model repository, statistics) need a key
+this client never has.
 """
 
 from __future__ import annotations
 
+import random
 import threading
+import time
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Literal
@@ -19,6 +32,22 @@ import numpy as np
 Protocol = Literal["grpc", "http"]
 MAX_BATCH_SIZE = 8  # the ensemble's max_batch_size (wire contract)
 OUTPUTS = ("LABELS", "SCORES", "CLASS_IDS")
+
+# Defaults, documented in README.md ("Serve and call") and the CLI help. 10 s per try: a full
+# request of 8 images takes 0.6 s (NextViT-S) to 1.8 s (ViT-B) on a 2-core CPU server and the
+# server refuses what it cannot start within about a second, so a try that runs longer is stuck.
+DEFAULT_DEADLINE_S = 10.0
+DEFAULT_RETRIES = 2  # tries after the first, for overload and unavailability only
+BACKOFF_BASE_S = 0.25
+BACKOFF_CAP_S = 2.0
+# What tritonserver 2.51 says when its bounded queues refuse a request (model_repository/configs.py),
+# and while it shuts down.
+OVERLOAD_MESSAGES = (
+    "Exceeds maximum queue size",
+    "Request timeout expired",
+    "Server is stopping",
+    "is not healthy",  # a Python step process died (2.51 does not restart it): the server's fault, not the image's
+)
 
 
 class ClientError(RuntimeError):
@@ -35,6 +64,32 @@ class ModelNotReadyError(ClientError):
 
 class InferenceError(ClientError):
     """The server refused a request (e.g. an undecodable image); other requests are unaffected."""
+
+
+class OverloadedError(ClientError):
+    """The server shed the request (queue full or queue timeout) or was unreachable, on every try: retry later."""
+
+
+class DeadlineExceededError(ClientError):
+    """No answer within the request's deadline; the request was cancelled."""
+
+
+def failure_kind(err: Exception) -> str:
+    """'overloaded' (retryable), 'deadline' or 'refused' (the request itself is bad: never retried)."""
+    text = _server_message(err)
+    status = str(err.status()) if hasattr(err, "status") and callable(err.status) else ""
+    if "DEADLINE_EXCEEDED" in status or "Deadline Exceeded" in text or isinstance(err, TimeoutError):
+        return "deadline"
+    if isinstance(err, (ConnectionError, OSError)) or "UNAVAILABLE" in status or status == "503":
+        return "overloaded"
+    if any(message in text for message in OVERLOAD_MESSAGES):
+        return "overloaded"
+    return "refused"
+
+
+def backoff_s(attempt: int, rng: random.Random | None = None) -> float:
+    """Full jitter: uniform in [0, min(cap, base x 2^attempt)]."""
+    return (rng or random).uniform(0.0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt))
 
 
 @dataclass(frozen=True)
@@ -64,14 +119,29 @@ def _module(protocol: Protocol) -> ModuleType:
 class Classifier:
     """A thread-safe handle on one served model (one underlying connection per thread)."""
 
-    def __init__(self, url: str, model: str, protocol: Protocol = "grpc", timeout_s: float = 60.0) -> None:
-        self.url, self.model, self.protocol, self.timeout_s = url, model, protocol, timeout_s
+    def __init__(
+        self,
+        url: str,
+        model: str,
+        protocol: Protocol = "grpc",
+        deadline_s: float = DEFAULT_DEADLINE_S,
+        retries: int = DEFAULT_RETRIES,
+    ) -> None:
+        if deadline_s <= 0 or retries < 0:
+            raise ValueError(f"deadline must be positive and retries not negative: {deadline_s}, {retries}")
+        self.url, self.model, self.protocol = url, model, protocol
+        self.deadline_s, self.retries = deadline_s, retries
         self._triton = _module(protocol)
         self._local = threading.local()
 
     def _client(self):
         if not hasattr(self._local, "client"):
-            self._local.client = self._triton.InferenceServerClient(self.url)
+            if self.protocol == "http":  # HTTP has no per-call deadline: the connection's timeout is the deadline
+                self._local.client = self._triton.InferenceServerClient(
+                    self.url, connection_timeout=self.deadline_s, network_timeout=self.deadline_s
+                )
+            else:
+                self._local.client = self._triton.InferenceServerClient(self.url)
         return self._local.client
 
     def check_ready(self) -> dict[str, str]:
@@ -86,18 +156,27 @@ class Classifier:
         if not live:
             raise ServerUnavailableError(f"Triton server at {self.url} is not live")
         if not client.is_model_ready(self.model):
-            try:
-                names = sorted(m["name"] if isinstance(m, dict) else m.name for m in self._index())
-            except InferenceServerException:
-                names = []
-            raise ModelNotReadyError(
-                f"model {self.model!r} is not ready on {self.url}; models there: {', '.join(names) or 'none'}"
-            )
+            raise ModelNotReadyError(f"model {self.model!r} is not ready on {self.url}: {self._why_not_ready()}")
         return self._parameters()
 
-    def _index(self) -> list:
-        index = self._client().get_model_repository_index()
-        return index if isinstance(index, list) else list(index.models)
+    def _why_not_ready(self) -> str:
+        """From the open metadata APIs only (listing the repository needs the server's admin key)."""
+        from tritonclient.utils import InferenceServerException
+
+        client = self._client()
+        try:
+            server = client.get_server_metadata()
+            version = server["version"] if isinstance(server, dict) else server.version
+        except InferenceServerException:
+            version = "?"
+        try:
+            client.get_model_metadata(self.model)
+        except InferenceServerException as err:
+            return (
+                f"Triton {version} does not serve it ({_server_message(err)}); ensembles are named after the "
+                "lower-cased PaddleClas name, e.g. nextvit_small_224"
+            )
+        return f"Triton {version} knows it but has not finished loading it (or it failed to load)"
 
     def _parameters(self) -> dict[str, str]:
         config = self._client().get_model_config(self.model)
@@ -123,21 +202,35 @@ class Classifier:
         return self._infer(f"{self.model}_pixels", tensor)
 
     def _infer(self, model: str, tensor: object) -> list[Prediction]:
-        from tritonclient.utils import InferenceServerException
-
         outputs = [self._triton.InferRequestedOutput(name) for name in OUTPUTS]
-        try:
-            if self.protocol == "grpc":
-                result = self._client().infer(model, [tensor], outputs=outputs, client_timeout=self.timeout_s)
-            else:
-                result = self._client().infer(model, [tensor], outputs=outputs)
-        except InferenceServerException as err:
-            raise InferenceError(_server_message(err)) from None
+        for attempt in range(self.retries + 1):
+            try:
+                result = self._infer_once(model, tensor, outputs)
+                break
+            except Exception as err:  # classified below; anything unknown is re-raised as it is
+                kind = _classify_failure(err)
+                if kind == "refused":
+                    raise InferenceError(_server_message(err)) from None
+                if kind == "deadline":
+                    raise DeadlineExceededError(
+                        f"no answer from {self.url} within the {self.deadline_s:g} s deadline"
+                    ) from None
+                if attempt == self.retries:
+                    raise OverloadedError(
+                        f"{self.url} is overloaded or unavailable, retry later ({attempt + 1} tries: "
+                        f"{_server_message(err)})"
+                    ) from None
+                time.sleep(backoff_s(attempt))
         labels, scores, class_ids = (result.as_numpy(name) for name in OUTPUTS)
         return [
             Prediction([b.decode("utf-8") for b in labels[i]], scores[i].tolist(), class_ids[i].tolist())
             for i in range(len(labels))
         ]
+
+    def _infer_once(self, model: str, tensor: object, outputs: list) -> object:
+        if self.protocol == "grpc":
+            return self._client().infer(model, [tensor], outputs=outputs, client_timeout=self.deadline_s)
+        return self._client().infer(model, [tensor], outputs=outputs)
 
     def close(self) -> None:
         client = getattr(self._local, "client", None)
@@ -154,6 +247,14 @@ class Classifier:
 def _check_batch(size: int) -> None:
     if not 0 < size <= MAX_BATCH_SIZE:
         raise ValueError(f"one request takes 1 to {MAX_BATCH_SIZE} images, got {size}")
+
+
+def _classify_failure(err: Exception) -> str:
+    from tritonclient.utils import InferenceServerException
+
+    if isinstance(err, (InferenceServerException, ConnectionError, OSError)):
+        return failure_kind(err)
+    raise err
 
 
 def _server_message(err: Exception) -> str:

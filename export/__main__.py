@@ -10,7 +10,7 @@ NAME is a catalog name (e.g. NextViT_small_224) or `all`. Sources (exactly one):
 
 TensorRT, for the production variant (after an export in the same command, or on its own):
   --trt        build a TensorRT plan for this machine's GPU with trtexec (inside
-               nvcr.io/nvidia/tensorrt:24.10-py3); several GPUs: run once on each
+               nvcr.io/nvidia/tensorrt:26.09-py3); several GPUs: run once on each
   --ort-trt    no build: serve with ONNX Runtime's TensorRT execution provider (engines at load time)
 
 python -m export --list prints the catalog names, one per line.

@@ -200,6 +200,79 @@ def pinned_pool_bytes(entries: list[ModelEntry], network_gpu_instances: int) -> 
     return max(TRITON_DEFAULT_PINNED_POOL_BYTES, math.ceil(needed / (1 << 20)) << 20)
 
 
+# --- load shedding ------------------------------------------------------------------------------
+# Every composing model has a bounded queue whose excess is refused at once (issue 12): under
+# overload a client gets UNAVAILABLE "Exceeds maximum queue size" (queue full) or "Request timeout
+# expired" (waited too long) within about a second, instead of an answer after a minute that its
+# deadline gave up on long before. Both are retryable; client/classify.py recognises them.
+#
+# Triton 2.51 has no ensemble back-pressure: its ModelEnsembling message holds only `step`
+# (`max_inflight_requests` arrived in later releases), so the steps' own queues are the only bound,
+# and a request refused by the network has already cost its preprocessing.
+#
+# Measured on 2.51 (tests/test_overload.py, docs/reliability.md): a queued request whose timeout
+# expires while every instance is busy is refused at the batcher's next wake-up, 0.4-0.8 s after the
+# expiry (it wakes about every 500 ms), not only when the running execution ends as public reports
+# for 24.05 say. So the worst wait before a refusal is the timeout + 0.8 s, and timeouts below
+# QUEUE_TIMEOUT_FLOOR_US buy nothing.
+QUEUE_TIMEOUT_FLOOR_US = 200_000
+# Requests (1-8 images each) that may wait per instance of a step. Measured step costs
+# (docs/capacity.md, docs/performance.md, 2 cores):
+# - preprocess: 1.4 ms (ViT 500x375, served) to 4 ms (NextViT 500x375) per small photo, 7-23 ms per
+#   1920x1080, 36-100 ms per 4000x3000 camera photo. 8 queued requests are 11-180 ms of work for
+#   single photos, 6.4 s for 8 camera photos each. One execution takes up to 8 images, so a full
+#   batch of camera photos runs 0.8 s: PREPROCESS_TIMEOUT_US lets a request wait behind one such
+#   batch (a 200 ms timeout shed requests below capacity in the drill with mixed sizes).
+#   8 requests of 8 camera JPEGs (1.3 MB) hold 83 MB of encoded bytes per instance.
+# - networks: the queue size is the bound; the timeout only catches a stalled step, so it is the
+#   time to drain a full queue of 8-image requests plus the running batch, twice
+#   (network_timeout_us): a request the queue admitted is served, never timed out for waiting its
+#   turn. (Two full batches, tried first, refused 3 of 8 good single-image requests of a burst on
+#   2 cores, where the preprocess processes share the cores with the network.)
+#   - portable network: one full batch of 8 is 0.64 s (NextViT-S, 80 ms per image) to 1.8 s (ViT-B,
+#     220 ms): PORTABLE_MS_PER_GFLOP.
+#   - production network (GPU): 256 requests are at most 2,048 images, 0.9 GB of 384-px uint8
+#     crops in the worst case; GPU_MS_PER_GFLOP is the paper H100 rate (ViT-B at 8,000 img/s),
+#     an estimate until measured on a GPU.
+# - postprocess: microseconds per image; its bound only catches a runaway, so it shares the
+#   preprocess timeout (a 200 ms one could expire while the preprocess processes hold every core).
+PREPROCESS_TIMEOUT_US = 1_000_000  # one full batch of 8 camera photos (8 x 100 ms) plus margin
+QUEUE_PER_INSTANCE: dict[str, int] = {"preprocess": 8, "pixels_preprocess": 8, "network": 8, "postprocess": 64}
+GPU_NETWORK_QUEUE_PER_INSTANCE = 256
+# Portable network cost per image on the 2-core reference machine: 80 ms for NextViT_small_224
+# (5.79 GFLOPs, 13.8 ms/GFLOP) and 220 ms for ViT_base_patch16_224 (17.6 GFLOPs, 12.5 ms/GFLOP).
+PORTABLE_MS_PER_GFLOP = 14.0
+GPU_MS_PER_GFLOP = 1000.0 / 8_000 / 16.85  # ViT_base_patch16_224 (16.85 GFLOPs) at 8,000 img/s: estimate
+QUEUE_REJECTIONS = ("Exceeds maximum queue size", "Request timeout expired")  # Triton 2.51's words
+
+
+def max_queue_size(kind: StepKind, instances: int, gpu: bool = False) -> int:
+    """How many requests may wait for a step: per instance, so a node with more instances queues more."""
+    if kind == "ensemble":
+        raise ValueError("ensembles have no queue of their own in Triton 2.51")
+    per_instance = GPU_NETWORK_QUEUE_PER_INSTANCE if gpu and kind == "network" else QUEUE_PER_INSTANCE[kind]
+    return per_instance * max(1, instances)
+
+
+def network_timeout_us(entry: ModelEntry, gpu: bool) -> int:
+    """Twice the time to drain a full queue of 8-image requests and the running batch, never below the floor."""
+    queued = (GPU_NETWORK_QUEUE_PER_INSTANCE if gpu else QUEUE_PER_INSTANCE["network"]) * MAX_BATCH_SIZE
+    running = GPU_MAX_BATCH_SIZE if gpu else MAX_BATCH_SIZE
+    ms_per_gflop = GPU_MS_PER_GFLOP if gpu else PORTABLE_MS_PER_GFLOP
+    drain_us = (queued + running) * entry.published.flops_g * ms_per_gflop * 1000
+    return max(QUEUE_TIMEOUT_FLOOR_US, math.ceil(2 * drain_us / 1000.0) * 1000)
+
+
+def queue_policy(kind: StepKind, timeout_us: int = QUEUE_TIMEOUT_FLOOR_US, instances: int = 1, gpu: bool = False):
+    """dynamic_batching.default_queue_policy: bounded, excess refused (REJECT), clients may ask for less wait."""
+    return {
+        "max_queue_size": max_queue_size(kind, instances, gpu),
+        "timeout_action": "REJECT",
+        "default_timeout_microseconds": timeout_us,
+        "allow_timeout_override": True,
+    }
+
+
 # --- tensors ------------------------------------------------------------------------------------
 
 
@@ -305,7 +378,11 @@ def preprocess_config(entry: ModelEntry, layout: Layout = Layout()) -> ConfigDic
         "max_batch_size": MAX_BATCH_SIZE,
         "input": [{"name": IMAGE_INPUT, "data_type": "TYPE_STRING", "dims": [1]}],
         "output": [_crops_tensor(entry)],
-        "dynamic_batching": {},
+        "dynamic_batching": {
+            "default_queue_policy": queue_policy(
+                "preprocess", PREPROCESS_TIMEOUT_US, instances=layout.preprocess_instances
+            )
+        },
         "instance_group": _cpu_instances(layout.preprocess_instances),
         "parameters": _params(
             resize_short=prep.resize_short, crop=prep.crop, resize=prep.resize, max_pixels=DEFAULT_MAX_PIXELS
@@ -322,6 +399,11 @@ def pixels_preprocess_config(entry: ModelEntry, layout: Layout = Layout()) -> Co
     config |= {
         "name": pixels_preprocess_name(entry),
         "input": [_pixels_input() | {"allow_ragged_batch": True}],
+        "dynamic_batching": {
+            "default_queue_policy": queue_policy(
+                "pixels_preprocess", PREPROCESS_TIMEOUT_US, instances=layout.pixels_preprocess_instances
+            )
+        },
         "instance_group": _cpu_instances(layout.pixels_preprocess_instances),
         "model_warmup": _warmup("real_photo_frame", [1], {PIXELS_INPUT: frame}),
     }
@@ -342,7 +424,12 @@ def network_config(entry: ModelEntry, variant: Variant, layout: Layout = Layout(
             "default_model_filename": "model.onnx",
             "max_batch_size": GPU_MAX_BATCH_SIZE,
             # One engine, every batch size: let the batcher fill up to the maximum.
-            "dynamic_batching": {"max_queue_delay_microseconds": GPU_MAX_QUEUE_DELAY_US},
+            "dynamic_batching": {
+                "max_queue_delay_microseconds": GPU_MAX_QUEUE_DELAY_US,
+                "default_queue_policy": queue_policy(
+                    "network", network_timeout_us(entry, gpu=True), instances=layout.network_gpu_instances, gpu=True
+                ),
+            },
             "instance_group": [{"kind": "KIND_GPU", "count": layout.network_gpu_instances}],
             # cuDNN's exhaustive convolution search runs for every new input shape (hundreds of ms
             # each); the heuristic choice keeps a batch size the warmup missed from stalling a request.
@@ -352,7 +439,12 @@ def network_config(entry: ModelEntry, variant: Variant, layout: Layout = Layout(
         config |= {
             "backend": "python",
             "max_batch_size": MAX_BATCH_SIZE,
-            "dynamic_batching": {"max_queue_delay_microseconds": 500},
+            "dynamic_batching": {
+                "max_queue_delay_microseconds": 500,
+                "default_queue_policy": queue_policy(
+                    "network", network_timeout_us(entry, gpu=False), instances=layout.network_cpu_instances
+                ),
+            },
             "instance_group": _cpu_instances(layout.network_cpu_instances),
             "parameters": _params(
                 onnx_file="model.onnx",
@@ -382,6 +474,7 @@ def tensorrt_network_config(entry: ModelEntry, layout: Layout = Layout()) -> Con
         "dynamic_batching": {
             "preferred_batch_size": [opt for _, opt, _ in TRT_PROFILES],
             "max_queue_delay_microseconds": GPU_MAX_QUEUE_DELAY_US,
+            "default_queue_policy": config["dynamic_batching"]["default_queue_policy"],
         },
         "instance_group": [{"kind": "KIND_GPU", "count": layout.network_gpu_instances, "profile": profiles}],
         "optimization": {"cuda": {"graphs": True, "graph_spec": [{"batch_size": b} for b in CUDA_GRAPH_BATCH_SIZES]}},
@@ -415,7 +508,11 @@ def postprocess_config(layout: Layout = Layout()) -> ConfigDict:
         "max_batch_size": GPU_MAX_BATCH_SIZE,
         "input": [probabilities],
         "output": _top_k_tensors(),
-        "dynamic_batching": {},
+        "dynamic_batching": {
+            "default_queue_policy": queue_policy(
+                "postprocess", PREPROCESS_TIMEOUT_US, instances=layout.postprocess_instances
+            )
+        },
         "instance_group": _cpu_instances(layout.postprocess_instances),
         "parameters": _params(top_k=TOP_K, labels_file="labels.txt"),
         "model_warmup": _warmup("random_probabilities", [1], warmup_input),

@@ -61,6 +61,8 @@ def select(source: Path, models: list[str] | None) -> list[str]:
 def sized_config(text: str, layout: configs.Layout, warmup: bool = True) -> str:
     """An installed config.pbtxt with its instance counts (and portable network threads) from `layout`.
 
+    A bounded step queue (configs.queue_policy) is resized to its instance count.
+
     warmup=False drops model_warmup: a faster start for development, and the "before" of the warmup benchmark.
     """
     config = configs.parse_pbtxt(text)
@@ -71,6 +73,11 @@ def sized_config(text: str, layout: configs.Layout, warmup: bool = True) -> str:
         del config.model_warmup[:]
     for group in config.instance_group:
         group.count = layout.instances(kind, gpu=group.kind == group.KIND_GPU)
+    policy = config.dynamic_batching.default_queue_policy
+    if config.dynamic_batching.HasField("default_queue_policy") and policy.max_queue_size > 0:
+        # A bounded queue holds the same seconds of work on every node: its length follows the instances.
+        gpu = any(group.kind == group.KIND_GPU for group in config.instance_group)
+        policy.max_queue_size = configs.max_queue_size(kind, sum(g.count for g in config.instance_group), gpu)
     if kind == "network" and "intra_op_threads" in config.parameters:
         config.parameters["intra_op_threads"].string_value = str(layout.network_cpu_threads)
     return configs.text_format.MessageToString(config)

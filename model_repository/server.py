@@ -2,12 +2,20 @@
 
 python -m model_repository.server [--repository DIR] [--models NAME ...] [--cores auto|N]
     [--preprocess-instances N ...] [--http-port 8000] [--grpc-port 8001] [--metrics-port 8002]
+    [--listen-address 127.0.0.1] [--admin-key-file FILE]
 
 The wheel ships the server, the Python backend and one backend stub per Python version; the
 server expects the stub inside the backend directory, so we assemble that directory (symlinks)
 under build/. Same flags as production: strict readiness, no dynamic model loading. The server
 reads a serving copy of the repository rendered at start (model_repository/layout.py): only the
 selected models, every step sized for the cores this machine lets the server use.
+
+Secure by default (docs/security.md): every listener binds 127.0.0.1 unless --listen-address
+says otherwise, the SageMaker and Vertex AI endpoints are off, and the shared-memory,
+model-repository, statistics, trace and logging APIs answer only callers that send the admin key
+(HTTP header `admin-key`, gRPC metadata `triton-grpc-protocol-admin-key`). The key comes from
+$PADDLECLAS_TRITON_ADMIN_KEY or --admin-key-file; otherwise each run makes a random one and
+writes it to a 0600 file under build/admin-keys/ (the path is printed, the key never is).
 """
 
 from __future__ import annotations
@@ -15,6 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import secrets
 import shutil
 import signal
 import socket
@@ -32,6 +42,26 @@ from model_repository import configs, layout
 
 PROJECT = Path(__file__).resolve().parent.parent
 BACKENDS_DIR = PROJECT / "build" / "triton_backends"
+
+
+# The restricted API groups: one key guards them all, on HTTP and on gRPC alike. Health, metadata,
+# model-config and inference stay open (probes and clients need nothing but the address).
+RESTRICTED_GROUPS = ("shared-memory", "model-repository", "statistics", "trace", "logging")
+OPEN_GROUPS = ("health", "metadata", "model-config", "inference")
+ADMIN_KEY_ENV = "PADDLECLAS_TRITON_ADMIN_KEY"  # the key itself (Kubernetes: from a Secret)
+ADMIN_HEADER = "admin-key"  # HTTP header name; gRPC adds Triton's prefix (header_name)
+GRPC_HEADER_PREFIX = "triton-grpc-protocol-"  # tritonserver 2.51 expects it on gRPC metadata
+ADMIN_KEYS_DIR = PROJECT / "build" / "admin-keys"  # random per-run keys, 0600, removed at stop
+# What a key may hold: it travels in a command-line flag (`<groups>:<header>=<key>`) and a header.
+_KEY = re.compile(r"[A-Za-z0-9._~+/-]{16,512}")
+
+# Request size: tritonserver 2.51 has no server-side bound (no --http-max-input-size, which later
+# releases added; its gRPC server accepts messages up to 2 GB, with no flag), and its Python backend
+# has no ceiling for its shared-memory pool (only shm-default-byte-size and shm-growth-byte-size:
+# the pool grows until /dev/shm is full, and that error names the pool's region). What bounds a
+# request here: the preprocess step refuses an encoded image over DEFAULT_MAX_IMAGE_BYTES and a
+# frame over DEFAULT_MAX_PIXELS before any work (preprocess/decoding.py); the size of /dev/shm and
+# a gateway's body limit bound the rest (docs/security.md).
 
 
 class ServerError(RuntimeError):
@@ -85,6 +115,57 @@ def check_numpy() -> None:
         )
 
 
+def header_name(protocol: str) -> str:
+    """The admin header as the protocol carries it: `admin-key` (HTTP), `triton-grpc-protocol-admin-key` (gRPC)."""
+    if protocol not in ("http", "grpc"):
+        raise ValueError(f"protocol must be 'http' or 'grpc', not {protocol!r}")
+    return ADMIN_HEADER if protocol == "http" else GRPC_HEADER_PREFIX + ADMIN_HEADER
+
+
+def admin_headers(protocol: str, key: str | None) -> dict[str, str] | None:
+    """Headers for a restricted call (tritonclient's `headers=`); None without a key."""
+    return {header_name(protocol): key} if key else None
+
+
+def check_key(key: str, source: str) -> str:
+    key = key.strip()
+    if not _KEY.fullmatch(key):
+        raise ServerError(
+            f"the admin key from {source} must be 16 to 512 characters of A-Z a-z 0-9 . _ ~ + / - "
+            "(it travels in a tritonserver flag and a header)"
+        )
+    return key
+
+
+def read_key_file(path: Path) -> str:
+    try:
+        return check_key(Path(path).read_text(), str(path))
+    except OSError as err:
+        raise ServerError(f"cannot read the admin key file {path}: {err.strerror}") from None
+
+
+def key_from_environment(env: dict[str, str] | None = None) -> str | None:
+    """$PADDLECLAS_TRITON_ADMIN_KEY, checked; None when unset or empty."""
+    value = (os.environ if env is None else env).get(ADMIN_KEY_ENV, "")
+    return check_key(value, f"${ADMIN_KEY_ENV}") if value.strip() else None
+
+
+def write_key_file(path: Path, key: str) -> Path:
+    """Write `key` to a new file only its owner can read (0600, in a 0700 directory)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+    return path
+
+
+def restriction_flags(key: str, groups: tuple[str, ...] = RESTRICTED_GROUPS) -> list[str]:
+    """The two restriction flags in the one form 2.51.0 accepts: `<group>,<group>:<header>=<key>`."""
+    spec = f"{','.join(groups)}:{ADMIN_HEADER}={key}"
+    return [f"--grpc-restricted-protocol={spec}", f"--http-restricted-api={spec}"]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -105,21 +186,53 @@ class TritonServer:
     cores: int | None = None  # None: the usable cores (cgroup-aware)
     layout: configs.Layout | None = None  # None: configs.Layout.for_cores(cores)
     warmup: bool = True  # False skips model_warmup: a faster start, and "ready" no longer means warm
+    listen_address: str = "127.0.0.1"  # every listener; anything else exposes the server to that network
+    admin_key: str | None = field(default=None, repr=False)  # None: $PADDLECLAS_TRITON_ADMIN_KEY, else random per run
+    admin_key_file: Path | None = None  # read the key from here (a file the caller owns)
+    restricted_groups: tuple[str, ...] = RESTRICTED_GROUPS
     process: subprocess.Popen | None = field(default=None, init=False)
     serving: dict | None = field(default=None, init=False)  # what layout.render wrote
     _serving_dir: Path | None = field(default=None, init=False)
+    generated_key_file: Path | None = field(default=None, init=False)  # the per-run key, while running
+    _random_key: bool = field(default=False, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.admin_key is not None:
+            self.admin_key = check_key(self.admin_key, "admin_key")
+        elif self.admin_key_file is not None:
+            self.admin_key = read_key_file(self.admin_key_file)
+        else:
+            self.admin_key = key_from_environment()
+        if self.admin_key is None:  # replaced by a fresh one at every start()
+            self.admin_key = secrets.token_urlsafe(32)
+            self._random_key = True
+
+    @property
+    def host(self) -> str:
+        """Where this machine reaches the listeners."""
+        return "127.0.0.1" if self.listen_address in ("0.0.0.0", "::", "") else self.listen_address
 
     @property
     def http_url(self) -> str:
-        return f"127.0.0.1:{self.http_port}"
+        return f"{self.host}:{self.http_port}"
 
     @property
     def grpc_url(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
+        return f"{self.host}:{self.grpc_port}"
 
     @property
     def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+        return f"http://{self.host}:{self.metrics_port}/metrics"
+
+    def admin_headers(self, protocol: str) -> dict[str, str]:
+        """What a caller of a restricted API sends to this server, e.g. `headers=server.admin_headers("grpc")`."""
+        return {header_name(protocol): str(self.admin_key)}
+
+    def _ensure_key(self) -> None:
+        """A fresh random key for this run when none was given, in a 0600 file named after the HTTP port."""
+        if self._random_key:
+            self.admin_key = secrets.token_urlsafe(32)
+            self.generated_key_file = write_key_file(ADMIN_KEYS_DIR / f"{self.http_port}.key", self.admin_key)
 
     @property
     def served_models(self) -> list[str]:
@@ -132,9 +245,15 @@ class TritonServer:
             str(server_binary()),
             f"--model-repository={self._serving_dir}",
             f"--backend-directory={backend_directory()}",
+            f"--http-address={self.listen_address}",
             f"--http-port={self.http_port}",
+            f"--grpc-address={self.listen_address}",
             f"--grpc-port={self.grpc_port}",
+            f"--metrics-address={self.listen_address}",
             f"--metrics-port={self.metrics_port}",
+            "--allow-sagemaker=false",
+            "--allow-vertex-ai=false",
+            *restriction_flags(str(self.admin_key), self.restricted_groups),
             "--strict-readiness=true",
             "--model-control-mode=none",
             "--disable-auto-complete-config",
@@ -176,6 +295,7 @@ class TritonServer:
         check_numpy()
         if not self.repository.is_dir():
             raise ServerError(f"model repository {self.repository} does not exist: export a model first (make export)")
+        self._ensure_key()
         self._render()
         log = self.log_path.open("wb") if self.log_path else None
         self.process = subprocess.Popen(
@@ -201,11 +321,14 @@ class TritonServer:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)
             try:
-                self.process.wait(timeout=self.exit_timeout_secs + 20)
+                self.process.wait(timeout=self.exit_timeout_secs + 5)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
         self._remove_serving_copy()
+        if self.generated_key_file is not None:  # a per-run key dies with its run
+            self.generated_key_file.unlink(missing_ok=True)
+            self.generated_key_file = None
 
     def _log_tail(self, lines: int = 25) -> str:
         if not self.log_path or not self.log_path.exists():
@@ -232,27 +355,49 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
+    parser.add_argument(
+        "--listen-address",
+        default="127.0.0.1",
+        help="address every listener binds (default 127.0.0.1; 0.0.0.0 or a LAN address EXPOSES the server "
+        "to that network: see docs/security.md)",
+    )
+    parser.add_argument(
+        "--admin-key-file",
+        type=Path,
+        help=f"file holding the key of the restricted APIs (default ${ADMIN_KEY_ENV}, else a random key per run "
+        f"written to {ADMIN_KEYS_DIR.relative_to(PROJECT)}/<http-port>.key, mode 0600)",
+    )
     layout.add_arguments(parser)
     args = parser.parse_args(argv)
     try:
         cores, resolved = layout.layout_from_arguments(args)
     except ValueError as err:
         parser.error(str(err))
-    server = TritonServer(
-        args.repository,
-        args.http_port,
-        args.grpc_port,
-        args.metrics_port,
-        models=args.models,
-        cores=cores,
-        layout=resolved,
-        warmup=args.warmup,
-    )
+    try:
+        server = TritonServer(
+            args.repository,
+            args.http_port,
+            args.grpc_port,
+            args.metrics_port,
+            models=args.models,
+            cores=cores,
+            layout=resolved,
+            warmup=args.warmup,
+            listen_address=args.listen_address,
+            admin_key_file=args.admin_key_file,
+        )
+    except ServerError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
 
-    # A signal only forwards itself to tritonserver; the main thread waits for the exit and cleans
-    # up. (Waiting inside the handler too would deadlock on the lock the main thread's wait holds.)
-    # A shell's background job starts with SIGINT ignored, and supervisors stop with SIGTERM.
+    # A signal only forwards itself to tritonserver and notes the time; the main thread waits for the
+    # exit, kills a server that outlives its exit timeout, and cleans up. (Waiting inside the handler
+    # too would deadlock on the lock the main thread's wait holds.) A shell's background job starts
+    # with SIGINT ignored, and supervisors stop with SIGTERM.
+    signalled: list[float] = []
+
     def forward(signum: int, _frame: object) -> None:
+        signalled.append(time.monotonic())
         if server.process is not None and server.process.poll() is None:
             server.process.send_signal(signal.SIGINT)
 
@@ -264,6 +409,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     assert server.process is not None and server.serving is not None
+    if signalled:  # stopped while the serving copy was being rendered: never serve
+        server.stop()
+        return 130
     addresses = f"HTTP {server.http_url}, gRPC {server.grpc_url}, metrics {server.metrics_url}"
     print(
         f"serving {', '.join(server.served_models)} on {server.serving['cores']} cores: "
@@ -271,10 +419,33 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     print(f"tritonserver: {addresses} (Ctrl-C stops)", flush=True)
+    if server.listen_address != "127.0.0.1":
+        print(f"warning: listening on {server.listen_address}: the server is reachable from that network", flush=True)
+    if server.generated_key_file is not None:
+        where = f"a random key for this run in {server.generated_key_file} (mode 0600, removed at stop)"
+    elif args.admin_key_file is not None:
+        where = f"the key in {args.admin_key_file}"
+    else:
+        where = f"the key in ${ADMIN_KEY_ENV}"
+    print(
+        f"restricted APIs ({', '.join(server.restricted_groups)}): send {where} as header "
+        f"'{header_name('http')}' (HTTP) or '{header_name('grpc')}' (gRPC)",
+        flush=True,
+    )
     try:
-        return server.process.wait()
+        return wait_for_exit(server.process, signalled, server.exit_timeout_secs + 5)
     finally:
         server.stop()
+
+
+def wait_for_exit(process: subprocess.Popen, signalled: list[float], grace_s: float) -> int:
+    """The server's exit code; a server still running `grace_s` after the first signal is killed."""
+    while True:
+        try:
+            return process.wait(timeout=1)
+        except subprocess.TimeoutExpired:
+            if signalled and time.monotonic() - signalled[0] > grace_s:
+                process.kill()
 
 
 if __name__ == "__main__":

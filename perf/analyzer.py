@@ -21,6 +21,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from model_repository.server import admin_headers, header_name
 from perf import triton_stats
 from perf.machine import ForeignCpu, wait_for_quiet
 
@@ -69,10 +70,19 @@ def environment() -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Target:
-    """Where to send load: a gRPC address, and the metrics endpoint of the same server."""
+    """Where to send load: a gRPC address, the metrics endpoint of the same server, and its admin key.
+
+    The key opens the statistics API the time split is read from (and perf_analyzer reads it too);
+    the server restricts it (docs/security.md). Never printed: repr leaves it out, logs redact it.
+    """
 
     grpc_url: str
     metrics_url: str
+    admin_key: str | None = field(default=None, repr=False)
+
+    def admin_headers(self) -> dict[str, str] | None:
+        """gRPC metadata for the restricted statistics API."""
+        return admin_headers("grpc", self.admin_key)
 
 
 @dataclass
@@ -141,7 +151,19 @@ def command(target: Target, model: str, concurrency: int, input_data: Path, csv_
         "--collect-metrics",
         "--metrics-url",
         target.metrics_url.removeprefix("http://"),
+        # perf_analyzer reads the server's statistics API around each measurement: over gRPC, 2.51's
+        # -H adds the header to the metadata too (its --help says otherwise; checked on the server).
+        *(["-H", f"{header_name('grpc')}:{target.admin_key}"] if target.admin_key else []),
     ]
+
+
+def printable(cmd: list[str]) -> str:
+    """The command as logs show it: header values (the admin key) redacted."""
+    shown = list(cmd)
+    for index, arg in enumerate(shown[:-1]):
+        if arg == "-H":
+            shown[index + 1] = shown[index + 1].partition(":")[0] + ":<redacted>"
+    return " ".join(shown)
 
 
 def window_options(windows: Windows, stability_percent: int) -> list[str]:
@@ -163,7 +185,7 @@ UNSTABLE = "Failed to obtain stable measurement"
 def run(cmd: list[str], log_path: Path, timeout_s: float) -> None:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("w") as log:
-        log.write(" ".join(cmd) + "\n\n")
+        log.write(printable(cmd) + "\n\n")
         log.flush()
         result = subprocess.run(cmd, env=environment(), stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s)
     if result.returncode != 0:
@@ -242,11 +264,12 @@ def measure_once(
     csv_path = out_dir / f"{model}_c{concurrency}.csv"
     log_path = csv_path.with_suffix(".log")
     steps = triton_stats.ensemble_steps(client, model)
-    before, failures_before = triton_stats.snapshot(client), triton_stats.scrape(target.metrics_url)
+    headers = target.admin_headers()
+    before, failures_before = triton_stats.snapshot(client, headers), triton_stats.scrape(target.metrics_url)
     foreign = ForeignCpu()
     stability = run_windows(command(target, model, concurrency, input_data, csv_path), windows, log_path, timeout_s)
     foreign.stop()
-    after, samples = triton_stats.snapshot(client), triton_stats.scrape(target.metrics_url)
+    after, samples = triton_stats.snapshot(client, headers), triton_stats.scrape(target.metrics_url)
     delta = triton_stats.difference(before, after)
     failures_after = triton_stats.failures_by_reason(samples, model)
     failures_earlier = triton_stats.failures_by_reason(failures_before, model)

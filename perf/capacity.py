@@ -130,7 +130,7 @@ def served_step(server: TritonServer, jpegs: dict, out: Path, progress=print) ->
     from perf import analyzer
     from perf.input_data import write_input_data
 
-    target = analyzer.Target(grpc_url=server.grpc_url, metrics_url=server.metrics_url)
+    target = analyzer.Target(grpc_url=server.grpc_url, metrics_url=server.metrics_url, admin_key=server.admin_key)
     windows = analyzer.Windows(window_ms=3000, stability_percent=20, max_trials=6)
     rows = []
     for name in FAMILIES:
@@ -243,7 +243,7 @@ def served_throughput(server: TritonServer, out: Path, progress=print) -> dict:
     from perf.input_data import write_input_data
     from perf.profiles import PROFILES
 
-    target = analyzer.Target(grpc_url=server.grpc_url, metrics_url=server.metrics_url)
+    target = analyzer.Target(grpc_url=server.grpc_url, metrics_url=server.metrics_url, admin_key=server.admin_key)
     data = write_input_data(sample_photo_paths(), out / "input_data.json")
     result = {}
     with grpcclient.InferenceServerClient(server.grpc_url) as client:

@@ -3,7 +3,9 @@
 Locust writes its own CSV files (locust_stats.csv, locust_stats_history.csv, locust_failures.csv,
 locust_exceptions.csv) under build/perf/load/; the locustfile also writes one row per request
 (requests.csv), from which each step gets exact percentiles. The summary (load.json, load.md)
-counts failures by cause. Exit status is non-zero when any request failed.
+counts failures by cause. Every request carries the client's deadline (--request-timeout, default
+client.classify.DEFAULT_DEADLINE_S), so each step's goodput is its requests answered within it.
+Exit status is non-zero when any request failed.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+
+from client.classify import DEFAULT_DEADLINE_S
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 PROJECT = LOCUSTFILE.parent.parent
@@ -79,9 +83,12 @@ def failures_by_cause(out: Path) -> list[dict[str, object]]:
 def per_step(out: Path) -> list[dict[str, object]]:
     """Requests, rate, p50/p95 and failures for each user count, from the per-request rows."""
     groups: dict[int, list[tuple[float, float, bool]]] = {}
+    causes: dict[int, Counter[str]] = {}
     for row in _rows(out / "requests.csv"):
         sample = (float(row["time"]), float(row["latency_ms"]), bool(row["error"]))
         groups.setdefault(int(row["users"]), []).append(sample)
+        if row["error"]:
+            causes.setdefault(int(row["users"]), Counter())[row.get("cause") or "other"] += 1
     steps = []
     for users, samples in sorted(groups.items()):
         times = [t for t, _, _ in samples]
@@ -92,9 +99,11 @@ def per_step(out: Path) -> list[dict[str, object]]:
                 "users": users,
                 "requests": len(samples),
                 "rps": (len(samples) - 1) / span if span > 0 else None,
+                "goodput_rps": latencies.size / span if span > 0 else None,  # answered within the deadline
                 "p50_ms": float(np.percentile(latencies, 50)) if latencies.size else None,
                 "p95_ms": float(np.percentile(latencies, 95)) if latencies.size else None,
                 "failures": sum(1 for _, _, failed in samples if failed),
+                "failures_by_kind": dict(causes.get(users, {})),
             }
         )
     return steps
@@ -131,7 +140,12 @@ def load(url: str, model: str, out: Path, step_users: int, step_seconds: float, 
     cmd = locust_command(url, model, out, step_users, step_seconds, steps)
     progress(f"locust: {steps} steps of {step_users} users x {step_seconds:g} s against {url} ({model})")
     code = run_locust(cmd, out, timeout_s=steps * step_seconds + 300)
-    settings = {"users_per_step": step_users, "step_seconds": step_seconds, "steps": steps}
+    settings = {
+        "users_per_step": step_users,
+        "step_seconds": step_seconds,
+        "steps": steps,
+        "deadline_s": DEFAULT_DEADLINE_S,
+    }
     summary = summarize(out, url, model, settings, "python -m perf " + shlex.join(sys.argv[1:]), code)
     (out / "load.json").write_text(json.dumps(summary, indent=2) + "\n")
     from perf.report import load_section

@@ -5,6 +5,10 @@
 
 `make load` runs exactly this (perf/load.py) and summarises the CSV files. Each user keeps one
 request in flight (no think time), so N users are a closed loop like perf_analyzer's concurrency N.
+Every request carries the client library's deadline (client.classify.DEFAULT_DEADLINE_S unless
+--request-timeout says otherwise) and is cancelled past it, as a real client would, so the
+successes are the goodput: requests answered within the deadline. Failures are named by cause
+(overloaded: shed by the bounded queues; deadline; refused) in the per-request rows.
 
 Locust runs users as gevent greenlets; gRPC's C core blocks a whole OS thread unless its gevent
 integration is switched on first, so init_gevent() runs before tritonclient.grpc is imported.
@@ -28,6 +32,7 @@ from locust import LoadTestShape, User, constant, events, task  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 from catalog.reference import sample_photo_paths  # noqa: E402
+from client.classify import DEFAULT_DEADLINE_S, failure_kind  # noqa: E402
 from model_repository.configs import IMAGE_INPUT, TOP_K, TOP_K_OUTPUTS  # noqa: E402
 
 PHOTOS = [path.read_bytes() for path in sample_photo_paths()]
@@ -45,7 +50,12 @@ def _arguments(parser) -> None:
     parser.add_argument("--step-seconds", type=float, default=20.0, help="duration of each step")
     parser.add_argument("--steps", type=int, default=4, help="number of steps; the run then stops")
     parser.add_argument("--samples-csv", default="", help="also write one row per request here")
-    parser.add_argument("--request-timeout", type=float, default=120.0, help="seconds before a request fails")
+    parser.add_argument(
+        "--request-timeout",
+        type=float,
+        default=DEFAULT_DEADLINE_S,
+        help=f"request deadline in seconds, then cancelled and failed (default {DEFAULT_DEADLINE_S:g})",
+    )
 
 
 class _Samples:
@@ -58,11 +68,11 @@ class _Samples:
     def open(self, path: str) -> None:
         self.file = open(path, "w", newline="")  # noqa: SIM115 - closed in the quitting listener
         self.writer = csv.writer(self.file)
-        self.writer.writerow(["time", "users", "latency_ms", "error"])
+        self.writer.writerow(["time", "users", "latency_ms", "error", "cause"])
 
-    def add(self, users: int, latency_ms: float, error: str) -> None:
+    def add(self, users: int, latency_ms: float, error: str, cause: str = "") -> None:
         if self.writer is not None:
-            self.writer.writerow([f"{time.time():.3f}", users, f"{latency_ms:.2f}", error])
+            self.writer.writerow([f"{time.time():.3f}", users, f"{latency_ms:.2f}", error, cause])
 
     def close(self) -> None:
         if self.file is not None:
@@ -134,7 +144,8 @@ class TritonGrpcUser(User):
         except (InferenceServerException, AnswerError) as err:
             exception = err
         latency_ms = (time.perf_counter() - start) * 1000.0
-        SAMPLES.add(self.environment.runner.user_count, latency_ms, "" if exception is None else str(exception))
+        cause = "" if exception is None else "answer" if isinstance(exception, AnswerError) else failure_kind(exception)
+        SAMPLES.add(self.environment.runner.user_count, latency_ms, "" if exception is None else str(exception), cause)
         events.request.fire(
             request_type="grpc",
             name=self.model,

@@ -10,17 +10,20 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from model_repository.configs import Layout
-from model_repository.server import TritonServer, free_port
+from model_repository.server import TritonServer, free_port, key_from_environment
 from perf.analyzer import Target
 
 
 def remote(url: str, metrics_url: str | None = None) -> Target:
-    """A running server: gRPC at `url` (host:port); metrics default to the same host, port 8002."""
+    """A running server: gRPC at `url` (host:port); metrics default to the same host, port 8002.
+
+    Its admin key (for the statistics API) comes from $PADDLECLAS_TRITON_ADMIN_KEY.
+    """
     address = url.removeprefix("grpc://")
     if metrics_url is None:
         host = urlsplit(f"//{address}").hostname or "127.0.0.1"
         metrics_url = f"http://{host}:8002/metrics"
-    return Target(grpc_url=address, metrics_url=metrics_url)
+    return Target(grpc_url=address, metrics_url=metrics_url, admin_key=key_from_environment())
 
 
 @contextlib.contextmanager
@@ -30,4 +33,9 @@ def local(repository: Path, log_path: Path, layout: Layout | None = None) -> Ite
     log_path.parent.mkdir(parents=True, exist_ok=True)
     server = TritonServer(repository, free_port(), free_port(), free_port(), log_path=log_path, layout=layout)
     with server:
-        yield Target(grpc_url=server.grpc_url, metrics_url=server.metrics_url), server
+        yield target(server), server
+
+
+def target(server: TritonServer) -> Target:
+    """What the harness needs of a server this process started, its admin key included."""
+    return Target(grpc_url=server.grpc_url, metrics_url=server.metrics_url, admin_key=server.admin_key)

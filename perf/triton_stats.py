@@ -1,4 +1,4 @@
-"""Triton's own view of a measurement: per-model statistics (gRPC API) and Prometheus metrics.
+"""Triton's own view of a measurement: per-model statistics (gRPC API, behind the admin key) and Prometheus metrics.
 
 perf_analyzer reports the ensemble as a whole; where the time goes inside it (preprocess, network,
 postprocess, each split into queueing and compute) comes from the server's cumulative per-model
@@ -60,9 +60,13 @@ def _counters(entry: dict) -> ModelCounters:
     )
 
 
-def snapshot(client) -> dict[str, ModelCounters]:
-    """Counters of every loaded model, from a tritonclient.grpc InferenceServerClient."""
-    stats = client.get_inference_statistics(as_json=True)
+def snapshot(client, headers: dict[str, str] | None = None) -> dict[str, ModelCounters]:
+    """Counters of every loaded model, from a tritonclient.grpc InferenceServerClient.
+
+    The statistics API is restricted (docs/security.md): `headers` carries the admin key
+    (analyzer.Target.admin_headers()).
+    """
+    stats = client.get_inference_statistics(as_json=True, headers=headers)
     return {entry["name"]: _counters(entry) for entry in stats.get("model_stats", [])}
 
 

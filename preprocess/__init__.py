@@ -3,12 +3,13 @@ per-request batching the Triton preprocess models use (batching.py). Importable 
 """
 
 from preprocess.batching import preprocess_requests
-from preprocess.decoding import DEFAULT_MAX_PIXELS, decode
+from preprocess.decoding import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_PIXELS, decode
 from preprocess.formats import ACCEPTED, FORMATS, ImageDecodeError, ImageFormat, sniff
 from preprocess.image import Preprocessor, center_crop, normalize, resize_short_side, resized_shape
 
 __all__ = [
     "ACCEPTED",
+    "DEFAULT_MAX_IMAGE_BYTES",
     "DEFAULT_MAX_PIXELS",
     "FORMATS",
     "ImageDecodeError",

@@ -32,6 +32,21 @@ from preprocess.formats import ImageDecodeError, header_size, sniff, truncation
 # must be served.
 DEFAULT_MAX_PIXELS = 120_000_000
 
+# 32 MiB per encoded image: well above a camera's largest JPEG (about 12 MB at 61 MP and top
+# quality) and a 24 MP PNG photograph, so one request of 8 images stays under 256 MiB. Checked
+# first, before the format is even sniffed, so an oversized image costs nothing but its copy.
+# tritonserver 2.51 itself bounds no request (docs/security.md); raise the `max_image_bytes`
+# model parameter for larger files.
+DEFAULT_MAX_IMAGE_BYTES = 32 * 1024 * 1024
+
+
+def check_image_bytes(size: int, max_image_bytes: int) -> None:
+    if size > max_image_bytes:
+        raise ImageDecodeError(
+            f"image of {size:,} bytes, over the limit of {max_image_bytes:,} bytes "
+            "(the preprocess model's max_image_bytes parameter)"
+        )
+
 
 def check_pixels(width: int, height: int, max_pixels: int, what: str) -> None:
     """Refuse width x height over the limit; `what` says which size it is ("image declares", ...)."""
@@ -60,7 +75,9 @@ def _decode_gif(data: bytes) -> np.ndarray:
         raise ImageDecodeError(f"corrupt or truncated GIF data ({type(err).__name__}: {err})") from None
 
 
-def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def decode(
+    data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+) -> np.ndarray:
     """Encoded image bytes -> RGB uint8 HxWx3 (C-contiguous).
 
     Order matters: the format and the declared size are checked on the header alone, so an empty,
@@ -68,6 +85,7 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """
     if len(data) == 0:
         raise ImageDecodeError("empty image (0 bytes)")
+    check_image_bytes(len(data), max_image_bytes)
     image_format = sniff(data)
     width, height = header_size(data, image_format)
     check_pixels(width, height, max_pixels, f"decompression bomb guard: the {image_format.name} header declares")

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from preprocess.decoding import DEFAULT_MAX_PIXELS, check_pixels, decode
+from preprocess.decoding import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_PIXELS, check_pixels, decode
 from preprocess.formats import ImageDecodeError
 
 RESIZE_BACKENDS = ("pillow-bicubic", "opencv-linear")
@@ -91,6 +91,7 @@ class Preprocessor:
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
 
     def __post_init__(self) -> None:
         if self.resize not in RESIZE_BACKENDS:
@@ -110,6 +111,7 @@ class Preprocessor:
             mean=_floats(params["mean"]) if "mean" in params else None,
             std=_floats(params["std"]) if "std" in params else None,
             max_pixels=int(params.get("max_pixels", DEFAULT_MAX_PIXELS)),
+            max_image_bytes=int(params.get("max_image_bytes", DEFAULT_MAX_IMAGE_BYTES)),
         )
 
     def _statistics(self) -> tuple[np.ndarray, np.ndarray]:
@@ -119,8 +121,8 @@ class Preprocessor:
         return np.array(self.mean, np.float32).reshape(shape), np.array(self.std, np.float32).reshape(shape)
 
     def decode(self, data: bytes) -> np.ndarray:
-        """Encoded bytes -> RGB uint8 HxWx3, under this model's pixel limit."""
-        return decode(data, self.max_pixels)
+        """Encoded bytes -> RGB uint8 HxWx3, under this model's byte and pixel limits."""
+        return decode(data, self.max_pixels, self.max_image_bytes)
 
     def pixels(self, rgb: np.ndarray) -> np.ndarray:
         """RGB uint8 HxWx3 -> the cropped uint8 image the network sees (before normalization).

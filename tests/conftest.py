@@ -32,7 +32,11 @@ def exported_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def triton_server(exported_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
-    """The real tritonserver 2.51.0 on free ports, serving `exported_repository`."""
+    """The real tritonserver 2.51.0 on free ports, serving `exported_repository`.
+
+    Started by the project's launcher, so secured as `make serve` is: loopback only, and the
+    restricted APIs need `triton_server.admin_headers("http" | "grpc")` (a random key per session).
+    """
     log = tmp_path_factory.mktemp("triton") / "tritonserver.log"
     server = TritonServer(exported_repository, free_port(), free_port(), free_port(), log_path=log)
     with server:

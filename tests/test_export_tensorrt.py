@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 import catalog
 from export import trt_plans
@@ -23,6 +24,7 @@ from model_repository import configs, install, layout
 from tests.test_export_errors import snapshot
 
 pytestmark = pytest.mark.export
+VALUES = Path(__file__).resolve().parent.parent / "helm" / "paddleclas-triton" / "values.yaml"
 
 ENTRY = catalog.get("NextViT_small_224")
 STAND_IN_TRTEXEC = """#!{python}
@@ -92,7 +94,8 @@ def test_without_trtexec_the_error_says_how_to_build_in_the_cluster(
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
     assert len(errors) == 1
     assert "trtexec not found" in errors[0] and "trtPlans.enabled=true" in errors[0]
-    assert "nvcr.io/nvidia/tensorrt:24.10-py3" in errors[0] and errors[0].endswith("was left as it was.")
+    image = yaml.safe_load(VALUES.read_text())["trtPlans"]["image"]  # the image the chart builds plans in
+    assert f"{image['repository']}:{image['tag']}" in errors[0] and errors[0].endswith("was left as it was.")
     assert snapshot(production) == before
 
 

@@ -99,3 +99,13 @@ def test_command_line_prints_what_it_rendered(repository: Path, tmp_path: Path, 
     assert summary["cores"] == 2 and summary["layout"]["postprocess_instances"] == 2
     assert layout.main(["--source", str(tmp_path / "nothing"), "--target", str(target)]) == 1
     assert "holds no exported model" in capsys.readouterr().err
+
+
+def test_queue_sizes_follow_the_instance_counts(repository: Path, tmp_path: Path) -> None:
+    target = tmp_path / "serving"
+    layout.render(repository, target, None, configs.Layout.for_cores(6), 6)
+    preprocess = served_config(target, configs.preprocess_name(NEXTVIT)).dynamic_batching.default_queue_policy
+    assert preprocess.max_queue_size == 6 * configs.QUEUE_PER_INSTANCE["preprocess"]
+    pixels = served_config(target, configs.pixels_preprocess_name(VIT)).dynamic_batching.default_queue_policy
+    assert pixels.max_queue_size == 3 * configs.QUEUE_PER_INSTANCE["pixels_preprocess"]
+    assert preprocess.default_timeout_microseconds == configs.PREPROCESS_TIMEOUT_US  # the timeout stays

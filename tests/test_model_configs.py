@@ -242,3 +242,32 @@ def test_network_threads_auto_shares_the_cores_between_instances(monkeypatch: py
     assert network.intra_op_threads(0, instances=4, cores=16) == 4
     assert network.intra_op_threads(0, instances=3, cores=2) == 1
     assert network.intra_op_threads(3, instances=1, cores=16) == 3
+
+
+@pytest.mark.parametrize("variant", configs.VARIANTS)
+def test_every_composing_step_has_a_bounded_rejecting_queue(variant: configs.Variant) -> None:
+    entry = catalog.get("NextViT_small_224")
+    steps = [configs.network_config(entry, variant), configs.tensorrt_network_config(entry)]
+    steps += [configs.preprocess_config(entry), configs.pixels_preprocess_config(entry), configs.postprocess_config()]
+    for config in steps:
+        policy = configs.parse_pbtxt(configs.to_pbtxt(config)).dynamic_batching.default_queue_policy
+        assert policy.max_queue_size > 0 and policy.timeout_action == policy.REJECT, config["name"]
+        assert policy.default_timeout_microseconds >= configs.QUEUE_TIMEOUT_FLOOR_US and policy.allow_timeout_override
+    for config in (configs.ensemble_config(entry, "test"), configs.pixels_ensemble_config(entry, "test")):
+        assert "dynamic_batching" not in config  # 2.51: no ensemble back-pressure field exists
+    assert [f.name for f in configs.model_config_pb2.ModelEnsembling.DESCRIPTOR.fields] == ["step"]
+
+
+def test_network_timeouts_let_a_full_queue_drain() -> None:
+    nextvit, vit = catalog.get("NextViT_small_224"), catalog.get("ViT_base_patch16_224")
+    # 80 ms (NextViT-S) and 220 ms (ViT-B) per image measured on 2 cores; the estimate is within 20 %.
+    # Twice the drain of a full queue (8 requests x 8 images) and the running batch (8): 144 images.
+    assert 0.8 * 144 * 80_000 <= configs.network_timeout_us(nextvit, gpu=False) <= 1.2 * 144 * 80_000
+    assert 0.8 * 144 * 220_000 <= configs.network_timeout_us(vit, gpu=False) <= 1.2 * 144 * 220_000
+    # GPU: 256 x 8 + 128 images, twice, at 8,000 img/s for ViT-B (paper estimate): 0.54 s.
+    assert 0.5e6 <= configs.network_timeout_us(vit, gpu=True) <= 0.6e6
+    layout = configs.Layout(preprocess_instances=3)
+    assert (
+        configs.preprocess_config(nextvit, layout)["dynamic_batching"]["default_queue_policy"]["max_queue_size"] == 24
+    )
+    assert configs.max_queue_size("network", 2, gpu=True) == 2 * configs.GPU_NETWORK_QUEUE_PER_INSTANCE

@@ -9,11 +9,13 @@ The targets run exactly as a user types them, with URL pointing at the test serv
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from model_repository.server import ADMIN_KEY_ENV
 from perf import goals
 
 pytestmark = pytest.mark.server
@@ -32,10 +34,14 @@ REPORT_SECTIONS = (
 PLOTS = ("throughput", "latency", "time_split", "engines")
 
 
-def make(target: str, **variables: str) -> subprocess.CompletedProcess:
-    """`make TARGET VAR=value...` from the project directory, as the README tells users to run it."""
+def make(target: str, admin_key: str | None = None, **variables: str) -> subprocess.CompletedProcess:
+    """`make TARGET VAR=value...` from the project directory, as the README tells users to run it.
+
+    A running server's statistics API is restricted: its key goes in the environment, as for a cluster.
+    """
     cmd = ["make", "--no-print-directory", target, *(f"{k}={v}" for k, v in variables.items())]
-    return subprocess.run(cmd, cwd=PROJECT, capture_output=True, text=True, timeout=600)
+    env = {**os.environ, **({ADMIN_KEY_ENV: admin_key} if admin_key else {})}
+    return subprocess.run(cmd, cwd=PROJECT, env=env, capture_output=True, text=True, timeout=600)
 
 
 def passed(result: subprocess.CompletedProcess) -> bool:
@@ -52,7 +58,7 @@ def perf_dir(triton_server, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("perf") / "run"
     server = {"URL": triton_server.grpc_url, "METRICS_URL": triton_server.metrics_url}
     common = {"PERF_DIR": str(out), "REPOSITORY": str(triton_server.repository)}
-    result = make("perf", PERF_MODELS=MODEL, PERF_PROFILE="smoke", **server, **common)
+    result = make("perf", triton_server.admin_key, PERF_MODELS=MODEL, PERF_PROFILE="smoke", **server, **common)
     assert passed(result), output(result)
     result = make("load", MODEL=MODEL, LOAD_STEP_USERS="1", LOAD_STEP_SECONDS="3", LOAD_STEPS="2", **server, **common)
     assert passed(result), output(result)
