@@ -166,6 +166,15 @@ def restriction_flags(key: str, groups: tuple[str, ...] = RESTRICTED_GROUPS) -> 
     return [f"--grpc-restricted-protocol={spec}", f"--http-restricted-api={spec}"]
 
 
+def is_ready(http_url: str) -> bool:
+    """One strict-readiness check of a server's HTTP endpoint (host:port): every model loaded and warm."""
+    try:
+        with urllib.request.urlopen(f"http://{http_url}/v2/health/ready", timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -304,16 +313,11 @@ class TritonServer:
 
     def wait_ready(self, timeout: float = 180.0) -> None:
         deadline = time.monotonic() + timeout
-        url = f"http://{self.http_url}/v2/health/ready"
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
                 raise ServerError(f"tritonserver exited with code {self.process.returncode}{self._log_tail()}")
-            try:
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
+            if is_ready(self.http_url):
+                return
             time.sleep(0.5)
         raise ServerError(f"tritonserver not ready after {timeout:.0f}s{self._log_tail()}")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -10,18 +9,10 @@ import pytest
 
 import catalog
 from model_repository import configs, install
+from tests.test_export_errors import snapshot
 
 pytestmark = pytest.mark.export
 ENTRY = catalog.get("NextViT_small_224")
-
-
-def snapshot(root: Path) -> dict[str, str]:
-    """Every file under root with a digest of its content: equal snapshots mean nothing changed."""
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
 
 
 @pytest.fixture

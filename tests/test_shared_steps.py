@@ -6,24 +6,16 @@ tests use a placeholder file instead of an export; tests/test_install_atomic.py 
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import pytest
 
 import catalog
 from model_repository import configs, install
+from tests.test_export_errors import snapshot
 
 NEXTVIT_S, NEXTVIT_B = catalog.get("NextViT_small_224"), catalog.get("NextViT_base_224")
 VIT = catalog.get("ViT_base_patch16_224")
-
-
-def snapshot(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
 
 
 @pytest.fixture
