@@ -148,3 +148,12 @@ DRILL_ARGS ?=
 .PHONY: drills
 drills: setup ## benchmark: overload 10x, SIGTERM, killed step, soak, slow clients vs a local server; docs/reliability.md
 	$(PY) -m perf.drills $(DRILLS) --model $(MODEL) --repository $(REPOSITORY) --out $(PERF_DIR)/drills --publish $(DRILL_ARGS)
+
+# Evaluation (issue 13): top-1/top-5 on a labelled set against a running server, vs the published figures
+LIST ?=
+ROOT ?=
+EVALUATE_ARGS ?=
+.PHONY: evaluate
+evaluate: setup ## top-1/top-5 of MODEL on LIST (val_list.txt or synset folders; ROOT=, URL=host:8001, EVALUATE_ARGS=)
+	$(PY) -m client evaluate $(LIST) $(if $(ROOT),--root $(ROOT)) --model $(MODEL) \
+		--url $(or $(URL),127.0.0.1:$(GRPC_PORT)) $(EVALUATE_ARGS)

@@ -1,5 +1,7 @@
 """python -m client classify PATH... --model NAME [--url HOST:PORT] [--protocol grpc|http] [--top-k K] [--json]
     [--deadline SECONDS] [--retries N]
+python -m client evaluate LIST [--root DIR] --model NAME [--url HOST:PORT] [--json FILE] [--resume FILE]
+    [--against HOST:PORT/MODEL] (see client/evaluate.py)
 
 Files and folders (searched recursively for image files); images travel in batches of up to 8 per
 request, several requests in flight at once. If a batch is refused (one bad file), its images are
@@ -120,6 +122,29 @@ def classify_command(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def add_transport_arguments(parser: argparse.ArgumentParser) -> None:
+    """Batching, concurrency, deadline and retries: shared by classify and evaluate."""
+    parser.add_argument(
+        "--batch-size", type=int, default=MAX_BATCH_SIZE, choices=range(1, MAX_BATCH_SIZE + 1), metavar="{1..8}"
+    )
+    parser.add_argument("--concurrency", type=int, default=4, help="requests in flight at once (default 4)")
+    parser.add_argument(
+        "--deadline",
+        type=float,
+        default=DEFAULT_DEADLINE_S,
+        metavar="SECONDS",
+        help=f"give up on a request (and cancel it) after this long, per try (default {DEFAULT_DEADLINE_S:g})",
+    )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=DEFAULT_RETRIES,
+        metavar="N",
+        help=f"more tries, after a jittered pause, when the server sheds a request as overloaded or cannot be "
+        f"reached; never for a refused image (default {DEFAULT_RETRIES})",
+    )
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m client", description=__doc__.split("\n\n")[1])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -130,30 +155,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     classify.add_argument("--protocol", choices=("grpc", "http"), default="grpc")
     classify.add_argument("--top-k", type=int, default=5, choices=range(1, 6), metavar="{1..5}")
     classify.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    classify.add_argument(
-        "--batch-size", type=int, default=MAX_BATCH_SIZE, choices=range(1, MAX_BATCH_SIZE + 1), metavar="{1..8}"
-    )
-    classify.add_argument("--concurrency", type=int, default=4, help="requests in flight at once (default 4)")
-    classify.add_argument(
-        "--deadline",
-        type=float,
-        default=DEFAULT_DEADLINE_S,
-        metavar="SECONDS",
-        help=f"give up on a request (and cancel it) after this long, per try (default {DEFAULT_DEADLINE_S:g})",
-    )
-    classify.add_argument(
-        "--retries",
-        type=int,
-        default=DEFAULT_RETRIES,
-        metavar="N",
-        help=f"more tries, after a jittered pause, when the server sheds a request as overloaded or cannot be "
-        f"reached; never for a refused image (default {DEFAULT_RETRIES})",
-    )
+    add_transport_arguments(classify)
+    from client.evaluate import add_evaluate_parser  # here: client.evaluate imports this module
+
+    add_evaluate_parser(commands)
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.command == "evaluate":
+        from client.evaluate import evaluate_command
+
+        return evaluate_command(args)
     return classify_command(args)
 
 

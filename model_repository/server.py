@@ -38,7 +38,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from model_repository import configs, layout
+from model_repository import configs, layout, procfs
 
 PROJECT = Path(__file__).resolve().parent.parent
 BACKENDS_DIR = PROJECT / "build" / "triton_backends"
@@ -437,19 +437,63 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     try:
-        return wait_for_exit(server.process, signalled, server.exit_timeout_secs + 5)
+        return wait_for_exit(server.process, signalled, server.exit_timeout_secs + 5, StepWatch(server))
     finally:
         server.stop()
 
 
-def wait_for_exit(process: subprocess.Popen, signalled: list[float], grace_s: float) -> int:
-    """The server's exit code; a server still running `grace_s` after the first signal is killed."""
+STEP_DIED_EXIT = 3  # the launcher's exit code when it stopped the server because a Python step died
+
+
+class StepWatch:
+    """Notices a Python step process that died: Triton 2.51 neither restarts it nor reports unready.
+
+    After the server first reports ready, its stub processes are counted once; fewer later means a
+    step is gone and every request it serves fails, so the launcher stops the server loudly and a
+    supervisor (or the person at the terminal) starts it again.
+    """
+
+    def __init__(self, server: TritonServer) -> None:
+        self.server = server
+        self.expected: int | None = None
+
+    def problem(self) -> str | None:
+        assert self.server.process is not None
+        if self.expected is None:
+            if is_ready(self.server.http_url):
+                self.expected = len(procfs.python_stubs(self.server.process.pid))
+            return None
+        alive = len(procfs.python_stubs(self.server.process.pid))
+        if alive >= self.expected:
+            return None
+        return (
+            f"{self.expected - alive} of {self.expected} Python step processes died; tritonserver 2.51 does not "
+            "restart them and keeps reporting ready, so the server is stopped (start it again)"
+        )
+
+
+def wait_for_exit(process: subprocess.Popen, signalled: list[float], grace_s: float, watch: StepWatch) -> int:
+    """The server's exit code; a server still running `grace_s` after the first signal is killed.
+
+    Until a signal arrives, `watch` looks for dead Python steps once a second; finding one stops the
+    server and the exit code is STEP_DIED_EXIT.
+    """
+    died = False
     while True:
         try:
-            return process.wait(timeout=1)
+            code = process.wait(timeout=1)
+            return STEP_DIED_EXIT if died else code
         except subprocess.TimeoutExpired:
-            if signalled and time.monotonic() - signalled[0] > grace_s:
-                process.kill()
+            if signalled:
+                if time.monotonic() - signalled[0] > grace_s:
+                    process.kill()
+                continue
+            problem = watch.problem()
+            if problem:
+                print(f"error: {problem}", file=sys.stderr, flush=True)
+                died = True
+                signalled.append(time.monotonic())
+                process.send_signal(signal.SIGINT)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ import numpy as np
 
 import catalog
 from catalog.reference import sample_photo_paths
-from model_repository import configs
+from model_repository import configs, procfs
 from model_repository.server import TritonServer, free_port
 from perf import machine, repository
 from preprocess import Preprocessor, decode
@@ -151,37 +151,14 @@ def served_step(server: TritonServer, jpegs: dict, out: Path, progress=print) ->
     return rows
 
 
-def _processes(root_pid: int) -> list[tuple[int, str, int]]:
-    """(pid, command, resident KiB) of root_pid and its descendants, from /proc."""
-    children: dict[int, list[int]] = {}
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
-        except OSError:
-            continue
-        children.setdefault(int(fields["PPid"]), []).append(int(fields["Pid"]))
-    found, todo = [], [root_pid]
-    while todo:
-        pid = todo.pop()
-        todo += children.get(pid, [])
-        try:
-            status = dict(
-                line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":\t" in line
-            )
-            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        found.append((pid, command, int(status.get("VmRSS", "0 kB").split()[0])))
-    return found
-
-
 def footprint(server: TritonServer) -> dict:
     assert server.process is not None
-    processes = _processes(server.process.pid)
-    stubs = [p for p in processes if "triton_python_backend_stub" in p[1]]
+    processes = procfs.descendants(server.process.pid)
+    stubs = [p for p in processes if procfs.STUB in p.command]
     per_model: dict[str, int] = {}
-    for _, command, _ in stubs:
-        model = command.split()[1].rstrip("/").split("/")[-3] if len(command.split()) > 1 else "?"
+    for stub in stubs:
+        words = stub.command.split()
+        model = words[1].rstrip("/").split("/")[-3] if len(words) > 1 else "?"
         per_model[model] = per_model.get(model, 0) + 1
     served = server.served_models
     return {
@@ -190,8 +167,8 @@ def footprint(server: TritonServer) -> dict:
         "python_step_models": server.serving["python_step_models"] if server.serving else None,
         "python_processes": len(stubs),
         "processes_per_model": per_model,
-        "resident_mb": round(sum(p[2] for p in processes) / 1024),
-        "server_resident_mb": round(processes[0][2] / 1024),
+        "resident_mb": round(sum(p.resident_kib for p in processes) / 1024),
+        "server_resident_mb": round(processes[0].resident_kib / 1024),
         # The layout before shared steps, for the same models: 2 + 2 + 1 Python steps and a network each.
         "before_python_step_models": 3 * len(served),
         "before_python_processes": 6 * len(served),

@@ -38,10 +38,11 @@ import numpy as np
 
 import catalog
 from client.classify import failure_kind
+from model_repository import procfs
 from model_repository.configs import IMAGE_INPUT, TOP_K_OUTPUTS
 from model_repository.server import TritonServer, free_port
 from perf import machine, repository
-from perf.capacity import _processes, benchmark_jpegs
+from perf.capacity import benchmark_jpegs
 
 PROJECT = Path(__file__).resolve().parent.parent
 DOC = PROJECT / "docs" / "reliability.md"
@@ -96,14 +97,11 @@ class Launcher:
             time.sleep(0.25)
         raise RuntimeError(f"not ready after {timeout:.0f} s; see {self.log.name}")
 
-    def tree(self) -> list[tuple[int, str, int]]:
-        return _processes(self.process.pid)
-
     def rss_mb(self) -> float:
-        return sum(kib for _, _, kib in self.tree()) / 1024
+        return sum(p.resident_kib for p in procfs.descendants(self.process.pid)) / 1024
 
     def stubs(self, name: str = "") -> list[int]:
-        return [pid for pid, command, _ in self.tree() if "python_backend_stub" in command and name in command]
+        return [p.pid for p in procfs.python_stubs(self.process.pid) if name in p.command]
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -111,8 +109,8 @@ class Launcher:
             try:
                 self.process.wait(timeout=TritonServer.exit_timeout_secs + 20)
             except subprocess.TimeoutExpired:
-                for pid, _, _ in self.tree():
-                    os.kill(pid, signal.SIGKILL)
+                for process in procfs.descendants(self.process.pid):
+                    os.kill(process.pid, signal.SIGKILL)
                 self.process.kill()
                 self.process.wait()
         self.log.close()

@@ -6,6 +6,7 @@ exit timeout plus 10 s and leave no tritonserver or Python backend stub behind (
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -14,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from model_repository.server import PROJECT, TritonServer, free_port, is_ready
+from model_repository import procfs
+from model_repository.server import PROJECT, STEP_DIED_EXIT, TritonServer, free_port, is_ready
 
 pytestmark = pytest.mark.server
 
@@ -22,24 +24,8 @@ EXIT_TIMEOUT_S = TritonServer.exit_timeout_secs  # the launcher's --exit-timeout
 
 
 def descendants(root: int) -> dict[int, str]:
-    """pid -> command of every process below `root`, from /proc."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        children.setdefault(int(text[text.rindex(")") + 2 :].split()[1]), []).append(int(stat.parent.name))
-    found: dict[int, str] = {}
-    todo = list(children.get(root, []))
-    while todo:
-        pid = todo.pop()
-        todo += children.get(pid, [])
-        try:
-            found[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-    return found
+    """pid -> command of every process below `root`."""
+    return {process.pid: process.command for process in procfs.descendants(root)[1:]}
 
 
 def running(pid: int) -> bool:
@@ -61,35 +47,64 @@ def wait_ready(http_url: str, process: subprocess.Popen, timeout: float = 180.0)
     raise AssertionError(f"not ready after {timeout:.0f} s")
 
 
+def start_launcher(repository: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
+    """`python -m model_repository.server` (what make serve runs) on free ports, ready, and its HTTP address."""
+    http_port = free_port()
+    command = [sys.executable, "-m", "model_repository.server", "--repository", str(repository)]
+    command += ["--models", "NextViT_small_224", "--cores", "2", "--no-warmup", "--http-port", str(http_port)]
+    command += ["--grpc-port", str(free_port()), "--metrics-port", str(free_port())]
+    process = subprocess.Popen(command, cwd=PROJECT, stdout=log_path.open("wb"), stderr=subprocess.STDOUT)
+    wait_ready(f"127.0.0.1:{http_port}", process)
+    return process, f"127.0.0.1:{http_port}"
+
+
+def assert_nothing_left(children: dict[int, str], stopped_s: float) -> None:
+    left: list[str] = []
+    for _ in range(20):  # orphans are reaped by init; give it a moment
+        left = [f"{pid} {command}" for pid, command in children.items() if running(pid)]
+        if not left:
+            break
+        time.sleep(0.1)
+    assert not left, f"left behind after {stopped_s:.1f} s: {left}"
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_launcher_stops_within_the_exit_timeout_and_leaves_nothing(
     exported_repository: Path, tmp_path: Path, signum: signal.Signals
 ) -> None:
-    http_port = free_port()
-    command = [sys.executable, "-m", "model_repository.server", "--repository", str(exported_repository)]
-    command += ["--models", "NextViT_small_224", "--cores", "2", "--no-warmup", "--http-port", str(http_port)]
-    command += ["--grpc-port", str(free_port()), "--metrics-port", str(free_port())]
-    log = (tmp_path / "launcher.log").open("wb")
-    process = subprocess.Popen(command, cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT)
+    process, _ = start_launcher(exported_repository, tmp_path / "launcher.log")
     try:
-        wait_ready(f"127.0.0.1:{http_port}", process)
         children = descendants(process.pid)
         assert any("tritonserver" in c for c in children.values()), children
         assert any("triton_python_backend_stub" in c for c in children.values()), children
         start = time.monotonic()
         process.send_signal(signum)
         code = process.wait(timeout=EXIT_TIMEOUT_S + 10)
-        stopped_s = time.monotonic() - start
-        left: list[str] = []
-        for _ in range(20):  # orphans are reaped by init; give it a moment
-            left = [f"{pid} {command}" for pid, command in children.items() if running(pid)]
-            if not left:
-                break
-            time.sleep(0.1)
-        assert not left, f"left behind after {stopped_s:.1f} s: {left}"
+        assert_nothing_left(children, time.monotonic() - start)
         assert code == 0, (tmp_path / "launcher.log").read_text(errors="replace")[-2000:]
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
-        log.close()
+
+
+def test_a_dead_python_step_stops_the_launcher_loudly(exported_repository: Path, tmp_path: Path) -> None:
+    """2.51 neither restarts a killed stub nor reports unready (tests/test_overload.py); the launcher must notice."""
+    log = tmp_path / "launcher.log"
+    process, http_url = start_launcher(exported_repository, log)
+    try:
+        children = descendants(process.pid)
+        time.sleep(2)  # the watch counts the steps once it has seen the server ready
+        (victim,) = [pid for pid, command in children.items() if "postprocess/1/model.py" in command]
+        start = time.monotonic()
+        os.kill(victim, signal.SIGKILL)
+        code = process.wait(timeout=EXIT_TIMEOUT_S + 15)
+        assert_nothing_left(children, time.monotonic() - start)
+        output = log.read_text(errors="replace")
+        assert code == STEP_DIED_EXIT, output[-2000:]
+        assert "1 of 5 Python step processes died" in output and "does not restart them" in output
+        assert not is_ready(http_url)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
