@@ -130,7 +130,7 @@ def test_a_killed_step_process_fails_its_requests_but_the_server_stays_ready(sle
     # as the server's fault (retryable, e.g. on another replica), never the request's.
     assert all(r[0] == "overloaded" and r[1] < 3.0 for r in results), results
     assert any("Stub process 'sleeper_0_0' is not healthy" in r[2] for r in results), results
-    # ...while every health endpoint still says 200: the chart's probes cannot see it (docs/reliability.md).
+    # ...while every health endpoint still says 200: the chart's probes cannot see it (the launcher's StepWatch does).
     for path in ("/v2/health/live", "/v2/health/ready", "/v2/models/sleeper/ready"):
         with urllib.request.urlopen(f"http://{sleeper.http_url}{path}", timeout=5) as response:
             assert response.status == 200, path
