@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -30,6 +30,7 @@ from client.classify import Classifier, ClientError, Prediction
 from client.evaluate_report import complete, markdown, summarise
 
 SYNSET = re.compile(r"n\d{8}")
+DEFAULT_REPOSITORY = Path("build/model_repository/portable")  # make's REPOSITORY for the portable variant
 Record = dict  # one image's outcome, as one line of the resume file
 
 
@@ -210,11 +211,41 @@ def evaluate_command(args: argparse.Namespace) -> int:
     if args.against and not (against_url and against_model):
         print(f"error: --against takes HOST:PORT/MODEL, got {args.against!r}", file=sys.stderr)
         return 1
+    if (args.paddle_model or args.repository) and not args.reference:
+        print("error: --paddle-model and --repository belong to --reference", file=sys.stderr)
+        return 1
+    if args.reference and entry is None:
+        print(f"error: --reference needs a catalog model, not {args.model!r}", file=sys.stderr)
+        return 1
     try:
         samples, root = load_samples(args.list, args.root)
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    with ExitStack() as stack:
+        program = None
+        repository = args.repository or DEFAULT_REPOSITORY
+        if args.reference:  # before the served run: a reference that cannot be built stops it early
+            from client.reference import reference_program
+
+            try:
+                program = stack.enter_context(reference_program(entry, args.paddle_model, repository))
+            except (RuntimeError, OSError, ValueError) as err:  # ReferenceError, a mismatched weights file...
+                print(f"error: reference: {err}", file=sys.stderr)
+                return 1
+        return _evaluate_against_server(args, entry, model, published, samples, root, program)
+
+
+def _evaluate_against_server(
+    args: argparse.Namespace,
+    entry: catalog.ModelEntry | None,
+    model: str,
+    published: dict | None,
+    samples: list[Sample],
+    root: Path,
+    program: Path | None,
+) -> int:
+    against_url, _, against_model = (args.against or "").rpartition("/")
     url = args.url or f"127.0.0.1:{DEFAULT_PORTS[args.protocol]}"
     transport = (args.protocol, args.deadline, args.retries)
     against = Classifier(against_url, against_model, *transport) if args.against else None
@@ -251,10 +282,24 @@ def evaluate_command(args: argparse.Namespace) -> int:
             )
             print(f"\ninterrupted; {kept}", file=sys.stderr)
             return 130
+    if program is not None:
+        from client.reference import reference_records
+
+        print(f"reference: PaddleClas's operators and Paddle Inference on {len(samples)} images", file=sys.stderr)
+        try:
+            theirs = reference_records(entry, program, [root / s.path for s in samples], args.batch_size, args.progress)
+        except KeyboardInterrupt:
+            print("\ninterrupted during the reference run", file=sys.stderr)
+            return 130
+        records = [{**r, "reference": t} for r, t in zip(records, theirs, strict=True)]
     report = summarise(records, published, weights, run, worst=args.worst)
     report = {"model": model, "url": url, "list": str(args.list), **report}
     if against:
         report["against"] = args.against
+    if program is not None:
+        report["reference"] = (
+            str(args.paddle_model) if args.paddle_model else f"rebuilt from {args.repository or DEFAULT_REPOSITORY}"
+        )
     print(markdown(report, model, imagenet_labels()))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n", "utf-8")
@@ -281,6 +326,26 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
         help="per-image results, appended as they arrive; an existing file resumes",
     )
     parser.add_argument("--against", metavar="HOST:PORT/MODEL", help="compare with a second served deployment")
+    parser.add_argument(
+        "--reference",
+        action="store_true",
+        help="compare with PaddleClas's own deployment path run here: its deploy/python operators and "
+        "Paddle Inference (needs paddlepaddle and paddleclas)",
+    )
+    parser.add_argument(
+        "--paddle-model",
+        type=Path,
+        metavar="DIR",
+        help="--reference: a PaddleClas inference model directory or <Name>_infer.tar "
+        "(default: rebuild the served model's network from its export record in --repository)",
+    )
+    parser.add_argument(
+        "--repository",
+        type=Path,
+        metavar="DIR",
+        help="--reference: the served model repository, whose <model>_network/export.json says how the "
+        f"network was made (default {DEFAULT_REPOSITORY})",
+    )
     parser.add_argument("--progress", type=int, default=500, metavar="N", help="a progress line every N images")
     parser.add_argument("--worst", type=int, default=10, metavar="N", help="classes listed by worst top-1 (10)")
     add_transport_arguments(parser)

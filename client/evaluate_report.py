@@ -33,24 +33,25 @@ def verdict(published: float | None, interval: tuple[float, float]) -> str:
     return f"published is {100 * points:.2f} points {side} the interval"
 
 
-def agreement(records: list[Record]) -> dict:
-    """The served model against the --against deployment, over images both classified."""
-    both = [r for r in records if complete(r)]
-    top1 = sum(r["class_ids"][0] == r["against"]["class_ids"][0] for r in both)
-    top5 = sum(set(r["class_ids"]) == set(r["against"]["class_ids"]) for r in both)
+def agreement(records: list[Record], key: str = "against") -> dict:
+    """The served model against a second source of per-image records (`key`: the --against deployment,
+    or the in-process PaddleClas reference), over images both classified."""
+    both = [r for r in records if "error" not in r and key in r and "error" not in r[key]]
+    top1 = sum(r["class_ids"][0] == r[key]["class_ids"][0] for r in both)
+    top5 = sum(set(r["class_ids"]) == set(r[key]["class_ids"]) for r in both)
     largest_dp = 0.0
     for r in both:  # per class id present in both top-5 lists
-        theirs = dict(zip(r["against"]["class_ids"], r["against"]["scores"], strict=True))
+        theirs = dict(zip(r[key]["class_ids"], r[key]["scores"], strict=True))
         mine = zip(r["class_ids"], r["scores"], strict=True)
         largest_dp = max([largest_dp] + [abs(p - theirs[c]) for c, p in mine if c in theirs])
     flips = [
-        {"path": r["path"], "label": r["label"], "top1": r["class_ids"][0], "against": r["against"]["class_ids"][0]}
+        {"path": r["path"], "label": r["label"], "top1": r["class_ids"][0], "against": r[key]["class_ids"][0]}
         for r in both
-        if r["class_ids"][0] != r["against"]["class_ids"][0]
+        if r["class_ids"][0] != r[key]["class_ids"][0]
     ]
     return {
         "compared": len(both),
-        "against_failed": sum("error" in r.get("against", {}) for r in records),
+        "against_failed": sum("error" in r.get(key, {}) for r in records),
         "top1": top1 / len(both) if both else None,
         "top5_set": top5 / len(both) if both else None,
         "largest_abs_dp": largest_dp,
@@ -91,6 +92,8 @@ def summarise(records: list[Record], published: dict | None, weights: str, run: 
         report[f"{key}_verdict"] = verdict(figure, interval) if n else "nothing classified"
     if any("against" in r for r in records):
         report["agreement"] = agreement(records)
+    if any("reference" in r for r in records):
+        report["reference_agreement"] = agreement(records, "reference")
     return report
 
 
@@ -131,11 +134,14 @@ def markdown(report: dict, model: str, names: list[str]) -> str:
     ]
     for c in report["worst_classes"]:
         lines.append(f"| {c['class_id']} | {names[c['class_id']]} | {c['images']} | {pct(c['top1'])} |")
-    if "agreement" in report:
-        a = report["agreement"]
+    sections = (("agreement", "the --against deployment"), ("reference_agreement", "PaddleClas (--reference)"))
+    for key, title in sections:
+        if key not in report:
+            continue
+        a = report[key]
         lines += [
             "",
-            "### Agreement with the --against deployment",
+            f"### Agreement with {title}",
             "",
             f"{a['compared']} images compared ({a['against_failed']} failed there): "
             f"top-1 agreement {pct(a['top1'])}, top-5 set agreement {pct(a['top5_set'])}, "

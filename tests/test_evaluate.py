@@ -215,3 +215,71 @@ def test_against_a_second_deployment(triton_server, predictions, tmp_path: Path)
     expected = sorted(f"images/0_{name}" for name, c in vit_top1.items() if c != top1[name])
     assert sorted(f["path"] for f in agreement["flips"]) == expected
     assert agreement["top1"] == 1 - len(expected) / len(predictions)
+
+
+# --reference: PaddleClas's own deployment path in-process ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name", ["NextViT_small_224", "NextViT_small_384", "ViT_base_patch16_224", "ViT_base_patch16_384"]
+)
+def test_reference_transforms_equal_the_paddleclas_configs(name: str) -> None:
+    """Derived from the catalog entry; checked against the hand transcription of PaddleClas's YAML files."""
+    from client.reference import paddleclas_transforms
+    from tests.test_preprocess_exactness import FAMILIES, paddleclas_config
+
+    assert name in FAMILIES
+    assert paddleclas_transforms(catalog.get(name).preprocessing) == paddleclas_config(name)
+
+
+def test_the_client_imports_no_paddle_without_reference() -> None:
+    code = "import sys, client.__main__, client.evaluate, client.reference; print('paddle' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def reference_run(triton_server, repository: Path, model: str, source: Path, out: Path) -> dict:
+    args = ["evaluate", str(source), "--model", model, "--url", triton_server.grpc_url, "--json", str(out)]
+    assert main([*args, "--reference", "--repository", str(repository)]) == 0
+    return json.loads(out.read_text())
+
+
+@pytest.mark.server
+def test_reference_agrees_with_the_served_portable_nextvit(
+    triton_server, exported_repository, predictions, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = labelled(tmp_path, predictions)
+    (tmp_path / "images" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with source.open("a") as lines:
+        lines.write("images/broken.jpg 1\n")
+    report = reference_run(triton_server, exported_repository, MODEL, source, tmp_path / "report.json")
+    agreement = report["reference_agreement"]
+    n = len(predictions)
+    assert (agreement["compared"], agreement["against_failed"], report["failed"]) == (n, 1, 1)
+    assert (agreement["top1"], agreement["top5_set"], agreement["flips"]) == (1.0, 1.0, [])
+    assert agreement["largest_abs_dp"] <= 1e-4
+    assert report["top1"] == 1.0  # the labels are the served answers
+    out = capsys.readouterr().out
+    assert "### Agreement with PaddleClas (--reference)" in out and "top-1 agreement 100.00 %" in out
+
+
+@pytest.mark.server
+def test_reference_agrees_with_the_served_portable_vit(
+    triton_server, exported_repository, predictions, tmp_path: Path
+) -> None:
+    report = reference_run(
+        triton_server, exported_repository, "vit_base_patch16_224", labelled(tmp_path, predictions), tmp_path / "r.json"
+    )
+    agreement = report["reference_agreement"]
+    assert (agreement["compared"], agreement["top1"], agreement["top5_set"]) == (len(predictions), 1.0, 1.0)
+    assert agreement["largest_abs_dp"] <= 1e-4
+
+
+def test_reference_without_an_export_record_stops_before_any_request(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "val_list.txt"
+    source.write_text("a.jpg 1\n")
+    args = ["evaluate", str(source), "--model", MODEL, "--url", "127.0.0.1:1"]  # no server there
+    assert main([*args, "--reference", "--repository", str(tmp_path / "nothing")]) == 1
+    assert "no export record of nextvit_small_224" in capsys.readouterr().err
