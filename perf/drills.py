@@ -749,7 +749,8 @@ def main(argv: list[str] | None = None) -> int:
     pool = images()
     command = "python -m perf.drills " + shlex.join(argv if argv is not None else sys.argv[1:])
     facts = machine.facts()
-    where = f"{facts['cpu_model']}, {facts['usable_cores']} usable cores, load {facts['load_average']}"
+    flags = ", ".join(facts.get("cpu_flags") or []) or "CPU flags not recorded"
+    where = f"{facts['cpu_model']} ({flags}), {facts['usable_cores']} usable cores, load {facts['load_average']}"
     for name in args.drills or DRILLS:
         print(f"drill {name}:", flush=True)
         result = globals()[name.replace("-", "_")](args, pool, lambda m: print(m, flush=True))

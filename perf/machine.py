@@ -80,6 +80,7 @@ def package_versions() -> dict[str, str]:
 def facts() -> dict[str, object]:
     return {
         "cpu_model": cpu_model(),
+        "cpu_flags": cpu_flags(),
         "logical_cpus": os.cpu_count(),
         "usable_cores": usable_cores(),  # affinity mask capped by the cgroup CPU limit, as the server sizes itself
         "memory_gib": memory_gib(),
