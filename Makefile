@@ -65,13 +65,10 @@ clean: ## remove build outputs (exported models, repositories); keeps .venv
 	rm -rf build .pytest_cache
 
 # Helm chart (helm/)
-.PHONY: chart-test chart-docs chart-sync
+.PHONY: chart-test chart-docs
 chart-test: setup ## render, lint and validate the Helm chart for every helm/paddleclas-triton/ci value set (no server)
 	$(PY) -m pytest tests/chart -m "not server" -q
-chart-docs: setup ## regenerate the values table in helm/README.md from values.yaml
-	$(PY) helm/gen_values_table.py
-chart-sync: ## copy export/trt_plans.py into the chart (Helm packages only files inside the chart directory)
-	cp export/trt_plans.py helm/paddleclas-triton/files/build_trt_plans.py
+chart-docs: docs ## regenerate the values table in helm/README.md from values.yaml (part of make docs)
 
 # Preprocessing (preprocess/)
 .PHONY: bench-preprocess
@@ -79,8 +76,8 @@ bench-preprocess: setup ## decode + preprocess ms per image beside the network's
 	$(PY) -m perf.preprocess_bench --repository $(REPOSITORY)
 
 # Performance (perf/)
-# Without URL, perf/load/perf-tune start a local tritonserver on free ports against REPOSITORY (exporting
-# the models into it first if they are missing) and stop it afterwards; with URL=host:8001 they measure
+# Without URL, perf and load start a local tritonserver on free ports serving REPOSITORY's models (exporting
+# them into it first if they are missing) and stop it afterwards; with URL=host:8001 they measure
 # that server instead (a cluster's gRPC endpoint; METRICS_URL defaults to the same host, port 8002).
 PERF_DIR ?= build/perf
 PERF_MODELS ?= NextViT_small_224 ViT_base_patch16_224
@@ -91,28 +88,26 @@ LOAD_STEP_USERS ?= 2
 LOAD_STEP_SECONDS ?= 20
 LOAD_STEPS ?= 4
 PERF_SERVER = $(if $(URL),--url $(URL)) $(if $(METRICS_URL),--metrics-url $(METRICS_URL))
-.PHONY: perf perf-report perf-publish load baselines perf-tune
+.PHONY: perf perf-report perf-publish load
 
-perf: setup ## perf_analyzer sweep + in-process baselines + report in build/perf (URL=host:8001: a running server)
+perf: setup ## benchmark: perf_analyzer concurrency sweep over gRPC + report in build/perf (URL=host:8001: a running server)
 	$(PY) -m perf run --models $(PERF_MODELS) --repository $(REPOSITORY) --out $(PERF_DIR) \
 		--profile $(PERF_PROFILE) $(PERF_SERVER)
 
 perf-report: setup ## redraw build/perf/report.md and its plots from the last run's raw data
 	$(PY) -m perf report --out $(PERF_DIR)
 
-perf-publish: setup ## copy the last report and plots to docs/performance.md and docs/img/
+perf-publish: setup ## the last report into the generated block of docs/performance.md, its plots into docs/img/
 	$(PY) -m perf report --out $(PERF_DIR) --publish
 
-load: setup ## Locust step load over gRPC, headless; CSV stats, failures by cause in build/perf/load (URL= too)
+load: setup ## benchmark: Locust step load over gRPC, headless; CSV stats, failures by cause in build/perf/load (URL= too)
 	$(PY) -m perf load --model $(MODEL) --repository $(REPOSITORY) --out $(PERF_DIR)/load \
 		--step-users $(LOAD_STEP_USERS) --step-seconds $(LOAD_STEP_SECONDS) --steps $(LOAD_STEPS) $(PERF_SERVER)
 
-baselines: setup ## only the in-process baselines: pipeline naive and best, Paddle Inference, ONNX Runtime
-	$(PY) -m perf baselines --models $(PERF_MODELS) --repository $(REPOSITORY) --out $(PERF_DIR) \
-		--profile $(PERF_PROFILE)
-
-perf-tune: setup ## measure candidate instance/thread/batching layouts on a local server (evidence for configs.py)
-	$(PY) -m perf tune --models $(PERF_MODELS) --repository $(REPOSITORY) --out $(PERF_DIR)/tuning
+# Generated docs (docs/blocks.py): the blocks made from committed files; benchmark blocks come from their targets
+.PHONY: docs
+docs: setup ## rewrite the generated blocks made from committed files (helm values table, catalog table)
+	$(PY) -m docs.blocks
 
 # Export (export/)
 # Every catalog model, official downloads, TensorRT, and the generated docs/models.md.
@@ -137,12 +132,12 @@ trt-plans: setup ## build MODEL's TensorRT plan into PRODUCTION_REPOSITORY (need
 	$(PY) -m export $(MODEL) --variant production --trt --repository $(PRODUCTION_REPOSITORY) \
 		$(if $(SERVER_TRT),--server-tensorrt-version $(SERVER_TRT))
 
-# Capacity (issue: feed the GPU): per-core preprocessing, served step, processes, warmup, served throughput
+# Capacity: per-core preprocessing, served step, processes, warmup, served throughput; docs/capacity.md
 .PHONY: bench-capacity
-bench-capacity: setup ## benchmark: per-core exact preprocessing (in-process, served), processes, warmup, throughput; docs/capacity.md
+bench-capacity: setup ## benchmark: per-core preprocessing (in-process, served), processes, warmup, throughput; docs/capacity.md
 	$(PY) -m perf.capacity --repository $(REPOSITORY) --out $(PERF_DIR)/capacity --publish
 
-# Reliability drills (issue 12): overload, SIGTERM drain, killed step, soak, slow clients; docs/reliability.md
+# Reliability drills: overload, SIGTERM drain, killed step, soak, slow clients; docs/reliability.md
 DRILLS ?=
 DRILL_ARGS ?=
 .PHONY: drills

@@ -1,13 +1,17 @@
 """python -m client classify PATH... --model NAME [--url HOST:PORT] [--protocol grpc|http] [--top-k K] [--json]
-    [--deadline SECONDS] [--retries N]
+    [--deadline SECONDS] [--retries N] [--preprocess server|local]
 python -m client evaluate LIST [--root DIR] --model NAME [--url HOST:PORT] [--json FILE] [--resume FILE]
     [--against HOST:PORT/MODEL] (see client/evaluate.py)
+python -m client smoke --url HOST:PORT [--model NAME ...] (a real photograph through each ensemble, answers
+    checked; the Helm chart's test pod runs it; see client/smoke.py)
 
 Files and folders (searched recursively for image files); images travel in batches of up to 8 per
 request, several requests in flight at once. If a batch is refused (one bad file), its images are
 retried one by one so that only the bad file fails. Each request has a deadline (default 10 s) and
 is tried again, after a jittered pause, only when the server shed it as overloaded or could not be
-reached (default 2 more tries); a batch that still fails is reported, never split. Exit status: 0
+reached (default 2 more tries); a batch that still fails is reported, never split. --preprocess local
+decodes, resizes and crops here (the server's own code and parameters) and sends the crops to
+`<model>_crop`: the same answers, with the CPU work on this machine. Exit status: 0
 when every image was classified, 1 when any failed, 2 when the server or model is unavailable.
 """
 
@@ -24,6 +28,7 @@ from client.classify import (
     DEFAULT_DEADLINE_S,
     DEFAULT_RETRIES,
     MAX_BATCH_SIZE,
+    PREPROCESSING,
     Classifier,
     ClientError,
     DeadlineExceededError,
@@ -103,7 +108,7 @@ def classify_command(args: argparse.Namespace) -> int:
     if not files:
         print("error: no image files found", file=sys.stderr)
         return 1
-    with Classifier(url, args.model, args.protocol, args.deadline, args.retries) as classifier:
+    with Classifier(url, args.model, args.protocol, args.deadline, args.retries, args.preprocess) as classifier:
         try:
             parameters = classifier.check_ready()
         except ClientError as err:
@@ -143,6 +148,13 @@ def add_transport_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"more tries, after a jittered pause, when the server sheds a request as overloaded or cannot be "
         f"reached; never for a refused image (default {DEFAULT_RETRIES})",
     )
+    parser.add_argument(
+        "--preprocess",
+        choices=PREPROCESSING,
+        default="server",
+        help="server: send the encoded files (default); local: decode, resize and crop here with the server's "
+        "own preprocessing and send the uint8 crops to <model>_crop (same answers; a 224 crop is 150 KB)",
+    )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -157,8 +169,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     classify.add_argument("--json", action="store_true", help="print JSON instead of a table")
     add_transport_arguments(classify)
     from client.evaluate import add_evaluate_parser  # here: client.evaluate imports this module
+    from client.smoke import add_smoke_parser
 
     add_evaluate_parser(commands)
+    add_smoke_parser(commands)
     return parser.parse_args(argv)
 
 
@@ -168,6 +182,10 @@ def main(argv: list[str] | None = None) -> int:
         from client.evaluate import evaluate_command
 
         return evaluate_command(args)
+    if args.command == "smoke":
+        from client.smoke import smoke_command
+
+        return smoke_command(args)
     return classify_command(args)
 
 

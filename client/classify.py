@@ -6,6 +6,12 @@
 
 One request carries up to MAX_BATCH_SIZE encoded images (the ensemble's IMAGE input, TYPE_STRING).
 
+With preprocess="local", the client decodes, resizes and crops the images itself with the project's
+`preprocess` package (exactly the server's code, with the parameters the server publishes in
+`<model>_crop`'s config) and sends the uint8 crops to `<model>_crop`: the same answers, bit for bit,
+with the CPU work done where the client runs. A crop is S x S x 3 bytes (150 KB at 224): often more
+than the JPEG it came from (docs/preprocessing.md, "Client-side crops").
+
 Every request has a deadline (DEFAULT_DEADLINE_S unless given): past it the call gives up with
 DeadlineExceededError and gRPC cancels the request. A request the server refused because it is
 overloaded (its bounded queues are full or a request waited past the queue timeout: gRPC
@@ -30,8 +36,19 @@ from typing import Literal
 import numpy as np
 
 Protocol = Literal["grpc", "http"]
+Preprocessing = Literal["server", "local"]
+PREPROCESSING: tuple[Preprocessing, ...] = ("server", "local")
 MAX_BATCH_SIZE = 8  # the ensemble's max_batch_size (wire contract)
+CROP_SUFFIX = "_crop"  # model_repository/configs.py crop_ensemble_name: the client-side crops entry point
 OUTPUTS = ("LABELS", "SCORES", "CLASS_IDS")
+# The rest of the wire contract this client relies on (README "Wire contract"). Kept here so the
+# client needs no server-side package; tests/test_wire_contract.py ties every value to configs.py.
+IMAGE_INPUT = "IMAGE"
+PIXELS_INPUT = "PIXELS"
+CROPS_INPUT = "CROPS"
+PIXELS_SUFFIX = "_pixels"
+TOP_K = 5  # labels per answer
+NUM_CLASSES = 1000
 
 # Defaults, documented in README.md ("Serve and call") and the CLI help. 10 s per try: a full
 # request of 8 images takes 0.6 s (NextViT-S) to 1.8 s (ViT-B) on a 2-core CPU server and the
@@ -126,13 +143,22 @@ class Classifier:
         protocol: Protocol = "grpc",
         deadline_s: float = DEFAULT_DEADLINE_S,
         retries: int = DEFAULT_RETRIES,
+        preprocess: Preprocessing = "server",
     ) -> None:
         if deadline_s <= 0 or retries < 0:
             raise ValueError(f"deadline must be positive and retries not negative: {deadline_s}, {retries}")
+        if preprocess not in PREPROCESSING:
+            raise ValueError(f"preprocess must be one of {PREPROCESSING}, not {preprocess!r}")
         self.url, self.model, self.protocol = url, model, protocol
-        self.deadline_s, self.retries = deadline_s, retries
+        self.deadline_s, self.retries, self.preprocess = deadline_s, retries, preprocess
         self._triton = _module(protocol)
         self._local = threading.local()
+        self._preprocessor = None  # built on first use from `<model>_crop`'s config (local preprocessing)
+        self._preprocessor_lock = threading.Lock()
+
+    @property
+    def crop_model(self) -> str:
+        return f"{self.model}{CROP_SUFFIX}"
 
     def _client(self):
         if not hasattr(self._local, "client"):
@@ -157,7 +183,30 @@ class Classifier:
             raise ServerUnavailableError(f"Triton server at {self.url} is not live")
         if not client.is_model_ready(self.model):
             raise ModelNotReadyError(f"model {self.model!r} is not ready on {self.url}: {self._why_not_ready()}")
+        if self.preprocess == "local" and not client.is_model_ready(self.crop_model):
+            raise ModelNotReadyError(
+                f"{self.crop_model!r}, the entry point for client-side crops, is not ready on {self.url}: the "
+                "repository was installed before it existed (export the model again) or it failed to load"
+            )
         return self._parameters()
+
+    def server_ready(self) -> bool:
+        """Strict readiness (every model loaded); ServerUnavailableError when no server answers."""
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            return bool(self._client().is_server_ready())
+        except (InferenceServerException, OSError, ConnectionError) as err:
+            raise ServerUnavailableError(f"no Triton server answers at {self.url} ({self.protocol}): {err}") from None
+
+    def model_ready(self, model: str) -> bool:
+        """Whether the server has `model` loaded; False for a model it does not know."""
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            return bool(self._client().is_model_ready(model))
+        except InferenceServerException:
+            return False
 
     def _why_not_ready(self) -> str:
         """From the open metadata APIs only (listing the repository needs the server's admin key)."""
@@ -178,16 +227,18 @@ class Classifier:
             )
         return f"Triton {version} knows it but has not finished loading it (or it failed to load)"
 
-    def _parameters(self) -> dict[str, str]:
-        config = self._client().get_model_config(self.model)
+    def _parameters(self, model: str | None = None) -> dict[str, str]:
+        config = self._client().get_model_config(model or self.model)
         if self.protocol == "grpc":
             return {k: v.string_value for k, v in config.config.parameters.items()}
         return {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
 
     def classify(self, images: list[bytes]) -> list[Prediction]:
-        """Classify up to MAX_BATCH_SIZE encoded images in one request."""
+        """Classify up to MAX_BATCH_SIZE encoded images in one request (cropped here with preprocess="local")."""
         _check_batch(len(images))
-        tensor = self._triton.InferInput("IMAGE", [len(images), 1], "BYTES")
+        if self.preprocess == "local":
+            return self.classify_crops(self.crops(images))
+        tensor = self._triton.InferInput(IMAGE_INPUT, [len(images), 1], "BYTES")
         tensor.set_data_from_numpy(np.array(images, dtype=object).reshape(-1, 1))
         return self._infer(self.model, tensor)
 
@@ -197,9 +248,51 @@ class Classifier:
         batch = np.stack(frames)  # raises on mixed sizes: send those as separate requests
         if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[-1] != 3:
             raise ValueError(f"frames must be RGB uint8 HxWx3, got {batch.dtype} {batch.shape[1:]}")
-        tensor = self._triton.InferInput("PIXELS", list(batch.shape), "UINT8")
+        tensor = self._triton.InferInput(PIXELS_INPUT, list(batch.shape), "UINT8")
         tensor.set_data_from_numpy(batch)
-        return self._infer(f"{self.model}_pixels", tensor)
+        return self._infer(f"{self.model}{PIXELS_SUFFIX}", tensor)
+
+    def local_preprocessor(self):
+        """The server's preprocessing (preprocess.Preprocessor) with the parameters `<model>_crop` publishes.
+
+        Read once from the open model-config API, so the client crops with the served values and
+        needs no catalog: resize_short, crop, resize filter, max_pixels. Always the exact decode.
+        """
+        with self._preprocessor_lock:
+            if self._preprocessor is None:
+                from tritonclient.utils import InferenceServerException
+
+                from preprocess import Preprocessor
+
+                try:
+                    parameters = self._parameters(self.crop_model)
+                except InferenceServerException as err:
+                    raise ModelNotReadyError(f"{self.crop_model!r} is not served on {self.url}: {err}") from None
+                self._preprocessor = Preprocessor.from_parameters(parameters)
+            return self._preprocessor
+
+    def crops(self, images: list[bytes]) -> np.ndarray:
+        """Encoded images -> N x S x S x 3 uint8 crops, as the server's preprocess step would cut them.
+
+        A bad image raises InferenceError with the server's own words ("image 2 of 3: empty image
+        ..."), before any request is sent, so callers isolate it exactly as they do a server refusal.
+        """
+        from preprocess import ImageDecodeError, preprocess_requests
+
+        (outcome,) = preprocess_requests([images], self.local_preprocessor().crop_encoded)
+        if isinstance(outcome, ImageDecodeError):
+            raise InferenceError(str(outcome))
+        return outcome
+
+    def classify_crops(self, crops: list[np.ndarray] | np.ndarray) -> list[Prediction]:
+        """Classify uint8 S x S x 3 crops (from `crops` or the `preprocess` package) through `<model>_crop`."""
+        _check_batch(len(crops))
+        batch = np.ascontiguousarray(np.stack(list(crops)))
+        if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[-1] != 3 or batch.shape[1] != batch.shape[2]:
+            raise ValueError(f"crops must be uint8 S x S x 3, got {batch.dtype} {batch.shape[1:]}")
+        tensor = self._triton.InferInput(CROPS_INPUT, list(batch.shape), "UINT8")
+        tensor.set_data_from_numpy(batch)
+        return self._infer(self.crop_model, tensor)
 
     def _infer(self, model: str, tensor: object) -> list[Prediction]:
         outputs = [self._triton.InferRequestedOutput(name) for name in OUTPUTS]
@@ -228,9 +321,15 @@ class Classifier:
         ]
 
     def _infer_once(self, model: str, tensor: object, outputs: list) -> object:
+        # The deadline also travels with the request (`timeout`, microseconds): each step's queue may
+        # then refuse it once it has waited that long (a request can shorten a queue's timeout, never
+        # lengthen it), rather than compute an answer nobody waits for.
+        timeout_us = int(self.deadline_s * 1e6)
         if self.protocol == "grpc":
-            return self._client().infer(model, [tensor], outputs=outputs, client_timeout=self.deadline_s)
-        return self._client().infer(model, [tensor], outputs=outputs)
+            return self._client().infer(
+                model, [tensor], outputs=outputs, client_timeout=self.deadline_s, timeout=timeout_us
+            )
+        return self._client().infer(model, [tensor], outputs=outputs, timeout=timeout_us)
 
     def close(self) -> None:
         client = getattr(self._local, "client", None)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -71,28 +70,6 @@ def paddleclas_operators(entry: ModelEntry) -> Callable[[bytes], np.ndarray]:
     return apply
 
 
-class PaddlePredictor:
-    """Paddle Inference configured as export.parity.run_paddle_inference does, created once for many batches."""
-
-    def __init__(self, program: Path, threads: int | None = None) -> None:
-        import paddle.inference as pi
-
-        config = pi.Config(str(program), str(program.parent / "inference.pdiparams"))
-        config.disable_gpu()
-        config.set_cpu_math_library_num_threads(threads or os.cpu_count() or 1)
-        config.disable_glog_info()
-        self.predictor = pi.create_predictor(config)
-        (input_name,) = self.predictor.get_input_names()
-        self.input = self.predictor.get_input_handle(input_name)
-        self.output = self.predictor.get_output_handle(self.predictor.get_output_names()[0])
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        self.input.reshape(list(batch.shape))
-        self.input.copy_from_cpu(np.ascontiguousarray(batch))
-        self.predictor.run()
-        return self.output.copy_to_cpu()
-
-
 def export_source(repository: Path, entry: ModelEntry) -> dict:
     """The `source` of the served model's export record in an installed repository."""
     path = repository / network_name(entry) / EXPORT_RECORD
@@ -125,7 +102,8 @@ def rebuild_program(entry: ModelEntry, source: dict, work: Path) -> Path:
     weights calibrated on the sample photographs, or the .pdparams file), merge_bn for NextViT, then
     paddle.jit.save.
     """
-    from export import fold, network, parity
+    from catalog.resolve import photo_batch
+    from export import fold, network
 
     if source["kind"] == "inference":
         return _inference_program(Path(source["path"]), work)
@@ -137,7 +115,7 @@ def rebuild_program(entry: ModelEntry, source: dict, work: Path) -> Path:
     else:
         classifier = network.build(entry, seed=int(source["seed"]))
     if fold.can_fold(classifier):
-        fold.fold(classifier, parity.photo_batch(entry))
+        fold.fold(classifier, photo_batch(entry))
     (work / "paddle").mkdir(parents=True, exist_ok=True)
     return network.save_inference_model(classifier, entry, work / "paddle")
 
@@ -178,6 +156,8 @@ def reference_records(
     log: TextIO | None = None,
 ) -> list[Record]:
     """Each image's top-5 by PaddleClas's operators and Paddle Inference, or {"error": ...}, in `paths` order."""
+    from export.network import PaddlePredictor
+
     log = log or sys.stderr
     preprocess = paddleclas_operators(entry)
     predict = PaddlePredictor(program)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -149,7 +150,7 @@ def build(entry: ModelEntry, weights: Path | None = None, seed: int | None = Non
     Random weights are calibrated on the sample photographs (BatchNorm statistics, then the head),
     so the random network behaves numerically like a trained one.
     """
-    from export.parity import photo_batch
+    from catalog.resolve import photo_batch
 
     if (weights is None) == (seed is None):
         raise ValueError("give exactly one of weights or seed")
@@ -221,3 +222,28 @@ def find_program(directory: Path) -> Path:
             "inference.pdmodel, plus inference.pdiparams"
         )
     return found
+
+
+class PaddlePredictor:
+    """Paddle Inference on CPU for a saved program, created once for many batches.
+
+    The one Paddle Inference runner: export's parity check and the client's `evaluate --reference`.
+    """
+
+    def __init__(self, program: Path, threads: int | None = None) -> None:
+        import paddle.inference as pi
+
+        config = pi.Config(str(program), str(program.parent / "inference.pdiparams"))
+        config.disable_gpu()
+        config.set_cpu_math_library_num_threads(threads or os.cpu_count() or 1)
+        config.disable_glog_info()
+        self.predictor = pi.create_predictor(config)
+        (input_name,) = self.predictor.get_input_names()
+        self.input = self.predictor.get_input_handle(input_name)
+        self.output = self.predictor.get_output_handle(self.predictor.get_output_names()[0])
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        self.input.reshape(list(batch.shape))
+        self.input.copy_from_cpu(np.ascontiguousarray(batch))
+        self.predictor.run()
+        return self.output.copy_to_cpu()

@@ -1,9 +1,9 @@
 """ONNX Runtime against Paddle Inference on real photographs: the proof an export is faithful.
 
-Both engines get the catalog's sample photographs as each is served. ONNX Runtime gets the uint8
-crops the served preprocess step makes (the exported graph normalizes them itself, see
-export/normalization.py); Paddle Inference gets PaddleClas's input, those same crops normalized by
-PaddleClas's float32 formula (preprocess.normalize) and made channels first. So the comparison covers
+Both engines get the catalog's sample photographs as each is served (catalog/resolve.py). ONNX
+Runtime gets the uint8 crops the served preprocess step makes (the exported graph normalizes them
+itself, see export/normalization.py); Paddle Inference gets PaddleClas's input, those same crops
+normalized by PaddleClas's float32 formula and made channels first. So the comparison covers
 the normalization prefix as well as the conversion. The limit is the catalog's per-model
 `parity_atol`. A miss is an error and the export writes nothing.
 """
@@ -16,10 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from catalog import ModelEntry
-from catalog.reference import sample_photo_paths
-from model_repository import configs
+from catalog.resolve import paddleclas_input, photo_crops
 from model_repository.configs import NETWORK_INPUT, TOP_K
-from preprocess import Preprocessor, normalize
 
 
 class ParityError(RuntimeError):
@@ -49,56 +47,8 @@ class ParityReport:
         return asdict(self) | {"passed": self.passed}
 
 
-def preprocessor_for(entry: ModelEntry) -> Preprocessor:
-    """The Preprocessor the server builds for `entry`: from its preprocess model's config parameters.
-
-    It decodes, resizes and crops (`pixels`); it does not normalize (no mean and std).
-    """
-    parameters = configs.preprocess_config(entry)["parameters"]
-    return Preprocessor.from_parameters({key: value["string_value"] for key, value in parameters.items()})
-
-
-def photo_crops(entry: ModelEntry) -> np.ndarray:
-    """The sample photographs as the served preprocess step cuts them: uint8 N x S x S x 3, the network's input."""
-    preprocessor = preprocessor_for(entry)
-    return np.stack([preprocessor.pixels(preprocessor.decode(path.read_bytes())) for path in sample_photo_paths()])
-
-
-def paddleclas_input(entry: ModelEntry, crops: np.ndarray) -> np.ndarray:
-    """uint8 N x S x S x 3 crops -> PaddleClas's network input, float32 N x 3 x S x S.
-
-    NormalizeImage's float32 arithmetic with the catalog's mean and std, then ToCHWImage: the reference
-    the exported graph's normalization is measured against, and what Paddle Inference is fed.
-    """
-    prep = entry.preprocessing
-    mean = np.array(prep.mean, np.float32).reshape(1, 1, 3)
-    std = np.array(prep.std, np.float32).reshape(1, 1, 3)
-    return np.ascontiguousarray(normalize(crops, mean, std).transpose(0, 3, 1, 2))
-
-
-def photo_batch(entry: ModelEntry) -> np.ndarray:
-    """The sample photographs as PaddleClas feeds its network: float32 N x 3 x S x S, from `photo_crops`."""
-    return paddleclas_input(entry, photo_crops(entry))
-
-
-def run_paddle_inference(program: Path, batch: np.ndarray, threads: int = 2) -> np.ndarray:
-    import paddle.inference as pi
-
-    config = pi.Config(str(program), str(program.parent / "inference.pdiparams"))
-    config.disable_gpu()
-    config.set_cpu_math_library_num_threads(threads)
-    config.disable_glog_info()
-    predictor = pi.create_predictor(config)
-    (input_name,) = predictor.get_input_names()
-    handle = predictor.get_input_handle(input_name)
-    handle.reshape(list(batch.shape))
-    handle.copy_from_cpu(np.ascontiguousarray(batch))
-    predictor.run()
-    return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
-
-
 def run_onnx(onnx_path: Path, crops: np.ndarray, threads: int = 2) -> np.ndarray:
-    """The exported model on uint8 N x S x S x 3 crops (`photo_crops`), as the server runs it; probabilities out."""
+    """The exported model on uint8 N x S x S x 3 crops (catalog.resolve.photo_crops), as the server runs it."""
     import onnxruntime as ort
 
     if crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[3] != 3:
@@ -125,9 +75,11 @@ def compare(onnx_probs: np.ndarray, paddle_probs: np.ndarray, atol: float) -> Pa
 
 
 def check(entry: ModelEntry, program: Path, onnx_path: Path) -> ParityReport:
+    from export.network import PaddlePredictor
+
     crops = photo_crops(entry)
     onnx_probs = run_onnx(onnx_path, crops)
-    paddle_probs = run_paddle_inference(program, paddleclas_input(entry, crops))
+    paddle_probs = PaddlePredictor(program, threads=2)(paddleclas_input(entry, crops))
     report = compare(onnx_probs, paddle_probs, entry.parity_atol)
     if not report.passed:
         raise ParityError(f"{entry.name}: ONNX Runtime disagrees with Paddle Inference: {report.summary()}")

@@ -91,7 +91,8 @@ def _measure_architecture(entry: ModelEntry, backbone: object | None) -> dict[st
 
 def _paddle_side(entry: ModelEntry, source: Source, work: Path, log: Path, progress: Progress) -> tuple:
     """Steps 1-4: the Paddle inference program, PaddleClas-style counts, and the merge_bn check (or None)."""
-    from export import convert, fold, network, parity
+    from catalog.resolve import photo_batch
+    from export import convert, fold, network
 
     progress.step(f"preparing the Paddle network from {source.describe()}")
     classifier = None
@@ -111,7 +112,7 @@ def _paddle_side(entry: ModelEntry, source: Source, work: Path, log: Path, progr
     folded = None
     if fold.can_fold(classifier):
         with convert.output_to(log):
-            folded = fold.fold(classifier, parity.photo_batch(entry))
+            folded = fold.fold(classifier, photo_batch(entry))
         progress.step(folded.summary())
     else:
         progress.step(f"no BatchNorm to fold: {entry.family} normalises with LayerNorm")

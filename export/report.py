@@ -16,12 +16,12 @@ from pathlib import Path
 
 import catalog
 from catalog import ModelEntry
+from docs import blocks
 from model_repository.install import EXPORT_RECORD
 
 DEFAULT_REPOSITORY = Path("build/model_repository/portable")
 DEFAULT_OUTPUT = Path("docs/models.md")
-CATALOG_BEGIN = "<!-- catalog table: generated from catalog/models.py -->"
-CATALOG_END = "<!-- end of catalog table -->"
+CATALOG_BLOCK = "catalog-table"  # rewritten in place by `make docs` (docs/blocks.py), no export needed
 MISSING = "not exported"
 
 HEADER = """# Models
@@ -118,7 +118,7 @@ def catalog_table() -> str:
         "V100 TRT FP32 ms (batch 1, 4, 8)",
         "parity limit",
     ]
-    return "\n".join([CATALOG_BEGIN, _table(header, rows), CATALOG_END])
+    return _table(header, rows)
 
 
 def _millions(count: int) -> str:
@@ -229,7 +229,7 @@ def render(records: dict[str, dict], repository: Path) -> str:
         "## Catalog\n",
         "Preprocessing and published figures (ImageNet-1k validation, PaddleClas's evaluation) as the catalog "
         "holds them; `_ssld` names share their base model's architecture and preprocessing.\n",
-        catalog_table() + "\n",
+        blocks.wrap(CATALOG_BLOCK, "make docs", catalog_table()) + "\n",
         FIGURES_TEXT,
         figures_table(records) + "\n",
         PARITY_TEXT,

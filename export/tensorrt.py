@@ -5,19 +5,27 @@ only applies it to one model of a local repository, all or nothing: the network 
 rebuilt in a staging copy and swapped in (model_repository.install), so a failed build, a refused
 TensorRT version or a full disk leaves the served model as it was. Both paths take their
 optimization profiles from the export's tensorrt.json, and plans their config from tensorrt.pbtxt
-(model_repository/configs.py generates both); nothing here derives a profile or a config.
+(model_repository/configs.py generates both).
+
+The no-build path (`--ort-trt`, ONNX Runtime's TensorRT execution provider) runs only here, where
+protobuf is: it edits the network's config as Triton's ModelConfig message, never as text.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from google.protobuf import text_format
 
 from catalog import ModelEntry
 from export import trt_plans
 from model_repository import configs, install
+
+PRECISIONS = trt_plans.PRECISIONS
 
 # Inside the tritonserver image, the TensorRT backend carries the server's libnvinfer.
 SERVER_LIBNVINFER = ("/opt/tritonserver/backends/tensorrt/libnvinfer.so.*.*.*",)
@@ -88,18 +96,84 @@ def build_plans(entry: ModelEntry, repository: Path, options: PlanOptions) -> Pa
     return model / "1" / plan.name
 
 
+def _format_spec(shapes: dict[str, list[int]]) -> str:
+    return ",".join(f"{name}:{'x'.join(map(str, dims))}" for name, dims in shapes.items())
+
+
+def ort_profile(shapes: Sequence[str]) -> dict[str, str]:
+    """One profile for ONNX Runtime's TensorRT provider that covers the batches of all of trtexec's profiles.
+
+    ONNX Runtime does parse several profiles from trt_profile_{min,opt,max}_shapes (an input named
+    more than once; tensorrt_execution_provider.cc, ParseProfileShapes) and builds them into the
+    engine, but its execution context stays on profile 0, so a batch outside profile 0 fails
+    (microsoft/onnxruntime#31624, open, adds the switching; ORT 1.19 of Triton 24.10 lacks it). So
+    the provider gets a single profile: the smallest minimum, the largest maximum, and the optimum
+    of the profile with the widest batch range (the saturating traffic, where throughput is decided).
+    """
+    triples = [[trt_plans.shape_spec(flag) for flag in triple] for triple in trt_plans.profile_triples(shapes)]
+    ranks = {name: len(dims) for name, dims in triples[0][0].items()}
+    if any({name: len(dims) for name, dims in spec.items()} != ranks for triple in triples for spec in triple):
+        message = f"trtexec shapes {list(shapes)} do not give the same inputs and ranks in every profile"
+        raise trt_plans.PlanError(message)
+
+    def batch_range(triple: list[dict[str, list[int]]]) -> int:
+        return max(dims[0] for dims in triple[2].values()) - min(dims[0] for dims in triple[0].values())
+
+    widest = max(triples, key=batch_range)
+    low = {name: [min(sizes) for sizes in zip(*(t[0][name] for t in triples), strict=True)] for name in ranks}
+    high = {name: [max(sizes) for sizes in zip(*(t[2][name] for t in triples), strict=True)] for name in ranks}
+    return {
+        "trt_profile_min_shapes": _format_spec(low),
+        "trt_profile_opt_shapes": _format_spec(widest[1]),
+        "trt_profile_max_shapes": _format_spec(high),
+    }
+
+
+def to_ort_tensorrt(config: str, precision: str, engine_cache: str, workspace_mib: int, shapes: Sequence[str]) -> str:
+    """The production onnxruntime config with ONNX Runtime's TensorRT execution provider as its accelerator.
+
+    `config` is the production onnxruntime config.pbtxt (or one this function wrote: its
+    optimization is replaced); `shapes` are the network's trtexec shape flags (tensorrt.json),
+    turned into the provider's one profile (ort_profile). Engines are built when the model loads
+    and cached in ``engine_cache`` (keep it on a volume so restarts reuse them); LayerNorm stays in
+    FP32 under FP16 (ViT loses accuracy otherwise), and the timing cache shares tactic timings
+    between models.
+    """
+    message = configs.parse_pbtxt(config)
+    if message.backend != "onnxruntime":
+        expected = 'expected backend: "onnxruntime" in a *_network config.pbtxt (the production variant)'
+        raise trt_plans.PlanError(expected)
+    if precision not in PRECISIONS:
+        raise trt_plans.PlanError(f"precision {precision!r}: expected one of {PRECISIONS}")
+    message.ClearField("optimization")
+    accelerator = message.optimization.execution_accelerators.gpu_execution_accelerator.add()
+    accelerator.name = "tensorrt"
+    accelerator.parameters.update(
+        {
+            "precision_mode": precision.upper(),
+            "max_workspace_size_bytes": str(workspace_mib << 20),
+            "trt_engine_cache_enable": "1",
+            "trt_engine_cache_path": engine_cache,
+            "trt_timing_cache_enable": "1",
+            "trt_timing_cache_path": engine_cache,
+            "trt_layer_norm_fp32_fallback": "1",
+            **ort_profile(shapes),
+        }
+    )
+    return text_format.MessageToString(message)
+
+
 def use_ort_tensorrt(
     entry: ModelEntry, repository: Path, precision: str, engine_cache: str, workspace_mib: int
 ) -> None:
     """Switch `entry`'s onnxruntime network to ONNX Runtime's TensorRT execution provider (config only).
 
-    The provider gets one profile spanning the export's TensorRT profiles (trt_plans.ort_profile).
+    The provider gets one profile spanning the export's TensorRT profiles (ort_profile).
     """
     model = _network_dir(entry, repository)
     config_path = model / "config.pbtxt"
     shapes = trt_plans.read_build(model).shapes
-    text = trt_plans.to_ort_tensorrt(config_path.read_text("utf-8"), precision, engine_cache, workspace_mib, shapes)
-    configs.parse_pbtxt(text)  # Triton's own ModelConfig message: a malformed rewrite stops here
+    text = to_ort_tensorrt(config_path.read_text("utf-8"), precision, engine_cache, workspace_mib, shapes)
     temporary = config_path.with_name(".config.pbtxt.tmp")
     temporary.write_text(text, "utf-8")
     os.replace(temporary, config_path)

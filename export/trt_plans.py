@@ -1,28 +1,27 @@
-"""TensorRT for the production repository: plans built by trtexec, or ONNX Runtime's TensorRT provider.
+"""TensorRT plans for the production repository, built by trtexec on the GPU that will serve them.
 
 One module, two callers, so plan building has one implementation:
 
-* `python -m export NAME --trt` (export/__main__.py) on a machine with TensorRT, typically inside
+* `python -m export NAME --trt` (export/tensorrt.py) on a machine with TensorRT, typically inside
   nvcr.io/nvidia/tensorrt:26.09-py3 (the TensorRT of the 26.09 tritonserver image);
-* the Helm chart's init containers, which run a byte-identical copy of this file
-  (helm/paddleclas-triton/files/build_trt_plans.py): `stage` in the server image, then `build` in
-  the TensorRT image on the GPU that will serve.
+* the Helm chart's init containers: `stage` runs in the server image, which ships this file as
+  /opt/paddleclas/export/trt_plans.py (helm/image/Dockerfile), and puts a copy of it on the pod's
+  shared volume; `build` runs that copy in the TensorRT image, which has neither this project nor
+  protobuf. Hence: standard library only, Python 3.10.
 
 Everything about the TensorRT model that does not depend on the GPU is generated at export by
 model_repository/configs.py and written beside each production network's config.pbtxt
 (model_repository/install.py): `tensorrt.pbtxt`, the complete TensorRT config except its plan
 files, and `tensorrt.json`, trtexec's optimization-profile flags. This builder only adds what does
-depend on the GPU: it runs trtexec with those flags, and writes config.pbtxt as tensorrt.pbtxt plus
-the plan file of each GPU type (`cc_model_filenames`). It never parses or derives a config itself.
+depend on the GPU: it runs trtexec with those flags, and writes config.pbtxt as tensorrt.pbtxt
+followed by the plan file of each GPU type (`default_model_filename`, `cc_model_filenames`). It
+never parses, edits or derives a config itself.
 
 A plan runs only on the TensorRT version and GPU architecture that built it. So each plan is
 recorded beside itself (`plans.json`: TensorRT version, GPU, compute capability, precision, ONNX
 digest, profiles), a model may hold one plan per compute capability, and a plan whose recorded
-TensorRT version differs from the server's is refused. The no-build GPU path rewrites the
-network's onnxruntime config to use ONNX Runtime's TensorRT execution provider (engines built and
-cached at load time).
+TensorRT version differs from the server's is refused.
 
-Standard library only, Python 3.10: the TensorRT and server images have nothing of ours.
 TensorRT cannot run on the project's own machines; the tests run this code against a recording
 stand-in for trtexec, which checks the arguments and configs, never the numerics of a plan.
 """
@@ -53,6 +52,8 @@ PRECISIONS = ("fp16", "fp32")
 TENSORRT_CONFIG = "tensorrt.pbtxt"  # the TensorRT config, complete but for cc_model_filenames
 TENSORRT_BUILD = "tensorrt.json"  # {"trtexec_shapes": [...], "profiles": [[min, opt, max], ...]}
 SHAPE_FLAGS = ("--minShapes", "--optShapes", "--maxShapes")  # one triple per profile, in this order
+PLAN_FIELDS = ("default_model_filename", "cc_model_filenames")  # the only fields this builder writes
+BUILDER_FILE = "trt_plans.py"  # the copy `stage` leaves on the shared volume for `build`
 # Where libnvinfer lives in NVIDIA's images; the file name carries the full version.
 LIBNVINFER_GLOBS = (
     "/usr/lib/*-linux-gnu/libnvinfer.so.*.*.*",
@@ -114,10 +115,6 @@ def query_gpu(nvidia_smi: str = "nvidia-smi") -> Gpu:
     return Gpu(name, capability)
 
 
-def gpu_identity(nvidia_smi: str = "nvidia-smi") -> str:
-    return query_gpu(nvidia_smi).key
-
-
 # --- what the export generated: tensorrt.json and tensorrt.pbtxt ------------------------------------
 
 
@@ -128,7 +125,7 @@ def _not_exported_for_tensorrt(model: Path, name: str) -> PlanError:
     )
 
 
-def _shape_spec(flag: str) -> dict[str, list[int]]:
+def shape_spec(flag: str) -> dict[str, list[int]]:
     """``--minShapes=CROPS:1x224x224x3`` (several inputs comma-separated) as {"CROPS": [1, 224, 224, 3]}."""
     shapes: dict[str, list[int]] = {}
     for item in flag.partition("=")[2].split(","):
@@ -140,7 +137,7 @@ def _shape_spec(flag: str) -> dict[str, list[int]]:
     return shapes
 
 
-def _profile_triples(shapes: Sequence[str]) -> list[tuple[str, ...]]:
+def profile_triples(shapes: Sequence[str]) -> list[tuple[str, ...]]:
     """The shape flags grouped per profile; each group must be exactly --minShapes, --optShapes, --maxShapes."""
     triples = [tuple(shapes[index : index + 3]) for index in range(0, len(shapes), 3)]
     if not triples or any(tuple(flag.partition("=")[0] for flag in triple) != SHAPE_FLAGS for triple in triples):
@@ -173,37 +170,37 @@ def read_build(model: Path) -> TensorrtBuild:
     except (ValueError, KeyError, TypeError) as error:
         message = f"{path} is not a TensorRT build record ({error!r}); re-export with --variant production"
         raise PlanError(message) from error
-    triples = _profile_triples(shapes)
+    triples = profile_triples(shapes)
     if len(triples) != len(low_opt_high) or any(len(batches) != 3 for batches in low_opt_high):
         raise PlanError(f"{path}: {len(triples)} shape triples but profiles {list(low_opt_high)}")
     for triple, batches in zip(triples, low_opt_high, strict=True):
         for flag, batch in zip(triple, batches, strict=True):
-            if any(dims[0] != batch for dims in _shape_spec(flag).values()):
+            if any(dims[0] != batch for dims in shape_spec(flag).values()):
                 raise PlanError(f"{path}: {flag} does not start with the profile's batch {batch}")
     return TensorrtBuild(shapes, low_opt_high)
 
 
 def tensorrt_config(model: Path, cc_files: dict[str, str], default: str) -> str:
-    """config.pbtxt for plans: the exported tensorrt.pbtxt, with its default plan and every GPU's plan file.
+    """config.pbtxt for plans: the exported tensorrt.pbtxt as it is, followed by its default and every GPU's plan.
 
-    tensorrt.pbtxt is Triton's ModelConfig in protobuf text format as protobuf's text_format writes
-    it (by the export, and again by the serving-copy renderer, which sizes its instance counts): one
-    top-level field per line at column 0, nested fields indented. Only top-level lines are looked
-    at; nothing else in the config is read or changed here.
+    tensorrt.pbtxt is Triton's ModelConfig in protobuf text format, written without either field
+    (model_repository/configs.py, tensorrt_network_config); text format lets fields come in any
+    order, so appending them is all it takes. Two top-level lines are looked at, as guards: the
+    platform (a TensorRT config at all) and the plan fields (absent, or appending would repeat them).
     """
     path = model / TENSORRT_CONFIG
     if not path.is_file():
         raise _not_exported_for_tensorrt(model, TENSORRT_CONFIG)
-    lines = path.read_text(encoding="utf-8").splitlines()
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines()
     if 'platform: "tensorrt_plan"' not in lines:
         raise PlanError(f'{path} has no top-level platform: "tensorrt_plan": it is not a TensorRT config')
-    if any(line.startswith("cc_model_filenames") for line in lines):
-        raise PlanError(f"{path} lists plan files already; they come from {PLANS_RECORD} only")
-    kept = [line for line in lines if not line.startswith("default_model_filename:")]
+    if any(line.startswith(PLAN_FIELDS) for line in lines):
+        raise PlanError(f"{path} names plan files already; they come from {PLANS_RECORD} only")
     added = [f'default_model_filename: "{default}"']
     for capability, name in sorted(cc_files.items()):
         added += ["cc_model_filenames {", f'  key: "{capability}"', f'  value: "{name}"', "}"]
-    return "\n".join(kept + added) + "\n"
+    return text.rstrip("\n") + "\n" + "\n".join(added) + "\n"
 
 
 def check_exported(model: Path) -> TensorrtBuild:
@@ -226,96 +223,9 @@ def profile_arguments(shapes: Sequence[str]) -> list[str]:
     followed directly by its own three flags.
     """
     arguments = []
-    for index, triple in enumerate(_profile_triples(shapes)):
+    for index, triple in enumerate(profile_triples(shapes)):
         arguments += [f"--profile={index}", *triple]
     return arguments
-
-
-# --- the no-build path: ONNX Runtime's TensorRT execution provider ------------------------------------
-
-
-def _format_spec(shapes: dict[str, list[int]]) -> str:
-    return ",".join(f"{name}:{'x'.join(map(str, dims))}" for name, dims in shapes.items())
-
-
-def ort_profile(shapes: Sequence[str]) -> dict[str, str]:
-    """One profile for ONNX Runtime's TensorRT provider that covers the batches of all of trtexec's profiles.
-
-    ONNX Runtime does parse several profiles from trt_profile_{min,opt,max}_shapes (an input named
-    more than once; tensorrt_execution_provider.cc, ParseProfileShapes) and builds them into the
-    engine, but its execution context stays on profile 0, so a batch outside profile 0 fails
-    (microsoft/onnxruntime#31624, open, adds the switching; ORT 1.19 of Triton 24.10 lacks it). So
-    the provider gets a single profile: the smallest minimum, the largest maximum, and the optimum
-    of the profile with the widest batch range (the saturating traffic, where throughput is decided).
-    """
-    triples = [[_shape_spec(flag) for flag in triple] for triple in _profile_triples(shapes)]
-    ranks = {name: len(dims) for name, dims in triples[0][0].items()}
-    if any({name: len(dims) for name, dims in spec.items()} != ranks for triple in triples for spec in triple):
-        raise PlanError(f"trtexec shapes {list(shapes)} do not give the same inputs and ranks in every profile")
-
-    def batch_range(triple: list[dict[str, list[int]]]) -> int:
-        return max(dims[0] for dims in triple[2].values()) - min(dims[0] for dims in triple[0].values())
-
-    widest = max(triples, key=batch_range)
-    low = {name: [min(sizes) for sizes in zip(*(t[0][name] for t in triples), strict=True)] for name in ranks}
-    high = {name: [max(sizes) for sizes in zip(*(t[2][name] for t in triples), strict=True)] for name in ranks}
-    return {
-        "trt_profile_min_shapes": _format_spec(low),
-        "trt_profile_opt_shapes": _format_spec(widest[1]),
-        "trt_profile_max_shapes": _format_spec(high),
-    }
-
-
-def _without_top_level_block(lines: list[str], key: str) -> list[str]:
-    """Lines of a text_format config without its top-level ``key { ... }`` blocks (closed by a ``}`` at column 0)."""
-    kept: list[str] = []
-    inside = False
-    for line in lines:
-        if inside:
-            inside = line != "}"
-        elif line == f"{key} {{":
-            inside = True
-        else:
-            kept.append(line)
-    return kept
-
-
-def to_ort_tensorrt(config: str, precision: str, engine_cache: str, workspace_mib: int, shapes: Sequence[str]) -> str:
-    """The no-build GPU path: the onnxruntime backend with ONNX Runtime's TensorRT execution provider.
-
-    `config` is the production onnxruntime config.pbtxt (or one this function wrote: rewriting
-    replaces its accelerator); `shapes` are the network's trtexec shape flags (tensorrt.json),
-    turned into the provider's one profile (ort_profile). Engines are built when the model loads
-    and cached in ``engine_cache`` (keep it on a volume so restarts reuse them); LayerNorm stays in
-    FP32 under FP16 (ViT loses accuracy otherwise), and the timing cache shares tactic timings
-    between models.
-    """
-    lines = config.splitlines()
-    if 'backend: "onnxruntime"' not in lines:
-        raise PlanError('expected backend: "onnxruntime" in a *_network config.pbtxt (the production variant)')
-    if precision not in PRECISIONS:
-        raise PlanError(f"precision {precision!r}: expected one of {PRECISIONS}")
-    parameters = {
-        "precision_mode": precision.upper(),
-        "max_workspace_size_bytes": str(workspace_mib << 20),
-        "trt_engine_cache_enable": "1",
-        "trt_engine_cache_path": engine_cache,
-        "trt_timing_cache_enable": "1",
-        "trt_timing_cache_path": engine_cache,
-        "trt_layer_norm_fp32_fallback": "1",
-        **ort_profile(shapes),
-    }
-    accelerator = [
-        "optimization {",
-        "  execution_accelerators {",
-        "    gpu_execution_accelerator {",
-        '      name: "tensorrt"',
-        *(f'      parameters {{ key: "{key}" value: "{value}" }}' for key, value in parameters.items()),
-        "    }",
-        "  }",
-        "}",
-    ]
-    return "\n".join(_without_top_level_block(lines, "optimization") + accelerator) + "\n"
 
 
 # --- plans and their record ---------------------------------------------------------------------
@@ -477,34 +387,29 @@ def add_plan(
 # --- the chart's init containers ------------------------------------------------------------------
 
 
-def stage(source: Path | None, target: Path, server_version: str | None) -> None:
-    """Check the repository in ``target/models`` and record the server's TensorRT version.
+def stage(target: Path, server_version: str | None) -> None:
+    """Check the serving copy in ``target/models``, record the server's TensorRT version, leave the builder there.
 
-    With `source`, the repository is copied into ``target/models`` first; without, ``target/models``
-    is a serving copy already rendered there (python -m model_repository.layout). Either way every
-    network that still has its ONNX file must carry the export's TensorRT files, and every plan
-    already present must come from the server's TensorRT.
+    ``target/models`` is the serving copy the render step wrote (python -m model_repository.layout).
+    Every network that still has its ONNX file must carry the export's TensorRT files, and every
+    plan already present must come from the server's TensorRT. This file is copied to
+    ``target/trt_plans.py``, outside the models, for `build` in the TensorRT image, which has no
+    project code of its own.
     """
     models = target / MODELS_DIR
-    if source is not None:
-        if not source.is_dir():
-            raise PlanError(f"model repository {source} does not exist")
-        if models.exists():
-            shutil.rmtree(models)
-        shutil.copytree(source, models)
-    elif not models.is_dir():
+    if not models.is_dir():
         raise PlanError(
             f"{models} does not exist: render the serving copy there first "
-            f"(python -m model_repository.layout --target {models}), or give --source"
+            f"(python -m model_repository.layout --target {models})"
         )
     version = server_version or tensorrt_version()
     for model in sorted(models.glob("*_network")):
         if (model / "1" / "model.onnx").is_file():
             check_exported(model)  # here in the server image, not after a TensorRT image was pulled
         check_plans(model / "1", version)  # plans shipped in the repository must fit this server
+    shutil.copyfile(__file__, target / BUILDER_FILE)
     (target / VERSION_FILE).write_text(version + "\n", encoding="utf-8")
-    origin = f"staged {source} into {models}" if source is not None else f"checked the serving copy {models}"
-    print(f"{origin}; server TensorRT {version}", flush=True)
+    print(f"checked the serving copy {models}; server TensorRT {version}", flush=True)
 
 
 def build(
@@ -537,26 +442,11 @@ def build(
     return switched
 
 
-def use_ort_tensorrt(repository: Path, precision: str, engine_cache: str, workspace_mib: int) -> list[str]:
-    """The no-build path for every ``*_network`` of a repository; returns the models rewritten."""
-    rewritten = []
-    for model in sorted(repository.glob("*_network")):
-        config = model / "config.pbtxt"
-        shapes = read_build(model).shapes
-        text = to_ort_tensorrt(config.read_text(encoding="utf-8"), precision, engine_cache, workspace_mib, shapes)
-        _replace(config, text)
-        rewritten.append(model.name)
-    if not rewritten:
-        raise PlanError(f"no *_network model under {repository}")
-    return rewritten
-
-
 def main(argv: list[str] | None = None) -> int:
     """Command line of the chart's init containers; a failure prints one line and exits non-zero."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     steps = parser.add_subparsers(dest="step", required=True)
-    staging = steps.add_parser("stage", help="check the repository in TARGET/models, record the TensorRT version")
-    staging.add_argument("--source", type=Path, help="copy this repository into TARGET/models first")
+    staging = steps.add_parser("stage", help="check the serving copy in TARGET/models, record the TensorRT version")
     staging.add_argument("--target", type=Path, required=True, help="holds models/ (a rendered serving copy)")
     staging.add_argument("--server-tensorrt-version", default=None)
     building = steps.add_parser("build", help="build plans and switch the networks to them")
@@ -564,18 +454,10 @@ def main(argv: list[str] | None = None) -> int:
     building.add_argument("--cache", type=Path, required=True)
     building.add_argument("--precision", choices=PRECISIONS, default="fp16")
     building.add_argument("--workspace-mib", type=int, default=4096)
-    ort = steps.add_parser("ort-trt", help="no plans: ONNX Runtime's TensorRT provider for every network")
-    ort.add_argument("--repository", type=Path, required=True, help="e.g. the staged TARGET/models")
-    ort.add_argument("--engine-cache", required=True, help="a writable volume: engines survive restarts")
-    ort.add_argument("--precision", choices=PRECISIONS, default="fp16")
-    ort.add_argument("--workspace-mib", type=int, default=4096)
     args = parser.parse_args(argv)
     try:
         if args.step == "stage":
-            stage(args.source, args.target, args.server_tensorrt_version)
-        elif args.step == "ort-trt":
-            names = use_ort_tensorrt(args.repository, args.precision, args.engine_cache, args.workspace_mib)
-            print("ONNX Runtime TensorRT provider for:", ", ".join(names), flush=True)
+            stage(args.target, args.server_tensorrt_version)
         else:
             names = build(args.repository, args.cache, args.precision, args.workspace_mib)
             print("served from plans:", ", ".join(names), flush=True)

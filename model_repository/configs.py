@@ -1,9 +1,10 @@
 """Triton model configurations, generated from the catalog.
 
-Every catalog model has three models of its own and shares its Python steps with the others:
+Every catalog model has four models of its own and shares its Python steps with the others:
 
     NAME                          ensemble, the public entry point for encoded images (wire contract in the README)
     NAME_pixels                   ensemble, the entry point for decoded RGB frames (PIXELS, uint8 N x H x W x 3)
+    NAME_crop                     ensemble, the entry point for client-side crops (CROPS, uint8 N x S x S x 3)
     NAME_network                  the exported ONNX network: CROPS (uint8) -> PROBABILITIES; it normalizes itself
     preprocess_KEY                Python backend, shared: encoded bytes -> CROPS (preprocess/ package)
     pixels_preprocess_KEY         Python backend, shared: RGB frames -> CROPS (same code, decoding skipped)
@@ -37,9 +38,8 @@ from typing import Any, Literal
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
-from catalog import ModelEntry
+from catalog import ModelEntry, resolve
 from catalog.reference import NUM_CLASSES
-from preprocess import DEFAULT_MAX_PIXELS
 
 Variant = Literal["portable", "production"]
 VARIANTS: tuple[Variant, ...] = ("portable", "production")
@@ -107,9 +107,16 @@ def pixels_ensemble_name(entry: ModelEntry) -> str:
     return f"{entry.triton_name}_pixels"
 
 
+CROP_SUFFIX = "_crop"
+
+
+def crop_ensemble_name(entry: ModelEntry) -> str:
+    return f"{entry.triton_name}{CROP_SUFFIX}"
+
+
 def own_models(entry: ModelEntry) -> list[str]:
-    """The models only `entry` uses: its two ensembles and its network."""
-    return [entry.triton_name, pixels_ensemble_name(entry), network_name(entry)]
+    """The models only `entry` uses: its three ensembles and its network."""
+    return [entry.triton_name, pixels_ensemble_name(entry), crop_ensemble_name(entry), network_name(entry)]
 
 
 def shared_steps(entry: ModelEntry) -> list[str]:
@@ -224,49 +231,81 @@ QUEUE_TIMEOUT_FLOOR_US = 200_000
 #   batch of camera photos runs 0.8 s: PREPROCESS_TIMEOUT_US lets a request wait behind one such
 #   batch (a 200 ms timeout shed requests below capacity in the drill with mixed sizes).
 #   8 requests of 8 camera JPEGs (1.3 MB) hold 83 MB of encoded bytes per instance.
-# - networks: the queue size is the bound; the timeout only catches a stalled step, so it is the
-#   time to drain a full queue of 8-image requests plus the running batch, twice
-#   (network_timeout_us): a request the queue admitted is served, never timed out for waiting its
-#   turn. (Two full batches, tried first, refused 3 of 8 good single-image requests of a burst on
-#   2 cores, where the preprocess processes share the cores with the network.)
+# - networks: the queue holds what the network runs within NETWORK_QUEUE_BUDGET_MS at its cost per
+#   image, after the running batch: a request the queue admitted starts within half the 2 s an
+#   interactive client waits, leaving the rest for its preprocessing and transfer. The timeout only
+#   catches a stalled step: twice the time to drain a full queue of 8-image requests plus the running
+#   batch (network_timeout_us), so an admitted request is never timed out for waiting its turn.
 #   - portable network: one full batch of 8 is 0.64 s (NextViT-S, 80 ms per image) to 1.8 s (ViT-B,
-#     220 ms): PORTABLE_MS_PER_GFLOP.
-#   - production network (GPU): 256 requests are at most 2,048 images, 0.9 GB of 384-px uint8
-#     crops in the worst case; GPU_MS_PER_GFLOP is the paper H100 rate (ViT-B at 8,000 img/s),
-#     an estimate until measured on a GPU.
+#     220 ms) on 2 cores (PORTABLE_MS_PER_GFLOP): 4 single-image requests may wait for NextViT-S,
+#     1 for ViT-B (portable_network_queue). A queue of 8 let admitted requests wait past 2 s in the
+#     overload drill.
+#   - production network (GPU): 256 requests are at most 2,048 images, 0.26 s for ViT-B at the
+#     paper H100 rate (GPU_MS_PER_GFLOP: ViT-B at 8,000 img/s, an estimate until measured on a
+#     GPU) and 0.9 GB of 384-px uint8 crops in the worst case.
 # - postprocess: microseconds per image; its bound only catches a runaway, so it shares the
 #   preprocess timeout (a 200 ms one could expire while the preprocess processes hold every core).
 PREPROCESS_TIMEOUT_US = 1_000_000  # one full batch of 8 camera photos (8 x 100 ms) plus margin
-QUEUE_PER_INSTANCE: dict[str, int] = {"preprocess": 8, "pixels_preprocess": 8, "network": 8, "postprocess": 64}
+QUEUE_PER_INSTANCE: dict[str, int] = {"preprocess": 8, "pixels_preprocess": 8, "postprocess": 64}
 GPU_NETWORK_QUEUE_PER_INSTANCE = 256
+NETWORK_QUEUE_BUDGET_MS = 1000
 # Portable network cost per image on the 2-core reference machine: 80 ms for NextViT_small_224
 # (5.79 GFLOPs, 13.8 ms/GFLOP) and 220 ms for ViT_base_patch16_224 (17.6 GFLOPs, 12.5 ms/GFLOP).
 PORTABLE_MS_PER_GFLOP = 14.0
 GPU_MS_PER_GFLOP = 1000.0 / 8_000 / 16.85  # ViT_base_patch16_224 (16.85 GFLOPs) at 8,000 img/s: estimate
+# Under overload the preprocess processes would take the cores from the work nearest completion: on
+# a CPU node the network (whose batches then crawl past every deadline, the collapse the overload
+# drill measured), on any node tritonserver's own threads (which accept, refuse and answer health
+# probes). Their processes therefore run at a lower CPU priority: idle cores are theirs at full
+# speed, contended ones go to the network and the server first, so excess work waits, and is
+# refused, at the front of the pipeline, before it costs a decode. Raising one's own niceness needs
+# no privilege (also in a pod). 10 gives a CFS weight of 110 against the network's 1024.
+NICENESS_PARAMETER = "niceness"
+PREPROCESS_NICENESS = 10
 QUEUE_REJECTIONS = ("Exceeds maximum queue size", "Request timeout expired")  # Triton 2.51's words
 
 
-def max_queue_size(kind: StepKind, instances: int, gpu: bool = False) -> int:
+def portable_network_queue(entry: ModelEntry) -> int:
+    """Requests that may wait per portable network instance: what it runs in the budget after a full batch."""
+    images = NETWORK_QUEUE_BUDGET_MS / (entry.published.flops_g * PORTABLE_MS_PER_GFLOP)
+    return max(1, math.floor(images) - MAX_BATCH_SIZE)
+
+
+def max_queue_size(kind: StepKind, instances: int, gpu: bool = False, entry: ModelEntry | None = None) -> int:
     """How many requests may wait for a step: per instance, so a node with more instances queues more."""
     if kind == "ensemble":
         raise ValueError("ensembles have no queue of their own in Triton 2.51")
-    per_instance = GPU_NETWORK_QUEUE_PER_INSTANCE if gpu and kind == "network" else QUEUE_PER_INSTANCE[kind]
+    if kind == "network":
+        if gpu:
+            per_instance = GPU_NETWORK_QUEUE_PER_INSTANCE
+        elif entry is None:
+            raise ValueError("the portable network's queue follows its cost: give the entry")
+        else:
+            per_instance = portable_network_queue(entry)
+    else:
+        per_instance = QUEUE_PER_INSTANCE[kind]
     return per_instance * max(1, instances)
 
 
 def network_timeout_us(entry: ModelEntry, gpu: bool) -> int:
     """Twice the time to drain a full queue of 8-image requests and the running batch, never below the floor."""
-    queued = (GPU_NETWORK_QUEUE_PER_INSTANCE if gpu else QUEUE_PER_INSTANCE["network"]) * MAX_BATCH_SIZE
+    queued = max_queue_size("network", 1, gpu, entry) * MAX_BATCH_SIZE
     running = GPU_MAX_BATCH_SIZE if gpu else MAX_BATCH_SIZE
     ms_per_gflop = GPU_MS_PER_GFLOP if gpu else PORTABLE_MS_PER_GFLOP
     drain_us = (queued + running) * entry.published.flops_g * ms_per_gflop * 1000
     return max(QUEUE_TIMEOUT_FLOOR_US, math.ceil(2 * drain_us / 1000.0) * 1000)
 
 
-def queue_policy(kind: StepKind, timeout_us: int = QUEUE_TIMEOUT_FLOOR_US, instances: int = 1, gpu: bool = False):
+def queue_policy(
+    kind: StepKind,
+    timeout_us: int = QUEUE_TIMEOUT_FLOOR_US,
+    instances: int = 1,
+    gpu: bool = False,
+    entry: ModelEntry | None = None,
+) -> ConfigDict:
     """dynamic_batching.default_queue_policy: bounded, excess refused (REJECT), clients may ask for less wait."""
     return {
-        "max_queue_size": max_queue_size(kind, instances, gpu),
+        "max_queue_size": max_queue_size(kind, instances, gpu, entry),
         "timeout_action": "REJECT",
         "default_timeout_microseconds": timeout_us,
         "allow_timeout_override": True,
@@ -368,9 +407,28 @@ def pixels_ensemble_config(entry: ModelEntry, weights_note: str) -> ConfigDict:
     return config
 
 
+def crop_ensemble_config(entry: ModelEntry, weights_note: str) -> ConfigDict:
+    """ensemble_config without its preprocess step: client-side CROPS go straight to the network.
+
+    The crops are what the `preprocess` package makes (the client library runs it, exactly as the
+    server's step does), so the answers equal the IMAGE path's. The preprocess step's parameters
+    travel in this config, so a client crops with the served values (model config API, open) and
+    needs no catalog. No warmup of its own: ensembles take none, and the network already warms with
+    a real crop (WARMUP_CROP_FILE).
+    """
+    config = copy.deepcopy(ensemble_config(entry, weights_note))
+    steps = config["ensemble_scheduling"]["step"]
+    first = steps.pop(0)
+    if first["model_name"] != preprocess_name(entry):
+        raise ValueError(f"the ensemble's first step is {first['model_name']}, expected {preprocess_name(entry)}")
+    steps[0]["input_map"] = {NETWORK_INPUT: NETWORK_INPUT}
+    config |= {"name": crop_ensemble_name(entry), "input": [_crops_tensor(entry)]}
+    config["parameters"] |= _params(**resolve.preprocess_parameters(entry))
+    return config
+
+
 def preprocess_config(entry: ModelEntry, layout: Layout = Layout()) -> ConfigDict:
     """Encoded images -> uint8 crops, shared by every model with the same preprocess_key."""
-    prep = entry.preprocessing
     image_warmup = {IMAGE_INPUT: {"data_type": "TYPE_STRING", "dims": [1], "input_data_file": WARMUP_IMAGE_FILE}}
     return {
         "name": preprocess_name(entry),
@@ -384,9 +442,7 @@ def preprocess_config(entry: ModelEntry, layout: Layout = Layout()) -> ConfigDic
             )
         },
         "instance_group": _cpu_instances(layout.preprocess_instances),
-        "parameters": _params(
-            resize_short=prep.resize_short, crop=prep.crop, resize=prep.resize, max_pixels=DEFAULT_MAX_PIXELS
-        ),
+        "parameters": _params(**resolve.preprocess_parameters(entry), **{NICENESS_PARAMETER: PREPROCESS_NICENESS}),
         "model_warmup": _warmup("real_photo", [1], image_warmup),
     }
 
@@ -427,7 +483,7 @@ def network_config(entry: ModelEntry, variant: Variant, layout: Layout = Layout(
             "dynamic_batching": {
                 "max_queue_delay_microseconds": GPU_MAX_QUEUE_DELAY_US,
                 "default_queue_policy": queue_policy(
-                    "network", network_timeout_us(entry, gpu=True), instances=layout.network_gpu_instances, gpu=True
+                    "network", network_timeout_us(entry, True), layout.network_gpu_instances, gpu=True, entry=entry
                 ),
             },
             "instance_group": [{"kind": "KIND_GPU", "count": layout.network_gpu_instances}],
@@ -442,7 +498,7 @@ def network_config(entry: ModelEntry, variant: Variant, layout: Layout = Layout(
             "dynamic_batching": {
                 "max_queue_delay_microseconds": 500,
                 "default_queue_policy": queue_policy(
-                    "network", network_timeout_us(entry, gpu=False), instances=layout.network_cpu_instances
+                    "network", network_timeout_us(entry, False), layout.network_cpu_instances, entry=entry
                 ),
             },
             "instance_group": _cpu_instances(layout.network_cpu_instances),
@@ -458,19 +514,20 @@ def network_config(entry: ModelEntry, variant: Variant, layout: Layout = Layout(
 
 
 def tensorrt_network_config(entry: ModelEntry, layout: Layout = Layout()) -> ConfigDict:
-    """The production network served from TensorRT plans; the builder adds each GPU's plan file.
+    """The production network served from TensorRT plans; the builder adds each GPU's plan files.
 
     Two optimization profiles (TRT_PROFILES), every instance may use both and Triton picks the one
     that fits a batch; the batcher aims for the profiles' optima; the small profile's batch sizes
     run as captured CUDA graphs (kernel launches dominate small batches).
     """
     config = network_config(entry, "production", layout)
-    del config["backend"], config["parameters"]
+    # The plan files depend on the GPU: the builder appends default_model_filename and
+    # cc_model_filenames (export/trt_plans.py, tensorrt_config), so this config names neither.
+    del config["backend"], config["parameters"], config["default_model_filename"]
     profiles = [str(index) for index in range(len(TRT_PROFILES))]
     config |= {
         "platform": "tensorrt_plan",
         "backend": "tensorrt",
-        "default_model_filename": "model.plan",
         "dynamic_batching": {
             "preferred_batch_size": [opt for _, opt, _ in TRT_PROFILES],
             "max_queue_delay_microseconds": GPU_MAX_QUEUE_DELAY_US,

@@ -1,6 +1,6 @@
 """Write catalog models into a Triton model repository, and remove them, all or nothing.
 
-A model's own directories (its two ensembles and its network) are always rebuilt; the steps it
+A model's own directories (its three ensembles and its network) are always rebuilt; the steps it
 shares with other models (the preprocess pair of its preprocessing key, the postprocess) are
 content-checked instead: an identical step already installed is left alone, a missing one is
 added, and a step of the same name with other content (other code, another config) is refused
@@ -118,10 +118,9 @@ def _warmup_frame() -> np.ndarray:
 
 
 def _warmup_crop(entry: ModelEntry) -> bytes:
-    from preprocess import Preprocessor
+    from catalog.resolve import preprocessor
 
-    prep = entry.preprocessing
-    crop = Preprocessor(prep.resize_short, prep.crop, prep.resize).pixels(_warmup_frame())
+    crop = preprocessor(entry).pixels(_warmup_frame())
     return np.ascontiguousarray(crop).tobytes()
 
 
@@ -171,6 +170,7 @@ def stage(entry: ModelEntry, onnx_path: Path, record: dict, variant: configs.Var
     weights_note = record.get("weights_note", "unknown")
     _write_model(staging / entry.triton_name, configs.ensemble_config(entry, weights_note), {})
     _write_model(staging / configs.pixels_ensemble_name(entry), configs.pixels_ensemble_config(entry, weights_note), {})
+    _write_model(staging / configs.crop_ensemble_name(entry), configs.crop_ensemble_config(entry, weights_note), {})
     network_files: Files = {"model.onnx": onnx_path}
     if variant == "portable":
         network_files |= {"model.py": PYTHON_MODELS / "onnx_network.py", "cores.py": CORES_MODULE}
@@ -265,10 +265,10 @@ def installed_models(repository: Path) -> list[str]:
 
 
 def _steps_of(repository: Path, triton_name: str) -> set[str]:
-    """Every model the two ensembles of `triton_name` call, read from their installed configs."""
+    """Every model the ensembles of `triton_name` call, read from their installed configs."""
     entry = catalog.get(triton_name)
     steps: set[str] = set()
-    for ensemble in (entry.triton_name, configs.pixels_ensemble_name(entry)):
+    for ensemble in (entry.triton_name, configs.pixels_ensemble_name(entry), configs.crop_ensemble_name(entry)):
         path = repository / ensemble / "config.pbtxt"
         if path.is_file():
             steps |= {step.model_name for step in configs.parse_pbtxt(path.read_text()).ensemble_scheduling.step}

@@ -9,7 +9,8 @@ Triton then serves the copy with --model-control-mode=none, exactly as it would 
 
 python -m model_repository.layout --source DIR --target DIR [--models NAME ...] [--cores auto|N]
     [--preprocess-instances N] [--pixels-preprocess-instances N] [--postprocess-instances N]
-    [--network-cpu-instances N] [--network-cpu-threads N] [--network-gpu-instances N]
+    [--network-cpu-instances N] [--network-cpu-threads N] [--network-gpu-instances N] [--response-cache]
+    [--fast-decode]
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 import catalog
 from model_repository import configs, install
 from model_repository.cores import usable_cores
+from preprocess import DECODE_PARAMETER
 
 MARKER = ".serving-copy.json"  # written into every rendered copy: render only ever replaces its own copies
 LAYOUT_FIELDS = [field.name for field in dataclasses.fields(configs.Layout)]
@@ -58,37 +60,44 @@ def select(source: Path, models: list[str] | None) -> list[str]:
     return sorted(set(chosen))
 
 
-def sized_config(text: str, layout: configs.Layout, warmup: bool = True) -> str:
+def sized_config(text: str, layout: configs.Layout, warmup: bool = True, response_cache: bool = False) -> str:
     """An installed config.pbtxt with its instance counts (and portable network threads) from `layout`.
 
     A bounded step queue (configs.queue_policy) is resized to its instance count.
 
     warmup=False drops model_warmup: a faster start for development, and the "before" of the warmup benchmark.
+    response_cache=True turns on Triton's response cache for the public ensembles (only they: a hit there
+    skips every step, and the steps' own answers are never looked up twice); the server needs --cache-config.
     """
     config = configs.parse_pbtxt(text)
     kind = configs.step_kind(config.name)
     if kind == "ensemble":
-        return text
+        if not response_cache:
+            return text
+        config.response_cache.enable = True
+        return configs.text_format.MessageToString(config)
     if not warmup:
         del config.model_warmup[:]
+    installed_instances = sum(group.count for group in config.instance_group)
     for group in config.instance_group:
         group.count = layout.instances(kind, gpu=group.kind == group.KIND_GPU)
     policy = config.dynamic_batching.default_queue_policy
     if config.dynamic_batching.HasField("default_queue_policy") and policy.max_queue_size > 0:
-        # A bounded queue holds the same seconds of work on every node: its length follows the instances.
-        gpu = any(group.kind == group.KIND_GPU for group in config.instance_group)
-        policy.max_queue_size = configs.max_queue_size(kind, sum(g.count for g in config.instance_group), gpu)
+        # A bounded queue holds the same seconds of work on every node: its length follows the
+        # instances, at the length per instance configs.py gave it (configs.max_queue_size).
+        per_instance = max(1, policy.max_queue_size // max(1, installed_instances))
+        policy.max_queue_size = per_instance * sum(group.count for group in config.instance_group)
     if kind == "network" and "intra_op_threads" in config.parameters:
         config.parameters["intra_op_threads"].string_value = str(layout.network_cpu_threads)
     return configs.text_format.MessageToString(config)
 
 
-def _link_model(source: Path, target: Path, layout: configs.Layout, warmup: bool) -> None:
+def _link_model(source: Path, target: Path, layout: configs.Layout, warmup: bool, response_cache: bool) -> None:
     """target/config.pbtxt sized; the version directory a real directory of links (plans may be added there)."""
     target.mkdir()
     for item in sorted(source.iterdir()):
         if item.suffix == ".pbtxt":  # config.pbtxt, and the TensorRT config a plan build switches to
-            (target / item.name).write_text(sized_config(item.read_text(), layout, warmup))
+            (target / item.name).write_text(sized_config(item.read_text(), layout, warmup, response_cache))
         elif item.is_dir() and item.name.isdigit():
             (target / item.name).mkdir()
             for child in sorted(item.iterdir()):
@@ -105,19 +114,32 @@ def _clear(target: Path) -> None:
 
 
 def render(
-    source: Path, target: Path, models: list[str] | None, layout: configs.Layout, cores: int, warmup: bool = True
+    source: Path,
+    target: Path,
+    models: list[str] | None,
+    layout: configs.Layout,
+    cores: int,
+    warmup: bool = True,
+    response_cache: bool = False,
+    fast_decode: bool = False,
 ) -> dict:
-    """Write the serving copy of `source` for `models` into `target`; returns what was rendered."""
+    """Write the serving copy of `source` for `models` into `target`; returns what was rendered.
+
+    fast_decode=True sets every encoded-image preprocess step's `decode` parameter to "fast" (large
+    JPEGs decoded at a reduced DCT scale, preprocess/decoding.py); the default leaves them exact.
+    """
     source = source.resolve()
     chosen = select(source, models)
-    directories = install.referenced_models(source, chosen)
+    directories = [name for name in install.referenced_models(source, chosen) if _needed(source, name)]
     missing = [name for name in directories if not (source / name / "config.pbtxt").is_file()]
     if missing:
         raise LayoutError(f"{source} lacks {', '.join(missing)}, which {', '.join(chosen)} call: re-export them")
     _clear(target)
     target.mkdir(parents=True, exist_ok=True)
     for name in directories:
-        _link_model(source / name, target / name, layout, warmup)
+        _link_model(source / name, target / name, layout, warmup, response_cache)
+    if fast_decode:
+        _use_fast_decode(target, directories)
     python_models = [name for name in directories if configs.step_kind(name) not in ("ensemble", "network")]
     summary = {
         "source": str(source),
@@ -126,14 +148,37 @@ def render(
         "layout": dataclasses.asdict(layout),
         "python_step_models": len(python_models),
         "warmup": warmup,
+        "response_cache": response_cache,
+        "decode": "fast" if fast_decode else "exact",
     }
     (target / MARKER).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
+def _needed(source: Path, name: str) -> bool:
+    """False only for a `<model>_crop` entry point missing from a repository installed before it existed."""
+    return configs.step_kind(name) != "ensemble" or not name.endswith(configs.CROP_SUFFIX) or (source / name).is_dir()
+
+
+def _use_fast_decode(target: Path, directories: list[str]) -> None:
+    """Switch the encoded-image preprocess steps of the serving copy to fast decode (the PIXELS steps do not decode)."""
+    for name in directories:
+        if configs.step_kind(name) == "preprocess":
+            path = target / name / "config.pbtxt"
+            config = configs.parse_pbtxt(path.read_text())
+            config.parameters[DECODE_PARAMETER].string_value = "fast"
+            path.write_text(configs.text_format.MessageToString(config))
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The selection and capacity flags, shared by this module's command line and the server launcher's."""
     parser.add_argument("--models", nargs="+", metavar="NAME", help="catalog models to serve (default: all installed)")
+    parser.add_argument(
+        "--fast-decode",
+        action="store_true",
+        help="opt-in: decode JPEGs far larger than the model's input at 1/2, 1/4 or 1/8 scale (faster, changes "
+        "pixels: docs/preprocessing.md); default exact",
+    )
     parser.add_argument("--cores", default="auto", help="cores the server may use: auto (cgroup-aware) or a number")
     parser.add_argument("--no-warmup", dest="warmup", action="store_false", help="skip model_warmup (faster start)")
     for name in LAYOUT_FIELDS:
@@ -149,11 +194,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m model_repository.layout", description=__doc__.split("\n\n")[0])
     parser.add_argument("--source", type=Path, required=True, help="installed model repository (read only)")
     parser.add_argument("--target", type=Path, required=True, help="where the serving copy is written")
+    parser.add_argument(
+        "--response-cache",
+        action="store_true",
+        help="enable response_cache on the public ensembles (the server then needs --cache-config)",
+    )
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:
         cores, layout = layout_from_arguments(args)
-        summary = render(args.source, args.target, args.models, layout, cores, args.warmup)
+        summary = render(
+            args.source,
+            args.target,
+            args.models,
+            layout,
+            cores,
+            args.warmup,
+            args.response_cache,
+            fast_decode=args.fast_decode,
+        )
     except (LayoutError, catalog.UnknownModelError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

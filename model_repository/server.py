@@ -3,6 +3,8 @@
 python -m model_repository.server [--repository DIR] [--models NAME ...] [--cores auto|N]
     [--preprocess-instances N ...] [--http-port 8000] [--grpc-port 8001] [--metrics-port 8002]
     [--listen-address 127.0.0.1] [--admin-key-file FILE]
+    [--trace-mode triton|opentelemetry [--trace-rate N] [--trace-url URL] [--trace-resource KEY=VALUE ...]]
+    [--response-cache-bytes N] [--fast-decode]
 
 The wheel ships the server, the Python backend and one backend stub per Python version; the
 server expects the stub inside the backend directory, so we assemble that directory (symlinks)
@@ -35,7 +37,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from model_repository import configs, layout, procfs
@@ -166,6 +168,85 @@ def restriction_flags(key: str, groups: tuple[str, ...] = RESTRICTED_GROUPS) -> 
     return [f"--grpc-restricted-protocol={spec}", f"--http-restricted-api={spec}"]
 
 
+# --- operations: tracing and the response cache (docs/operations.md) ----------------------------
+
+TRACE_MODES = ("triton", "opentelemetry")
+TRACES_DIR = PROJECT / "build" / "traces"  # triton-mode trace files of local runs
+# Triton 2.51 exports OTLP over HTTP only (JSON body), to this path of a collector's OTLP/HTTP port.
+DEFAULT_OTLP_URL = "http://127.0.0.1:4318/v1/traces"
+SERVICE_NAME = "paddleclas-triton"  # the resource's service.name unless --trace-resource says otherwise
+
+
+@dataclass(frozen=True)
+class Tracing:
+    """Triton's own request tracing, set by start flags (--trace-config), so the trace API stays restricted.
+
+    One sampled request gives one span per model it passes (the ensemble, then each step) with
+    REQUEST_START, QUEUE_START and REQUEST_END events, and a compute span per step: queue time is
+    QUEUE_START to COMPUTE_START, compute time COMPUTE_START to COMPUTE_END. `rate` samples every
+    rate-th request (1: all of them); `count` stops after that many traces (-1: never).
+    """
+
+    mode: str = "opentelemetry"
+    rate: int = 1000
+    count: int = -1
+    file: Path | None = None  # triton mode: JSON trace file (default build/traces/<http-port>.json)
+    log_frequency: int = 0  # triton mode: write every N traces to <file>.<i>; 0 writes at shutdown
+    url: str = DEFAULT_OTLP_URL  # opentelemetry mode: the collector's OTLP/HTTP traces endpoint
+    resource: tuple[tuple[str, str], ...] = ()  # opentelemetry mode: resource attributes (release, models, ...)
+
+    def __post_init__(self) -> None:
+        if self.mode not in TRACE_MODES:
+            raise ValueError(f"trace mode must be one of {', '.join(TRACE_MODES)}, not {self.mode!r}")
+        if self.rate < 0 or self.count < -1 or self.log_frequency < 0:
+            raise ValueError("trace rate and log frequency must be >= 0 and count >= -1")
+        if not re.fullmatch(r"https?://[^\s,]+", self.url):
+            raise ValueError(f"trace URL must be an http(s):// URL without spaces or commas, not {self.url!r}")
+        for key, value in self.resource:
+            if not re.fullmatch(r"[A-Za-z0-9._-]+", key) or not value or "\n" in value:
+                raise ValueError(f"resource attribute {key}={value!r}: KEY of A-Z a-z 0-9 . _ - and a non-empty value")
+
+
+def parse_resource(items: list[str] | None) -> tuple[tuple[str, str], ...]:
+    """KEY=VALUE strings (the --trace-resource flag) as resource attribute pairs."""
+    pairs = []
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--trace-resource takes KEY=VALUE, not {item!r}")
+        pairs.append((key, value))
+    return tuple(pairs)
+
+
+def trace_flags(tracing: Tracing, resource_defaults: tuple[tuple[str, str], ...] = ()) -> list[str]:
+    """--trace-config flags of 2.51 (TIMESTAMPS level); `resource_defaults` fill keys `tracing` leaves unset."""
+    flags = [
+        f"--trace-config=mode={tracing.mode}",
+        "--trace-config=level=TIMESTAMPS",
+        f"--trace-config=rate={tracing.rate}",
+        f"--trace-config=count={tracing.count}",
+    ]
+    if tracing.mode == "triton":
+        assert tracing.file is not None, "triton mode needs a trace file"
+        frequency = f"--trace-config=triton,log-frequency={tracing.log_frequency}"
+        return [*flags, f"--trace-config=triton,file={tracing.file}", frequency]
+    given = dict(tracing.resource)
+    attributes = [(k, v) for k, v in resource_defaults if k not in given] + list(tracing.resource)
+    flags.append(f"--trace-config=opentelemetry,url={tracing.url}")
+    flags += [f"--trace-config=opentelemetry,resource={key}={value}" for key, value in attributes]
+    return flags
+
+
+def cache_flags(response_cache_bytes: int, cache_directory: Path | None = None) -> list[str]:
+    """Triton's local response cache of `response_cache_bytes` (0: none); the serving copy enables it per ensemble."""
+    if response_cache_bytes < 0:
+        raise ValueError("the response cache size must be >= 0 bytes")
+    if not response_cache_bytes:
+        return []
+    directory = [f"--cache-directory={cache_directory}"] if cache_directory else []
+    return [*directory, f"--cache-config=local,size={response_cache_bytes}"]
+
+
 def is_ready(http_url: str) -> bool:
     """One strict-readiness check of a server's HTTP endpoint (host:port): every model loaded and warm."""
     try:
@@ -199,6 +280,9 @@ class TritonServer:
     admin_key: str | None = field(default=None, repr=False)  # None: $PADDLECLAS_TRITON_ADMIN_KEY, else random per run
     admin_key_file: Path | None = None  # read the key from here (a file the caller owns)
     restricted_groups: tuple[str, ...] = RESTRICTED_GROUPS
+    tracing: Tracing | None = None  # None: no tracing (the default)
+    response_cache_bytes: int = 0  # 0: no response cache; N: a local cache of N bytes on the public ensembles
+    fast_decode: bool = False  # opt-in: large JPEGs decoded at a reduced DCT scale (docs/preprocessing.md)
     process: subprocess.Popen | None = field(default=None, init=False)
     serving: dict | None = field(default=None, init=False)  # what layout.render wrote
     _serving_dir: Path | None = field(default=None, init=False)
@@ -267,7 +351,21 @@ class TritonServer:
             "--model-control-mode=none",
             "--disable-auto-complete-config",
             f"--exit-timeout-secs={self.exit_timeout_secs}",
+            *self._operation_flags(),
         ]
+
+    def _operation_flags(self) -> list[str]:
+        """Tracing and response-cache flags; none unless asked for."""
+        flags = cache_flags(self.response_cache_bytes, _pytriton_dir() / "caches")
+        if self.tracing is not None:
+            tracing = self.tracing
+            if tracing.mode == "triton" and tracing.file is None:
+                tracing = replace(tracing, file=TRACES_DIR / f"{self.http_port}.json")
+            if tracing.file is not None:
+                tracing.file.parent.mkdir(parents=True, exist_ok=True)
+            defaults = (("service.name", SERVICE_NAME), ("paddleclas.models", ",".join(self.served_models)))
+            flags += trace_flags(tracing, defaults)
+        return flags
 
     def environment(self) -> dict[str, str]:
         """Make the backend stub's embedded Python this environment's Python.
@@ -290,7 +388,16 @@ class TritonServer:
         BACKENDS_DIR.parent.mkdir(parents=True, exist_ok=True)
         self._serving_dir = Path(tempfile.mkdtemp(prefix="serving-", dir=BACKENDS_DIR.parent))
         try:
-            self.serving = layout.render(self.repository, self._serving_dir, self.models, resolved, cores, self.warmup)
+            self.serving = layout.render(
+                self.repository,
+                self._serving_dir,
+                self.models,
+                resolved,
+                cores,
+                self.warmup,
+                response_cache=self.response_cache_bytes > 0,
+                fast_decode=self.fast_decode,
+            )
         except Exception as err:
             self._remove_serving_copy()
             raise ServerError(str(err)) from err
@@ -371,10 +478,13 @@ def main(argv: list[str] | None = None) -> int:
         help=f"file holding the key of the restricted APIs (default ${ADMIN_KEY_ENV}, else a random key per run "
         f"written to {ADMIN_KEYS_DIR.relative_to(PROJECT)}/<http-port>.key, mode 0600)",
     )
+    add_operation_arguments(parser)
     layout.add_arguments(parser)
     args = parser.parse_args(argv)
     try:
         cores, resolved = layout.layout_from_arguments(args)
+        tracing = tracing_from_arguments(args)
+        cache_flags(args.response_cache_bytes)
     except ValueError as err:
         parser.error(str(err))
     try:
@@ -389,6 +499,9 @@ def main(argv: list[str] | None = None) -> int:
             warmup=args.warmup,
             listen_address=args.listen_address,
             admin_key_file=args.admin_key_file,
+            tracing=tracing,
+            response_cache_bytes=args.response_cache_bytes,
+            fast_decode=args.fast_decode,
         )
     except ServerError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -423,6 +536,8 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     print(f"tritonserver: {addresses} (Ctrl-C stops)", flush=True)
+    if server.fast_decode:
+        print("preprocessing: fast decode (large JPEGs at a reduced DCT scale; not exact)", flush=True)
     if server.listen_address != "127.0.0.1":
         print(f"warning: listening on {server.listen_address}: the server is reachable from that network", flush=True)
     if server.generated_key_file is not None:
@@ -436,10 +551,72 @@ def main(argv: list[str] | None = None) -> int:
         f"'{header_name('http')}' (HTTP) or '{header_name('grpc')}' (gRPC)",
         flush=True,
     )
+    for line in operation_summary(server):
+        print(line, flush=True)
     try:
         return wait_for_exit(server.process, signalled, server.exit_timeout_secs + 5, StepWatch(server))
     finally:
         server.stop()
+
+
+def add_operation_arguments(parser: argparse.ArgumentParser) -> None:
+    """Tracing and response-cache flags of the launcher (docs/operations.md); all off by default."""
+    group = parser.add_argument_group("tracing and response cache (off by default; docs/operations.md)")
+    group.add_argument(
+        "--trace-mode",
+        choices=TRACE_MODES,
+        help="trace requests: opentelemetry exports spans over OTLP/HTTP to --trace-url; triton writes a JSON file",
+    )
+    group.add_argument("--trace-rate", type=int, default=1000, metavar="N", help="trace every N-th request (1: all)")
+    group.add_argument("--trace-count", type=int, default=-1, metavar="N", help="stop after N traces (-1: never)")
+    group.add_argument(
+        "--trace-file",
+        type=Path,
+        help=f"triton mode: trace file (default {TRACES_DIR.relative_to(PROJECT)}/<http-port>.json, written at stop)",
+    )
+    group.add_argument(
+        "--trace-log-frequency", type=int, default=0, metavar="N", help="triton mode: write every N traces"
+    )
+    group.add_argument("--trace-url", default=DEFAULT_OTLP_URL, help="opentelemetry mode: OTLP/HTTP traces endpoint")
+    group.add_argument(
+        "--trace-resource",
+        action="append",
+        metavar="KEY=VALUE",
+        help=f"opentelemetry mode: a resource attribute, repeatable (defaults: service.name={SERVICE_NAME}, "
+        "paddleclas.models=<served ensembles>)",
+    )
+    group.add_argument(
+        "--response-cache-bytes",
+        type=int,
+        default=0,
+        metavar="N",
+        help="cache answers of the public ensembles in a local cache of N bytes (default 0: no cache)",
+    )
+
+
+def operation_summary(server: TritonServer) -> list[str]:
+    """What the launcher prints about tracing and the cache, so an operator sees they are on."""
+    lines = []
+    if server.tracing is not None:
+        where = server.tracing.url if server.tracing.mode == "opentelemetry" else "the trace file"
+        lines.append(f"tracing: {server.tracing.mode}, every {server.tracing.rate}. request, to {where}")
+    if server.response_cache_bytes:
+        lines.append(f"response cache: {server.response_cache_bytes} bytes on {', '.join(server.served_models)}")
+    return lines
+
+
+def tracing_from_arguments(args: argparse.Namespace) -> Tracing | None:
+    if args.trace_mode is None:
+        return None
+    return Tracing(
+        mode=args.trace_mode,
+        rate=args.trace_rate,
+        count=args.trace_count,
+        file=args.trace_file,
+        log_frequency=args.trace_log_frequency,
+        url=args.trace_url,
+        resource=parse_resource(args.trace_resource),
+    )
 
 
 STEP_DIED_EXIT = 3  # the launcher's exit code when it stopped the server because a Python step died

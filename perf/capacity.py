@@ -1,6 +1,6 @@
 """Benchmark (not a test): what one core of preprocessing feeds, what a served set of models costs, how warm "ready" is.
 
-    python -m perf.capacity [--repository DIR] [--out build/perf/capacity] [--seconds 2] [--publish]
+    python -m perf.capacity [--repository DIR] [--out build/perf/capacity] [--seconds 2] [--publish] [--report-only]
 
 One run, one machine, in this order (nothing else of the run holds a core while a figure is taken):
 
@@ -15,11 +15,11 @@ One run, one machine, in this order (nothing else of the run holds a core while 
 4. Time to ready, the first request after ready and the steady p50 of NextViT_small_224 and
    ViT_base_patch16_224, with model_warmup and without.
 5. Served throughput of those two models at concurrency 4 (perf_analyzer, sample photographs), the
-   point docs/performance.md reports for the previous layout.
+   point docs/performance.md reports for the layout before shared steps.
 
-Writes capacity.json, capacity.md and a plot under --out; --publish copies the report to
-docs/capacity.md and the plot to docs/img/. GPU rates in the cores-per-GPU table are published
-figures (../shared/reference/gpu-capacity.md), labelled as estimates: no GPU runs here.
+Writes capacity.json, capacity.md and a plot under --out; --publish replaces the capacity block of
+docs/capacity.md (docs/blocks.py) and copies the plot to docs/img/. GPU rates in the cores-per-GPU
+table are published figures (../shared/reference/gpu-capacity.md), labelled as estimates: no GPU runs here.
 """
 
 from __future__ import annotations
@@ -38,9 +38,13 @@ import numpy as np
 
 import catalog
 from catalog.reference import sample_photo_paths
+from docs import blocks
 from model_repository import configs, procfs
 from model_repository.server import TritonServer, free_port
-from perf import machine, repository
+from perf import machine, serving
+from perf.analyzer import Analyzer, Windows
+from perf.input_data import write_input_data
+from perf.run import PROFILES
 from preprocess import Preprocessor, decode
 from preprocess.allocator import keep_large_buffers
 from preprocess.image import normalize
@@ -50,10 +54,11 @@ FAMILIES = ("NextViT_small_224", "ViT_base_patch16_224")  # one model per family
 EVERY_KEY = (*FAMILIES, "NextViT_small_384", "ViT_base_patch16_384")  # one model per preprocessing key
 SIZES = ((500, 375), (1920, 1080), (4000, 3000))
 PHOTOS = ("retina.jpg", "astronaut.png")  # real photographs shipped by scikit-image
-JPEG_QUALITY = 90
+STEP_WINDOWS = Windows(window_ms=3000, stability_percent=20, max_trials=6)
 # Published TensorRT FP16 rates for one H100, low and high (gpu-capacity.md): estimates, not measured.
 H100_IMAGES_PER_S = {"NextViT_small_224": (12_000, 20_000), "ViT_base_patch16_224": (8_000, 12_000)}
-PREVIOUS_SERVED = {"NextViT_small_224": 12.77, "ViT_base_patch16_224": 4.50}  # docs/performance.md, concurrency 4
+# docs/performance.md, concurrency 4: the run before shared steps and uint8 crops, for the ratio.
+PREVIOUS_SERVED = {"NextViT_small_224": 12.77, "ViT_base_patch16_224": 4.50}
 
 
 def benchmark_jpegs() -> dict[tuple[int, int], list[bytes]]:
@@ -67,12 +72,9 @@ def benchmark_jpegs() -> dict[tuple[int, int], list[bytes]]:
         for name in PHOTOS:
             rgb = cv2.imread(str(folder / name))
             side = min(rgb.shape[:2])
-            square = rgb[:side, :side]
-            frame = cv2.resize(square, (width, height), interpolation=cv2.INTER_CUBIC).astype(np.int16)
+            frame = cv2.resize(rgb[:side, :side], (width, height), interpolation=cv2.INTER_CUBIC).astype(np.int16)
             frame += rng.normal(0, 3, frame.shape).astype(np.int16)
-            ok, encoded = cv2.imencode(
-                ".jpg", np.clip(frame, 0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
-            )
+            ok, encoded = cv2.imencode(".jpg", np.clip(frame, 0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 90])
             assert ok
             result[(width, height)].append(encoded.tobytes())
     return result
@@ -88,8 +90,9 @@ def _rate(work: Callable[[], object], seconds: float) -> float:
     return count / elapsed
 
 
-def _crop_rates(crop: Callable[[bytes], np.ndarray], encoded: list[bytes], seconds: float) -> list[float]:
-    return [_rate(lambda data=data: crop(decode(data)), seconds) for data in encoded]
+def _rates(work: Callable[[np.ndarray], object], encoded: list[bytes], seconds: float) -> list[float]:
+    """Images/s of decode + `work` for each encoded image."""
+    return [_rate(lambda data=data: work(decode(data)), seconds) for data in encoded]
 
 
 def in_process(jpegs: dict, seconds: float, progress=print) -> list[dict]:
@@ -99,26 +102,27 @@ def in_process(jpegs: dict, seconds: float, progress=print) -> list[dict]:
     rows = []
     for name in FAMILIES:
         prep = catalog.get(name).preprocessing
-        crop_only = Preprocessor(prep.resize_short, prep.crop, prep.resize)
+        crop = Preprocessor(resize_short=prep.resize_short, crop=prep.crop, resize=prep.resize).pixels
         mean, std = (np.array(v, np.float32).reshape(1, 1, 3) for v in (prep.mean, prep.std))
-
-        def crop_and_normalize(rgb: np.ndarray, crop_only: Preprocessor = crop_only, mean=mean, std=std) -> np.ndarray:
-            return normalize(crop_only.pixels(rgb), mean, std)
-
         for size, encoded in jpegs.items():
-            now = _crop_rates(crop_only.pixels, encoded, seconds)
-            before = _crop_rates(crop_and_normalize, encoded, seconds)
+            now = _rates(crop, encoded, seconds)
+            before = _rates(
+                lambda rgb, crop=crop, mean=mean, std=std: normalize(crop(rgb), mean, std), encoded, seconds
+            )
             rows.append({"model": name, "size": list(size), "now": now, "before": before})
             progress(f"  in-process {name} {size[0]}x{size[1]}: {_span(now)} img/s now, {_span(before)} before")
     return rows
 
 
-def _infer(client, model: str, input_name: str, data: bytes):
+def _server(repository: Path, out: Path, name: str, models: tuple[str, ...], **options) -> TritonServer:
+    log = out / f"tritonserver-{name}.log"
+    return TritonServer(repository, free_port(), free_port(), free_port(), log_path=log, models=list(models), **options)
+
+
+def _analyzer(server: TritonServer, input_data: Path, windows: Windows, out: Path) -> Analyzer:
     import tritonclient.grpc as grpcclient
 
-    tensor = grpcclient.InferInput(input_name, [1, 1], "BYTES")
-    tensor.set_data_from_numpy(np.array([[data]], dtype=object))
-    return client.infer(model, [tensor])
+    return Analyzer(grpcclient.InferenceServerClient(server.grpc_url), serving.target(server), input_data, windows, out)
 
 
 def served_step(server: TritonServer, jpegs: dict, out: Path, progress=print) -> list[dict]:
@@ -127,165 +131,108 @@ def served_step(server: TritonServer, jpegs: dict, out: Path, progress=print) ->
     Concurrency 4 keeps the step's queue full, so its dynamic batcher hands the instance several
     requests per execution, as a busy server does; both photographs of a size alternate.
     """
-    from perf import analyzer
-    from perf.input_data import write_input_data
-
-    target = analyzer.Target(grpc_url=server.grpc_url, metrics_url=server.metrics_url, admin_key=server.admin_key)
-    windows = analyzer.Windows(window_ms=3000, stability_percent=20, max_trials=6)
     rows = []
     for name in FAMILIES:
         step = configs.preprocess_name(catalog.get(name))
         for (width, height), encoded in jpegs.items():
-            photos = []
+            photos = out / "photos" / f"{width}x{height}"
+            photos.mkdir(parents=True, exist_ok=True)
             for index, data in enumerate(encoded):
-                photos.append(out / "photos" / f"{width}x{height}_{index}.jpg")
-                photos[-1].parent.mkdir(parents=True, exist_ok=True)
-                photos[-1].write_bytes(data)
-            data_file = write_input_data(photos, out / "photos" / f"{width}x{height}.json")
-            csv_path = out / "served_step" / f"{step}_{width}x{height}.csv"
-            command = analyzer.command(target, step, 4, data_file, csv_path)
-            analyzer.run_windows(command, windows, csv_path.with_suffix(".log"), 900.0)
-            rate = float(analyzer.read_csv(csv_path)["Inferences/Second"])
+                (photos / f"{index}.jpg").write_bytes(data)
+            input_data = write_input_data(sorted(photos.glob("*.jpg")), photos / "input_data.json")
+            rate = _analyzer(server, input_data, STEP_WINDOWS, photos).point(step, 4).throughput
             rows.append({"model": name, "size": [width, height], "served": [rate]})
             progress(f"  served {step} {width}x{height}: {rate:.0f} img/s")
     return rows
 
 
 def footprint(server: TritonServer) -> dict:
-    assert server.process is not None
+    assert server.process is not None and server.serving is not None
     processes = procfs.descendants(server.process.pid)
-    stubs = [p for p in processes if procfs.STUB in p.command]
     per_model: dict[str, int] = {}
-    for stub in stubs:
+    for stub in (p for p in processes if procfs.STUB in p.command):
         words = stub.command.split()
         model = words[1].rstrip("/").split("/")[-3] if len(words) > 1 else "?"
         per_model[model] = per_model.get(model, 0) + 1
-    served = server.served_models
     return {
-        "models": served,
-        "layout": server.serving["layout"] if server.serving else None,
-        "python_step_models": server.serving["python_step_models"] if server.serving else None,
-        "python_processes": len(stubs),
+        "models": server.served_models,
+        "layout": server.serving["layout"],
+        "python_step_models": server.serving["python_step_models"],
+        "python_processes": sum(per_model.values()),
         "processes_per_model": per_model,
         "resident_mb": round(sum(p.resident_kib for p in processes) / 1024),
         "server_resident_mb": round(processes[0].resident_kib / 1024),
         # The layout before shared steps, for the same models: 2 + 2 + 1 Python steps and a network each.
-        "before_python_step_models": 3 * len(served),
-        "before_python_processes": 6 * len(served),
+        "before_python_step_models": 3 * len(server.served_models),
+        "before_python_processes": 6 * len(server.served_models),
     }
 
 
-def readiness(repository_dir: Path, out: Path, warmup: bool, photo: bytes) -> tuple[dict, TritonServer]:
-    """Start a server, time it to ready, then the first request of each model and the steady p50."""
+def first_requests(server: TritonServer, ready_s: float, photo: bytes) -> dict:
+    """The first request of each model after ready, against the steady p50 of the next 15."""
     import tritonclient.grpc as grpcclient
 
-    server = TritonServer(
-        repository_dir,
-        free_port(),
-        free_port(),
-        free_port(),
-        log_path=out / f"tritonserver-warmup-{warmup}.log",
-        models=list(FAMILIES),
-        warmup=warmup,
-    )
-    start = time.monotonic()
-    server.__enter__()
-    ready_s = time.monotonic() - start
-    result: dict = {"warmup": warmup, "ready_s": round(ready_s, 2), "models": {}}
+    tensor = grpcclient.InferInput(configs.IMAGE_INPUT, [1, 1], "BYTES")
+    tensor.set_data_from_numpy(np.array([[photo]], dtype=object))
+    result: dict = {"warmup": server.warmup, "ready_s": round(ready_s, 2), "models": {}}
     with grpcclient.InferenceServerClient(server.grpc_url) as client:
         for name in FAMILIES:
-            ensemble = catalog.get(name).triton_name
-            begin = time.perf_counter()
-            _infer(client, ensemble, configs.IMAGE_INPUT, photo)
-            first_ms = (time.perf_counter() - begin) * 1000
-            steady = []
-            for _ in range(15):
+            times = []
+            for _ in range(16):
                 begin = time.perf_counter()
-                _infer(client, ensemble, configs.IMAGE_INPUT, photo)
-                steady.append((time.perf_counter() - begin) * 1000)
-            p50 = statistics.median(steady)
+                client.infer(catalog.get(name).triton_name, [tensor])
+                times.append((time.perf_counter() - begin) * 1000)
+            p50 = statistics.median(times[1:])
             result["models"][name] = {
-                "first_ms": round(first_ms, 1),
+                "first_ms": round(times[0], 1),
                 "steady_p50_ms": round(p50, 1),
-                "first_over_p50": round(first_ms / p50, 2),
+                "first_over_p50": round(times[0] / p50, 2),
             }
-    return result, server
+    return result
 
 
 def served_throughput(server: TritonServer, out: Path, progress=print) -> dict:
     """perf_analyzer at concurrency 4 on each ensemble with the sample photographs, as docs/performance.md."""
-    import tritonclient.grpc as grpcclient
-
-    from perf import analyzer
-    from perf.input_data import write_input_data
-    from perf.profiles import PROFILES
-
-    target = analyzer.Target(grpc_url=server.grpc_url, metrics_url=server.metrics_url, admin_key=server.admin_key)
-    data = write_input_data(sample_photo_paths(), out / "input_data.json")
+    analyzer = _analyzer(
+        server, write_input_data(sample_photo_paths(), out / "input_data.json"), PROFILES["full"].windows, out
+    )
     result = {}
-    with grpcclient.InferenceServerClient(server.grpc_url) as client:
-        for name in FAMILIES:
-            ensemble = catalog.get(name).triton_name
-            analyzer.warm_up(target, ensemble, data, out, requests=8)
-            point = analyzer.measure_once(client, target, ensemble, 4, data, out, PROFILES["full"].windows)
-            result[name] = {
-                "images_per_s": point.throughput,
-                "p50_ms": point.p50_ms,
-                "previous": PREVIOUS_SERVED[name],
-                "failed": point.failed_requests,
-            }
-            progress(
-                f"  served {ensemble} at concurrency 4: {point.throughput:.2f} img/s (previous {PREVIOUS_SERVED[name]})"
-            )
+    for name in FAMILIES:
+        ensemble = catalog.get(name).triton_name
+        analyzer.warm_up(ensemble)
+        point = analyzer.point(ensemble, 4)
+        result[name] = {"images_per_s": point.throughput, "p50_ms": point.p50_ms, "previous": PREVIOUS_SERVED[name]}
+        result[name]["failed"] = point.failed_requests
+        progress(
+            f"  served {ensemble} at concurrency 4: {point.throughput:.2f} img/s (previous {PREVIOUS_SERVED[name]})"
+        )
     return result
 
 
-def run(repository_dir: Path, out: Path, seconds: float, progress=print) -> dict:
+def run(repository: Path, out: Path, seconds: float, progress=print) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     results: dict = {"started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine.facts()}
     jpegs = benchmark_jpegs()
     results["jpeg_bytes"] = {f"{w}x{h}": [len(d) for d in v] for (w, h), v in jpegs.items()}
-    progress("1/5 per-core preprocessing in-process")
+    progress("in-process per-core preprocessing")
     results["in_process"] = in_process(jpegs, seconds, progress)
-    repository.ensure_exported(repository_dir, [catalog.get(name) for name in EVERY_KEY], progress)
-    progress("2/5 one served preprocess instance")
-    step_layout = configs.Layout(preprocess_instances=1, network_cpu_threads=1)
-    with TritonServer(
-        repository_dir,
-        free_port(),
-        free_port(),
-        free_port(),
-        log_path=out / "tritonserver-step.log",
-        models=list(FAMILIES),
-        layout=step_layout,
-    ) as server:
+    serving.ensure_exported(repository, [catalog.get(name) for name in EVERY_KEY], progress)
+    progress("one served preprocess instance")
+    with _server(repository, out, "step", FAMILIES, layout=configs.Layout(network_cpu_threads=1)) as server:
         results["served_step"] = served_step(server, jpegs, out, progress)
-    progress("3/5 processes and memory, one model per preprocessing key")
-    with TritonServer(
-        repository_dir,
-        free_port(),
-        free_port(),
-        free_port(),
-        log_path=out / "tritonserver-keys.log",
-        models=list(EVERY_KEY),
-    ) as server:
+    progress("processes and memory, one model per preprocessing key")
+    with _server(repository, out, "keys", EVERY_KEY) as server:
         time.sleep(2)
         results["footprint"] = footprint(server)
-    progress("4/5 time to ready and first request, without and with warmup")
-    photo = jpegs[SIZES[0]][0]
+    progress("time to ready and first request, without and with warmup; then served throughput")
     results["readiness"] = []
     for warmup in (False, True):
-        measured, server = readiness(repository_dir, out, warmup, photo)
-        results["readiness"].append(measured)
-        progress(f"  warmup {warmup}: ready in {measured['ready_s']} s, {measured['models']}")
-        if warmup:
-            progress("5/5 served throughput")
-            try:
+        server, start = _server(repository, out, f"warmup-{warmup}", FAMILIES, warmup=warmup), time.monotonic()
+        with server:
+            results["readiness"].append(first_requests(server, time.monotonic() - start, jpegs[SIZES[0]][0]))
+            progress(f"  warmup {warmup}: {results['readiness'][-1]}")
+            if warmup:
                 results["served"] = served_throughput(server, out, progress)
-            finally:
-                server.stop()
-        else:
-            server.stop()
     results["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     (out / "capacity.json").write_text(json.dumps(results, indent=2) + "\n")
     return results
@@ -304,13 +251,13 @@ def _served_rates(results: dict) -> dict[tuple[str, str], list[float]]:
 
 
 def report(results: dict) -> str:
-    m = results["machine"]
+    m, served, f = results["machine"], _served_rates(results), results["footprint"]
+    load = m["load_average"][0]
     lines = [
-        "# Capacity: what the CPU side of a node can feed",
-        "",
         f"Measured {results['started_at']} by `make bench-capacity` (`python -m perf.capacity`) on {m['cpu_model']}, "
-        f"{m['usable_cores']} usable cores, flags {', '.join(m['cpu_flags']) or 'none of note'}. Every figure "
-        "below comes from this one run; GPU rates are published figures, not measurements (no GPU here).",
+        f"{m['usable_cores']} usable cores, flags {', '.join(m['cpu_flags']) or 'none of note'}, load average "
+        f"{load:.2f} at the start{' (a shared machine: other jobs ran beside this one)' if load > 0.5 else ''}. "
+        "Every figure below comes from this one run; GPU rates are published figures, not measurements (no GPU here).",
         "",
         "## Exact preprocessing per core",
         "",
@@ -322,7 +269,6 @@ def report(results: dict) -> str:
         "| family | JPEG | now (in-process) | before (in-process) | now / before | served step |",
         "|---|---|---|---|---|---|",
     ]
-    served = _served_rates(results)
     for row in results["in_process"]:
         size = f"{row['size'][0]}x{row['size'][1]}"
         gain = [n / b for n, b in zip(row["now"], row["before"], strict=True)]
@@ -342,10 +288,8 @@ def report(results: dict) -> str:
         "|---|---|---|---|",
     ]
     for (model, size), rates in served.items():
-        low, high = H100_IMAGES_PER_S[model]
-        per_core = statistics.mean(rates)
+        (low, high), per_core = H100_IMAGES_PER_S[model], statistics.mean(rates)
         lines.append(f"| {model} | {size} | {per_core:.0f} | {low / per_core:.0f}-{high / per_core:.0f} |")
-    f = results["footprint"]
     lines += [
         "",
         "## Processes and memory",
@@ -368,10 +312,10 @@ def report(results: dict) -> str:
         "|---|---|---|---|---|---|",
     ]
     for run_ in results["readiness"]:
-        for model, figures in run_["models"].items():
+        for model, x in run_["models"].items():
             lines.append(
-                f"| {'on' if run_['warmup'] else 'off'} | {run_['ready_s']} | {model} | {figures['first_ms']} | "
-                f"{figures['steady_p50_ms']} | {figures['first_over_p50']} |"
+                f"| {'on' if run_['warmup'] else 'off'} | {run_['ready_s']} | {model} | {x['first_ms']} | "
+                f"{x['steady_p50_ms']} | {x['first_over_p50']} |"
             )
     lines += [
         "",
@@ -384,11 +328,10 @@ def report(results: dict) -> str:
         "| model | images/s | p50 ms | previous images/s | ratio | failed |",
         "|---|---|---|---|---|---|",
     ]
-    for model, figures in results.get("served", {}).items():
-        ratio = figures["images_per_s"] / figures["previous"]
+    for model, x in results["served"].items():
         lines.append(
-            f"| {model} | {figures['images_per_s']:.2f} | {figures['p50_ms']:.1f} | {figures['previous']} | "
-            f"{ratio:.2f} | {figures['failed']:.0f} |"
+            f"| {model} | {x['images_per_s']:.2f} | {x['p50_ms']:.1f} | {x['previous']} | "
+            f"{x['images_per_s'] / x['previous']:.2f} | {x['failed']:.0f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -404,19 +347,15 @@ def plot(results: dict, path: Path) -> None:
     for axis, model in zip(axes, FAMILIES, strict=True):
         rows = [r for r in results["in_process"] if r["model"] == model]
         labels = [f"{r['size'][0]}x{r['size'][1]}" for r in rows]
-        x = np.arange(len(rows))
-        for offset, (label, values) in enumerate(
-            (
-                ("before (in-process)", [statistics.mean(r["before"]) for r in rows]),
-                ("now (in-process)", [statistics.mean(r["now"]) for r in rows]),
-                ("now (served step)", [statistics.mean(served[(model, lab)]) for lab in labels]),
-            )
-        ):
-            axis.bar(x + (offset - 1) * 0.27, values, 0.27, label=label)
-        axis.set_xticks(x, labels)
-        axis.set_yscale("log")
-        axis.set_title(f"{model}: exact preprocessing, one core")
-        axis.set_ylabel("images/s per core")
+        bars = {
+            "before (in-process)": [statistics.mean(r["before"]) for r in rows],
+            "now (in-process)": [statistics.mean(r["now"]) for r in rows],
+            "now (served step)": [statistics.mean(served[(model, label)]) for label in labels],
+        }
+        for offset, (label, values) in enumerate(bars.items()):
+            axis.bar(np.arange(len(rows)) + (offset - 1) * 0.27, values, 0.27, label=label)
+        axis.set_xticks(np.arange(len(rows)), labels)
+        axis.set(yscale="log", title=f"{model}: exact preprocessing, one core", ylabel="images/s per core")
         axis.grid(axis="y", alpha=0.3)
     axes[0].legend()
     figure.tight_layout()
@@ -429,7 +368,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repository", type=Path, default=PROJECT / "build" / "model_repository" / "portable")
     parser.add_argument("--out", type=Path, default=PROJECT / "build" / "perf" / "capacity")
     parser.add_argument("--seconds", type=float, default=2.0, help="measuring time per figure")
-    parser.add_argument("--publish", action="store_true", help="copy the report to docs/capacity.md and docs/img/")
+    parser.add_argument(
+        "--publish", action="store_true", help="write the report into docs/capacity.md, the plot to docs/img/"
+    )
     parser.add_argument("--report-only", action="store_true", help="redraw from the last capacity.json")
     args = parser.parse_args(argv)
     if args.report_only:
@@ -437,14 +378,12 @@ def main(argv: list[str] | None = None) -> int:
     else:
         results = run(args.repository, args.out, args.seconds)
     text = report(results)
-    (args.out / "capacity.md").write_text(text.replace("img/capacity.png", "capacity.png"))
+    (args.out / "capacity.md").write_text(text + "\n![images/s per core](capacity.png)\n")
     plot(results, args.out / "capacity.png")
     print(text)
     if args.publish:
-        docs = PROJECT / "docs"
-        (docs / "img").mkdir(exist_ok=True)
-        shutil.copyfile(args.out / "capacity.png", docs / "img" / "capacity.png")
-        (docs / "capacity.md").write_text(text + "\n![images/s per core](img/capacity.png)\n")
+        shutil.copyfile(args.out / "capacity.png", PROJECT / "docs" / "img" / "capacity.png")
+        blocks.update(PROJECT / "docs" / "capacity.md", "capacity", text + "\n![images/s per core](img/capacity.png)")
     return 0
 
 

@@ -21,6 +21,7 @@ import json
 import os
 import random
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -38,11 +39,12 @@ import numpy as np
 
 import catalog
 from client.classify import failure_kind
-from model_repository import procfs
+from model_repository import configs, install, procfs
 from model_repository.configs import IMAGE_INPUT, TOP_K_OUTPUTS
 from model_repository.server import TritonServer, free_port
-from perf import machine, repository
+from perf import machine
 from perf.capacity import benchmark_jpegs
+from perf.serving import ensure_exported
 
 PROJECT = Path(__file__).resolve().parent.parent
 DOC = PROJECT / "docs" / "reliability.md"
@@ -723,6 +725,15 @@ def allocator_preload(name: str) -> str | None:
     raise SystemExit(f"error: no {name} library on this machine ({', '.join(ALLOCATORS[name])}); use --malloc system")
 
 
+def reinstall(source: Path, dest: Path, entry: catalog.ModelEntry) -> Path:
+    """`entry`'s exported network installed afresh into `dest`, so the drill serves today's configs."""
+    network = source / configs.network_name(entry)
+    record = json.loads((network / install.EXPORT_RECORD).read_text())
+    shutil.rmtree(dest, ignore_errors=True)
+    install.install(entry, network / "1" / "model.onnx", record, dest, "portable")
+    return dest
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m perf.drills", description=__doc__.split("\n\n")[0])
     parser.add_argument("drills", nargs="*", metavar="DRILL", help=f"any of {', '.join(DRILLS)} (default: all)")
@@ -744,8 +755,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     entry = catalog.get(args.model)
     args.triton_model, args.preload = entry.triton_name, allocator_preload(args.allocator)
-    repository.ensure_exported(args.repository, [entry])
-    args.staged = repository.derive(args.repository, args.out / "model_repository", [entry])
+    ensure_exported(args.repository, [entry])
+    args.staged = reinstall(args.repository, args.out / "model_repository", entry)
     pool = images()
     command = "python -m perf.drills " + shlex.join(argv if argv is not None else sys.argv[1:])
     facts = machine.facts()

@@ -16,6 +16,7 @@ import shlex
 import subprocess
 import sys
 from collections import Counter
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -24,45 +25,24 @@ import numpy as np
 from client.classify import DEFAULT_DEADLINE_S
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
-PROJECT = LOCUSTFILE.parent.parent
 
 
-def locust_command(url: str, model: str, out: Path, step_users: int, step_seconds: float, steps: int) -> list[str]:
+@dataclass(frozen=True)
+class Settings:
+    """The step shape: `step_users` more users every `step_seconds`, for `steps` steps."""
+
+    step_users: int
+    step_seconds: float
+    steps: int
+
+
+def locust_command(url: str, model: str, out: Path, settings: Settings) -> list[str]:
     return [
-        sys.executable,
-        "-m",
-        "locust",
-        "-f",
-        str(LOCUSTFILE),
-        "--headless",
-        "--host",
-        url,
-        "--triton-model",
-        model,
-        "--step-users",
-        str(step_users),
-        "--step-seconds",
-        str(step_seconds),
-        "--steps",
-        str(steps),
-        "--csv",
-        str(out / "locust"),
-        "--csv-full-history",
-        "--samples-csv",
-        str(out / "requests.csv"),
-        "--only-summary",
-        "--loglevel",
-        "WARNING",
+        *(sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", url, "--triton-model", model),
+        *("--step-users", str(settings.step_users), "--step-seconds", str(settings.step_seconds)),
+        *("--steps", str(settings.steps), "--csv", str(out / "locust"), "--csv-full-history"),
+        *("--samples-csv", str(out / "requests.csv"), "--only-summary", "--loglevel", "WARNING"),
     ]
-
-
-def run_locust(cmd: list[str], out: Path, timeout_s: float) -> int:
-    out.mkdir(parents=True, exist_ok=True)
-    with (out / "locust.log").open("w") as log:
-        log.write(" ".join(shlex.quote(a) for a in cmd) + "\n")
-        log.flush()
-        result = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s, cwd=PROJECT)
-    return result.returncode
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -81,35 +61,31 @@ def failures_by_cause(out: Path) -> list[dict[str, object]]:
 
 
 def per_step(out: Path) -> list[dict[str, object]]:
-    """Requests, rate, p50/p95 and failures for each user count, from the per-request rows."""
-    groups: dict[int, list[tuple[float, float, bool]]] = {}
-    causes: dict[int, Counter[str]] = {}
+    """Requests, rate, goodput, p50/p95 and failures for each user count, from the per-request rows."""
+    groups: dict[int, list[dict[str, str]]] = {}
     for row in _rows(out / "requests.csv"):
-        sample = (float(row["time"]), float(row["latency_ms"]), bool(row["error"]))
-        groups.setdefault(int(row["users"]), []).append(sample)
-        if row["error"]:
-            causes.setdefault(int(row["users"]), Counter())[row.get("cause") or "other"] += 1
+        groups.setdefault(int(row["users"]), []).append(row)
     steps = []
-    for users, samples in sorted(groups.items()):
-        times = [t for t, _, _ in samples]
-        latencies = np.array([latency for _, latency, failed in samples if not failed])
+    for users, rows in sorted(groups.items()):
+        times = [float(row["time"]) for row in rows]
+        latencies = np.array([float(row["latency_ms"]) for row in rows if not row["error"]])
         span = max(times) - min(times)
         steps.append(
             {
                 "users": users,
-                "requests": len(samples),
-                "rps": (len(samples) - 1) / span if span > 0 else None,
+                "requests": len(rows),
+                "rps": (len(rows) - 1) / span if span > 0 else None,
                 "goodput_rps": latencies.size / span if span > 0 else None,  # answered within the deadline
                 "p50_ms": float(np.percentile(latencies, 50)) if latencies.size else None,
                 "p95_ms": float(np.percentile(latencies, 95)) if latencies.size else None,
-                "failures": sum(1 for _, _, failed in samples if failed),
-                "failures_by_kind": dict(causes.get(users, {})),
+                "failures": len(rows) - latencies.size,
+                "failures_by_kind": dict(Counter(row.get("cause") or "other" for row in rows if row["error"])),
             }
         )
     return steps
 
 
-def summarize(out: Path, url: str, model: str, settings: dict[str, object], command: str, exit_code: int) -> dict:
+def summarize(out: Path, url: str, model: str, settings: Settings, command: str, exit_code: int) -> dict:
     aggregated = next((r for r in _rows(out / "locust_stats.csv") if r["Name"] == "Aggregated"), None)
     if aggregated is None:
         raise RuntimeError(f"locust wrote no aggregated statistics; see {out / 'locust.log'}")
@@ -119,37 +95,34 @@ def summarize(out: Path, url: str, model: str, settings: dict[str, object], comm
         "url": url,
         "model": model,
         "command": command,
-        **settings,
+        **asdict(settings),
+        "deadline_s": DEFAULT_DEADLINE_S,
         "locust_exit_code": exit_code,
         "requests": int(aggregated["Request Count"]),
         "failures": int(aggregated["Failure Count"]),
         "rps": float(aggregated["Requests/s"]),
-        "p50_ms": float(aggregated["50%"]),
-        "p95_ms": float(aggregated["95%"]),
-        "p99_ms": float(aggregated["99%"]),
+        **{f"p{q}_ms": float(aggregated[f"{q}%"]) for q in (50, 95, 99)},
         "per_step": per_step(out),
         "failures_by_cause": failures_by_cause(out),
     }
 
 
-def load(url: str, model: str, out: Path, step_users: int, step_seconds: float, steps: int, progress=print) -> dict:
+def load(url: str, model: str, out: Path, settings: Settings, progress=print) -> dict:
     """One headless Locust run against `url`; writes load.json and load.md next to Locust's CSV files."""
+    from perf.report import load_section
+
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob("locust_*.csv"):
         stale.unlink()
-    cmd = locust_command(url, model, out, step_users, step_seconds, steps)
-    progress(f"locust: {steps} steps of {step_users} users x {step_seconds:g} s against {url} ({model})")
-    code = run_locust(cmd, out, timeout_s=steps * step_seconds + 300)
-    settings = {
-        "users_per_step": step_users,
-        "step_seconds": step_seconds,
-        "steps": steps,
-        "deadline_s": DEFAULT_DEADLINE_S,
-    }
-    summary = summarize(out, url, model, settings, "python -m perf " + shlex.join(sys.argv[1:]), code)
+    cmd = locust_command(url, model, out, settings)
+    progress(f"locust: {settings} against {url} ({model})")
+    with (out / "locust.log").open("w") as log:
+        log.write(shlex.join(cmd) + "\n")
+        log.flush()
+        timeout = settings.steps * settings.step_seconds + 300
+        code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=timeout, cwd=LOCUSTFILE.parent.parent)
+    summary = summarize(out, url, model, settings, "python -m perf " + shlex.join(sys.argv[1:]), code.returncode)
     (out / "load.json").write_text(json.dumps(summary, indent=2) + "\n")
-    from perf.report import load_section
-
     (out / "load.md").write_text("\n".join(load_section(summary)))
     progress(
         f"locust: {summary['requests']} requests, {summary['failures']} failed, {summary['rps']:.2f} requests/s, "

@@ -1,7 +1,9 @@
-"""Facts about the machine and software a run measured, recorded beside the numbers.
+"""The machine a run measured, and how busy other processes kept it: facts recorded beside every number.
 
-Ratios are only comparable between runs on similar machines; the report says which machine it was
-(CPU model, cores the process may use, memory) and which versions of every moving part ran.
+Figures compare only between runs on similar machines: the report names the CPU, its instruction-set
+flags (engines pick kernels by them), the cores this process may use (cgroup-aware, as the server
+sizes itself) and the versions of every moving part. On a shared machine, `measure_quietly` repeats
+a measurement during which other processes took a noticeable share of the cores.
 """
 
 from __future__ import annotations
@@ -9,62 +11,46 @@ from __future__ import annotations
 import os
 import platform
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Generic, TypeVar
 
+from model_repository import procfs
 from model_repository.cores import usable_cores
 
-PACKAGES = (
-    "tritonclient",
-    "nvidia-pytriton",
-    "onnxruntime",
-    "paddlepaddle",
-    "numpy",
-    "opencv-python-headless",
-    "pillow",
-    "locust",
-)
+PACKAGES = ("tritonclient", "nvidia-pytriton", "onnxruntime", "numpy", "opencv-python-headless", "pillow", "locust")
+FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+T = TypeVar("T")
+
+
+def _cpuinfo(key: str) -> str | None:
+    """The first `key` line of /proc/cpuinfo, None where there is none (not Linux)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return None
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith(key)), None)
 
 
 def cpu_model() -> str:
-    """The `model name` line of /proc/cpuinfo (Linux); the platform string elsewhere."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    return _cpuinfo("model name") or platform.processor() or "unknown CPU"
 
 
-def cpu_flags(wanted: tuple[str, ...] = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile")) -> list[str]:
+def cpu_flags() -> list[str]:
     """The instruction-set flags engines choose kernels by: figures from machines with other flags never compare."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                present = set(line.split(":", 1)[1].split())
-                return [flag for flag in wanted if flag in present]
-    except OSError:
-        pass
-    return []
+    present = set((_cpuinfo("flags") or "").split())
+    return [flag for flag in FLAGS if flag in present]
 
 
 def memory_gib() -> float | None:
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return round(int(line.split()[1]) / 2**20, 1)
-    except OSError:
-        pass
-    return None
-
-
-def load_average() -> tuple[float, float, float] | None:
-    """1, 5 and 15-minute load: a busy machine at the start of a run explains odd numbers."""
-    try:
-        return os.getloadavg()
-    except OSError:
+        line = next(x for x in Path("/proc/meminfo").read_text().splitlines() if x.startswith("MemTotal:"))
+    except (OSError, StopIteration):
         return None
+    return round(int(line.split()[1]) / 2**20, 1)
 
 
 def package_versions() -> dict[str, str]:
@@ -82,85 +68,81 @@ def facts() -> dict[str, object]:
         "cpu_model": cpu_model(),
         "cpu_flags": cpu_flags(),
         "logical_cpus": os.cpu_count(),
-        "usable_cores": usable_cores(),  # affinity mask capped by the cgroup CPU limit, as the server sizes itself
+        "usable_cores": usable_cores(),
         "memory_gib": memory_gib(),
         "kernel": platform.release(),
         "os": platform.platform(terse=True),
         "python": platform.python_version(),
-        "load_average": load_average(),
+        "load_average": os.getloadavg(),
         "versions": package_versions(),
     }
 
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def _busy_seconds() -> float | None:
+def _busy_seconds() -> float:
     """CPU time every process on the machine has used since boot (all cores), from /proc/stat."""
-    try:
-        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    except OSError:
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, Path("/proc/stat").read_text().split()[1:9])
     return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
 
 
 def _own_seconds() -> float:
-    """CPU time of this process and every descendant, living or reaped (cutime/cstime)."""
-    parents: dict[int, int] = {}
-    times: dict[int, float] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    """CPU time of this process and its descendants, living or reaped (utime, stime, cutime, cstime)."""
+    total = 0
+    for process in procfs.descendants(os.getpid()):
         try:
-            stat = (entry / "stat").read_text()
+            stat = (procfs.PROC / str(process.pid) / "stat").read_text()
         except OSError:
             continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        pid = int(entry.name)
-        parents[pid] = int(fields[1])
-        times[pid] = sum(int(v) for v in fields[11:15]) / CLOCK_TICKS  # utime stime cutime cstime
-    own, frontier = {os.getpid()}, [os.getpid()]
-    while frontier:
-        parent = frontier.pop()
-        children = [pid for pid, ppid in parents.items() if ppid == parent and pid not in own]
-        own.update(children)
-        frontier.extend(children)
-    return sum(times.get(pid, 0.0) for pid in own)
+        total += sum(int(v) for v in stat[stat.rindex(")") + 2 :].split()[11:15])
+    return total / CLOCK_TICKS
 
 
 class ForeignCpu:
-    """How much of the machine other processes used while we measured, as a percentage of all cores.
-
-    Anything else running shares the cores a measurement needs; the report prints this next to
-    the numbers so a contaminated point is visible instead of silently slow. Linux only (None
-    elsewhere).
-    """
+    """The share of all cores that processes outside this run used between start and `stop()`, in percent."""
 
     def __init__(self) -> None:
         self.start = (time.monotonic(), _busy_seconds(), _own_seconds())
-        self.percent: float | None = None
 
-    def stop(self) -> float | None:
+    def stop(self) -> float:
         wall0, busy0, own0 = self.start
-        wall, busy, own = time.monotonic() - wall0, _busy_seconds(), _own_seconds()
-        if busy is None or busy0 is None or wall <= 0:
-            return None
-        foreign = max(0.0, (busy - busy0) - (own - own0))
-        self.percent = 100.0 * foreign / (wall * (os.cpu_count() or 1))
-        return self.percent
+        wall, foreign = time.monotonic() - wall0, (_busy_seconds() - busy0) - (_own_seconds() - own0)
+        return 100.0 * max(0.0, foreign) / (max(wall, 1e-9) * (os.cpu_count() or 1))
 
 
-def wait_for_quiet(threshold_percent: float, max_wait_s: float, sample_s: float = 5.0) -> float | None:
-    """Sample other processes' CPU share until it drops to `threshold_percent`, for at most `max_wait_s`.
-
-    Returns the last sample. Used between a contaminated measurement and its repetition, so a
-    shared machine's busy minutes are waited out instead of measured.
-    """
+def wait_for_quiet(limit_percent: float, max_wait_s: float, sample_s: float = 5.0) -> None:
+    """Sample other processes' share until it is at most `limit_percent`, for at most `max_wait_s`."""
     deadline = time.monotonic() + max_wait_s
-    while True:
+    while time.monotonic() < deadline:
         sample = ForeignCpu()
         time.sleep(sample_s)
-        percent = sample.stop()
-        if percent is None or percent <= threshold_percent or time.monotonic() >= deadline:
-            return percent
+        if sample.stop() <= limit_percent:
+            return
+
+
+@dataclass(frozen=True)
+class Measured(Generic[T]):
+    """A measurement, the share of the machine other processes took meanwhile, and how many tries it took."""
+
+    value: T
+    other_cpu_percent: float
+    attempts: int
+
+
+def measure_quietly(
+    measure: Callable[[], T],
+    limit_percent: float | None,
+    repeats: int = 3,
+    max_wait_s: float = 600.0,
+    progress: Callable[[str], None] = print,
+) -> Measured[T]:
+    """`measure()`, repeated (up to `repeats` more times, each after waiting for quiet) while other
+    processes used more than `limit_percent` of the machine during it; None measures once."""
+    attempt = 1
+    while True:
+        foreign = ForeignCpu()
+        value = measure()
+        other = foreign.stop()
+        if limit_percent is None or other <= limit_percent or attempt > repeats:
+            return Measured(value, other, attempt)
+        progress(f"  other processes used {other:.0f} % of the machine; waiting for quiet, then measuring again")
+        wait_for_quiet(limit_percent, max_wait_s)
+        attempt += 1

@@ -29,14 +29,16 @@ import numpy as np
 
 import catalog
 from catalog.reference import sample_photo_paths
-from export.parity import preprocessor_for
+from catalog.resolve import preprocessor as preprocessor_for
+from docs import blocks
 from model_repository import configs
+from model_repository.cores import usable_cores
+from perf.machine import cpu_model
 from preprocess import Preprocessor, decode
 from preprocess.allocator import keep_large_buffers
 
 PROJECT = Path(__file__).resolve().parent.parent
 DOCS = PROJECT / "docs" / "preprocessing.md"
-BEGIN, END = "<!-- preprocess-bench:begin -->", "<!-- preprocess-bench:end -->"
 MODELS = ("NextViT_small_224", "ViT_base_patch16_224")  # one per family, the two CI exports
 NETWORK_THREADS = 2  # model_repository/configs.py network_config's default for the portable variant
 
@@ -157,13 +159,6 @@ def measure(models: list[str], repository: Path, repeats: int) -> list[Row]:
     return rows
 
 
-def _cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
-
-
 def _ms(value: Timing | None) -> str:
     return "—" if value is None else str(value)
 
@@ -186,21 +181,12 @@ def table(rows: list[Row], repeats: int, load: tuple[tuple[float, ...], tuple[fl
         f"Milliseconds per image: median of {repeats} runs (network: of {max(3, repeats // 3)}), and in brackets "
         "the fastest run, the cost when no other job gets in the way. Preprocessing on one thread, network on "
         f"{NETWORK_THREADS} (uint8 crops in, normalization in its graph). "
-        f"{_cpu_model()}, {len(os.sched_getaffinity(0))} cores; load average "
+        f"{cpu_model()}, {usable_cores()} cores; load average "
         f"{load[0][0]:.1f} before and {load[1][0]:.1f} after (other jobs shared the machine). {versions}. "
         "Network weights are seeded random (speed does not depend on them). "
         "Produced by `python -m perf.preprocess_bench`.",
     ]
     return "\n".join(lines)
-
-
-def write_docs(markdown: str, docs: Path = DOCS) -> None:
-    text = docs.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{docs} lacks the {BEGIN} ... {END} block to replace")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    docs.write_text(f"{head}{BEGIN}\n{markdown}\n{END}{tail}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     markdown = table(rows, args.repeats, (load_before, os.getloadavg()))
     print(markdown)
     if not args.no_write:
-        write_docs(markdown)
+        blocks.update(DOCS, "preprocess-bench", markdown)
         print(f"\nwritten to {DOCS.relative_to(PROJECT)}", file=sys.stderr)
     return 0
 

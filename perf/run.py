@@ -1,25 +1,44 @@
-"""`make perf`: baselines, then the perf_analyzer sweep, then the report, all in one run.
+"""`make perf`: a perf_analyzer concurrency sweep of each model on one server, into results.json.
 
-Order matters on a small machine: the in-process baselines run first, while no server holds any
-core; then the local server starts (or the given URL is used), each model is warmed up and swept
-over concurrency, and the server stops before the report is drawn. Everything lands in one
-results.json, from which perf.report renders markdown and plots (and can again, later, alone).
+Without a URL the local server (perf.serving) starts on the exported models and stops afterwards;
+each model is warmed up, then measured at every concurrency of the profile. perf.report renders
+results.json as markdown and plots (and can again, later, alone).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import catalog
 from catalog.reference import sample_photo_paths
-from perf import analyzer, baselines, machine, repository, serving
+from perf import machine, serving, triton_stats
+from perf.analyzer import Analyzer, PerfAnalyzerError, Target, Windows
 from perf.input_data import write_input_data
-from perf.profiles import Profile
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How long a run measures: `full` for the committed report, `smoke` for CI (seconds, same code paths)."""
+
+    name: str
+    concurrencies: tuple[int, ...]
+    windows: Windows
+
+
+PROFILES = {
+    "full": Profile(
+        "full", (1, 2, 4, 6, 8), Windows(window_ms=5000, stability_percent=30, max_trials=6, quiet_percent=10)
+    ),
+    "smoke": Profile("smoke", (1, 2), Windows(window_ms=1000, stability_percent=100, max_trials=5)),
+}
 
 
 def _now() -> str:
@@ -27,42 +46,36 @@ def _now() -> str:
 
 
 def sweep_server(
-    target: analyzer.Target,
-    entries: list[catalog.ModelEntry],
-    profile: Profile,
-    out: Path,
-    progress=print,
-) -> dict[str, dict[str, object]]:
-    """Warm up and sweep every model on one server; returns per-model points and served layout."""
+    target: Target, entries: list[catalog.ModelEntry], profile: Profile, out: Path, progress=print
+) -> dict:
+    """Every model swept on one server: per-model points and the layout the server runs."""
     import tritonclient.grpc as grpcclient
 
     input_data = write_input_data(sample_photo_paths(), out / "input_data.json")
-    results: dict[str, dict[str, object]] = {}
+    results = {}
     with grpcclient.InferenceServerClient(target.grpc_url) as client:
-        server = client.get_server_metadata(as_json=True)
+        version = client.get_server_metadata(as_json=True).get("version")
+        analyzer = Analyzer(client, target, input_data, profile.windows, out, progress)
         for entry in entries:
-            model = entry.triton_name
-            if not client.is_model_ready(model):
-                raise analyzer.PerfAnalyzerError(f"model {model} is not ready at {target.grpc_url}")
-            analyzer.warm_up(target, model, input_data, out, requests=2 * len(sample_photo_paths()))
-            concurrencies = list(profile.concurrencies)
-            points = analyzer.sweep(client, target, model, concurrencies, profile.windows, input_data, out, progress)
-            results[model] = {
-                "points": [p.as_dict() for p in points],
-                "layout": repository.served_layout(client, model),
-                "server_version": server.get("version"),
+            if not client.is_model_ready(entry.triton_name):
+                raise PerfAnalyzerError(f"model {entry.triton_name} is not ready at {target.grpc_url}")
+            results[entry.triton_name] = {
+                "catalog_name": entry.name,
+                "points": [p.as_dict() for p in analyzer.sweep(entry.triton_name, profile.concurrencies)],
+                "layout": triton_stats.served_layout(client, entry.triton_name),
+                "server_version": version,
             }
     return results
 
 
 def run(
     models: list[str],
-    source_repository: Path,
+    repository: Path,
     out: Path,
     profile: Profile,
     url: str | None = None,
     metrics_url: str | None = None,
-    progress=print,
+    progress: Callable[[str], None] = print,
 ) -> Path:
     """The whole measurement; returns the path of results.json."""
     entries = [catalog.get(name) for name in models]
@@ -70,35 +83,22 @@ def run(
     results: dict[str, object] = {
         "kind": "perf",
         "profile": profile.name,
-        "command": "python -m perf " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        "command": "python -m perf " + shlex.join(sys.argv[1:]),
         "started_at": _now(),
         "machine": machine.facts(),
-        "target": {"url": url, "local_server": url is None},
     }
     started = time.monotonic()
-    repository.ensure_exported(source_repository, entries, progress)
-    per_model: dict[str, dict[str, object]] = {}
-    progress(f"baselines in-process ({profile.name} profile)")
-    for entry in entries:
-        measured = baselines.measure(entry, source_repository, profile, out, progress)
-        per_model[entry.triton_name] = {"catalog_name": entry.name, "baselines": measured}
     if url is None:
-        served = repository.derive(source_repository, out / "model_repository", entries)
-        progress(f"starting a local tritonserver on {served} (configs from model_repository/configs.py)")
-        with serving.local(served, out / "tritonserver.log") as (target, _server):
-            progress(f"perf_analyzer sweep against {target.grpc_url}")
-            triton = sweep_server(target, entries, profile, out, progress)
+        with serving.local(repository, entries, out / "tritonserver.log") as target:
+            progress(f"perf_analyzer sweep against a local tritonserver at {target.grpc_url}")
+            results["models"] = sweep_server(target, entries, profile, out, progress)
     else:
         target = serving.remote(url, metrics_url)
         progress(f"perf_analyzer sweep against {target.grpc_url}")
-        triton = sweep_server(target, entries, profile, out, progress)
-    for model, data in triton.items():
-        per_model[model].update(data)
+        results["models"] = sweep_server(target, entries, profile, out, progress)
     results["target"] = {"url": target.grpc_url, "metrics_url": target.metrics_url, "local_server": url is None}
-    results["models"] = per_model
-    results["finished_at"] = _now()
-    results["duration_s"] = round(time.monotonic() - started, 1)
-    results["load_average_end"] = machine.load_average()
+    results |= {"finished_at": _now(), "duration_s": round(time.monotonic() - started, 1)}
+    results["load_average_end"] = os.getloadavg()
     path = out / "results.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
     progress(f"raw results: {path}")

@@ -1,17 +1,35 @@
 """The server a run measures: a URL given by the user (a cluster, a running server), or a local
-tritonserver started on free ports for the duration of the run and always stopped afterwards.
+tritonserver on the exported models, started on free ports for the run and always stopped afterwards.
+
+The local server is the launcher's own (model_repository/server.py): it serves a copy of the repository
+rendered by model_repository/layout.py with the models selected and sized for this machine's cores,
+so perf measures exactly what `make serve` serves.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from model_repository.configs import Layout
+import catalog
+from model_repository import configs, install
 from model_repository.server import TritonServer, free_port, key_from_environment
 from perf.analyzer import Target
+
+
+def ensure_exported(
+    repository: Path, entries: list[catalog.ModelEntry], progress: Callable[[str], None] = print
+) -> None:
+    """Export (seeded random weights, portable) the models `repository` lacks, as `make export` does."""
+    missing = [e.name for e in entries if not (repository / configs.network_name(e) / install.EXPORT_RECORD).is_file()]
+    if missing:
+        progress(f"exporting {', '.join(missing)} into {repository} (random weights; 25-45 s per model)")
+        cmd = [sys.executable, "-m", "export", *missing, "--random-weights", "--repository", str(repository)]
+        subprocess.run(cmd, check=True)
 
 
 def remote(url: str, metrics_url: str | None = None) -> Target:
@@ -21,21 +39,20 @@ def remote(url: str, metrics_url: str | None = None) -> Target:
     """
     address = url.removeprefix("grpc://")
     if metrics_url is None:
-        host = urlsplit(f"//{address}").hostname or "127.0.0.1"
-        metrics_url = f"http://{host}:8002/metrics"
+        metrics_url = f"http://{urlsplit(f'//{address}').hostname or '127.0.0.1'}:8002/metrics"
     return Target(grpc_url=address, metrics_url=metrics_url, admin_key=key_from_environment())
-
-
-@contextlib.contextmanager
-def local(repository: Path, log_path: Path, layout: Layout | None = None) -> Iterator[tuple[Target, TritonServer]]:
-    """tritonserver 2.51.0 on `repository`, on free ports, sized as the launcher sizes it unless `layout` says
-    otherwise; the log goes to `log_path`."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    server = TritonServer(repository, free_port(), free_port(), free_port(), log_path=log_path, layout=layout)
-    with server:
-        yield target(server), server
 
 
 def target(server: TritonServer) -> Target:
     """What the harness needs of a server this process started, its admin key included."""
     return Target(grpc_url=server.grpc_url, metrics_url=server.metrics_url, admin_key=server.admin_key)
+
+
+@contextlib.contextmanager
+def local(repository: Path, entries: list[catalog.ModelEntry], log_path: Path) -> Iterator[Target]:
+    """tritonserver 2.51.0 serving `entries` from `repository` on free ports; its log goes to `log_path`."""
+    ensure_exported(repository, entries)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    models = [entry.name for entry in entries]
+    with TritonServer(repository, free_port(), free_port(), free_port(), log_path=log_path, models=models) as server:
+        yield target(server)

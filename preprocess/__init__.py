@@ -3,20 +3,32 @@ per-request batching the Triton preprocess models use (batching.py). Importable 
 """
 
 from preprocess.batching import preprocess_requests
-from preprocess.decoding import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_PIXELS, decode
+from preprocess.decoding import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_PIXELS, FAST_DECODE_MARGIN, decode, decode_reduced
 from preprocess.formats import ACCEPTED, FORMATS, ImageDecodeError, ImageFormat, sniff
-from preprocess.image import Preprocessor, center_crop, normalize, resize_short_side, resized_shape
+from preprocess.image import (
+    DECODE_MODES,
+    DECODE_PARAMETER,
+    Preprocessor,
+    center_crop,
+    normalize,
+    resize_short_side,
+    resized_shape,
+)
 
 __all__ = [
     "ACCEPTED",
+    "DECODE_MODES",
+    "DECODE_PARAMETER",
     "DEFAULT_MAX_IMAGE_BYTES",
     "DEFAULT_MAX_PIXELS",
+    "FAST_DECODE_MARGIN",
     "FORMATS",
     "ImageDecodeError",
     "ImageFormat",
     "Preprocessor",
     "center_crop",
     "decode",
+    "decode_reduced",
     "normalize",
     "preprocess_requests",
     "resize_short_side",

@@ -11,6 +11,14 @@ tests/test_decoding.py):
 - EXIF orientation is applied for JPEG, PNG (eXIf chunk) and TIFF, and ignored for WebP;
 - TIFF: the first page only; animated WebP is refused (OpenCV reads no WebP animation).
 GIF, which OpenCV cannot read, is decoded by Pillow: the first frame, palette looked up, alpha dropped.
+
+Fast decode (opt-in, `decode_reduced`): a JPEG far larger than the resize target is decoded at 1/2,
+1/4 or 1/8 scale inside libjpeg (scaled IDCT: fewer pixels out of the same entropy-decoded
+coefficients), through the same `cv2.imdecode` call with OpenCV's IMREAD_REDUCED_COLOR_{2,4,8} flags,
+so EXIF orientation, CMYK and grey conversion, the checks before decoding and every error are those
+of the exact path. The scaled short side stays at least FAST_DECODE_MARGIN times the resize target.
+Every other format, and every JPEG too small for a 1/2 scale, is decoded exactly. The pixels differ
+from the exact decode + resize (docs/preprocessing.md, "Fast decode"): hence opt-in.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ import cv2
 import numpy as np
 from PIL import GifImagePlugin
 
-from preprocess.formats import ImageDecodeError, header_size, sniff, truncation
+from preprocess.formats import ImageDecodeError, ImageFormat, header_size, sniff, truncation
 
 # 120 megapixels: above the full-resolution output of every mainstream camera (61 MP full frame,
 # 9248x6936 = 64.1 MP and 12000x9000 = 108 MP phone modes, 11648x8736 = 101.8 MP medium format), so
@@ -38,6 +46,15 @@ DEFAULT_MAX_PIXELS = 120_000_000
 # tritonserver 2.51 itself bounds no request (docs/security.md); raise the `max_image_bytes`
 # model parameter for larger files.
 DEFAULT_MAX_IMAGE_BYTES = 32 * 1024 * 1024
+
+# Fast decode keeps the scaled short side at least twice the resize target: the model's own resize
+# then still shrinks by 2x or more, so its filter (antialiased bicubic for NextViT, bilinear for ViT)
+# decides the final pixels, and no detail it would have kept is lost to the 8x8 block scaling. For
+# a 256 target, a 4000x3000 photo is decoded at 1/4 (1000x750), a 1920x1080 one at 1/2 (960x540),
+# and a JPEG whose short side is 1,022 or less exactly.
+FAST_DECODE_MARGIN = 2
+# libjpeg's DCT scales OpenCV exposes, largest reduction first. The scaled size is ceil(side / k).
+REDUCED_FLAGS = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2))
 
 
 def check_image_bytes(size: int, max_image_bytes: int) -> None:
@@ -57,8 +74,8 @@ def check_pixels(width: int, height: int, max_pixels: int, what: str) -> None:
         )
 
 
-def _decode_opencv(data: bytes, format_name: str) -> np.ndarray:
-    bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+def _decode_opencv(data: bytes, format_name: str, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
+    bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
     if bgr is None:
         raise ImageDecodeError(f"undecodable {format_name} data (corrupt, truncated, or a variant OpenCV cannot read)")
     # The same bytes as PaddleClas's img[:, :, ::-1], made contiguous: 10 ms for 12 MP where numpy's
@@ -75,10 +92,8 @@ def _decode_gif(data: bytes) -> np.ndarray:
         raise ImageDecodeError(f"corrupt or truncated GIF data ({type(err).__name__}: {err})") from None
 
 
-def decode(
-    data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
-) -> np.ndarray:
-    """Encoded image bytes -> RGB uint8 HxWx3 (C-contiguous).
+def _checked(data: bytes, max_pixels: int, max_image_bytes: int) -> tuple[ImageFormat, int, int]:
+    """The format and declared (width, height) of `data`, after every check that runs before a decoder.
 
     Order matters: the format and the declared size are checked on the header alone, so an empty,
     foreign, oversized or truncated file is refused before any decoder allocates memory for it.
@@ -92,6 +107,67 @@ def decode(
     problem = truncation(data, image_format)
     if problem:
         raise ImageDecodeError(problem)
+    return image_format, width, height
+
+
+def _decode_checked(data: bytes, image_format: ImageFormat) -> np.ndarray:
     if image_format.decoder == "pillow":  # GIF only
         return _decode_gif(data)
     return _decode_opencv(data, image_format.name)
+
+
+def decode(
+    data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+) -> np.ndarray:
+    """Encoded image bytes -> RGB uint8 HxWx3 (C-contiguous), exactly as PaddleClas decodes them."""
+    image_format, _, _ = _checked(data, max_pixels, max_image_bytes)
+    return _decode_checked(data, image_format)
+
+
+def dct_scale(width: int, height: int, resize_short: int) -> int:
+    """The largest libjpeg scale (8, 4, 2) that leaves a short side of FAST_DECODE_MARGIN x resize_short; else 1."""
+    short = min(width, height)
+    for denominator, _ in REDUCED_FLAGS:
+        if -(-short // denominator) >= FAST_DECODE_MARGIN * resize_short:
+            return denominator
+    return 1
+
+
+def _full_size(rgb: np.ndarray, width: int, height: int, denominator: int) -> tuple[int, int]:
+    """(width, height) the exact decode would have given: the header's, turned when EXIF orientation turned it.
+
+    OpenCV applies the orientation itself, so the scaled image's own shape tells which way it came
+    out. Only when both readings fit (width and height within one scale step of each other) does the
+    scaled shape decide, scaled back up.
+    """
+    scaled_h, scaled_w = rgb.shape[:2]
+    upright = (-(-height // denominator), -(-width // denominator))
+    turned = upright[::-1]
+    if (scaled_h, scaled_w) == upright and upright != turned:
+        return width, height
+    if (scaled_h, scaled_w) == turned and upright != turned:
+        return height, width
+    return scaled_w * denominator, scaled_h * denominator
+
+
+def decode_reduced(
+    data: bytes,
+    resize_short: int,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """Fast decode for a model resizing to `resize_short`: (RGB uint8 HxWx3, the exact decode's (width, height)).
+
+    A JPEG whose short side allows it is decoded at a reduced DCT scale (dct_scale); everything else
+    exactly as `decode`, with the same checks and errors in the same order. The caller resizes to the
+    exact path's target size (computed from the size returned), so geometry and crop position stay
+    those of the exact path and only the pixels' filtering differs.
+    """
+    image_format, width, height = _checked(data, max_pixels, max_image_bytes)
+    denominator = dct_scale(width, height, resize_short) if image_format.name == "JPEG" else 1
+    if denominator == 1:
+        rgb = _decode_checked(data, image_format)
+        return rgb, (rgb.shape[1], rgb.shape[0])
+    flags = dict(REDUCED_FLAGS)[denominator]
+    rgb = _decode_opencv(data, image_format.name, flags)
+    return rgb, _full_size(rgb, width, height, denominator)

@@ -19,10 +19,14 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from preprocess.decoding import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_PIXELS, check_pixels, decode
+from preprocess.decoding import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_PIXELS, check_pixels, decode, decode_reduced
 from preprocess.formats import ImageDecodeError
 
 RESIZE_BACKENDS = ("pillow-bicubic", "opencv-linear")
+# The preprocess model parameter choosing the decode: "exact" (PaddleClas's, the default) or "fast"
+# (large JPEGs decoded at a reduced DCT scale, decoding.decode_reduced; opt-in, changes pixels).
+DECODE_PARAMETER = "decode"
+DECODE_MODES = ("exact", "fast")
 
 
 def resized_shape(width: int, height: int, resize_short: int) -> tuple[int, int]:
@@ -36,15 +40,22 @@ def resized_shape(width: int, height: int, resize_short: int) -> tuple[int, int]
 
 
 def resize_short_side(
-    rgb: np.ndarray, resize_short: int, backend: str, max_pixels: int = DEFAULT_MAX_PIXELS
+    rgb: np.ndarray,
+    resize_short: int,
+    backend: str,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    full_size: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """Scale so the short side equals resize_short, with the model's own library and filter.
 
     Pillow's BICUBIC (a=-0.5, antialiased when shrinking) and OpenCV's INTER_LINEAR give different
     pixels; each model must get the one it was trained and evaluated with. A very thin image grows
     huge here (20000x1 -> 5,120,000x256), so the result is held to the same pixel limit as decoding.
+    `full_size` (fast decode): the (width, height) the image had before a reduced-scale decode; the
+    target size is computed from it, so the result has the exact path's size.
     """
     height, width = rgb.shape[:2]
+    width, height = full_size or (width, height)
     new_w, new_h = resized_shape(width, height, resize_short)
     check_pixels(new_w, new_h, max_pixels, f"aspect ratio too extreme: a {width}x{height} image would resize to")
     if backend == "opencv-linear":
@@ -92,8 +103,11 @@ class Preprocessor:
     std: tuple[float, float, float] | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+    decode_mode: str = "exact"  # DECODE_MODES; "fast" only through an explicit opt-in
 
     def __post_init__(self) -> None:
+        if self.decode_mode not in DECODE_MODES:
+            raise ValueError(f"unknown decode mode {self.decode_mode!r}; expected one of {DECODE_MODES}")
         if self.resize not in RESIZE_BACKENDS:
             raise ValueError(f"unknown resize backend {self.resize!r}; expected one of {RESIZE_BACKENDS}")
         if self.resize_short < self.crop:
@@ -112,6 +126,7 @@ class Preprocessor:
             std=_floats(params["std"]) if "std" in params else None,
             max_pixels=int(params.get("max_pixels", DEFAULT_MAX_PIXELS)),
             max_image_bytes=int(params.get("max_image_bytes", DEFAULT_MAX_IMAGE_BYTES)),
+            decode_mode=params.get(DECODE_PARAMETER, "exact"),
         )
 
     def _statistics(self) -> tuple[np.ndarray, np.ndarray]:
@@ -124,10 +139,22 @@ class Preprocessor:
         """Encoded bytes -> RGB uint8 HxWx3, under this model's byte and pixel limits."""
         return decode(data, self.max_pixels, self.max_image_bytes)
 
-    def pixels(self, rgb: np.ndarray) -> np.ndarray:
+    def crop_encoded(self, data: bytes) -> np.ndarray:
+        """Encoded bytes -> the uint8 crop the network sees: what the IMAGE step serves, and client-side crops.
+
+        Exact by default; with decode_mode "fast", a large JPEG is decoded at a reduced scale and
+        resized to the size the exact path would have given it.
+        """
+        if self.decode_mode == "exact":
+            return self.pixels(self.decode(data))
+        rgb, full_size = decode_reduced(data, self.resize_short, self.max_pixels, self.max_image_bytes)
+        return self.pixels(rgb, full_size)
+
+    def pixels(self, rgb: np.ndarray, full_size: tuple[int, int] | None = None) -> np.ndarray:
         """RGB uint8 HxWx3 -> the cropped uint8 image the network sees (before normalization).
 
         Also the entry of already-decoded frames, so the frame's shape and size are checked here.
+        `full_size`: see resize_short_side (fast decode only).
         """
         if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
             raise ImageDecodeError(f"expected RGB uint8 HxWx3 pixels, got {rgb.dtype} {tuple(rgb.shape)}")
@@ -135,7 +162,9 @@ class Preprocessor:
         if height == 0 or width == 0:
             raise ImageDecodeError(f"empty {width}x{height} frame")
         check_pixels(width, height, self.max_pixels, "frame has")
-        resized = resize_short_side(np.ascontiguousarray(rgb), self.resize_short, self.resize, self.max_pixels)
+        resized = resize_short_side(
+            np.ascontiguousarray(rgb), self.resize_short, self.resize, self.max_pixels, full_size
+        )
         return center_crop(resized, self.crop)
 
     def normalize(self, crops: np.ndarray) -> np.ndarray:
@@ -149,4 +178,4 @@ class Preprocessor:
 
     def __call__(self, data: bytes) -> np.ndarray:
         """Encoded image bytes -> float32 3xCxC network input."""
-        return self.tensor(self.decode(data))
+        return self.normalize(self.crop_encoded(data))

@@ -44,6 +44,19 @@ def triton_server(exported_repository: Path, tmp_path_factory: pytest.TempPathFa
 
 
 @pytest.fixture(scope="session")
+def fast_decode_server(exported_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+    """A second real tritonserver on the same repository, its preprocess steps in fast decode (--fast-decode).
+
+    Started only by the tests that ask for it (tests/test_fast_decode.py, the hostile-input tests run
+    again in fast mode), and shared by them.
+    """
+    log = tmp_path_factory.mktemp("triton-fast") / "tritonserver.log"
+    server = TritonServer(exported_repository, free_port(), free_port(), free_port(), log_path=log, fast_decode=True)
+    with server:
+        yield server
+
+
+@pytest.fixture(scope="session")
 def sample_photos() -> list[Path]:
     from catalog.reference import sample_photo_paths
 

@@ -47,3 +47,27 @@ def test_labels_are_paddleclas_imagenet_list_keyed_by_id() -> None:
 def test_sample_photos_are_real_files() -> None:
     for path in sample_photo_paths():
         assert path.stat().st_size > 50_000, path
+
+
+@pytest.mark.parametrize("name", list(catalog.CATALOG))
+def test_the_resolved_preprocessor_is_the_one_the_server_builds(name: str) -> None:
+    """The preprocess step's config, as Triton reads it back, gives exactly the resolver's Preprocessor."""
+    from catalog import resolve
+    from model_repository import configs
+    from preprocess import Preprocessor
+
+    entry = catalog.get(name)
+    config = configs.parse_pbtxt(configs.to_pbtxt(configs.preprocess_config(entry)))
+    served = Preprocessor.from_parameters({key: value.string_value for key, value in config.parameters.items()})
+    assert served == resolve.preprocessor(entry) == resolve.preprocessor(entry.triton_name)
+    prep = entry.preprocessing
+    assert (served.resize_short, served.crop, served.resize, served.mean) == (
+        prep.resize_short,
+        prep.crop,
+        prep.resize,
+        None,
+    ), "the served step crops only: the network normalizes"
+    normalizing = resolve.preprocessor(entry, normalize=True)
+    assert (normalizing.mean, normalizing.std) == (prep.mean, prep.std)
+    with pytest.raises(catalog.UnknownModelError, match="did you mean"):
+        resolve.preprocessor(name + "x")

@@ -4,6 +4,10 @@ Two questions per file: does the served decode equal PaddleClas's DecodeImage (t
 accuracy was measured through it), and do the pixels mean what docs/preprocessing.md says (checked
 against the source pixels or against Pillow, a decoder independent of OpenCV)? Then the guards that
 run before any decoder: the format allowlist, the pixel limit, truncation.
+
+Every decode test runs twice (the `decode` fixture): the exact decode, and the fast decode a
+deployment may opt into (preprocess.decode_reduced for a 256-pixel model). These files are all
+far below the size fast decode reduces, so both must give the same pixels and the same refusals.
 """
 
 from __future__ import annotations
@@ -17,7 +21,15 @@ import pytest
 from PIL import Image
 
 import preprocess.decoding
-from preprocess import DEFAULT_MAX_PIXELS, FORMATS, ImageDecodeError, Preprocessor, decode
+from preprocess import (
+    DEFAULT_MAX_IMAGE_BYTES,
+    DEFAULT_MAX_PIXELS,
+    FORMATS,
+    ImageDecodeError,
+    Preprocessor,
+    decode_reduced,
+)
+from preprocess import decode as exact_decode
 from tests import images
 
 rng = np.random.default_rng(4)
@@ -132,6 +144,18 @@ GIF_CASES: dict[str, tuple[Callable[[], bytes], Callable[[bytes], np.ndarray]]] 
 }
 
 
+def fast_decode(
+    data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+) -> np.ndarray:
+    """The decode of a fast-decode deployment for a 256-pixel model (the most reducing short side of the catalog)."""
+    return decode_reduced(data, 256, max_pixels, max_image_bytes)[0]
+
+
+@pytest.fixture(params=["exact", "fast"])
+def decode(request: pytest.FixtureRequest) -> Callable[..., np.ndarray]:
+    return exact_decode if request.param == "exact" else fast_decode
+
+
 @pytest.fixture(scope="module")
 def paddleclas_decode() -> Callable[[bytes], np.ndarray]:
     from paddleclas.deploy.python.preprocess import DecodeImage
@@ -140,7 +164,9 @@ def paddleclas_decode() -> Callable[[bytes], np.ndarray]:
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_format_decodes_as_paddleclas_and_as_documented(case: str, paddleclas_decode: Callable) -> None:
+def test_format_decodes_as_paddleclas_and_as_documented(
+    case: str, paddleclas_decode: Callable, decode: Callable
+) -> None:
     make, expected, tolerance = CASES[case]
     data = make()
     rgb = decode(data)
@@ -150,7 +176,7 @@ def test_format_decodes_as_paddleclas_and_as_documented(case: str, paddleclas_de
     assert difference <= tolerance, f"{case}: {difference} levels from the documented result"
 
 
-def test_16bit_png_and_tiff_scale_differently() -> None:
+def test_16bit_png_and_tiff_scale_differently(decode: Callable) -> None:
     """The documented asymmetry is real: PNG keeps the high byte, TIFF rounds v / 257."""
     assert not np.array_equal(np.round(DEEP / 257).astype(np.uint8), SOURCE)  # the two rules differ here
     np.testing.assert_array_equal(decode(opencv_16bit(".png", DEEP)), SOURCE)
@@ -158,7 +184,7 @@ def test_16bit_png_and_tiff_scale_differently() -> None:
 
 
 @pytest.mark.parametrize("case", list(GIF_CASES))
-def test_gif_is_decoded_by_pillow_first_frame(case: str, paddleclas_decode: Callable) -> None:
+def test_gif_is_decoded_by_pillow_first_frame(case: str, paddleclas_decode: Callable, decode: Callable) -> None:
     make, expected = GIF_CASES[case]
     data = make()
     with pytest.raises(AttributeError):  # PaddleClas's DecodeImage cannot read GIF: cv2.imdecode gives None
@@ -166,7 +192,7 @@ def test_gif_is_decoded_by_pillow_first_frame(case: str, paddleclas_decode: Call
     np.testing.assert_array_equal(decode(data), expected(data))
 
 
-def test_animated_webp_is_refused_as_opencv_cannot_read_it() -> None:
+def test_animated_webp_is_refused_as_opencv_cannot_read_it(decode: Callable) -> None:
     frames = [Image.fromarray(SOURCE), Image.fromarray(255 - SOURCE)]
     data = images.encode(frames[0], "WEBP", save_all=True, append_images=frames[1:], lossless=True)
     with pytest.raises(ImageDecodeError, match="undecodable WebP data"):
@@ -198,7 +224,9 @@ def with_orientation(fmt: str, orientation: int, **options: object) -> bytes:
 @pytest.mark.parametrize(
     ("fmt", "options"), [("JPEG", {"quality": 95}), ("PNG", {}), ("TIFF", {})], ids=["JPEG", "PNG", "TIFF"]
 )
-def test_exif_orientation_is_applied(fmt: str, options: dict, orientation: int, paddleclas_decode: Callable) -> None:
+def test_exif_orientation_is_applied(
+    fmt: str, options: dict, orientation: int, paddleclas_decode: Callable, decode: Callable
+) -> None:
     # The same pixels are encoded each time, only the tag changes, so orientation 1 is the reference.
     stored = decode(with_orientation(fmt, 1, **options))
     data = with_orientation(fmt, orientation, **options)
@@ -208,7 +236,7 @@ def test_exif_orientation_is_applied(fmt: str, options: dict, orientation: int, 
 
 @pytest.mark.parametrize("orientation", [3, 6, 8])
 def test_webp_exif_orientation_is_ignored_as_paddleclas_ignores_it(
-    orientation: int, paddleclas_decode: Callable
+    orientation: int, paddleclas_decode: Callable, decode: Callable
 ) -> None:
     data = with_orientation("WEBP", orientation, lossless=True)
     with Image.open(io.BytesIO(data)) as img:
@@ -221,7 +249,9 @@ def test_webp_exif_orientation_is_ignored_as_paddleclas_ignores_it(
 
 
 @pytest.mark.parametrize(("fmt", "kind"), [("PPM", "PxM"), ("JPEG2000", "JPEG 2000")])
-def test_formats_outside_the_allowlist_are_refused_though_opencv_reads_them(fmt: str, kind: str) -> None:
+def test_formats_outside_the_allowlist_are_refused_though_opencv_reads_them(
+    fmt: str, kind: str, decode: Callable
+) -> None:
     data = images.encode(SOURCE, fmt)
     assert cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) is not None  # a decision, not a gap
     with pytest.raises(ImageDecodeError, match=r"not a decodable image.*accepted: JPEG, PNG, BMP, WebP, TIFF, GIF"):
@@ -242,14 +272,14 @@ def test_formats_outside_the_allowlist_are_refused_though_opencv_reads_them(fmt:
     ],
     ids=["empty", "text", "utf8-text", "random", "jpeg-header-only", "png-garbage", "bmp-garbage", "tiff-bad-offset"],
 )
-def test_non_images_are_named(data: bytes, message: str) -> None:
+def test_non_images_are_named(data: bytes, message: str, decode: Callable) -> None:
     with pytest.raises(ImageDecodeError, match=message):
         decode(data)
 
 
 @pytest.mark.parametrize("fraction", [0.3, 0.6, 0.95])
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "BMP", "WEBP", "TIFF", "GIF"])
-def test_truncated_files_are_refused(fmt: str, fraction: float) -> None:
+def test_truncated_files_are_refused(fmt: str, fraction: float, decode: Callable) -> None:
     # Larger than SOURCE so the cut lands in pixel data, not in a header.
     rgb = images.sized(640, 480, "coffee.png")
     data = images.encode(Image.fromarray(rgb).quantize(200) if fmt == "GIF" else rgb, fmt)
@@ -259,7 +289,7 @@ def test_truncated_files_are_refused(fmt: str, fraction: float) -> None:
         decode(cut)
 
 
-def test_trailing_bytes_after_the_end_marker_are_accepted() -> None:
+def test_trailing_bytes_after_the_end_marker_are_accepted(decode: Callable) -> None:
     # Cameras append data after a JPEG's EOI; tools append after PNG's IEND. Neither is truncation.
     for data in (images.jpeg(SOURCE), images.png(SOURCE)):
         assert decode(data + b"\x00trailing metadata" * 10).shape == (60, 80, 3)
@@ -282,14 +312,16 @@ def test_every_accepted_format_has_a_limit_case() -> None:
 
 
 @pytest.mark.parametrize("fmt", list(LIMIT_CASES))
-def test_pixel_limit_reads_each_header_and_is_configurable(fmt: str) -> None:
+def test_pixel_limit_reads_each_header_and_is_configurable(fmt: str, decode: Callable) -> None:
     data = LIMIT_CASES[fmt]()
     assert decode(data, max_pixels=80 * 60).shape == (60, 80, 3)  # exactly at the limit is accepted
     with pytest.raises(ImageDecodeError, match=f"{fmt} header declares 80x60 = 4,800 pixels, over the limit of 4,799"):
         decode(data, max_pixels=80 * 60 - 1)
 
 
-def test_decompression_bombs_are_refused_before_any_decoder_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_decompression_bombs_are_refused_before_any_decoder_runs(
+    monkeypatch: pytest.MonkeyPatch, decode: Callable
+) -> None:
     bomb = images.png_bomb(12_000, 11_000)  # 132 megapixels of zeros in a file of about 130 kB
     assert len(bomb) < 200_000 and DEFAULT_MAX_PIXELS < 12_000 * 11_000
 

@@ -12,7 +12,8 @@ import pytest
 from onnx import TensorProto
 
 import catalog
-from export import normalization, parity
+from catalog.resolve import photo_batch, photo_crops
+from export import normalization
 from export.__main__ import main
 from model_repository import configs, install
 
@@ -68,14 +69,14 @@ def test_exported_graph_normalizes_as_paddleclas(exported_repository: Path, name
     """
     entry = catalog.get(name)
     model = onnx.load(str(exported_repository / configs.network_name(entry) / "1" / "model.onnx"))
-    crops = parity.photo_crops(entry)
+    crops = photo_crops(entry)
 
     def run(graph: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> np.ndarray:
         session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
         return session.run(None, feeds)[0]
 
     served = run(model, {configs.NETWORK_INPUT: crops})
-    reference = run(without_normalization(model, entry), {configs.NORMALIZED_IMAGE: parity.photo_batch(entry)})
+    reference = run(without_normalization(model, entry), {configs.NORMALIZED_IMAGE: photo_batch(entry)})
     difference = float(np.abs(served - reference).max())
     assert difference <= 1e-6, f"{name}: max |p(crops) - p(PaddleClas input)| = {difference:.3g}"
 

@@ -14,14 +14,15 @@ import paddle
 import pytest
 
 import catalog
-from export import fold, network, parity
+from catalog.resolve import photo_batch
+from export import fold, network
 
 ENTRY = catalog.get("NextViT_small_224")
 
 
 @pytest.fixture(scope="module")
 def photos() -> np.ndarray:
-    return parity.photo_batch(ENTRY)
+    return photo_batch(ENTRY)
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import catalog
+from catalog.resolve import photo_crops
 from client import Classifier
 from export import fold, parity, report
 from export.pipeline import Source, export_model
@@ -71,7 +72,7 @@ def check_served(server: TritonServer, name: str, photos: list[Path]) -> None:
     """The ensemble's answer for encoded photos equals ONNX Runtime's on the catalog's preprocessing."""
     entry = catalog.get(name)
     onnx_file = server.repository / configs.network_name(entry) / "1" / "model.onnx"
-    expected = parity.run_onnx(onnx_file, parity.photo_crops(entry))  # uint8 crops, as the server feeds it
+    expected = parity.run_onnx(onnx_file, photo_crops(entry))  # uint8 crops, as the server feeds it
     with Classifier(server.grpc_url, entry.triton_name) as classifier:
         predictions = classifier.classify([p.read_bytes() for p in photos])
     for prediction, reference in zip(predictions, expected, strict=True):

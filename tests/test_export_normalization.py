@@ -22,7 +22,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import catalog
-from export import convert, normalization, parity
+from catalog.resolve import paddleclas_input, preprocessor
+from export import convert, normalization
 from model_repository import configs
 from tests import images
 from tests.test_preprocess_exactness import FAMILIES, paddleclas_config
@@ -48,7 +49,7 @@ def session(model: onnx.ModelProto, level: ort.GraphOptimizationLevel | None = N
 @cache
 def photo_crops(name: str) -> np.ndarray:
     """Every test photograph cut as the served step cuts it for `name`: uint8 N x S x S x 3."""
-    prep = parity.preprocessor_for(catalog.get(name))
+    prep = preprocessor(name)
     return np.stack([prep.pixels(prep.decode(path.read_bytes())) for path in images.photo_paths()])
 
 
@@ -197,7 +198,7 @@ def test_optimized_network_on_crops_equals_network_on_paddleclas_input(name: str
     entry = catalog.get(name)
     crops = photo_crops(name)
     reference = exporter_like_network(entry.input_size)
-    (expected,) = session(reference, LEVELS[level]).run(None, {EXPORTER_INPUT: parity.paddleclas_input(entry, crops)})
+    (expected,) = session(reference, LEVELS[level]).run(None, {EXPORTER_INPUT: paddleclas_input(entry, crops)})
     served = exporter_like_network(entry.input_size)
     convert.finish(served, entry)
     (probabilities,) = session(served, LEVELS[level]).run(None, {configs.NETWORK_INPUT: crops})

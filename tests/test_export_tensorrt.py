@@ -204,13 +204,11 @@ def test_recorded_plans_of_another_tensorrt_are_refused(production: Path, tmp_pa
     trt_plans.check_plans(version_dir, "10.5.0")
     with pytest.raises(trt_plans.PlanError, match=r"built by TensorRT 10\.5\.0, the server has 10\.6\.0"):
         trt_plans.check_plans(version_dir, "10.6.0")
-    with pytest.raises(trt_plans.PlanError, match=r"built by TensorRT 10\.5\.0"):  # the chart's stage step
-        trt_plans.stage(production, tmp_path / "staged", "10.6.0")
-    rendered = tmp_path / "rendered"  # the chart's order: a serving copy rendered first, then stage without --source
+    rendered = tmp_path / "rendered"  # the chart's order: a serving copy rendered first, then its stage step
     layout.render(production, rendered / trt_plans.MODELS_DIR, None, configs.Layout(), 1)
     with pytest.raises(trt_plans.PlanError, match=r"built by TensorRT 10\.5\.0, the server has 10\.6\.0"):
-        trt_plans.stage(None, rendered, "10.6.0")
-    trt_plans.stage(None, rendered, "10.5.0")
+        trt_plans.stage(rendered, "10.6.0")
+    trt_plans.stage(rendered, "10.5.0")
     assert (rendered / trt_plans.VERSION_FILE).read_text() == "10.5.0\n"
     (version_dir / "stray.plan").write_bytes(b"who built this?")
     with pytest.raises(trt_plans.PlanError, match=r"no plans\.json entry"):
@@ -261,23 +259,7 @@ def test_ort_tensorrt_without_the_build_record_says_to_re_export(
     assert snapshot(production) == before
 
 
-def test_chart_command_for_the_no_build_path(production: Path) -> None:
-    """What an init container would run on a staged repository: every network, rewritten in place."""
-    args = ["ort-trt", "--repository", str(production), "--engine-cache", "/trt-cache/ort", "--precision", "fp32"]
-    assert trt_plans.main(args) == 0
-    assert trt_plans.main(args) == 0  # idempotent: a restarted pod rewrites the same config
-    (accelerator,) = network_config(production).optimization.execution_accelerators.gpu_execution_accelerator
-    assert (accelerator.name, accelerator.parameters["precision_mode"]) == ("tensorrt", "FP32")
-    assert accelerator.parameters["trt_engine_cache_path"] == "/trt-cache/ort"
-
-
 def test_trt_needs_the_production_variant(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main([ENTRY.name, "--trt"])
     assert "add --variant production" in capsys.readouterr().err
-
-
-def test_the_chart_runs_this_same_builder() -> None:
-    """One implementation of plan building: the chart packages a byte-identical copy (Helm reads only its dir)."""
-    chart_copy = Path(__file__).parent.parent / "helm" / "paddleclas-triton" / "files" / "build_trt_plans.py"
-    assert chart_copy.read_bytes() == Path(trt_plans.__file__).read_bytes(), "run `make chart-sync`"

@@ -4,6 +4,11 @@ Runs on the session's `triton_server` (tests/conftest.py). The last test floods 
 1,000 bad requests and checks that it still gives the same answers, that no Python stub died and
 was replaced, and that neither the private memory of the server and its stubs nor the Python
 backend's shared-memory pool has grown beyond allocator noise.
+
+Every test runs twice: against the session's exact server and against a server whose preprocess
+steps are in fast decode (`fast_decode_server`, --fast-decode), which must refuse the same inputs
+with the same reasons and survive the same flood. A camera-sized truncated JPEG is among the cases,
+so the fast path's own decoder (reduced DCT scale) is reached with a hostile file too.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ pytestmark = pytest.mark.server
 
 MODEL = "nextvit_small_224"
 GOOD = images.jpeg(images.photo("rocket.jpg"))  # 640x427, a real photo
+CAMERA = images.jpeg(images.sized(2400, 1800, "coffee.png"))  # camera-sized: fast decode reads it at 1/2 scale
 
 
 def image_request(*datas: bytes) -> list[grpcclient.InferInput]:
@@ -42,9 +48,15 @@ def pixels_request(frames: np.ndarray) -> list[grpcclient.InferInput]:
     return [tensor]
 
 
+@pytest.fixture(scope="module", params=["exact", "fast-decode"])
+def server(request: pytest.FixtureRequest):
+    """The session's server (exact), then the fast-decode one: each test runs against both."""
+    return request.getfixturevalue("triton_server" if request.param == "exact" else "fast_decode_server")
+
+
 @pytest.fixture(scope="module")
-def client(triton_server) -> Iterator[grpcclient.InferenceServerClient]:
-    with grpcclient.InferenceServerClient(triton_server.grpc_url) as c:
+def client(server) -> Iterator[grpcclient.InferenceServerClient]:
+    with grpcclient.InferenceServerClient(server.grpc_url) as c:
         yield c
 
 
@@ -65,6 +77,7 @@ BAD = {
     "random-bytes": (np.random.default_rng(0).bytes(50_000), "not a decodable image: unknown format"),
     "text": (b"Ceci n'est pas une image.\n", "not a decodable image: .* bytes of text"),
     "truncated-jpeg": (GOOD[: len(GOOD) // 2], r"truncated JPEG"),
+    "truncated-camera-jpeg": (CAMERA[: len(CAMERA) // 2], r"truncated JPEG"),
     "jpeg-header-65500x65500": (
         images.jpeg_declaring(images.photo("rocket.jpg"), 65_500, 65_500),
         f"JPEG header declares 65500x65500 = 4,290,250,000 pixels, over the limit of {DEFAULT_MAX_PIXELS:,}",
@@ -203,23 +216,23 @@ def _send_all(url: str, payloads: list[tuple[str, list]], workers: int = 8) -> i
         return sum(pool.map(send, payloads))
 
 
-def test_server_survives_1000_bad_requests_without_growing(triton_server, client) -> None:
+def test_server_survives_1000_bad_requests_without_growing(server, client) -> None:
     reference = {m: answer(client, image_request(GOOD), m) for m in (MODEL, "vit_base_patch16_224")}
-    pids = _process_tree(triton_server.process.pid)
+    pids = _process_tree(server.process.pid)
     payloads = _flood_payloads(1000)
     # Warm-up with the same mix: lazy imports, allocator arenas and the shared-memory pool reach
     # their working size (a fresh server's heap grows by about 70 MiB over its first 1,000 here).
-    assert _send_all(triton_server.grpc_url, payloads) == 1000
+    assert _send_all(server.grpc_url, payloads) == 1000
     time.sleep(1)
-    before = _memory(triton_server.process.pid)
+    before = _memory(server.process.pid)
 
-    assert _send_all(triton_server.grpc_url, payloads) == 1000
+    assert _send_all(server.grpc_url, payloads) == 1000
 
     time.sleep(1)
-    after = _memory(triton_server.process.pid)
+    after = _memory(server.process.pid)
     assert client.is_server_live() and client.is_server_ready()
     assert {m: answer(client, image_request(GOOD), m) for m in reference} == reference
-    assert _process_tree(triton_server.process.pid) == pids, "a process of the server died or was replaced"
+    assert _process_tree(server.process.pid) == pids, "a process of the server died or was replaced"
     print(
         f"\ntritonserver + {len(pids) - 1} stubs, before -> after 1,000 bad requests (MiB): "
         + ", ".join(

@@ -100,7 +100,7 @@ def test_all_models_share_nine_python_steps() -> None:
         }
         assert twins == same
     own = [name for entry in ENTRIES for name in configs.own_models(entry)]
-    assert len(own) == len(set(own)) == 3 * len(ENTRIES)
+    assert len(own) == len(set(own)) == 4 * len(ENTRIES)
     assert not set(own) & steps
 
 
@@ -258,12 +258,18 @@ def test_every_composing_step_has_a_bounded_rejecting_queue(variant: configs.Var
     assert [f.name for f in configs.model_config_pb2.ModelEnsembling.DESCRIPTOR.fields] == ["step"]
 
 
-def test_network_timeouts_let_a_full_queue_drain() -> None:
+def test_portable_network_queues_hold_a_second_of_work_and_timeouts_let_them_drain() -> None:
     nextvit, vit = catalog.get("NextViT_small_224"), catalog.get("ViT_base_patch16_224")
     # 80 ms (NextViT-S) and 220 ms (ViT-B) per image measured on 2 cores; the estimate is within 20 %.
-    # Twice the drain of a full queue (8 requests x 8 images) and the running batch (8): 144 images.
-    assert 0.8 * 144 * 80_000 <= configs.network_timeout_us(nextvit, gpu=False) <= 1.2 * 144 * 80_000
-    assert 0.8 * 144 * 220_000 <= configs.network_timeout_us(vit, gpu=False) <= 1.2 * 144 * 220_000
+    # In one second after a full running batch of 8: 12 - 8 = 4 single images for NextViT-S; ViT-B's
+    # batch alone takes longer, so one request may wait.
+    assert configs.max_queue_size("network", 1, entry=nextvit) == 4
+    assert configs.max_queue_size("network", 1, entry=vit) == 1
+    with pytest.raises(ValueError, match="give the entry"):
+        configs.max_queue_size("network", 1)
+    # Twice the drain of a full queue of 8-image requests and the running batch (8): 2 x (32 + 8) and 2 x (8 + 8).
+    assert 0.8 * 80 * 80_000 <= configs.network_timeout_us(nextvit, gpu=False) <= 1.2 * 80 * 80_000
+    assert 0.8 * 32 * 220_000 <= configs.network_timeout_us(vit, gpu=False) <= 1.2 * 32 * 220_000
     # GPU: 256 x 8 + 128 images, twice, at 8,000 img/s for ViT-B (paper estimate): 0.54 s.
     assert 0.5e6 <= configs.network_timeout_us(vit, gpu=True) <= 0.6e6
     layout = configs.Layout(preprocess_instances=3)

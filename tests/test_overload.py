@@ -20,7 +20,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from client import classify
-from model_repository import configs
+from model_repository import configs, procfs
 from model_repository.server import TritonServer, free_port
 from tests.test_shutdown import descendants
 
@@ -197,3 +197,28 @@ def test_backoff_is_jittered_and_capped() -> None:
     pauses = [classify.backoff_s(attempt, rng) for attempt in range(10) for _ in range(20)]
     assert all(0 <= p <= classify.BACKOFF_CAP_S for p in pauses) and len(set(pauses)) == len(pauses)
     assert max(classify.backoff_s(0, rng) for _ in range(50)) <= classify.BACKOFF_BASE_S
+
+
+def thread_niceness(pid: int) -> set[int]:
+    """The nice values of a process's threads (/proc/<pid>/task/<tid>/stat, field 19)."""
+    values = set()
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        try:
+            values.add(int(stat.read_text().rsplit(")", 1)[1].split()[16]))
+        except (OSError, IndexError, ValueError):
+            continue
+    return values
+
+
+@pytest.mark.server
+def test_preprocess_processes_yield_contended_cores_to_the_network_and_the_server(triton_server: TritonServer) -> None:
+    assert triton_server.process is not None
+    stubs = procfs.python_stubs(triton_server.process.pid)
+    preprocess = [s for s in stubs if "/preprocess_" in s.command or "/pixels_preprocess_" in s.command]
+    others = [s for s in stubs if s not in preprocess]
+    assert preprocess and others, [s.command for s in stubs]
+    for stub in preprocess:
+        assert thread_niceness(stub.pid) == {configs.PREPROCESS_NICENESS}, stub.command
+    for stub in others:  # networks and top-k: the work nearest an answer keeps the normal priority
+        assert thread_niceness(stub.pid) == {0}, stub.command
+    assert thread_niceness(triton_server.process.pid) == {0}

@@ -18,8 +18,9 @@ from tritonclient.utils import InferenceServerException
 
 import catalog
 from catalog.reference import imagenet_labels
+from catalog.resolve import photo_batch
 from client import Classifier
-from export import network, parity
+from export import network
 from tests.conftest import SEED, SERVED_MODELS
 
 pytestmark = pytest.mark.server
@@ -33,7 +34,7 @@ def paddle_reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.n
         entry = catalog.get(name)
         directory = tmp_path_factory.mktemp(name)
         program = network.save_inference_model(network.build(entry, seed=SEED), entry, directory)
-        probabilities[name] = parity.run_paddle_inference(program, parity.photo_batch(entry))
+        probabilities[name] = network.PaddlePredictor(program, threads=2)(photo_batch(entry))
     return probabilities
 
 

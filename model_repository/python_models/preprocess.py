@@ -3,12 +3,14 @@
 Installed twice per preprocessing key (model_repository/configs.py), with the project's `preprocess`
 package copied beside it, and shared by every catalog model with that key: `preprocess_<key>` reads
 IMAGE (encoded bytes, one element per image) and decodes; `pixels_preprocess_<key>` reads PIXELS
-(RGB uint8 frames, N x H x W x 3) and skips decoding. The config's input name says which; everything
+(RGB uint8 frames, N x H x W x 3) and skips decoding. The config's input type says which; everything
 after the decode is the same code. Parameters (resize_short, crop, resize, max_pixels) come from the
-catalog through config.pbtxt. Normalization is the network's first operation, not this step's.
+catalog through config.pbtxt; `decode` (exact unless the serving copy says fast) from the launcher or the
+chart. Normalization is the network's first operation, not this step's.
 """
 
 import json
+import os
 
 import cv2
 import numpy as np
@@ -16,6 +18,19 @@ import triton_python_backend_utils as pb_utils
 
 from preprocess import Preprocessor, preprocess_requests
 from preprocess.allocator import keep_large_buffers
+
+
+def lower_priority(niceness: int) -> None:
+    """Every thread of this stub process at `niceness` (configs.PREPROCESS_NICENESS says why).
+
+    Linux keeps a nice value per thread: the threads the stub started before this call keep theirs
+    unless set one by one; threads started later inherit it.
+    """
+    for thread in map(int, os.listdir("/proc/self/task")):
+        try:  # never below the current value: lowering niceness needs a privilege the stub lacks
+            os.setpriority(os.PRIO_PROCESS, thread, max(niceness, os.getpriority(os.PRIO_PROCESS, thread)))
+        except ProcessLookupError:  # a thread that ended meanwhile
+            continue
 
 
 class TritonPythonModel:
@@ -27,24 +42,27 @@ class TritonPythonModel:
         keep_large_buffers()
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config["parameters"].items()}
+        lower_priority(int(params.get("niceness", 0)))
         self.preprocessor = Preprocessor.from_parameters(params)
-        (self.input_name,) = (tensor["name"] for tensor in config["input"])
+        ((self.input_name, input_type),) = ((tensor["name"], tensor["data_type"]) for tensor in config["input"])
         (self.output_name,) = (tensor["name"] for tensor in config["output"])
-        if self.input_name == "IMAGE":
+        # The input's type says which step this is: encoded bytes (TYPE_STRING) or RGB frames (TYPE_UINT8).
+        self.encoded = input_type == "TYPE_STRING"
+        if self.encoded:
             self.crop = self._crop_encoded
-        elif self.input_name == "PIXELS":
+        elif input_type == "TYPE_UINT8":
             self.crop = self.preprocessor.pixels
         else:
-            raise ValueError(f"{args['model_name']}: input must be IMAGE or PIXELS, not {self.input_name!r}")
+            raise ValueError(f"{args['model_name']}: input {self.input_name} must be TYPE_STRING or TYPE_UINT8")
         pb_utils.Logger.log_info(f"{args['model_name']} ({self.input_name}): {self.preprocessor}")
 
     def _crop_encoded(self, data: bytes) -> np.ndarray:
-        return self.preprocessor.pixels(self.preprocessor.decode(bytes(data)))
+        return self.preprocessor.crop_encoded(bytes(data))  # exact, or fast decode when the config's `decode` says so
 
     def _images(self, request) -> np.ndarray:
         array = pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()
         # IMAGE arrives as N x 1 bytes objects; PIXELS as N x H x W x 3, iterated frame by frame.
-        return array.reshape(-1) if self.input_name == "IMAGE" else array
+        return array.reshape(-1) if self.encoded else array
 
     def execute(self, requests: list) -> list:
         # Decode and crop image by image, then one response per request, in order; a bad image fails

@@ -7,6 +7,8 @@ helm_python binds the Helm v4 Go SDK, so rendering, schema validation and lint h
 from __future__ import annotations
 
 import functools
+import shlex
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,8 @@ HELM_DIR = REPO / "helm"
 CHART_DIR = HELM_DIR / "paddleclas-triton"
 CI_DIR = CHART_DIR / "ci"
 CI_CASES = sorted(path.name for path in CI_DIR.glob("*-values.yaml"))
+DOCKERFILE = HELM_DIR / "image" / "Dockerfile"
+IMAGE_CODE_DIR = "/opt/paddleclas"  # where the server image keeps the project's code
 RELEASE = "demo"
 NAMESPACE = "vision"
 
@@ -129,3 +133,31 @@ def listed_after(args: list[str], flag: str) -> list[str]:
             break
         values.append(word)
     return values
+
+
+def dockerfile_code_copies() -> list[tuple[str, str]]:
+    """``COPY <sources> /opt/paddleclas/<dir>/`` of the server image, as (project path, image path) pairs.
+
+    A source ending in ``/`` is a directory copied as one; a file lands in the destination directory.
+    """
+    copies = []
+    for line in DOCKERFILE.read_text(encoding="utf-8").splitlines():
+        words = shlex.split(line) if line.startswith("COPY ") else []
+        words = [w for w in words[1:] if not w.startswith("--")]
+        if len(words) >= 2 and words[-1].startswith(IMAGE_CODE_DIR + "/"):
+            for source in words[:-1]:
+                name = "" if source.endswith("/") else source.rsplit("/", 1)[-1]
+                copies.append((source.rstrip("/"), words[-1].rstrip("/") + (f"/{name}" if name else "")))
+    return copies
+
+
+def image_code_tree(root: Path) -> Path:
+    """``root`` holding the project code as the server image does (under IMAGE_CODE_DIR), nothing else."""
+    for source, destination in dockerfile_code_copies():
+        target = root / Path(destination).relative_to(IMAGE_CODE_DIR)
+        if (REPO / source).is_dir():
+            shutil.copytree(REPO / source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(REPO / source, target)
+    return root

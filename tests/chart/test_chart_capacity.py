@@ -12,8 +12,6 @@ import json
 import math
 import os
 import re
-import shlex
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,10 +21,9 @@ import pytest
 import yaml
 from chart_helpers import (
     CHART_DIR,
-    HELM_DIR,
-    REPO,
     case_values,
     flags,
+    image_code_tree,
     init_container,
     init_containers,
     listed_after,
@@ -187,29 +184,10 @@ def test_every_reader_of_the_copy_sees_what_it_links_to(ci_case: str) -> None:
 # --- the rendered command, run ------------------------------------------------------------------
 
 
-def dockerfile_code_copies() -> dict[str, str]:
-    """COPY <project dir>/ /opt/paddleclas/<dir>/ lines of the server image: source -> destination."""
-    text = (HELM_DIR / "image" / "Dockerfile").read_text(encoding="utf-8")
-    copies = {}
-    for line in text.splitlines():
-        words = shlex.split(line) if line.startswith("COPY ") else []
-        words = [w for w in words[1:] if not w.startswith("--")]
-        if len(words) == 2 and words[1].startswith("/opt/paddleclas/") and words[0].endswith("/"):
-            copies[words[0].rstrip("/")] = words[1].rstrip("/")
-    return copies
-
-
 @pytest.fixture
 def image_code(tmp_path: Path) -> Path:
     """The project code as the image holds it: only what the Dockerfile copies under /opt/paddleclas."""
-    root = tmp_path / "opt-paddleclas"
-    for source, destination in dockerfile_code_copies().items():
-        shutil.copytree(
-            REPO / source,
-            root / Path(destination).relative_to("/opt/paddleclas"),
-            ignore=shutil.ignore_patterns("__pycache__"),
-        )
-    return root
+    return image_code_tree(tmp_path / "opt-paddleclas")
 
 
 def installed(root: Path, variant: configs.Variant, names: list[str]) -> Path:

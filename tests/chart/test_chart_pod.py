@@ -197,6 +197,9 @@ def test_trt_init_containers_build_into_the_served_copy() -> None:
     # render writes the copy; stage only checks it and records the server's TensorRT version.
     assert flags_of(render_container["args"])["--target"] == "/repository/models"
     assert stage["args"] == ["--target=/repository"]
+    # Both run the builder the server image ships; stage leaves it on the volume for the TensorRT image.
+    assert stage["command"] == ["python3", "-m", "export.trt_plans", "stage"]
+    assert build["command"] == ["python3", "/repository/trt_plans.py", "build"]
     for container in (render_container, stage, build):
         assert {"name": "repository", "mountPath": "/repository"} in container["volumeMounts"], container["name"]
 
@@ -216,12 +219,6 @@ def test_configmaps_read_by_the_pod_carry_a_checksum(ci_case: str) -> None:
         )
         digest = hashlib.sha256(files[template].encode()).hexdigest()
         assert digest in annotations.values(), f"no checksum for {template}"
-
-
-def test_trt_configmap_ships_the_script_unchanged() -> None:
-    config_map = one(render_case("05-trt-plans-values.yaml"), "ConfigMap", "-trt")
-    script = (CHART_DIR / "files" / "build_trt_plans.py").read_text(encoding="utf-8")
-    assert config_map["data"]["build_trt_plans.py"].strip() == script.strip()
 
 
 def test_rollout_never_drops_capacity(ci_case: str) -> None:

@@ -158,20 +158,18 @@ def test_network_policy_admits_clients_and_scrapers_only() -> None:
     assert inference["from"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "frontends"}
 
 
-def test_helm_test_pod_runs_the_shipped_script_against_the_service(ci_case: str) -> None:
+def test_helm_test_pod_runs_the_project_client_in_the_server_image(ci_case: str) -> None:
     objects = render_case(ci_case)
     pod = one(objects, "Pod")
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     assert pod["spec"]["restartPolicy"] == "Never"
     service = one(objects, "Service", "paddleclas-triton")["metadata"]["name"]
     (container,) = pod["spec"]["containers"]
-    assert container["image"] == "nvcr.io/nvidia/tritonserver:26.09-py3-sdk"
+    assert container["image"] == server_container(objects)["image"], "the image that carries client/"
+    assert container["command"] == ["python3", "-m", "client", "smoke"]
     assert f"--url={service}:8001" in container["args"]
-    script = one(objects, "ConfigMap", "-test")["data"]["check_inference.py"]
-    shipped = (CHART_DIR / "files" / "check_inference.py").read_text(encoding="utf-8")
-    assert script.strip() == shipped.strip()
-    volume = next(v for v in pod["spec"]["volumes"] if "configMap" in v)
-    assert volume["configMap"]["name"] == one(objects, "ConfigMap", "-test")["metadata"]["name"]
+    assert {e["name"]: e.get("value") for e in container["env"]}["PYTHONPATH"] == "/opt/paddleclas"
+    assert not [o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-test")]
 
 
 def test_helm_test_names_models_when_asked() -> None:

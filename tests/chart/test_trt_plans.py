@@ -1,30 +1,30 @@
-"""The plan-building init script, run against repositories the project really installs and renders.
+"""The plan builder the chart's init containers run, against repositories the project really installs and renders.
 
 TensorRT and GPUs are out of reach here, so trtexec and nvidia-smi are small stand-ins on PATH that
 record their arguments and write a plan file, and each network's ONNX file is a few stand-in bytes;
 everything else (the installed TensorRT files, the rendered serving copy, staging, version guard,
-cache keys, the written config parsed back through Triton's own ModelConfig message) is the real code.
+cache keys, the written config parsed back through Triton's own ModelConfig message, the chart's
+own commands run against the code the server image ships) is the real code.
 """
 
 from __future__ import annotations
 
 import ast
-import importlib.util
 import json
 import os
 import stat
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
-from chart_helpers import CHART_DIR
+from chart_helpers import case_values, image_code_tree, init_container, render
 
 from catalog import CATALOG
+from export import tensorrt
+from export import trt_plans as plans
 from model_repository import configs, install, layout
 
-SCRIPT = CHART_DIR / "files" / "build_trt_plans.py"
 FAKE_TRTEXEC = """#!{python}
 import os, sys
 with open(os.environ["TRTEXEC_LOG"], "a") as log:
@@ -35,18 +35,6 @@ engine = next(a.split("=", 1)[1] for a in sys.argv if a.startswith("--saveEngine
 with open(engine, "wb") as out:
     out.write(b"plan for " + sys.argv[1].encode())
 """
-
-
-def load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("build_trt_plans", SCRIPT)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-plans = load_script()
 
 
 @pytest.fixture
@@ -77,9 +65,15 @@ def network(root: Path, name: str) -> Path:
     return root / configs.network_name(CATALOG[name])
 
 
-def render(source: Path, target: Path) -> Path:
+def rendered(source: Path, target: Path) -> Path:
     """The serving copy the chart's render init container writes into TARGET/models."""
     layout.render(source, target / plans.MODELS_DIR, None, configs.Layout(), 1)
+    return target
+
+
+def staged(source: Path, target: Path, version: str = "10.5.0") -> Path:
+    """The chart's first two steps: render the serving copy, then stage it."""
+    plans.stage(rendered(source, target), version)
     return target
 
 
@@ -120,9 +114,12 @@ def test_the_written_config_is_the_exported_tensorrt_config_plus_plan_files(tmp_
     parsed = configs.parse_pbtxt(plans.tensorrt_config(model, cc_files, "model_sm89.plan"))  # unknown fields raise
     assert parsed == expected_plan_config(model, cc_files, "model_sm89.plan")
     generated = configs.parse_pbtxt(configs.to_pbtxt(configs.tensorrt_network_config(CATALOG["ViT_base_patch16_224"])))
+    assert parsed.default_model_filename == "model_sm89.plan"
     parsed.ClearField("cc_model_filenames")
-    parsed.default_model_filename = generated.default_model_filename
+    parsed.ClearField("default_model_filename")
     assert parsed == generated, "the builder changes nothing but the plan files"
+    exported = (model / plans.TENSORRT_CONFIG).read_text()
+    assert plans.tensorrt_config(model, cc_files, "model_sm89.plan").startswith(exported), "appended, not edited"
 
 
 def test_portable_networks_have_no_tensorrt_files(tmp_path: Path) -> None:
@@ -133,7 +130,7 @@ def test_portable_networks_have_no_tensorrt_files(tmp_path: Path) -> None:
     with pytest.raises(plans.PlanError, match="re-export it with --variant production"):
         plans.read_build(model)
     with pytest.raises(plans.PlanError, match="onnxruntime"):
-        plans.to_ort_tensorrt((model / "config.pbtxt").read_text(), "fp16", "/c", 1024, [])
+        tensorrt.to_ort_tensorrt((model / "config.pbtxt").read_text(), "fp16", "/c", 1024, [])
 
 
 @pytest.mark.parametrize("missing", ["tensorrt.json", "tensorrt.pbtxt"])
@@ -143,7 +140,7 @@ def test_a_network_without_the_tensorrt_files_stops_stage_and_build(
     source = source_repository(tmp_path / "src", ["NextViT_small_224"])
     (network(source, "NextViT_small_224") / missing).unlink()
     with pytest.raises(plans.PlanError, match=rf"{missing} does not exist.*re-export it with --variant production"):
-        plans.stage(source, tmp_path / "work", "10.5.0")
+        staged(source, tmp_path / "work")
     model = network(source, "NextViT_small_224")
     with pytest.raises(plans.PlanError, match="re-export it with --variant production"):
         plans.add_plan(model, tmp_path / "cache", "fp16", 1024, "10.5.0", plans.Gpu("G", "9.0"))
@@ -171,7 +168,7 @@ def test_ort_tensorrt_gets_one_profile_spanning_them_all() -> None:
     widest = max(configs.TRT_PROFILES, key=lambda profile: profile[2] - profile[0])
     lowest = min(low for low, _, _ in configs.TRT_PROFILES)
     highest = max(high for _, _, high in configs.TRT_PROFILES)
-    assert plans.ort_profile(configs.trtexec_profile_shapes(entry)) == {
+    assert tensorrt.ort_profile(configs.trtexec_profile_shapes(entry)) == {
         "trt_profile_min_shapes": f"CROPS:{lowest}x{size}x{size}x3",
         "trt_profile_opt_shapes": f"CROPS:{widest[1]}x{size}x{size}x3",
         "trt_profile_max_shapes": f"CROPS:{highest}x{size}x{size}x3",
@@ -179,7 +176,7 @@ def test_ort_tensorrt_gets_one_profile_spanning_them_all() -> None:
     assert (lowest, highest) == (1, configs.GPU_MAX_BATCH_SIZE)
 
 
-def test_stage_copies_and_records_the_server_version(tmp_path: Path) -> None:
+def test_stage_records_the_server_version_and_leaves_the_builder(tmp_path: Path) -> None:
     lib = tmp_path / "lib" / "x86_64-linux-gnu"
     lib.mkdir(parents=True)
     (lib / "libnvinfer.so.10.5.0").touch()
@@ -187,25 +184,23 @@ def test_stage_copies_and_records_the_server_version(tmp_path: Path) -> None:
     version = plans.tensorrt_version((str(tmp_path / "lib" / "*-linux-gnu" / "libnvinfer.so.*.*.*"),))
     assert version == "10.5.0"
     source = source_repository(tmp_path / "src", ["NextViT_small_224"])
-    plans.stage(source, tmp_path / "work", version)
+    staged(source, tmp_path / "work", version)
     assert (tmp_path / "work" / "server-tensorrt-version").read_text() == "10.5.0\n"
-    assert (tmp_path / "work" / "models" / "nextvit_small_224_network" / "1" / "model.onnx").is_file()
+    assert (tmp_path / "work" / plans.BUILDER_FILE).read_bytes() == Path(plans.__file__).read_bytes()
     with pytest.raises(plans.PlanError, match="no libnvinfer"):
         plans.tensorrt_version((str(tmp_path / "nowhere" / "libnvinfer.so.*.*.*"),))
 
 
-def test_stage_without_source_checks_the_rendered_copy_and_build_leaves_the_source_alone(
-    tmp_path: Path, trtexec_log: Path
-) -> None:
+def test_stage_checks_the_rendered_copy_and_build_leaves_the_source_alone(tmp_path: Path, trtexec_log: Path) -> None:
     """The chart's order: render into TARGET/models, `stage --target`, `build` on it."""
     names = ["NextViT_small_224", "ViT_large_patch16_384"]
     source = source_repository(tmp_path / "src", names)
     before = install.digest_tree(source)
-    work = render(source, tmp_path / "work")
-    rendered = install.digest_tree(work / plans.MODELS_DIR)
+    work = rendered(source, tmp_path / "work")
+    before_stage = install.digest_tree(work / plans.MODELS_DIR)
     assert plans.main(["stage", f"--target={work}", "--server-tensorrt-version=10.5.0"]) == 0
     assert (work / plans.VERSION_FILE).read_text() == "10.5.0\n"
-    assert install.digest_tree(work / plans.MODELS_DIR) == rendered, "stage without --source copies nothing"
+    assert install.digest_tree(work / plans.MODELS_DIR) == before_stage, "stage changes nothing in the copy"
     switched = plans.build(work, tmp_path / "cache", "fp16", 1024, builder_version="10.5.0", gpu="NVIDIA-L4-sm8.9")
     assert switched == [configs.network_name(CATALOG[name]) for name in names]
     calls = trtexec_log.read_text().splitlines()
@@ -218,13 +213,13 @@ def test_stage_without_source_checks_the_rendered_copy_and_build_leaves_the_sour
     assert install.digest_tree(source) == before, "a build in the serving copy never writes through its links"
 
 
-def test_stage_without_source_refuses_a_plan_of_another_tensorrt(
+def test_stage_refuses_a_plan_of_another_tensorrt(
     tmp_path: Path, trtexec_log: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     source = source_repository(tmp_path / "src", ["NextViT_small_224"])
     model = network(source, "NextViT_small_224")
     plans.add_plan(model, tmp_path / "cache", "fp16", 1024, "10.5.0", plans.Gpu("G", "9.0"))
-    work = render(source, tmp_path / "work")
+    work = rendered(source, tmp_path / "work")
     assert plans.main(["stage", f"--target={work}", "--server-tensorrt-version=10.6.0"]) == 1
     (error,) = capsys.readouterr().err.splitlines()
     assert "model_sm90.plan (sm9.0) was built by TensorRT 10.5.0, the server has 10.6.0" in error
@@ -232,7 +227,7 @@ def test_stage_without_source_refuses_a_plan_of_another_tensorrt(
     assert plans.main(["stage", f"--target={work}", "--server-tensorrt-version=10.5.0"]) == 0
 
 
-def test_stage_without_source_needs_a_rendered_copy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_stage_needs_a_rendered_copy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert plans.main(["stage", f"--target={tmp_path}", "--server-tensorrt-version=10.5.0"]) == 1
     assert "render the serving copy there first" in capsys.readouterr().err
 
@@ -241,8 +236,7 @@ def test_build_switches_every_network_and_reuses_the_cache(tmp_path: Path, trtex
     source = source_repository(tmp_path / "src", ["NextViT_small_224", "ViT_large_patch16_384"])
     cache = tmp_path / "cache"
     for attempt in ("cold", "warm"):
-        work = tmp_path / attempt
-        plans.stage(source, work, "10.5.0")
+        work = staged(source, tmp_path / attempt)
         switched = plans.build(work, cache, "fp16", 2048, builder_version="10.5.0", gpu="NVIDIA-L4-sm8.9")
         assert switched == ["nextvit_small_224_network", "vit_large_patch16_384_network"]
         for name in switched:
@@ -271,7 +265,7 @@ def test_a_new_onnx_or_new_profiles_get_a_new_plan(tmp_path: Path, trtexec_log: 
             record["trtexec_shapes"][-1] = record["trtexec_shapes"][-1].replace("CROPS:128x", "CROPS:96x")
             record["profiles"][-1][-1] = 96
             (model / plans.TENSORRT_BUILD).write_text(json.dumps(record))
-        plans.stage(source, tmp_path / attempt, "10.5.0")
+        staged(source, tmp_path / attempt)
         plans.build(tmp_path / attempt, cache, "fp16", 1024, builder_version="10.5.0", gpu="G-sm9.0")
     calls = trtexec_log.read_text().splitlines()
     assert len(calls) == 3 and "--maxShapes=CROPS:96x224x224x3" in calls[2].split()
@@ -280,7 +274,7 @@ def test_a_new_onnx_or_new_profiles_get_a_new_plan(tmp_path: Path, trtexec_log: 
 
 def test_a_different_tensorrt_is_refused(tmp_path: Path, trtexec_log: Path) -> None:
     source = source_repository(tmp_path / "src", ["NextViT_small_224"])
-    plans.stage(source, tmp_path / "work", "10.5.0")
+    staged(source, tmp_path / "work")
     with pytest.raises(plans.PlanError, match=r"10\.6\.0 in the builder image but 10\.5\.0"):
         plans.build(tmp_path / "work", tmp_path / "cache", "fp16", 1024, builder_version="10.6.0", gpu="G-sm9.0")
     assert trtexec_log.read_text() == ""
@@ -291,7 +285,7 @@ def test_a_failed_build_leaves_no_partial_plan(
 ) -> None:
     monkeypatch.setenv("TRTEXEC_FAIL", "1")
     source = source_repository(tmp_path / "src", ["NextViT_small_224"])
-    plans.stage(source, tmp_path / "work", "10.5.0")
+    staged(source, tmp_path / "work")
     with pytest.raises(subprocess.CalledProcessError):
         plans.build(tmp_path / "work", tmp_path / "cache", "fp16", 1024, builder_version="10.5.0", gpu="G-sm9.0")
     assert len(trtexec_log.read_text().splitlines()) == 1, "trtexec must have been called"
@@ -303,19 +297,70 @@ def test_a_failed_build_leaves_no_partial_plan(
 def test_command_line_reports_errors_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """What the init container prints and returns when it must stop the pod."""
     missing = tmp_path / "missing"
-    assert plans.main(["stage", f"--source={missing}", f"--target={tmp_path}", "--server-tensorrt-version=10.5.0"]) == 1
-    assert capsys.readouterr().err == f"error: model repository {missing} does not exist\n"
+    assert plans.main(["stage", f"--target={missing}", "--server-tensorrt-version=10.5.0"]) == 1
+    models = missing / plans.MODELS_DIR
+    assert capsys.readouterr().err == (
+        f"error: {models} does not exist: render the serving copy there first "
+        f"(python -m model_repository.layout --target {models})\n"
+    )
 
 
 def test_gpu_identity_from_nvidia_smi(tmp_path: Path) -> None:
     fake = tmp_path / "nvidia-smi"
     fake.write_text("#!/bin/sh\necho 'NVIDIA A10G, 8.6'\necho 'NVIDIA A10G, 8.6'\n", encoding="utf-8")
     fake.chmod(0o755)
-    assert plans.gpu_identity(str(fake)) == "NVIDIA-A10G-sm8.6"
+    assert plans.query_gpu(str(fake)).key == "NVIDIA-A10G-sm8.6"
 
 
-@pytest.mark.parametrize("script", ["build_trt_plans.py", "check_inference.py"])
-def test_pod_scripts_parse_as_python_3_10(script: str) -> None:
-    """They run in NVIDIA's 26.09 images (Python 3.12); parsed as 3.10 so an older release still runs them."""
-    source = (CHART_DIR / "files" / script).read_text(encoding="utf-8")
-    ast.parse(source, feature_version=(3, 10))
+def test_builder_parses_as_python_3_10() -> None:
+    """It runs in NVIDIA's 26.09 images (Python 3.12); parsed as 3.10 so an older release still runs it."""
+    ast.parse(Path(plans.__file__).read_text(encoding="utf-8"), feature_version=(3, 10))
+
+
+# The TensorRT image has TensorRT and Python, nothing of this project: the staged copy runs with no
+# site-packages at all (-S -I). Only the two lookups that need NVIDIA's files are replaced: the
+# libnvinfer version and nvidia-smi's answer.
+RUN_IN_TENSORRT_IMAGE = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("trt_plans", sys.argv[1])
+builder = sys.modules["trt_plans"] = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(builder)
+builder.tensorrt_version = lambda *patterns: "10.5.0"
+builder.query_gpu = lambda *command: builder.Gpu("NVIDIA L4", "8.9")
+sys.exit(builder.main(sys.argv[2:]))
+"""
+
+
+def test_the_chart_commands_run_the_builder_the_server_image_ships(tmp_path: Path, trtexec_log: Path) -> None:
+    """stage-repository with the image's code on PYTHONPATH, then build-trt-plans from the copy it left."""
+    values = case_values("05-trt-plans-values.yaml")
+    values["trtPlans"] = values["trtPlans"] | {"serverTensorrtVersion": "10.5.0"}
+    objects = render(values)
+    stage, build = init_container(objects, "stage-repository"), init_container(objects, "build-trt-plans")
+    names = ["NextViT_small_224", "ViT_base_patch16_384"]
+    volume = rendered(source_repository(tmp_path / "src", names), tmp_path / "volume")
+    code, cwd = image_code_tree(tmp_path / "opt-paddleclas"), tmp_path / "cwd"
+    cwd.mkdir()
+
+    def local(words: list[str]) -> list[str]:
+        cache = str(tmp_path / "cache")
+        mapped = [word.replace("/repository", str(volume)).replace("/trt-cache", cache) for word in words]
+        return [sys.executable if word == "python3" else word for word in mapped]
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env |= {e["name"]: e["value"].replace("/opt/paddleclas", str(code)) for e in stage["env"]}
+    result = subprocess.run(local(stage["command"] + stage["args"]), cwd=cwd, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert (volume / plans.VERSION_FILE).read_text() == "10.5.0\n"
+    python, script, *arguments = local(build["command"] + build["args"])
+    assert script == str(volume / plans.BUILDER_FILE)
+    command = [python, "-S", "-I", "-c", RUN_IN_TENSORRT_IMAGE, script, *arguments]
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith(", ".join(configs.network_name(CATALOG[name]) for name in names))
+    assert len(trtexec_log.read_text().splitlines()) == len(names)
+    for name in names:
+        model = network(volume / plans.MODELS_DIR, name)
+        assert configs.parse_pbtxt((model / "config.pbtxt").read_text()) == expected_plan_config(
+            model, {"8.9": "model.plan"}, "model.plan"
+        )

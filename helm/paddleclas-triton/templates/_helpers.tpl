@@ -165,6 +165,9 @@ with a sentence saying what to change.
 {{- if or $capacity.cores $capacity.preprocessInstances $capacity.pixelsPreprocessInstances $capacity.postprocessInstances $capacity.networkCpuInstances $capacity.networkCpuThreads (ne (int $capacity.networkGpuInstances) 1) }}
 {{- fail "capacity is applied by the render-repository init container, which needs a mounted repository (modelRepository.source image, pvc or nfs); with objectStorage the installed configs serve as they are: render a sized copy before uploading (helm/README.md, Models and capacity), and leave capacity at its defaults" }}
 {{- end }}
+{{- if .Values.preprocessing.fastDecode }}
+{{- fail "preprocessing.fastDecode is applied by the render-repository init container, which needs a mounted repository (modelRepository.source image, pvc or nfs); with objectStorage render a copy with python -m model_repository.layout --fast-decode before uploading" }}
+{{- end }}
 {{- end }}
 {{- if and .Values.models .Values.tests.models }}
 {{- $served := list }}

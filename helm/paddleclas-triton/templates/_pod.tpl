@@ -114,9 +114,6 @@ topologySpreadConstraints:
   {{- else }}
   emptyDir: {}
   {{- end }}
-- name: trt-scripts
-  configMap:
-    name: {{ include "paddleclas-triton.fullname" . }}-trt
 {{- end }}
 {{- end }}
 
@@ -168,6 +165,9 @@ cores (model_repository/layout.py), every other file a link into the installed r
     {{- if eq .Values.mode "gpu" }}
     - --network-gpu-instances={{ $capacity.networkGpuInstances | int }}
     {{- end }}
+    {{- if .Values.preprocessing.fastDecode }}
+    - --fast-decode
+    {{- end }}
   env:
     - name: PYTHONPATH
       value: /opt/paddleclas
@@ -197,21 +197,28 @@ cores (model_repository/layout.py), every other file a link into the installed r
 {{- end }}
 
 {{/*
-TensorRT plans, built where they run, in the serving copy render-repository wrote.
+TensorRT plans, built where they run, in the serving copy render-repository wrote, by the project's
+one builder (export/trt_plans.py, which the server image carries under /opt/paddleclas).
 "stage-repository" (the server image, which tells the server's TensorRT version) checks the plans
-already there and records that version; "build-trt-plans" (the TensorRT image of the same release)
-runs trtexec and points each network at its plan.
+already there, records that version and puts the builder on the shared volume; "build-trt-plans"
+(the TensorRT image of the same release, which has no project code) runs that file: trtexec, then
+each network pointed at its plan.
 */}}
 {{- define "paddleclas-triton.trtInitContainers" -}}
 - name: stage-repository
   image: {{ include "paddleclas-triton.image" . }}
   imagePullPolicy: {{ .Values.image.pullPolicy }}
-  command: ["python3", "/scripts/build_trt_plans.py", "stage"]
+  command: ["python3", "-m", "export.trt_plans", "stage"]
   args:
     - --target=/repository
     {{- with .Values.trtPlans.serverTensorrtVersion }}
     - --server-tensorrt-version={{ . }}
     {{- end }}
+  env:
+    - name: PYTHONPATH
+      value: /opt/paddleclas
+    - name: PYTHONDONTWRITEBYTECODE
+      value: "1"
   # Requests equal limits in every container, or the pod loses its Guaranteed QoS class.
   resources:
     requests:
@@ -225,16 +232,14 @@ runs trtexec and points each network at its plan.
   volumeMounts:
     - name: repository
       mountPath: /repository
-    - name: trt-scripts
-      mountPath: /scripts
-      readOnly: true
     {{- with include "paddleclas-triton.modelsMount" . | trim }}
     {{- . | nindent 4 }}
     {{- end }}
 - name: build-trt-plans
   image: {{ printf "%s:%s" .Values.trtPlans.image.repository .Values.trtPlans.image.tag }}
   imagePullPolicy: IfNotPresent
-  command: ["python3", "/scripts/build_trt_plans.py", "build"]
+  # The builder stage-repository left on the volume (standard library only: the image has no protobuf).
+  command: ["python3", "/repository/trt_plans.py", "build"]
   args:
     - --repository=/repository
     - --cache=/trt-cache
@@ -243,6 +248,8 @@ runs trtexec and points each network at its plan.
   env:
     - name: HOME
       value: /tmp
+    - name: PYTHONDONTWRITEBYTECODE
+      value: "1"
   resources:
     {{- $res := deepCopy .Values.trtPlans.resources }}
     {{- $limits := default dict $res.limits }}
@@ -256,9 +263,6 @@ runs trtexec and points each network at its plan.
       mountPath: /repository
     - name: trt-cache
       mountPath: /trt-cache
-    - name: trt-scripts
-      mountPath: /scripts
-      readOnly: true
     - name: tmp
       mountPath: /tmp
     {{- with include "paddleclas-triton.modelsMount" . | trim }}

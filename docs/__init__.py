@@ -1,0 +1,1 @@
+"""The project's documentation; blocks.py writes its generated parts (`make docs`)."""
