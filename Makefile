@@ -74,6 +74,9 @@ chart-docs: docs ## regenerate the values table in helm/README.md from values.ya
 .PHONY: bench-preprocess
 bench-preprocess: setup ## decode + preprocess ms per image beside the network's; rewrites the table in docs/preprocessing.md
 	$(PY) -m perf.preprocess_bench --repository $(REPOSITORY)
+.PHONY: bench-price
+bench-price: setup ## benchmark: exact vs fast decode vs client-side crops per family and size, deviation, cores per GPU; docs/preprocessing.md
+	$(PY) -m perf.decode_price --repository $(REPOSITORY)
 
 # Performance (perf/)
 # Without URL, perf and load start a local tritonserver on free ports serving REPOSITORY's models (exporting

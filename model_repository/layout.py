@@ -23,11 +23,13 @@ import sys
 from pathlib import Path
 
 import catalog
-from model_repository import configs, install
+from model_repository import configs, health, install
 from model_repository.cores import usable_cores
 from preprocess import DECODE_PARAMETER
 
-MARKER = ".serving-copy.json"  # written into every rendered copy: render only ever replaces its own copies
+# Written into every rendered copy: render only ever replaces its own copies, and the liveness
+# check (health.py, standard library only, so it owns the name) reads the stub count from it.
+MARKER = health.MARKER
 LAYOUT_FIELDS = [field.name for field in dataclasses.fields(configs.Layout)]
 
 
@@ -141,18 +143,26 @@ def render(
     if fast_decode:
         _use_fast_decode(target, directories)
     python_models = [name for name in directories if configs.step_kind(name) not in ("ensemble", "network")]
+    stubs = sum(python_instances(target / name / "config.pbtxt") for name in directories)
     summary = {
         "source": str(source),
         "models": chosen,
         "cores": cores,
         "layout": dataclasses.asdict(layout),
         "python_step_models": len(python_models),
+        "python_stub_processes": stubs,  # one process per instance of every Python-backend model
         "warmup": warmup,
         "response_cache": response_cache,
         "decode": "fast" if fast_decode else "exact",
     }
     (target / MARKER).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def python_instances(path: Path) -> int:
+    """Stub processes a config.pbtxt starts: one per instance of a Python-backend model."""
+    config = configs.parse_pbtxt(path.read_text())
+    return sum(group.count for group in config.instance_group) if config.backend == "python" else 0
 
 
 def _needed(source: Path, name: str) -> bool:

@@ -7,6 +7,7 @@ timeout), so each case takes seconds rather than a real overload.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -20,7 +21,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from client import classify
-from model_repository import configs, procfs
+from model_repository import configs, health, layout, procfs
 from model_repository.server import TritonServer, free_port
 from tests.test_shutdown import descendants
 
@@ -70,6 +71,8 @@ def sleeper(tmp_path: Path):
     (tmp_path / "repo" / "sleeper" / "1").mkdir(parents=True)
     (tmp_path / "repo" / "sleeper" / "config.pbtxt").write_text(configs.to_pbtxt(sleeper_config()))
     (tmp_path / "repo" / "sleeper" / "1" / "model.py").write_text(SLEEPER_PY)
+    stubs = layout.python_instances(tmp_path / "repo" / "sleeper" / "config.pbtxt")
+    (tmp_path / "repo" / health.MARKER).write_text(json.dumps({"python_stub_processes": stubs}))
     server = PlainServer(tmp_path / "repo", free_port(), free_port(), free_port(), log_path=tmp_path / "triton.log")
     with server:
         yield server
@@ -120,6 +123,9 @@ def test_a_killed_step_process_fails_its_requests_but_the_server_stays_ready(sle
     assert sleeper.process is not None
     stubs = [pid for pid, command in descendants(sleeper.process.pid).items() if "python_backend_stub" in command]
     assert len(stubs) == 1
+    live = ["--repository", str(sleeper.repository), "--pid", str(sleeper.process.pid)]
+    live += ["--http-port", str(sleeper.http_port)]
+    assert health.main(live) == 0
     os.kill(stubs[0], signal.SIGKILL)
     time.sleep(1.0)
     results: list = []
@@ -130,10 +136,13 @@ def test_a_killed_step_process_fails_its_requests_but_the_server_stays_ready(sle
     # as the server's fault (retryable, e.g. on another replica), never the request's.
     assert all(r[0] == "overloaded" and r[1] < 3.0 for r in results), results
     assert any("Stub process 'sleeper_0_0' is not healthy" in r[2] for r in results), results
-    # ...while every health endpoint still says 200: the chart's probes cannot see it (the launcher's StepWatch does).
+    # ...while every health endpoint still says 200: Triton's own probes cannot see it. The launcher's
+    # StepWatch does, and so does the chart's liveness check (model_repository/health.py).
     for path in ("/v2/health/live", "/v2/health/ready", "/v2/models/sleeper/ready"):
         with urllib.request.urlopen(f"http://{sleeper.http_url}{path}", timeout=5) as response:
             assert response.status == 200, path
+    assert health.main(live) == 1
+    assert "1 of 1 Python step processes died" in (health.problem(sleeper.repository, sleeper.process.pid) or "")
 
 
 class FakeTriton:

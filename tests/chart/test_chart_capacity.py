@@ -35,10 +35,10 @@ from chart_helpers import (
 
 import catalog
 from model_repository import configs, install
+from model_repository.health import MARKER
 
 RENDER = "render-repository"
 SERVING_COPY = "/repository/models"
-MARKER = ".serving-copy.json"  # model_repository/layout.py writes what it rendered here
 MOUNTED_SOURCES = ("image", "pvc", "nfs")
 
 

@@ -51,14 +51,15 @@ def test_server_flags_default() -> None:
     assert ports == {"http": 8000, "grpc": 8001, "metrics": 8002}
 
 
-def test_probes_use_triton_health_endpoints() -> None:
+def test_probes_use_triton_health_endpoints_and_liveness_counts_the_python_steps() -> None:
     container = server_container(render_case("01-default-gpu-values.yaml"))
-    for probe, path in (
-        ("startupProbe", "/v2/health/ready"),
-        ("readinessProbe", "/v2/health/ready"),
-        ("livenessProbe", "/v2/health/live"),
-    ):
-        assert container[probe]["httpGet"] == {"path": path, "port": "http"}, probe
+    for probe in ("startupProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}, probe
+    command = container["livenessProbe"]["exec"]["command"]
+    assert command[command.index("-m") + 1] == "model_repository.health"
+    assert "--repository=/repository/models" in command and "--http-port=8000" in command
+    assert f"--model-repository={command[-2].split('=', 1)[1]}" in container["args"]
+    assert "PYTHONPATH=/opt/paddleclas" in command  # where the server image carries the project's packages
 
 
 def startup_comment() -> str:

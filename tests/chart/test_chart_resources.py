@@ -172,6 +172,11 @@ def test_helm_test_pod_runs_the_project_client_in_the_server_image(ci_case: str)
     assert not [o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-test")]
 
 
+def test_the_chart_carries_no_project_code() -> None:
+    """The plan builder and the test client come from the server image; the chart holds templates and data."""
+    assert sorted(path.name for path in CHART_DIR.rglob("*.py")) == []
+
+
 def test_helm_test_names_models_when_asked() -> None:
     pod = one(render_case("08-everything-on-values.yaml"), "Pod")
     assert "--model=nextvit_small_224" in pod["spec"]["containers"][0]["args"]

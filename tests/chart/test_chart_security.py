@@ -96,9 +96,11 @@ def test_grpc_only_turns_http_off_everywhere_and_probes_over_grpc() -> None:
     assert not [a for a in server["args"] if a.startswith(("--http-port", "--http-restricted-api"))]
     assert f"--grpc-restricted-protocol={RESTRICTED}:admin-key={KEY_REF}" in server["args"]
     assert {p["name"] for p in server["ports"]} == {"grpc", "metrics"}
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+    for probe in ("startupProbe", "readinessProbe"):
         assert server[probe]["grpc"] == {"port": 8001}, probe
         assert "httpGet" not in server[probe]
+    # Liveness counts the Python step processes (model_repository/health.py); no HTTP endpoint to ask.
+    assert not [a for a in server["livenessProbe"]["exec"]["command"] if a.startswith("--http-port")]
     service = one(objects, "Service")
     assert {p["name"] for p in service["spec"]["ports"]} == {"grpc", "metrics"}
     policy = one(objects, "NetworkPolicy")

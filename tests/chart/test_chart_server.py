@@ -1,4 +1,4 @@
-"""The chart against the real tritonserver 2.51.0: flags, metric names, and the helm test script.
+"""The chart against the real tritonserver 2.51.0: flags, metric names, and the helm test's command.
 
 These need the server binary (and, through the ``triton_server`` fixture, an exported repository),
 so they carry the ``server`` marker.
@@ -22,13 +22,16 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-from chart_helpers import CHART_DIR, HELM_DIR, render_case, server_container
+from chart_helpers import CHART_DIR, HELM_DIR, image_code_tree, one, render_case, server_container
 
+import catalog
 from model_repository.server import TritonServer, free_port, server_binary
+from tests.conftest import SERVED_MODELS
 
 DASHBOARD = CHART_DIR / "files" / "grafana-dashboard.json"
 ADAPTER_VALUES = HELM_DIR / "monitoring" / "prometheus-adapter-values.yaml"
-CHECK_SCRIPT = CHART_DIR / "files" / "check_inference.py"
+# Ensembles taking encoded images that the session server serves: what the smoke test finds on its own.
+SMOKED = [catalog.get(name).triton_name for name in SERVED_MODELS]
 # Reported only where NVML sees a GPU; this machine has none.
 GPU_ONLY = {"nv_gpu_utilization", "nv_gpu_memory_used_bytes", "nv_gpu_memory_total_bytes"}
 PROMQL_FUNCTIONS = {"sum", "max", "rate", "clamp_min", "label_values"}
@@ -126,28 +129,28 @@ def test_every_dashboard_and_adapter_metric_is_exposed(triton_server: Any) -> No
 
 
 @pytest.mark.server
-def test_helm_test_script_passes_against_the_real_server(triton_server: Any) -> None:
+def test_helm_test_pod_command_passes_against_the_real_server(triton_server: Any, tmp_path: Path) -> None:
+    """The rendered helm test command, run with the code the server image carries and the env the pod sets."""
+    (container,) = one(render_case("01-default-gpu-values.yaml"), "Pod")["spec"]["containers"]
+    url = next(a for a in container["args"] if a.startswith("--url=")).removeprefix("--url=")
     command = [
-        sys.executable,
-        str(CHECK_SCRIPT),
-        f"--url={triton_server.grpc_url}",
-        "--ready-timeout=30",
-        "--admin-key-env=TRITON_ADMIN_KEY",
+        sys.executable if word == "python3" else word.replace(url, triton_server.grpc_url)
+        for word in container["command"] + container["args"]
     ]
-    # The launcher may restrict the repository index too: hand the script its key the way the chart does.
-    env = {**os.environ, "TRITON_ADMIN_KEY": str(getattr(triton_server, "admin_key", "") or "")}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    command.append("--ready-timeout=30")
+    code = image_code_tree(tmp_path / "opt-paddleclas")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env |= {e["name"]: e["value"].replace("/opt/paddleclas", str(code)) for e in container["env"]}
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=cwd)
     print(result.stdout)
     assert result.returncode == 0, result.stdout + result.stderr
     for model in triton_server.served_models:
-        assert f"ok {model}:" in result.stdout
+        assert (f"ok {model}:" in result.stdout) == (model in SMOKED), model
     # And it can fail: a top-k the server does not return is reported.
     wrong = subprocess.run(
-        [*command, "--top-k=3", f"--model={triton_server.served_models[0]}"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
+        [*command, "--top-k=3", f"--model={SMOKED[0]}"], capture_output=True, text=True, timeout=300, env=env, cwd=cwd
     )
     assert wrong.returncode == 1 and "expected 3 of each" in wrong.stdout
 
