@@ -39,6 +39,7 @@ import numpy as np
 
 import catalog
 from client.classify import failure_kind
+from docs import blocks
 from model_repository import configs, install, procfs
 from model_repository.configs import IMAGE_INPUT, TOP_K_OUTPUTS
 from model_repository.server import TritonServer, free_port
@@ -165,7 +166,10 @@ async def _one(client, grpcclient, model: str, size, data: bytes, deadline: floa
     sent = time.monotonic()
     try:
         outputs = [grpcclient.InferRequestedOutput(name) for name in TOP_K_OUTPUTS]
-        await client.infer(model, [_request(grpcclient, data)], outputs=outputs, client_timeout=deadline)
+        # As client/classify.py does: the deadline also travels as the request's queue timeout.
+        await client.infer(
+            model, [_request(grpcclient, data)], outputs=outputs, client_timeout=deadline, timeout=int(deadline * 1e6)
+        )
         kind, message = "ok", ""
     except Exception as err:  # every failure is a row, named by its cause
         kind, message = failure_kind(err), str(err)[:200]
@@ -645,7 +649,7 @@ def plot_overload(result: dict, path: Path) -> Path | None:
 
 
 def markdown(name: str, result: dict, command: str) -> list[str]:
-    lines = [f"## {name}", "", f"`{command}` ({result['finished_at']}, {result['machine']})", ""]
+    lines = [f"`{command}` ({result['finished_at']}, {result['machine']})", ""]
     if name == "overload":
         cap = result["capacity"]
         lines += [
@@ -693,22 +697,15 @@ def _causes(causes: dict) -> str:
 
 
 def publish(out: Path) -> Path:
-    lines = [
-        "# Reliability drills",
-        "",
-        "Measured by `make drills` (`python -m perf.drills`) against the real tritonserver 2.51.0 on loopback; "
-        "each section names the command and machine that gave its figures. Raw data: build/perf/drills/.",
-        "",
-    ]
+    """Each drill's figures into its block of docs/reliability.md (the text around them is written by hand)."""
     for name in DRILLS:
         path = out / f"{name}.json"
         if path.is_file():
             result = json.loads(path.read_text())
-            lines += markdown(name, result, result["command"])
+            blocks.update(DOC, f"drill-{name}", "\n".join(markdown(name, result, result["command"])))
     if (out / "overload.png").is_file():
         (DOC.parent / "img").mkdir(exist_ok=True)
         (DOC.parent / "img" / "reliability_overload.png").write_bytes((out / "overload.png").read_bytes())
-    DOC.write_text("\n".join(lines))
     return DOC
 
 

@@ -127,7 +127,9 @@ class TritonGrpcUser(User):
     def _classify(self, photo: bytes) -> int:
         tensor = grpcclient.InferInput(IMAGE_INPUT, [1, 1], "BYTES")
         tensor.set_data_from_numpy(np.array([[photo]], dtype=object))
-        result = self.client.infer(self.model, [tensor], outputs=self.outputs, client_timeout=self.timeout)
+        result = self.client.infer(
+            self.model, [tensor], outputs=self.outputs, client_timeout=self.timeout, timeout=int(self.timeout * 1e6)
+        )
         labels = result.as_numpy("LABELS")
         if labels is None or labels.shape != (1, TOP_K):
             raise AnswerError(f"expected LABELS of shape (1, {TOP_K}), got {None if labels is None else labels.shape}")
