@@ -99,16 +99,20 @@ def _ms(work, data: bytes) -> float:
 
 
 def time_interleaved(exact: Preprocessor, fast: Preprocessor, images: list[TestImage], repeats: int) -> dict:
-    """Per photo: median ms of exact and of fast, measured alternately so load spikes hit both alike."""
-    per_photo = {"exact": [], "fast": []}
+    """Per photo: the median and the fastest ms of exact and of fast, measured alternately so load hits both alike.
+
+    The fastest run is the cost when no other job got in the way: on a shared machine the fairer figure.
+    """
+    per_photo: dict[str, list[float]] = {"exact": [], "fast": [], "exact_best": [], "fast_best": []}
     for image in images:
         exact.crop_encoded(image.data), fast.crop_encoded(image.data)  # warm-up
-        times = {"exact": [], "fast": []}
+        times: dict[str, list[float]] = {"exact": [], "fast": []}
         for _ in range(repeats):
             times["exact"].append(_ms(exact.crop_encoded, image.data))
             times["fast"].append(_ms(fast.crop_encoded, image.data))
-        for mode in times:
-            per_photo[mode].append(statistics.median(times[mode]))
+        for mode, values in times.items():
+            per_photo[mode].append(statistics.median(values))
+            per_photo[f"{mode}_best"].append(min(values))
     return per_photo
 
 
@@ -165,6 +169,8 @@ def measure(repository: Path, repeats: int) -> list[dict]:
                     "exact_ms_range": [min(times["exact"]), max(times["exact"])],
                     "fast_ms": statistics.median(times["fast"]),
                     "fast_ms_range": [min(times["fast"]), max(times["fast"])],
+                    "exact_best_ms": statistics.median(times["exact_best"]),
+                    "fast_best_ms": statistics.median(times["fast_best"]),
                     "mean_diff": float(diff.mean()),
                     "max_diff": int(diff.max()),
                     **agreement(session, exact_crops, fast_crops),
@@ -184,8 +190,9 @@ def cores_per_gpu(row: dict, ms: float) -> str:
 
 def table(rows: list[dict], facts: dict, load: tuple, repeats: int) -> str:
     lines = [
-        "| model (resize) | JPEG | DCT scale | JPEG / crop KB | exact ms | fast ms | speed-up | client-side: "
-        "server ms | crop diff mean / max | top-1 / top-5 agree | max dp | cores per H100: exact | fast |",
+        "| model (resize) | JPEG | DCT scale | JPEG / crop KB | exact ms | fast ms | speed-up (fastest runs) "
+        "| client-side: server ms | crop diff mean / max | top-1 / top-5 agree | max dp "
+        "| cores per H100: exact | fast |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
@@ -195,7 +202,8 @@ def table(rows: list[dict], facts: dict, load: tuple, repeats: int) -> str:
             f"| {row['jpeg_kb']:.0f} / {row['crop_kb']:.0f} "
             f"| {row['exact_ms']:.1f} ({row['exact_ms_range'][0]:.1f}-{row['exact_ms_range'][1]:.1f}) "
             f"| {row['fast_ms']:.1f} ({row['fast_ms_range'][0]:.1f}-{row['fast_ms_range'][1]:.1f}) "
-            f"| {row['exact_ms'] / row['fast_ms']:.2f}x | 0 (client: {row['exact_ms']:.1f}) "
+            f"| {row['exact_ms'] / row['fast_ms']:.2f}x ({row['exact_best_ms'] / row['fast_best_ms']:.2f}x) "
+            f"| 0 (client: {row['exact_ms']:.1f}) "
             f"| {row['mean_diff']:.2f} / {row['max_diff']} | {row['top1']:.0%} / {row['top5']:.0%} "
             f"| {row['max_dp']:.1e} | {cores_per_gpu(row, row['exact_ms'])} | {cores_per_gpu(row, row['fast_ms'])} |"
         )
@@ -204,7 +212,9 @@ def table(rows: list[dict], facts: dict, load: tuple, repeats: int) -> str:
         "",
         f"Milliseconds per image on one core (decode, resize, crop: the served step's work; one OpenCV thread): "
         f"median over the {rows[0]['images']} photographs of each photo's median of {repeats} runs, exact and fast "
-        "timed alternately; in brackets the fastest and slowest photo. Crop difference in levels (0-255) over "
+        "timed alternately; in brackets the fastest and slowest photo. Speed-up: exact / fast of those medians, and "
+        "in brackets of each photo's fastest run (the cost without other jobs in the way). Crop difference in "
+        "levels (0-255) over "
         f"every pixel of the {rows[0]['images']} crops; agreement and max dp through the exported network "
         "(seeded random weights) on the same crops. Cores per H100 = published TensorRT FP16 images/s "
         f"(NextViT_small_224 {H100_IMAGES_PER_S['NextViT_small_224'][0]:,}-"

@@ -78,12 +78,12 @@ def sleeper(tmp_path: Path):
         yield server
 
 
-def call(server: TritonServer, ms: int, results: list, timeout_s: float = 20.0) -> None:
+def call(server: TritonServer, ms: int, results: list, timeout_s: float = 20.0, model: str = "sleeper") -> None:
     tensor = grpcclient.InferInput("MS", [1, 1], "INT32")
     tensor.set_data_from_numpy(np.array([[ms]], dtype=np.int32))
     start = time.monotonic()
     try:
-        grpcclient.InferenceServerClient(server.grpc_url).infer("sleeper", [tensor], client_timeout=timeout_s)
+        grpcclient.InferenceServerClient(server.grpc_url).infer(model, [tensor], client_timeout=timeout_s)
         results.append(("ok", time.monotonic() - start, ""))
     except InferenceServerException as err:
         results.append((classify.failure_kind(err), time.monotonic() - start, err.message()))
@@ -231,3 +231,84 @@ def test_preprocess_processes_yield_contended_cores_to_the_network_and_the_serve
     for stub in others:  # networks and top-k: the work nearest an answer keeps the normal priority
         assert thread_niceness(stub.pid) == {0}, stub.command
     assert thread_niceness(triton_server.process.pid) == {0}
+
+
+PATIENT_TIMEOUT_US = 30_000_000  # a queue that would hold a request far past any client's patience
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory):
+    """`patient` (the sleeper with a 30 s queue timeout) alone and behind a one-step ensemble, `chain`."""
+    repo = tmp_path_factory.mktemp("chain") / "repo"
+    config = sleeper_config() | {"name": "patient"}
+    config["dynamic_batching"] = {
+        "default_queue_policy": configs.queue_policy("preprocess", PATIENT_TIMEOUT_US) | {"max_queue_size": 8}
+    }
+    ensemble = {
+        "name": "chain",
+        "platform": "ensemble",
+        "max_batch_size": 1,
+        "input": config["input"],
+        "output": config["output"],
+        "ensemble_scheduling": {
+            "step": [
+                {"model_name": "patient", "model_version": -1, "input_map": {"MS": "MS"}, "output_map": {"OUT": "OUT"}}
+            ]
+        },
+    }
+    for name, text in (("patient", configs.to_pbtxt(config)), ("chain", configs.to_pbtxt(ensemble))):
+        (repo / name / "1").mkdir(parents=True)
+        (repo / name / "config.pbtxt").write_text(text)
+    (repo / "patient" / "1" / "model.py").write_text(SLEEPER_PY)
+    server = PlainServer(repo, free_port(), free_port(), free_port(), log_path=repo.parent / "triton.log")
+    with server:
+        yield server
+
+
+def executions(server: TritonServer, model: str) -> int:
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    stats = client.get_inference_statistics(model, headers=server.admin_headers("grpc"), as_json=True)
+    return int(stats["model_stats"][0].get("execution_count", 0))
+
+
+def abandon_behind_a_busy_step(server: TritonServer, model: str, timeout_us: int | None) -> int:
+    """How many executions of `patient` one request abandoned after 0.3 s (queued behind 1.5 s of work) cost."""
+    before, busy = executions(server, "patient"), []
+    thread = threading.Thread(target=lambda: call(server, 1500, busy, model="patient"))
+    thread.start()
+    time.sleep(0.2)
+    tensor = grpcclient.InferInput("MS", [1, 1], "INT32")
+    tensor.set_data_from_numpy(np.array([[10]], dtype=np.int32))
+    with pytest.raises(InferenceServerException, match="Deadline"):
+        grpcclient.InferenceServerClient(server.grpc_url).infer(model, [tensor], client_timeout=0.3, timeout=timeout_us)
+    thread.join()
+    assert busy[0][0] == "ok", busy
+    time.sleep(1.0)  # the abandoned request, if it still runs, has finished by now
+    return executions(server, "patient") - before - 1
+
+
+@pytest.mark.server
+def test_an_abandoned_request_is_dropped_only_if_its_deadline_travels_with_it_through_an_ensemble(chain) -> None:
+    # Measured on 2.51: gRPC cancellation drops an abandoned request from a model's own queue...
+    assert abandon_behind_a_busy_step(chain, "patient", None) == 0
+    # ...but not from the queues of an ensemble's steps: the step computes an answer nobody waits for.
+    assert abandon_behind_a_busy_step(chain, "chain", None) == 1
+    # The request's timeout does reach the steps: sent with the deadline (as client/classify.py, the
+    # Locust user and the drills do), the step's queue refuses it unexecuted.
+    assert abandon_behind_a_busy_step(chain, "chain", 300_000) == 0
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_the_client_sends_its_deadline_as_the_request_timeout(monkeypatch: pytest.MonkeyPatch, protocol) -> None:
+    classifier = classify.Classifier("127.0.0.1:1", "m", protocol=protocol, deadline_s=2.5)
+    seen: dict = {}
+
+    class Recorder:
+        def infer(self, model, inputs, **kwargs):
+            seen.update(kwargs)
+
+    monkeypatch.setattr(classifier, "_client", Recorder)
+    classifier._infer_once("m", object(), [])
+    assert seen["timeout"] == 2_500_000  # microseconds, what a step's queue compares with
+    if protocol == "grpc":
+        assert seen["client_timeout"] == 2.5

@@ -165,6 +165,9 @@ cores (model_repository/layout.py), every other file a link into the installed r
     {{- if eq .Values.mode "gpu" }}
     - --network-gpu-instances={{ $capacity.networkGpuInstances | int }}
     {{- end }}
+    {{- if .Values.responseCache.enabled }}
+    - --response-cache
+    {{- end }}
     {{- if .Values.preprocessing.fastDecode }}
     - --fast-decode
     {{- end }}
@@ -268,4 +271,43 @@ each network pointed at its plan.
     {{- with include "paddleclas-triton.modelsMount" . | trim }}
     {{- . | nindent 4 }}
     {{- end }}
+{{- end }}
+
+{{/*
+Tracing and response-cache flags of tritonserver (docs/operations.md), in the form the launcher's
+model_repository/server.py trace_flags and cache_flags write (a chart test compares them). Nothing
+when both are off. The response cache needs the serving copy, where render-repository enables
+response_cache on the ensembles.
+*/}}
+{{- define "paddleclas-triton.operationArgs" -}}
+{{- $tracing := .Values.tracing }}
+{{- if $tracing.mode }}
+- --trace-config=mode={{ $tracing.mode }}
+- --trace-config=level=TIMESTAMPS
+- --trace-config=rate={{ $tracing.rate | int }}
+- --trace-config=count={{ $tracing.count | int }}
+{{- if eq $tracing.mode "triton" }}
+- --trace-config=triton,file=/tmp/trace.json
+- --trace-config=triton,log-frequency={{ $tracing.logFrequency | int }}
+{{- else }}
+{{- $models := list }}
+{{- range .Values.models }}
+{{- $models = append $models (lower .) }}
+{{- end }}
+{{- $models = $models | default (list "all") }}
+{{- $tag := .Values.image.tag | default .Chart.AppVersion | toString }}
+{{- $defaults := dict "service.name" (include "paddleclas-triton.fullname" .) "service.namespace" .Release.Namespace "service.version" $tag "helm.release" .Release.Name "paddleclas.models" (join "," $models) }}
+{{- $resource := merge (deepCopy ($tracing.resource | default dict)) $defaults }}
+- --trace-config=opentelemetry,url={{ $tracing.otlpUrl }}
+{{- range $key := keys $resource | sortAlpha }}
+- {{ printf "--trace-config=opentelemetry,resource=%s=%s" $key (get $resource $key) | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if .Values.responseCache.enabled }}
+{{- if not (include "paddleclas-triton.rendered" .) }}
+{{- fail "responseCache.enabled needs a mounted repository (modelRepository.source image, pvc or nfs): render-repository turns response_cache on in the ensembles' configs; with objectStorage set response_cache { enable: true } in the uploaded ensembles and pass --cache-config in server.extraArgs" }}
+{{- end }}
+- --cache-config=local,size={{ mul .Values.responseCache.sizeMiB 1048576 }}
+{{- end }}
 {{- end }}
