@@ -107,6 +107,27 @@ load: setup ## benchmark: Locust step load over gRPC, headless; CSV stats, failu
 	$(PY) -m perf load --model $(MODEL) --repository $(REPOSITORY) --out $(PERF_DIR)/load \
 		--step-users $(LOAD_STEP_USERS) --step-seconds $(LOAD_STEP_SECONDS) --steps $(LOAD_STEPS) $(PERF_SERVER)
 
+# Operations (issue 15, docs/operations.md): Triton Model Analyzer in its own environment, the response cache benchmark
+MA_VENV := $(VENV)/model-analyzer
+MA_STAMP := $(MA_VENV)/.installed
+ANALYZE_DIR ?= build/analyze
+LATENCY_BUDGET_MS ?= 500
+ANALYZE_ARGS ?=
+.PHONY: analyze bench-cache
+
+$(MA_STAMP): requirements/model-analyzer.txt
+	@test -x $(MA_VENV)/bin/python || $(PYTHON) -m venv $(MA_VENV)
+	$(MA_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(MA_VENV)/bin/python -m pip install --quiet -r requirements/model-analyzer.txt
+	@touch $@
+
+analyze: setup $(MA_STAMP) ## Model Analyzer on MODEL, local CPU (quick search of the ensemble, network sweep; URL=host:8001 remote); build/analyze
+	$(PY) -m perf.analyze --model $(MODEL) --repository $(REPOSITORY) --out $(ANALYZE_DIR) \
+		--latency-budget-ms $(LATENCY_BUDGET_MS) $(PERF_SERVER) $(ANALYZE_ARGS)
+
+bench-cache: setup ## benchmark: response cache hit vs miss latency and memory per cached answer on a local server; build/perf/cache
+	$(PY) -m perf.cache_bench --model $(MODEL) --repository $(REPOSITORY) --out $(PERF_DIR)/cache
+
 # Generated docs (docs/blocks.py): the blocks made from committed files; benchmark blocks come from their targets
 .PHONY: docs
 docs: setup ## rewrite the generated blocks made from committed files (helm values table, catalog table)

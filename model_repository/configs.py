@@ -226,11 +226,16 @@ QUEUE_TIMEOUT_FLOOR_US = 200_000
 # Requests (1-8 images each) that may wait per instance of a step. Measured step costs
 # (docs/capacity.md, docs/performance.md, 2 cores):
 # - preprocess: 1.4 ms (ViT 500x375, served) to 4 ms (NextViT 500x375) per small photo, 7-23 ms per
-#   1920x1080, 36-100 ms per 4000x3000 camera photo. 8 queued requests are 11-180 ms of work for
-#   single photos, 6.4 s for 8 camera photos each. One execution takes up to 8 images, so a full
-#   batch of camera photos runs 0.8 s: PREPROCESS_TIMEOUT_US lets a request wait behind one such
-#   batch (a 200 ms timeout shed requests below capacity in the drill with mixed sizes).
-#   8 requests of 8 camera JPEGs (1.3 MB) hold 83 MB of encoded bytes per instance.
+#   1920x1080, 36-100 ms per 4000x3000 camera photo, and several times that on cores the network
+#   holds (the preprocess processes yield them: PREPROCESS_NICENESS). One request waits per
+#   instance: an admitted request starts after at most one execution (up to 8 images: 0.8 s of
+#   camera photos), and the rest is refused at the door, before any decode. With 8 per instance
+#   the queue itself outlived the deadline: in the overload drill at 10x, requests that waited
+#   there 1-2 s reached the network too late, and goodput fell to 2 % of its value at capacity (1
+#   per instance: 94 %, same run conditions). A full queue at capacity costs some refusals of
+#   bursts (13-15 % at 1x in that drill); batch traffic with loose deadlines may want more.
+#   PREPROCESS_TIMEOUT_US lets a request wait behind one execution of camera photos (a 200 ms
+#   timeout shed requests below capacity). 8 camera JPEGs (1.3 MB) are 10 MB of encoded bytes.
 # - networks: the queue holds what the network runs within NETWORK_QUEUE_BUDGET_MS at its cost per
 #   image, after the running batch: a request the queue admitted starts within half the 2 s an
 #   interactive client waits, leaving the rest for its preprocessing and transfer. The timeout only
@@ -246,7 +251,7 @@ QUEUE_TIMEOUT_FLOOR_US = 200_000
 # - postprocess: microseconds per image; its bound only catches a runaway, so it shares the
 #   preprocess timeout (a 200 ms one could expire while the preprocess processes hold every core).
 PREPROCESS_TIMEOUT_US = 1_000_000  # one full batch of 8 camera photos (8 x 100 ms) plus margin
-QUEUE_PER_INSTANCE: dict[str, int] = {"preprocess": 8, "pixels_preprocess": 8, "postprocess": 64}
+QUEUE_PER_INSTANCE: dict[str, int] = {"preprocess": 1, "pixels_preprocess": 1, "postprocess": 64}
 GPU_NETWORK_QUEUE_PER_INSTANCE = 256
 NETWORK_QUEUE_BUDGET_MS = 1000
 # Portable network cost per image on the 2-core reference machine: 80 ms for NextViT_small_224

@@ -82,6 +82,11 @@ def server_binary() -> Path:
     return _pytriton_dir() / "bin" / "tritonserver"
 
 
+def cache_directory() -> Path:
+    """The wheel's cache implementations (local/libtritoncache_local.so); the NGC image has them at the default."""
+    return _pytriton_dir() / "caches"
+
+
 def backend_directory() -> Path:
     """build/triton_backends/python: the wheel's Python backend plus the stub for this Python."""
     source = _pytriton_dir()
@@ -356,7 +361,7 @@ class TritonServer:
 
     def _operation_flags(self) -> list[str]:
         """Tracing and response-cache flags; none unless asked for."""
-        flags = cache_flags(self.response_cache_bytes, _pytriton_dir() / "caches")
+        flags = cache_flags(self.response_cache_bytes, cache_directory())
         if self.tracing is not None:
             tracing = self.tracing
             if tracing.mode == "triton" and tracing.file is None:

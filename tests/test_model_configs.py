@@ -274,6 +274,7 @@ def test_portable_network_queues_hold_a_second_of_work_and_timeouts_let_them_dra
     assert 0.5e6 <= configs.network_timeout_us(vit, gpu=True) <= 0.6e6
     layout = configs.Layout(preprocess_instances=3)
     assert (
-        configs.preprocess_config(nextvit, layout)["dynamic_batching"]["default_queue_policy"]["max_queue_size"] == 24
+        configs.preprocess_config(nextvit, layout)["dynamic_batching"]["default_queue_policy"]["max_queue_size"]
+        == 3  # one request per instance
     )
     assert configs.max_queue_size("network", 2, gpu=True) == 2 * configs.GPU_NETWORK_QUEUE_PER_INSTANCE
