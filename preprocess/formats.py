@@ -41,8 +41,11 @@ def _jpeg_truncation(data: bytes) -> str | None:
     # libjpeg "succeeds" on a cut file and fills the rest with grey, so OpenCV cannot tell us.
     # Entropy-coded data escapes every 0xFF, so the last SOS marker starts the final scan, and an
     # intact file has an EOI marker after it (bytes after EOI, as some cameras append, are fine).
-    last_scan = data.rfind(b"\xff\xda")
-    if last_scan != -1 and data.find(b"\xff\xd9", last_scan) == -1:
+    # Searched from the end for the last EOI, then for a scan after it: the same answer as looking
+    # for an EOI after the last SOS, but the EOI sits near the end, where the search starts (the
+    # backward search for SOS crossed the whole file: 2 ms of a 12-megapixel photo's ~30 ms).
+    last_end = data.rfind(b"\xff\xd9")
+    if data.find(b"\xff\xda", max(last_end, 0)) != -1:
         return "truncated JPEG (no end-of-image marker after the last scan)"
     return None
 
