@@ -40,7 +40,7 @@ import numpy as np
 import catalog
 from client.classify import failure_kind
 from docs import blocks
-from model_repository import configs, install, procfs
+from model_repository import configs, health, install, procfs
 from model_repository.configs import IMAGE_INPUT, TOP_K_OUTPUTS
 from model_repository.server import TritonServer, free_port
 from perf import machine
@@ -102,6 +102,14 @@ class Launcher:
 
     def rss_mb(self) -> float:
         return sum(p.resident_kib for p in procfs.descendants(self.process.pid)) / 1024
+
+    def tritonserver(self) -> tuple[int, Path]:
+        """tritonserver's pid and the serving copy it reads (from its command line)."""
+        for process in procfs.descendants(self.process.pid):
+            if process.command.split(" ", 1)[0].endswith("/tritonserver"):
+                flag = next(a for a in process.command.split() if a.startswith("--model-repository="))
+                return process.pid, Path(flag.split("=", 1)[1])
+        raise RuntimeError("no tritonserver below the launcher")
 
     def stubs(self, name: str = "") -> list[int]:
         return [p.pid for p in procfs.python_stubs(self.process.pid) if name in p.command]
@@ -463,9 +471,15 @@ def kill_step(args, pool, progress) -> dict:
 
         def kill_later() -> None:
             time.sleep(max(3.0, 10 * args.scale))
+            pid, copy = server.tritonserver()
+            box["live_check_before"] = health.problem(copy, pid, server.http)
             pids = server.stubs(network)
             box["killed"], box["at"] = pids[0], time.monotonic() - t0
             os.kill(pids[0], signal.SIGKILL)
+            while (found := health.problem(copy, pid, server.http)) is None and time.monotonic() - t0 < box["at"] + 30:
+                time.sleep(0.1)
+            box["live_check_failed_after_s"] = round(time.monotonic() - t0 - box["at"], 2)
+            box["live_check_says"] = found
 
         killer = threading.Thread(target=kill_later)
         killer.start()
@@ -500,6 +514,10 @@ def kill_step(args, pool, progress) -> dict:
         "ready_codes_after": dict(Counter(ready for t, _, ready, _ in samples if t >= at)),
         "live_codes_after": dict(Counter(live for t, _, _, live in samples if t >= at)),
         "network_stubs_after": len(stubs_after),
+        # The chart's liveness check (model_repository/health.py) on the same server: passes before, fails after.
+        "chart_liveness_before": box["live_check_before"] or "live",
+        "chart_liveness_failed_after_s": box["live_check_failed_after_s"],
+        "chart_liveness_says": box["live_check_says"],
     }
     progress(f"  {result}")
     return result
