@@ -18,7 +18,7 @@ MODELS ?=
 CORES ?= auto
 
 .DEFAULT_GOAL := help
-.PHONY: help setup export serve demo classify test test-all lint remove clean
+.PHONY: help setup export serve demo classify test test-unit test-all lint remove clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -50,6 +50,9 @@ classify: setup ## classify IMAGES (files or folders) with a running server: mak
 
 test: setup ## the test suite CI runs (real tritonserver, real paddle2onnx; skips `slow`)
 	$(PY) -m pytest -m "not slow" -q
+
+test-unit: setup ## every test that needs neither a server nor an export (tests/unit, chart, unit parts), on all cores
+	$(PY) -m pytest -m "not server and not export and not slow" -q -n auto
 
 test-all: setup ## every test, including all 19 catalog models
 	$(PY) -m pytest -q

@@ -42,7 +42,7 @@ MAX_BATCH_SIZE = 8  # the ensemble's max_batch_size (wire contract)
 CROP_SUFFIX = "_crop"  # model_repository/configs.py crop_ensemble_name: the client-side crops entry point
 OUTPUTS = ("LABELS", "SCORES", "CLASS_IDS")
 # The rest of the wire contract this client relies on (README "Wire contract"). Kept here so the
-# client needs no server-side package; tests/test_wire_contract.py ties every value to configs.py.
+# client needs no server-side package; tests/unit/test_wire_contract.py ties every value to configs.py.
 IMAGE_INPUT = "IMAGE"
 PIXELS_INPUT = "PIXELS"
 CROPS_INPUT = "CROPS"

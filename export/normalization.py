@@ -12,7 +12,7 @@ every model that crops the same way whatever its mean and std.
 The nodes repeat numpy's float32 order of operations in preprocess.normalize, one operation each:
 Cast to float32, Mul by float32(1/255), Sub mean, Div std (both float32 [1, 1, 1, 3]), then Transpose
 to N x 3 x S x S. Each is an exactly rounded IEEE float32 operation, so ONNX Runtime gives the same
-numbers as PaddleClas (tests/test_export_normalization.py measures it). Mean and std are read from the
+numbers as PaddleClas (tests/unit/test_export_normalization.py measures it). Mean and std are read from the
 catalog entry, never restated.
 
 `prepend` puts the nodes in front of a network whose input is configs.NORMALIZED_IMAGE (after

@@ -17,14 +17,27 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from catalog import ModelEntry
 from model_repository import install
 from model_repository.configs import Variant
 
+if TYPE_CHECKING:  # fold imports Paddle, which only the export's own steps load
+    from export.fold import FoldReport
+
 SourceKind = Literal["random", "pdparams", "inference"]
-STEPS = 7
+# The numbered lines an export prints ("[NAME 3/7 +12.0s] ..."), in order. Progress checks every
+# step it is told against its place here, so the count can never drift from the code.
+STEPS = (
+    "paddle network",  # built from the catalog with the given weights, or the inference model read
+    "counts",  # parameters and FLOPs as PaddleClas counts them
+    "deployment form",  # NextViT's BatchNorms folded (merge_bn), or nothing to fold
+    "paddle program",  # paddle.jit.save, or the inference program as found
+    "onnx",  # paddle2onnx and onnxsim
+    "parity",  # ONNX Runtime against Paddle Inference
+    "install",  # atomic install into the repository
+)
 VERSIONED_PACKAGES = ("paddlepaddle", "paddleclas", "paddle2onnx", "onnx", "onnxsim", "onnxruntime")
 
 
@@ -52,16 +65,20 @@ class Source:
 class Progress:
     """Numbered step lines with elapsed time: exports take from seconds to minutes."""
 
-    def __init__(self, name: str, steps: int) -> None:
+    def __init__(self, name: str, steps: tuple[str, ...] = STEPS) -> None:
         self.name, self.steps, self.done, self.start = name, steps, 0, time.monotonic()
 
     @property
     def elapsed(self) -> float:
         return time.monotonic() - self.start
 
-    def step(self, message: str) -> None:
+    def step(self, step: str, message: str) -> None:
+        """Print `message` as the next step, which must be `step` (a name of STEPS, in order)."""
+        expected = self.steps[self.done] if self.done < len(self.steps) else "nothing"
+        if step != expected:
+            raise RuntimeError(f"export step {step!r} reported where {expected!r} comes (pipeline.STEPS)")
         self.done += 1
-        print(f"[{self.name} {self.done}/{self.steps} +{self.elapsed:5.1f}s] {message}", flush=True)
+        print(f"[{self.name} {self.done}/{len(self.steps)} +{self.elapsed:5.1f}s] {message}", flush=True)
 
 
 def _peak_rss_mb() -> int:
@@ -89,12 +106,21 @@ def _measure_architecture(entry: ModelEntry, backbone: object | None) -> dict[st
     return figures | {"flops_paddleclas": measure.paddleclas_flops(backbone, entry.input_size), "basis": basis}
 
 
-def _paddle_side(entry: ModelEntry, source: Source, work: Path, log: Path, progress: Progress) -> tuple:
-    """Steps 1-4: the Paddle inference program, PaddleClas-style counts, and the merge_bn check (or None)."""
+@dataclass(frozen=True)
+class PaddleSide:
+    """What the Paddle half of an export hands to the conversion."""
+
+    program: Path  # the Paddle inference program paddle2onnx converts
+    measured: dict[str, object]  # PaddleClas-style parameter and FLOP counts
+    folded: FoldReport | None  # merge_bn's check, None when nothing was folded
+
+
+def _paddle_side(entry: ModelEntry, source: Source, work: Path, log: Path, progress: Progress) -> PaddleSide:
+    """Steps "paddle network" to "paddle program": the Paddle program, PaddleClas-style counts, merge_bn's check."""
     from catalog.resolve import photo_batch
     from export import convert, fold, network
 
-    progress.step(f"preparing the Paddle network from {source.describe()}")
+    progress.step("paddle network", f"preparing the Paddle network from {source.describe()}")
     classifier = None
     with convert.output_to(log):
         if source.kind == "inference":
@@ -102,43 +128,46 @@ def _paddle_side(entry: ModelEntry, source: Source, work: Path, log: Path, progr
         else:
             weights = source.path if source.kind == "pdparams" else None
             classifier = network.build(entry, weights=weights, seed=source.seed if weights is None else None)
-    progress.step("counting parameters and FLOPs as PaddleClas does (paddle.flops, batch 1)")
+    progress.step("counts", "counting parameters and FLOPs as PaddleClas does (paddle.flops, batch 1)")
     with convert.output_to(log):
         measured = _measure_architecture(entry, classifier.backbone if classifier else None)
     if classifier is None:
-        progress.step("inference model converted as given (PaddleClas's exporter does not fold BatchNorms)")
-        progress.step(f"using {program.name} as found in {program.parent}")
-        return program, measured, None
+        progress.step(
+            "deployment form", "inference model converted as given (PaddleClas's exporter does not fold BatchNorms)"
+        )
+        progress.step("paddle program", f"using {program.name} as found in {program.parent}")
+        return PaddleSide(program, measured, None)
     folded = None
     if fold.can_fold(classifier):
         with convert.output_to(log):
             folded = fold.fold(classifier, photo_batch(entry))
-        progress.step(folded.summary())
+        progress.step("deployment form", folded.summary())
     else:
-        progress.step(f"no BatchNorm to fold: {entry.family} normalises with LayerNorm")
-    progress.step("saving the Paddle inference model (paddle.jit.save)")
+        progress.step("deployment form", f"no BatchNorm to fold: {entry.family} normalises with LayerNorm")
+    progress.step("paddle program", "saving the Paddle inference model (paddle.jit.save)")
     with convert.output_to(log):
         program = network.save_inference_model(classifier, entry, work / "paddle")
-    return program, measured, folded
+    return PaddleSide(program, measured, folded)
 
 
 def export_model(entry: ModelEntry, source: Source, repository: Path, variant: Variant) -> dict:
     """Export `entry` from `source` into `repository`; returns the export record."""
     from export import convert, parity
 
-    progress = Progress(entry.name, STEPS)
+    progress = Progress(entry.name)
     repository.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".export-", dir=repository.parent) as tmp:
         work = Path(tmp)
         (work / "paddle").mkdir()
         log = work / "export.log"
         try:
-            program, measured, folded = _paddle_side(entry, source, work, log, progress)
-            progress.step(f"converting {program.name} to ONNX (paddle2onnx opset {convert.OPSET}, onnxsim)")
+            paddle_side = _paddle_side(entry, source, work, log, progress)
+            program, measured, folded = paddle_side.program, paddle_side.measured, paddle_side.folded
+            progress.step("onnx", f"converting {program.name} to ONNX (paddle2onnx opset {convert.OPSET}, onnxsim)")
             onnx_path = work / "model.onnx"
             facts = convert.convert(program, entry, onnx_path, log)
             measured["macs_onnx"] = facts.pop("macs")
-            progress.step("checking ONNX Runtime against Paddle Inference on sample photographs")
+            progress.step("parity", "checking ONNX Runtime against Paddle Inference on sample photographs")
             with convert.output_to(log):
                 report = parity.check(entry, program, onnx_path)
             record = {
@@ -155,7 +184,7 @@ def export_model(entry: ModelEntry, source: Source, repository: Path, variant: V
                 "process_peak_rss_mb": _peak_rss_mb(),
             }
             install.install(entry, onnx_path, record, repository, variant)
-            progress.step(f"{report.summary()}; installed {entry.triton_name} ({variant}) into {repository}")
+            progress.step("install", f"{report.summary()}; installed {entry.triton_name} ({variant}) into {repository}")
         except Exception as err:
             with contextlib.suppress(OSError), log.open("a") as sink:
                 traceback.print_exc(file=sink)

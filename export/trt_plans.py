@@ -83,13 +83,6 @@ class Gpu:
         """Cache key part: name and capability, e.g. ``NVIDIA-L4-sm8.9``."""
         return f"{re.sub(r'[^A-Za-z0-9.]+', '-', self.name)}-sm{self.capability}"
 
-    @classmethod
-    def from_key(cls, key: str) -> Gpu:
-        match = re.fullmatch(r"(.+)-sm(\d+\.\d+)", key)
-        if not match:
-            raise PlanError(f"GPU key {key!r} is not NAME-smMAJOR.MINOR")
-        return cls(match.group(1), match.group(2))
-
 
 def tensorrt_version(patterns: tuple[str, ...] = LIBNVINFER_GLOBS) -> str:
     """Full TensorRT version (e.g. ``10.5.0``) read from the libnvinfer file name."""
@@ -418,7 +411,7 @@ def build(
     precision: str,
     workspace_mib: int,
     builder_version: str | None = None,
-    gpu: str | Gpu | None = None,
+    gpu: Gpu | None = None,
 ) -> list[str]:
     """Give every staged ``*_network`` a plan for this GPU as model.plan; returns the models switched."""
     server_version = (repository / VERSION_FILE).read_text(encoding="utf-8").strip()
@@ -429,7 +422,7 @@ def build(
             "image: a plan only loads on the version that built it; pick the TensorRT image of "
             "the server's release (trtPlans.image.tag)"
         )
-    target_gpu = gpu if isinstance(gpu, Gpu) else Gpu.from_key(gpu) if gpu else query_gpu()
+    target_gpu = gpu or query_gpu()
     switched = []
     for model in sorted((repository / MODELS_DIR).glob("*_network")):
         if not (model / "1" / "model.onnx").is_file():

@@ -217,7 +217,7 @@ def pinned_pool_bytes(entries: list[ModelEntry], network_gpu_instances: int) -> 
 # (`max_inflight_requests` arrived in later releases), so the steps' own queues are the only bound,
 # and a request refused by the network has already cost its preprocessing.
 #
-# Measured on 2.51 (tests/test_overload.py; make drills): a queued request whose timeout
+# Measured on 2.51 (tests/server/test_overload.py; make drills): a queued request whose timeout
 # expires while every instance is busy is refused at the batcher's next wake-up, 0.4-0.8 s after the
 # expiry (it wakes about every 500 ms), not only when the running execution ends as public reports
 # for 24.05 say. So the worst wait before a refusal is the timeout + 0.8 s, and timeouts below

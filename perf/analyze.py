@@ -35,6 +35,7 @@ import shlex
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -106,15 +107,27 @@ def analyzer_repository(source: Path, entry: catalog.ModelEntry, target: Path, c
     return summary
 
 
-def common_config(out: Path, study: str, budget_ms: int) -> dict[str, Any]:
-    """Settings both local studies share: the real 2.51 binary on free loopback ports, results under `out/study`."""
+@dataclass(frozen=True)
+class LocalServer:
+    """The tritonserver Model Analyzer starts: the wheel's 2.51 (CPU here), or a GPU image's own binary."""
+
+    path: Path
+    backends: Path
+
+    @classmethod
+    def from_arguments(cls, args: argparse.Namespace) -> LocalServer:
+        return cls(args.triton_server_path or server_binary(), args.backend_directory or backend_directory())
+
+
+def common_config(out: Path, study: str, budget_ms: int, server: LocalServer) -> dict[str, Any]:
+    """Settings both local studies share: the real server on free loopback ports, results under `out/study`."""
     http, grpc, metrics = free_port(), free_port(), free_port()
     return {
         "model_repository": str(out / "repository"),
         "triton_launch_mode": "local",
-        "triton_server_path": str(server_binary()),
+        "triton_server_path": str(server.path),
         "triton_server_flags": {
-            "backend-directory": str(backend_directory()),
+            "backend-directory": str(server.backends),
             "http-address": "127.0.0.1",
             "grpc-address": "127.0.0.1",
             "metrics-address": "127.0.0.1",
@@ -133,18 +146,25 @@ def common_config(out: Path, study: str, budget_ms: int) -> dict[str, Any]:
         "override_output_model_repository": True,
         "export_path": str(out / study / "results"),
         "checkpoint_directory": str(out / study / "checkpoints"),
-        "collect_cpu_metrics": True,
         "skip_detailed_reports": True,
     }
 
 
-def ensemble_study(entry: catalog.ModelEntry, out: Path, cores: int, budget_ms: int) -> dict[str, Any]:
+def on_gpu(repository: Path, model: str) -> bool:
+    config = configs.parse_pbtxt((repository / model / "config.pbtxt").read_text())
+    return any(group.kind == group.KIND_GPU for group in config.instance_group)
+
+
+def ensemble_study(
+    entry: catalog.ModelEntry, out: Path, cores: int, budget_ms: int, server: LocalServer
+) -> dict[str, Any]:
     """Quick search over every composing step's instances and max batch size, concurrency 1-4."""
     steps = [configs.preprocess_name(entry), configs.network_name(entry), configs.postprocess_name()]
-    return common_config(out, "ensemble", budget_ms) | {
+    return common_config(out, "ensemble", budget_ms, server) | {
         "profile_models": [entry.triton_name],
         "run_config_search_mode": "quick",
-        "cpu_only_composing_models": steps,
+        # Steps Model Analyzer must keep on KIND_CPU: the Python steps, and the network unless it runs on a GPU.
+        "cpu_only_composing_models": [step for step in steps if not on_gpu(out / "repository", step)],
         "run_config_search_max_instance_count": cores,
         "run_config_search_min_model_batch_size": 1,
         "run_config_search_max_model_batch_size": configs.MAX_BATCH_SIZE,
@@ -153,20 +173,28 @@ def ensemble_study(entry: catalog.ModelEntry, out: Path, cores: int, budget_ms: 
     }
 
 
-def network_study(entry: catalog.ModelEntry, out: Path, cores: int, budget_ms: int) -> dict[str, Any]:
-    """A manual brute sweep of the portable network: instances x threads x queue delay, max batch 8."""
-    counts = sorted({1, cores})
-    model = {
-        "model_config_parameters": {
-            "max_batch_size": [configs.MAX_BATCH_SIZE],
-            "instance_group": [[{"kind": "KIND_CPU", "count": counts}]],
-            "dynamic_batching": {"max_queue_delay_microseconds": list(NETWORK_QUEUE_DELAYS_US)},
-            "parameters": {"intra_op_threads": {"string_value": [str(n) for n in counts]}},
-        },
-        "parameters": {"concurrency": list(NETWORK_CONCURRENCY), "batch_sizes": [1]},
+def network_study(
+    entry: catalog.ModelEntry, out: Path, cores: int, budget_ms: int, server: LocalServer
+) -> dict[str, Any]:
+    """A manual brute sweep of the network: instances x threads (portable) x queue delay, at its max batch.
+
+    The portable network's ONNX Runtime threads are a model parameter (`intra_op_threads`), which
+    Model Analyzer can sweep only on the model itself, not through the ensemble's quick search.
+    """
+    name = configs.network_name(entry)
+    gpu = on_gpu(out / "repository", name)
+    counts = [1, 2] if gpu else sorted({1, cores})
+    sweep: dict[str, Any] = {
+        "max_batch_size": [configs.GPU_MAX_BATCH_SIZE if gpu else configs.MAX_BATCH_SIZE],
+        "instance_group": [[{"kind": "KIND_GPU" if gpu else "KIND_CPU", "count": counts}]],
+        "dynamic_batching": {"max_queue_delay_microseconds": list(NETWORK_QUEUE_DELAYS_US)},
     }
-    config = common_config(out, "network", budget_ms) | {
-        "profile_models": {configs.network_name(entry): model},
+    if not gpu:
+        sweep["parameters"] = {"intra_op_threads": {"string_value": [str(n) for n in counts]}}
+    concurrency = [1, 16, 64] if gpu else list(NETWORK_CONCURRENCY)
+    model = {"model_config_parameters": sweep, "parameters": {"concurrency": concurrency, "batch_sizes": [1]}}
+    config = common_config(out, "network", budget_ms, server) | {
+        "profile_models": {name: model},
         "run_config_search_disable": True,
     }
     del config["perf_analyzer_flags"]["input-data"]  # random uint8 crops: the network's speed ignores values
@@ -229,12 +257,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latency-budget-ms", type=int, default=500, help="p99 latency budget of a request")
     parser.add_argument("--cores", type=int, default=None, help="cores to size for (default: the usable cores)")
     parser.add_argument("--studies", nargs="+", choices=("ensemble", "network"), default=["ensemble", "network"])
+    parser.add_argument("--triton-server-path", type=Path, help="local mode: tritonserver (default: the wheel's 2.51)")
+    parser.add_argument("--backend-directory", type=Path, help="local mode: its backends (default: the wheel's Python)")
     parser.add_argument("--url", help="remote mode: gRPC host:port of a running deployment (no config search)")
     parser.add_argument("--metrics-url", help="remote mode: its metrics URL (default: the same host, port 8002)")
+    parser.add_argument(
+        "--concurrency", type=int, nargs="+", default=[1, 2, 4, 8], help="remote mode: the concurrencies to measure"
+    )
 
 
-def remote_study(entry: catalog.ModelEntry, out: Path, url: str, metrics_url: str | None, budget_ms: int) -> dict:
-    """The deployed ensemble as it stands, concurrency 1-16, through the admin key for perf_analyzer's statistics."""
+def remote_study(
+    entry: catalog.ModelEntry, out: Path, url: str, metrics_url: str | None, budget_ms: int, concurrency: list[int]
+) -> dict:
+    """The deployed ensemble as it stands at each concurrency; the admin key lets perf_analyzer read statistics."""
     host = url.rsplit(":", 1)[0]
     flags = dict(PERF_ANALYZER_FLAGS, **{"input-data": str(out / "input.json")})
     key = key_from_environment()
@@ -249,7 +284,7 @@ def remote_study(entry: catalog.ModelEntry, out: Path, url: str, metrics_url: st
         "client_protocol": "grpc",
         "reload_model_disable": True,
         "run_config_search_disable": True,
-        "profile_models": {entry.triton_name: {"parameters": {"concurrency": [1, 2, 4, 8, 16]}}},
+        "profile_models": {entry.triton_name: {"parameters": {"concurrency": concurrency}}},
         "perf_analyzer_path": str(analyzer.binary()),
         "perf_analyzer_flags": flags,
         "latency_budget": budget_ms,
@@ -275,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
         env = environment()
         if args.url:
             (out / "remote-repository").mkdir(exist_ok=True)
-            studies = {"remote": remote_study(entry, out, args.url, args.metrics_url, args.latency_budget_ms)}
+            study = remote_study(entry, out, args.url, args.metrics_url, args.latency_budget_ms, args.concurrency)
+            studies = {"remote": study}
             serving = None
         else:
             from perf.serving import ensure_exported
@@ -283,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
             ensure_exported(args.repository, [entry])
             serving = analyzer_repository(args.repository, entry, out / "repository", cores)
             builders = {"ensemble": ensemble_study, "network": network_study}
-            studies = {name: builders[name](entry, out, cores, args.latency_budget_ms) for name in args.studies}
+            server = LocalServer.from_arguments(args)
+            studies = {name: builders[name](entry, out, cores, args.latency_budget_ms, server) for name in args.studies}
         timings = {}
         for name, config in studies.items():
             begin = time.monotonic()
@@ -331,9 +368,68 @@ def summarize(study_dir: Path, seconds: float) -> dict[str, Any]:
     return {"seconds": seconds, "points": points}
 
 
+def best(points: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Model Analyzer's rule: the highest throughput among the points within the latency budget."""
+    within = [p for p in points if p["satisfies"] == "Yes"]
+    return max(within, key=lambda p: p["throughput"]) if within else None
+
+
+def levers_text(levers: dict[str, Any]) -> str:
+    """One cell: `2 inst x 1 thr, batch 8, delay 500 us`, or the steps of an ensemble joined by ' / '."""
+    if "steps" in levers:
+        return " / ".join(f"{name.split('_')[0]}: {levers_text(step)}" for name, step in levers["steps"].items())
+    parts = [f"{levers.get('instances')} inst"]
+    if "threads" in levers:
+        parts[0] += f" x {levers['threads']} thr"
+    parts.append(f"batch {levers.get('max_batch_size')}")
+    if levers.get("queue_delay_us") is not None:
+        parts.append(f"delay {levers['queue_delay_us']} us")
+    return ", ".join(parts)
+
+
+def study_table(study: dict[str, Any]) -> list[str]:
+    lines = [
+        "| config | levers | concurrency | infer/s | p99 ms | within budget |",
+        "|---|---|---|---|---|---|",
+    ]
+    for point in sorted(study["points"], key=lambda p: (p["config"], p["concurrency"])):
+        lines.append(
+            f"| {point['config']} | {levers_text(point['levers'])} | {point['concurrency']} | "
+            f"{point['throughput']:.1f} | {point['p99_ms']:.0f} | {point['satisfies']} |"
+        )
+    return lines
+
+
 def write_report(record: dict[str, Any], path: Path) -> Path:
-    """report.md: placeholder until the tables are settled."""
-    path.write_text("```json\n" + json.dumps(record["studies"], indent=2) + "\n```\n")
+    """report.md: what each study measured, its choice within the budget, and the committed layout beside it."""
+    facts = record["machine_before"]
+    flags = [flag for flag in facts["cpu_flags"] if flag.startswith(("avx", "amx"))]
+    committed = record["committed_layout"]
+    lines = [
+        f"# Model Analyzer: {record['model']}",
+        "",
+        f"`{record['command']}`, started {record['started']}, on {facts['cpu_model']} "
+        f"({facts['usable_cores']} usable cores; {', '.join(flags) or 'no AVX'}), load average "
+        f"{facts['load_average'][0]:.2f} at the start and {record['load_average_after'][0]:.2f} at the end. "
+        f"Latency budget: p99 {record['latency_budget_ms']} ms per request.",
+        "",
+        f"Committed layout for {record['cores']} cores (model_repository/configs.py `Layout.for_cores`): "
+        f"preprocess {committed['preprocess_instances']} instances, network {committed['network_cpu_instances']} "
+        f"instance x {committed['network_cpu_threads']} threads, postprocess {committed['postprocess_instances']}; "
+        f"max batch {configs.MAX_BATCH_SIZE}, network queue delay 500 us.",
+    ]
+    for name, study in record["studies"].items():
+        chosen = best(study["points"])
+        lines += ["", f"## {name} ({study['seconds']:.0f} s)", "", *study_table(study), ""]
+        if chosen:
+            lines.append(
+                f"Model Analyzer's choice within the budget: **{chosen['config']}** ({levers_text(chosen['levers'])}) "
+                f"at concurrency {chosen['concurrency']}: {chosen['throughput']:.1f} infer/s, "
+                f"p99 {chosen['p99_ms']:.0f} ms."
+            )
+        else:
+            lines.append("No measured point met the latency budget.")
+    path.write_text("\n".join(lines) + "\n")
     return path
 
 

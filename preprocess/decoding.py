@@ -2,7 +2,7 @@
 
 PaddleClas decodes with `cv2.imdecode(buf, 1)` (IMREAD_COLOR) and reverses the channels. We call the
 same function, so every decision OpenCV makes is PaddleClas's decision too (OpenCV 4.10, checked by
-tests/test_decoding.py):
+tests/unit/test_decoding.py):
 - grey, grey+alpha, palette and 1-bit images become 3 equal or looked-up channels;
 - alpha is dropped, not composited: transparent pixels show the colour stored under them (PNG,
   WebP, BMP); TIFF alpha comes out premultiplied (libtiff's RGBA reader), transparent turning black;

@@ -1,7 +1,17 @@
-"""Shared fixtures: a real export of two catalog models and a real tritonserver serving them.
+"""Session fixtures (a real export of two catalog models, real tritonservers serving them) and the layer markers.
 
-Both are session-scoped: the export (about a minute on 2 cores) and the server start happen once
-per test run, and the server is always stopped at the end.
+The tests live in one folder per layer, and the folder says what a test may need:
+
+    tests/unit/     neither a server nor an export (make test-unit)
+    tests/export/   the real paddle2onnx export                   -> marker `export`
+    tests/server/   the real tritonserver                         -> marker `server` (tests using a `*server` fixture)
+    tests/chart/    the Helm chart; its few server tests carry `server` themselves
+
+`pytest_collection_modifyitems` applies the markers from the folder, so no test file repeats them,
+and refuses a unit test that asks for the export or a server. Helpers are in tests/support/.
+
+The export (about a minute on 2 cores) and the server start happen once per session, and every
+server is always stopped at the end; both come from tests/support/deployment.py.
 """
 
 from __future__ import annotations
@@ -11,23 +21,55 @@ from pathlib import Path
 
 import pytest
 
-import catalog
-from model_repository.server import TritonServer, free_port
+from model_repository.server import TritonServer
+from tests.support.deployment import SERVED_MODELS, export_models, serve
 
-# The two models the vertical slice proves end to end: one per preprocessing family.
-SERVED_MODELS = ("NextViT_small_224", "ViT_base_patch16_224")
-SEED = 0
+TESTS = Path(__file__).resolve().parent
+LAYERS = ("unit", "export", "server", "chart")
+EXPORT_FIXTURE = "exported_repository"  # every session server depends on it
+
+
+def layer_of(item: pytest.Item) -> str:
+    """The layer folder a test's file sits in (tests/<layer>/...)."""
+    parts = Path(str(item.path)).resolve().relative_to(TESTS).parts
+    if len(parts) < 2 or parts[0] not in LAYERS:
+        raise pytest.UsageError(
+            f"{item.nodeid}: test files live in a layer folder, one of tests/{{{','.join(LAYERS)}}}/"
+        )
+    return parts[0]
+
+
+def uses_a_server(item: pytest.Item) -> bool:
+    """By convention every fixture that yields a running TritonServer is named `*server`."""
+    return any(name.endswith("server") for name in item.fixturenames)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Markers by folder: tests/export/ all `export`; in tests/server/ `server` on tests using a server fixture.
+
+    A test that starts a server itself (a launcher subprocess, a fixture chosen at run time) says so
+    with its own `server` mark. A test in tests/server/ that needs no server (a config or unit check
+    beside the feature it serves) gets `export` if it uses the export, nothing otherwise, so
+    `make test-unit` runs it.
+    """
+    for item in items:
+        layer = layer_of(item)
+        uses_export = EXPORT_FIXTURE in item.fixturenames
+        if layer == "unit" and (uses_export or uses_a_server(item)):
+            raise pytest.UsageError(
+                f"{item.nodeid} needs the export or a server: move it to tests/export/ or tests/server/"
+            )
+        serves = layer == "server" and (uses_a_server(item) or item.get_closest_marker("server") is not None)
+        if layer == "export" or (layer == "server" and uses_export and not serves):
+            item.add_marker(pytest.mark.export)
+        elif serves and item.get_closest_marker("server") is None:
+            item.add_marker(pytest.mark.server)
 
 
 @pytest.fixture(scope="session")
 def exported_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A portable repository holding SERVED_MODELS exported with seeded random weights."""
-    from export.pipeline import Source, export_model
-
-    repository = tmp_path_factory.mktemp("exported") / "model_repository"
-    for name in SERVED_MODELS:
-        export_model(catalog.get(name), Source("random", seed=SEED), repository, "portable")
-    return repository
+    return export_models(tmp_path_factory.mktemp("exported") / "model_repository", SERVED_MODELS)
 
 
 @pytest.fixture(scope="session")
@@ -37,9 +79,7 @@ def triton_server(exported_repository: Path, tmp_path_factory: pytest.TempPathFa
     Started by the project's launcher, so secured as `make serve` is: loopback only, and the
     restricted APIs need `triton_server.admin_headers("http" | "grpc")` (a random key per session).
     """
-    log = tmp_path_factory.mktemp("triton") / "tritonserver.log"
-    server = TritonServer(exported_repository, free_port(), free_port(), free_port(), log_path=log)
-    with server:
+    with serve(exported_repository, tmp_path_factory.mktemp("triton")) as server:
         yield server
 
 
@@ -47,12 +87,10 @@ def triton_server(exported_repository: Path, tmp_path_factory: pytest.TempPathFa
 def fast_decode_server(exported_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
     """A second real tritonserver on the same repository, its preprocess steps in fast decode (--fast-decode).
 
-    Started only by the tests that ask for it (tests/test_fast_decode.py, the hostile-input tests run
-    again in fast mode), and shared by them.
+    Started only by the tests that ask for it (tests/server/test_fast_decode.py, the hostile-input tests
+    run again in fast mode), and shared by them.
     """
-    log = tmp_path_factory.mktemp("triton-fast") / "tritonserver.log"
-    server = TritonServer(exported_repository, free_port(), free_port(), free_port(), log_path=log, fast_decode=True)
-    with server:
+    with serve(exported_repository, tmp_path_factory.mktemp("triton-fast"), fast_decode=True) as server:
         yield server
 
 

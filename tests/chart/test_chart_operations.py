@@ -1,8 +1,8 @@
 """Tracing and the response cache in the chart: the flags it renders, the values it refuses, and the real binary.
 
 The chart writes the same --trace-config / --cache-config flags as the launcher
-(model_repository/server.py trace_flags and cache_flags), which tests/test_tracing.py and
-tests/test_response_cache.py prove against a running server; here the rendered flags are compared
+(model_repository/server.py trace_flags and cache_flags), which tests/server/test_tracing.py and
+tests/server/test_response_cache.py prove against a running server; here the rendered flags are compared
 with the launcher's and started on the real tritonserver 2.51.0.
 """
 

@@ -26,7 +26,7 @@ from chart_helpers import CHART_DIR, HELM_DIR, image_code_tree, one, render_case
 
 import catalog
 from model_repository.server import TritonServer, free_port, server_binary
-from tests.conftest import SERVED_MODELS
+from tests.support.deployment import SERVED_MODELS
 
 DASHBOARD = CHART_DIR / "files" / "grafana-dashboard.json"
 ADAPTER_VALUES = HELM_DIR / "monitoring" / "prometheus-adapter-values.yaml"

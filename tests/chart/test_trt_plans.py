@@ -201,7 +201,9 @@ def test_stage_checks_the_rendered_copy_and_build_leaves_the_source_alone(tmp_pa
     assert plans.main(["stage", f"--target={work}", "--server-tensorrt-version=10.5.0"]) == 0
     assert (work / plans.VERSION_FILE).read_text() == "10.5.0\n"
     assert install.digest_tree(work / plans.MODELS_DIR) == before_stage, "stage changes nothing in the copy"
-    switched = plans.build(work, tmp_path / "cache", "fp16", 1024, builder_version="10.5.0", gpu="NVIDIA-L4-sm8.9")
+    switched = plans.build(
+        work, tmp_path / "cache", "fp16", 1024, builder_version="10.5.0", gpu=plans.Gpu("NVIDIA L4", "8.9")
+    )
     assert switched == [configs.network_name(CATALOG[name]) for name in names]
     calls = trtexec_log.read_text().splitlines()
     assert [shape_flags(call) for call in calls] == [configs.trtexec_profile_shapes(CATALOG[name]) for name in names]
@@ -237,7 +239,7 @@ def test_build_switches_every_network_and_reuses_the_cache(tmp_path: Path, trtex
     cache = tmp_path / "cache"
     for attempt in ("cold", "warm"):
         work = staged(source, tmp_path / attempt)
-        switched = plans.build(work, cache, "fp16", 2048, builder_version="10.5.0", gpu="NVIDIA-L4-sm8.9")
+        switched = plans.build(work, cache, "fp16", 2048, builder_version="10.5.0", gpu=plans.Gpu("NVIDIA L4", "8.9"))
         assert switched == ["nextvit_small_224_network", "vit_large_patch16_384_network"]
         for name in switched:
             model = work / "models" / name
@@ -266,7 +268,7 @@ def test_a_new_onnx_or_new_profiles_get_a_new_plan(tmp_path: Path, trtexec_log: 
             record["profiles"][-1][-1] = 96
             (model / plans.TENSORRT_BUILD).write_text(json.dumps(record))
         staged(source, tmp_path / attempt)
-        plans.build(tmp_path / attempt, cache, "fp16", 1024, builder_version="10.5.0", gpu="G-sm9.0")
+        plans.build(tmp_path / attempt, cache, "fp16", 1024, builder_version="10.5.0", gpu=plans.Gpu("G", "9.0"))
     calls = trtexec_log.read_text().splitlines()
     assert len(calls) == 3 and "--maxShapes=CROPS:96x224x224x3" in calls[2].split()
     assert len(list(cache.rglob("*.plan"))) == 3
@@ -276,7 +278,9 @@ def test_a_different_tensorrt_is_refused(tmp_path: Path, trtexec_log: Path) -> N
     source = source_repository(tmp_path / "src", ["NextViT_small_224"])
     staged(source, tmp_path / "work")
     with pytest.raises(plans.PlanError, match=r"10\.6\.0 in the builder image but 10\.5\.0"):
-        plans.build(tmp_path / "work", tmp_path / "cache", "fp16", 1024, builder_version="10.6.0", gpu="G-sm9.0")
+        plans.build(
+            tmp_path / "work", tmp_path / "cache", "fp16", 1024, builder_version="10.6.0", gpu=plans.Gpu("G", "9.0")
+        )
     assert trtexec_log.read_text() == ""
 
 
@@ -287,7 +291,9 @@ def test_a_failed_build_leaves_no_partial_plan(
     source = source_repository(tmp_path / "src", ["NextViT_small_224"])
     staged(source, tmp_path / "work")
     with pytest.raises(subprocess.CalledProcessError):
-        plans.build(tmp_path / "work", tmp_path / "cache", "fp16", 1024, builder_version="10.5.0", gpu="G-sm9.0")
+        plans.build(
+            tmp_path / "work", tmp_path / "cache", "fp16", 1024, builder_version="10.5.0", gpu=plans.Gpu("G", "9.0")
+        )
     assert len(trtexec_log.read_text().splitlines()) == 1, "trtexec must have been called"
     assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file()] == []
     model = tmp_path / "work" / "models" / "nextvit_small_224_network"

@@ -1,0 +1,264 @@
+"""`python -m export --trt` / `--ort-trt`: the arguments, profiles, records and configs this project produces.
+
+TensorRT cannot run here. `trtexec` below is a STAND-IN: a script that records its arguments and writes
+placeholder bytes where the plan would go; `nvidia-smi` and libnvinfer are stand-ins too. These tests
+check what the project asks of TensorRT and what it writes around the plan; they prove nothing about
+a plan's numerics, which only a GPU run can (the chart's test pod does that in a cluster).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+import catalog
+from export import trt_plans
+from export.__main__ import main
+from model_repository import configs, install, layout
+from tests.support.snapshots import snapshot
+
+VALUES = Path(__file__).resolve().parents[2] / "helm" / "paddleclas-triton" / "values.yaml"
+
+ENTRY = catalog.get("NextViT_small_224")
+STAND_IN_TRTEXEC = """#!{python}
+# STAND-IN for trtexec (no TensorRT here): records its arguments, writes placeholder bytes.
+import os, sys
+with open(os.environ["TRTEXEC_LOG"], "a") as log:
+    log.write(" ".join(sys.argv[1:]) + "\\n")
+engine = next(a.split("=", 1)[1] for a in sys.argv if a.startswith("--saveEngine="))
+with open(engine, "wb") as out:
+    out.write(b"STAND-IN PLAN, not a TensorRT engine")
+"""
+
+
+def _executable(path: Path, text: str) -> None:
+    path.write_text(text, encoding="utf-8")
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+
+
+@pytest.fixture
+def toolbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Stand-ins on PATH (trtexec, nvidia-smi) and a stand-in libnvinfer 10.5.0; returns trtexec's log."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    _executable(bin_dir / "trtexec", STAND_IN_TRTEXEC.format(python=sys.executable))
+    set_gpu(bin_dir, "NVIDIA L4", "8.9")
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "libnvinfer.so.10.5.0").touch()
+    monkeypatch.setattr(trt_plans, "LIBNVINFER_GLOBS", (str(lib / "libnvinfer.so.*.*.*"),))
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    log = tmp_path / "trtexec.log"
+    log.touch()
+    monkeypatch.setenv("TRTEXEC_LOG", str(log))
+    return log
+
+
+def set_gpu(bin_dir: Path, name: str, capability: str) -> None:
+    _executable(bin_dir / "nvidia-smi", f"#!/bin/sh\necho '{name}, {capability}'\n")
+
+
+@pytest.fixture
+def production(exported_repository: Path, tmp_path: Path) -> Path:
+    """A production-variant repository holding the session's real NextViT_small_224 ONNX network."""
+    network = exported_repository / configs.network_name(ENTRY)
+    record = json.loads((network / install.EXPORT_RECORD).read_text())
+    repository = tmp_path / "production"
+    install.install(ENTRY, network / "1" / "model.onnx", record, repository, "production")
+    return repository
+
+
+def trt(repository: Path, cache: Path, *extra: str) -> int:
+    return main([ENTRY.name, "--variant", "production", "--trt", "--repository", str(repository), *extra,
+                 "--trt-cache", str(cache)])  # fmt: skip
+
+
+def network_config(repository: Path) -> object:
+    return configs.parse_pbtxt((repository / configs.network_name(ENTRY) / "config.pbtxt").read_text())
+
+
+def test_without_trtexec_the_error_says_how_to_build_in_the_cluster(
+    production: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setattr(trt_plans, "TRTEXEC_FALLBACKS", ())
+    before = snapshot(production)
+    assert trt(production, tmp_path / "cache", "--server-tensorrt-version", "10.5.0") == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert len(errors) == 1
+    assert "trtexec not found" in errors[0] and "trtPlans.enabled=true" in errors[0]
+    image = yaml.safe_load(VALUES.read_text())["trtPlans"]["image"]  # the image the chart builds plans in
+    assert f"{image['repository']}:{image['tag']}" in errors[0] and errors[0].endswith("was left as it was.")
+    assert snapshot(production) == before
+
+
+def tensorrt_files(repository: Path) -> tuple[Path, object]:
+    """The network directory and its exported tensorrt.pbtxt, parsed."""
+    model = repository / configs.network_name(ENTRY)
+    return model, configs.parse_pbtxt((model / install.TENSORRT_CONFIG).read_text())
+
+
+def test_plan_build_arguments_profile_record_and_config(production: Path, tmp_path: Path, toolbox: Path) -> None:
+    cache = tmp_path / "cache"
+    assert trt(production, cache, "--server-tensorrt-version", "10.5.0") == 0
+    (call,) = toolbox.read_text().splitlines()
+    arguments = call.split()
+    shapes = configs.trtexec_profile_shapes(ENTRY)  # what the export generated, one triple per profile
+    assert [a for a in arguments if a.startswith(("--minShapes", "--optShapes", "--maxShapes"))] == shapes
+    assert len(shapes) == 3 * len(configs.TRT_PROFILES) == 6
+    start = arguments.index("--profile=0")  # trtexec: each --profile=N directly followed by its three flags
+    assert arguments[start : start + 8] == ["--profile=0", *shapes[:3], "--profile=1", *shapes[3:]]
+    for flag in (
+        f"--minShapes={configs.NETWORK_INPUT}:1x{ENTRY.input_size}x{ENTRY.input_size}x3",
+        f"--maxShapes={configs.NETWORK_INPUT}:{configs.GPU_MAX_BATCH_SIZE}x{ENTRY.input_size}x{ENTRY.input_size}x3",
+        "--fp16",
+        "--memPoolSize=workspace:4096M",
+        f"--timingCacheFile={cache}/NVIDIA-L4-sm8.9/trt-10.5.0-fp16/timing.cache",
+    ):
+        assert flag in arguments, (flag, call)
+    assert not [a for a in arguments if a.startswith("--inputIOFormats")], "the uint8 input keeps its ONNX type"
+    model, exported = tensorrt_files(production)
+    version_dir = model / "1"
+    assert (version_dir / "model_sm89.plan").read_bytes().startswith(b"STAND-IN PLAN")
+    assert (version_dir / "model.onnx").is_file()  # kept: plans for other GPUs are built from it
+    (plan,) = json.loads((version_dir / trt_plans.PLANS_RECORD).read_text())["plans"].items()
+    assert plan[0] == "8.9"
+    assert plan[1] | {"built_at": None} == {
+        "file": "model_sm89.plan",
+        "tensorrt": "10.5.0",
+        "gpu": "NVIDIA L4",
+        "precision": "fp16",
+        "onnx_sha256_16": trt_plans.file_digest(version_dir / "model.onnx"),
+        "profiles": [list(profile) for profile in configs.TRT_PROFILES],
+        "trtexec_shapes": shapes,
+        "built_at": None,
+    }
+    config = network_config(production)  # parsed by Triton's own ModelConfig message
+    expected = exported
+    expected.default_model_filename = "model_sm89.plan"
+    expected.cc_model_filenames["8.9"] = "model_sm89.plan"
+    assert config == expected, "config.pbtxt is the exported tensorrt.pbtxt plus the plan files"
+    assert (config.platform, config.backend, config.max_batch_size) == ("tensorrt_plan", "tensorrt", 128)
+    assert [list(group.profile) for group in config.instance_group] == [["0", "1"]]
+    assert list(config.dynamic_batching.preferred_batch_size) == [opt for _, opt, _ in configs.TRT_PROFILES] == [8, 64]
+    assert config.optimization.cuda.graphs
+    graph_batches = [spec.batch_size for spec in config.optimization.cuda.graph_spec]
+    low, _, high = configs.TRT_PROFILES[0]
+    assert graph_batches == list(configs.CUDA_GRAPH_BATCH_SIZES) and all(low <= b <= high for b in graph_batches)
+    assert [warmup.batch_size for warmup in config.model_warmup] == [1, 8, 64, 128]
+    assert not config.optimization.execution_accelerators.gpu_execution_accelerator
+
+
+def test_a_second_gpu_adds_its_plan_beside_the_first(production: Path, tmp_path: Path, toolbox: Path) -> None:
+    cache = tmp_path / "cache"
+    assert trt(production, cache, "--server-tensorrt-version", "10.5.0", "--precision", "fp32") == 0
+    set_gpu(tmp_path / "bin", "NVIDIA A100-SXM4-80GB", "8.0")
+    assert trt(production, cache, "--server-tensorrt-version", "10.5.0", "--precision", "fp32") == 0
+    calls = toolbox.read_text().splitlines()
+    assert len(calls) == 2 and not any("--fp16" in call for call in calls)
+    config = network_config(production)
+    assert dict(config.cc_model_filenames) == {"8.0": "model_sm80.plan", "8.9": "model_sm89.plan"}
+    _, expected = tensorrt_files(production)
+    expected.default_model_filename = "model_sm80.plan"  # the plan built last
+    expected.cc_model_filenames.update({"8.0": "model_sm80.plan", "8.9": "model_sm89.plan"})
+    assert config == expected
+    record = json.loads((production / configs.network_name(ENTRY) / "1" / trt_plans.PLANS_RECORD).read_text())
+    assert {cc: p["gpu"] for cc, p in record["plans"].items()} == {"8.0": "NVIDIA A100-SXM4-80GB", "8.9": "NVIDIA L4"}
+    assert trt(production, cache, "--server-tensorrt-version", "10.5.0", "--precision", "fp32") == 0
+    assert len(toolbox.read_text().splitlines()) == 2, "the same GPU, TensorRT and ONNX must reuse the cached plan"
+
+
+@pytest.mark.parametrize("missing", [install.TENSORRT_BUILD, install.TENSORRT_CONFIG])
+def test_an_export_without_the_tensorrt_files_says_to_re_export(
+    missing: str, production: Path, tmp_path: Path, toolbox: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (production / configs.network_name(ENTRY) / missing).unlink()
+    before = snapshot(production)
+    assert trt(production, tmp_path / "cache", "--server-tensorrt-version", "10.5.0") == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and f"{missing} does not exist" in errors[0]
+    assert "re-export it with --variant production" in errors[0]
+    assert toolbox.read_text() == "" and snapshot(production) == before
+
+
+def test_a_builder_tensorrt_other_than_the_servers_is_refused(
+    production: Path, tmp_path: Path, toolbox: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = snapshot(production)
+    assert trt(production, tmp_path / "cache", "--server-tensorrt-version", "10.6.0") == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and "trtexec here is TensorRT 10.5.0, the server has 10.6.0" in errors[0]
+    assert toolbox.read_text() == "" and snapshot(production) == before
+
+
+def test_recorded_plans_of_another_tensorrt_are_refused(production: Path, tmp_path: Path, toolbox: Path) -> None:
+    assert trt(production, tmp_path / "cache", "--server-tensorrt-version", "10.5.0") == 0
+    version_dir = production / configs.network_name(ENTRY) / "1"
+    trt_plans.check_plans(version_dir, "10.5.0")
+    with pytest.raises(trt_plans.PlanError, match=r"built by TensorRT 10\.5\.0, the server has 10\.6\.0"):
+        trt_plans.check_plans(version_dir, "10.6.0")
+    rendered = tmp_path / "rendered"  # the chart's order: a serving copy rendered first, then its stage step
+    layout.render(production, rendered / trt_plans.MODELS_DIR, None, configs.Layout(), 1)
+    with pytest.raises(trt_plans.PlanError, match=r"built by TensorRT 10\.5\.0, the server has 10\.6\.0"):
+        trt_plans.stage(rendered, "10.6.0")
+    trt_plans.stage(rendered, "10.5.0")
+    assert (rendered / trt_plans.VERSION_FILE).read_text() == "10.5.0\n"
+    (version_dir / "stray.plan").write_bytes(b"who built this?")
+    with pytest.raises(trt_plans.PlanError, match=r"no plans\.json entry"):
+        trt_plans.check_plans(version_dir, "10.5.0")
+
+
+def test_the_server_version_must_be_known(
+    production: Path, tmp_path: Path, toolbox: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert trt(production, tmp_path / "cache") == 1
+    assert "give --server-tensorrt-version" in capsys.readouterr().err
+
+
+def test_ort_tensorrt_provider_config(production: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = [ENTRY.name, "--variant", "production", "--ort-trt", "--repository", str(production)]
+    assert main([*args, "--engine-cache", "/cache/ort"]) == 0
+    config = network_config(production)
+    assert config.backend == "onnxruntime" and config.default_model_filename == "model.onnx"
+    (accelerator,) = config.optimization.execution_accelerators.gpu_execution_accelerator
+    # One profile over every batch of the TensorRT profiles: ONNX Runtime's provider runs profile 0 only.
+    size = f"{ENTRY.input_size}x{ENTRY.input_size}x3"
+    widest = max(configs.TRT_PROFILES, key=lambda profile: profile[2] - profile[0])
+    assert accelerator.name == "tensorrt"
+    assert dict(accelerator.parameters) == {
+        "precision_mode": "FP16",
+        "max_workspace_size_bytes": str(4096 << 20),
+        "trt_engine_cache_enable": "1",
+        "trt_engine_cache_path": "/cache/ort",
+        "trt_timing_cache_enable": "1",
+        "trt_timing_cache_path": "/cache/ort",
+        "trt_layer_norm_fp32_fallback": "1",
+        "trt_profile_min_shapes": f"{configs.NETWORK_INPUT}:1x{size}",
+        "trt_profile_opt_shapes": f"{configs.NETWORK_INPUT}:{widest[1]}x{size}",
+        "trt_profile_max_shapes": f"{configs.NETWORK_INPUT}:{configs.GPU_MAX_BATCH_SIZE}x{size}",
+    }
+    assert main([*args, "--engine-cache", "/cache/ort", "--precision", "fp32"]) == 0  # rewriting replaces
+    (again,) = network_config(production).optimization.execution_accelerators.gpu_execution_accelerator
+    assert again.parameters["precision_mode"] == "FP32"
+
+
+def test_ort_tensorrt_without_the_build_record_says_to_re_export(
+    production: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (production / configs.network_name(ENTRY) / install.TENSORRT_BUILD).unlink()
+    before = snapshot(production)
+    assert main([ENTRY.name, "--variant", "production", "--ort-trt", "--repository", str(production)]) == 1
+    assert "re-export it with --variant production" in capsys.readouterr().err
+    assert snapshot(production) == before
+
+
+def test_trt_needs_the_production_variant(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main([ENTRY.name, "--trt"])
+    assert "add --variant production" in capsys.readouterr().err

@@ -1,0 +1,48 @@
+"""docs/models.md: generated, current with the catalog, and filled from a real run of every model.
+
+The measured tables come from `make export-all` + `make docs-models` (too long for CI); what CI can
+check is that the committed document still matches the catalog and that its measured rows
+reproduce the published figures for all 19 models.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import catalog
+from export import report
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "models.md"
+
+
+def rows_of(text: str, name: str) -> list[list[str]]:
+    """The table rows of `name` in document order: catalog, figures, parity."""
+    prefix = f"| `{name}` |"
+    return [
+        [cell.strip() for cell in line.strip("|").split("|")] for line in text.splitlines() if line.startswith(prefix)
+    ]
+
+
+def test_catalog_table_is_current() -> None:
+    assert report.catalog_table() in DOCS.read_text("utf-8"), "run `make docs-models` after changing the catalog"
+
+
+def test_every_model_has_measured_figures_that_reproduce_the_published_ones() -> None:
+    text = DOCS.read_text("utf-8")
+    total = len(catalog.CATALOG)
+    assert f"{total} of {total} catalog models have an export record" in text
+    for name, entry in catalog.CATALOG.items():
+        _, figures, parity = rows_of(text, name)
+        assert report.MISSING not in figures and report.MISSING not in parity
+        assert figures[1] == figures[2] == f"{entry.published.params_m:.2f}", (name, figures)
+        assert figures[5] == figures[6] == f"{entry.published.flops_g:.2f}", (name, figures)
+        assert float(parity[2]) <= float(parity[3]) == entry.parity_atol, (name, parity)
+        assert parity[4] == "100% / 100%"
+
+
+def test_report_needs_records(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert report.main(["--repository", str(tmp_path), "--output", str(tmp_path / "models.md")]) == 1
+    assert "no export records" in capsys.readouterr().err
+    assert not (tmp_path / "models.md").exists()

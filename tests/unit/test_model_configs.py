@@ -1,0 +1,280 @@
+"""Every generated config parses into Triton's ModelConfig, and every ensemble edge names a real tensor."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import pytest
+
+import catalog
+from model_repository import configs
+from tests.support.ensembles import assert_wired
+
+ENTRIES = list(catalog.CATALOG.values())
+
+
+def _all_configs(entry: catalog.ModelEntry, variant: configs.Variant) -> dict[str, configs.ConfigDict]:
+    models = [
+        configs.ensemble_config(entry, "test"),
+        configs.pixels_ensemble_config(entry, "test"),
+        configs.preprocess_config(entry),
+        configs.pixels_preprocess_config(entry),
+        configs.network_config(entry, variant),
+        configs.postprocess_config(),
+    ]
+    return {m["name"]: m for m in models}
+
+
+@pytest.mark.parametrize("variant", configs.VARIANTS)
+@pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.name)
+def test_configs_round_trip_through_model_config_proto(entry: catalog.ModelEntry, variant: configs.Variant) -> None:
+    for name, config in _all_configs(entry, variant).items():
+        parsed = configs.parse_pbtxt(configs.to_pbtxt(config))
+        assert parsed.name == name
+        assert parsed.max_batch_size >= 8
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.name)
+def test_ensemble_maps_name_real_tensors(entry: catalog.ModelEntry) -> None:
+    models = {n: configs.parse_pbtxt(configs.to_pbtxt(c)) for n, c in _all_configs(entry, "production").items()}
+    assert_wired(models[entry.triton_name], models)
+
+
+def test_wire_contract() -> None:
+    ensemble = configs.parse_pbtxt(configs.to_pbtxt(configs.ensemble_config(ENTRIES[0], "test")))
+    assert [(i.name, i.data_type, list(i.dims)) for i in ensemble.input] == [("IMAGE", 13, [1])]  # 13 = TYPE_STRING
+    outputs = {o.name: (o.data_type, list(o.dims)) for o in ensemble.output}
+    assert outputs == {"LABELS": (13, [5]), "SCORES": (11, [5]), "CLASS_IDS": (9, [5])}  # 11 = FP32, 9 = INT64
+    assert ensemble.max_batch_size >= 8
+
+
+def test_variants_share_tensors_and_batch_for_their_hardware() -> None:
+    entry = catalog.get("NextViT_small_224")
+    production = configs.network_config(entry, "production")
+    portable = configs.network_config(entry, "portable")
+    assert (production["backend"], production["instance_group"][0]["kind"]) == ("onnxruntime", "KIND_GPU")
+    assert (portable["backend"], portable["instance_group"][0]["kind"]) == ("python", "KIND_CPU")
+    assert all(production[k] == portable[k] for k in ("input", "output"))
+    # The GPU network batches across requests; a request still carries at most MAX_BATCH_SIZE images.
+    assert production["max_batch_size"] == configs.GPU_MAX_BATCH_SIZE > configs.MAX_BATCH_SIZE
+    assert portable["max_batch_size"] == configs.MAX_BATCH_SIZE
+
+
+def test_network_input_is_the_uint8_crop() -> None:
+    for entry in ENTRIES:
+        (crops,) = configs.parse_pbtxt(configs.to_pbtxt(configs.network_config(entry, "production"))).input
+        size = entry.input_size
+        assert (crops.name, crops.data_type, list(crops.dims)) == (
+            configs.NETWORK_INPUT,
+            2,
+            [size, size, 3],
+        )  # 2 = UINT8
+        (produced,) = configs.parse_pbtxt(configs.to_pbtxt(configs.preprocess_config(entry))).output
+        assert (produced.name, produced.data_type, produced.dims) == (crops.name, crops.data_type, crops.dims)
+
+
+def test_preprocess_parameters_come_from_the_catalog() -> None:
+    for entry in ENTRIES:
+        params = {k: v["string_value"] for k, v in configs.preprocess_config(entry)["parameters"].items()}
+        prep = entry.preprocessing
+        assert int(params["resize_short"]) == prep.resize_short and int(params["crop"]) == prep.crop
+        assert params["resize"] == prep.resize
+        assert "mean" not in params and "std" not in params  # the network normalizes (export/normalization.py)
+
+
+def test_all_models_share_nine_python_steps() -> None:
+    """Four preprocessing keys x (IMAGE, PIXELS) + one postprocess, whatever the number of models."""
+    steps = {name for entry in ENTRIES for name in configs.shared_steps(entry)}
+    assert len(steps) == 9
+    assert {configs.step_kind(name) for name in steps} == {"preprocess", "pixels_preprocess", "postprocess"}
+    for entry in ENTRIES:  # models share a step exactly when their crops are made the same way
+        prep = entry.preprocessing
+        twins = {o.name for o in ENTRIES if configs.preprocess_name(o) == configs.preprocess_name(entry)}
+        same = {
+            o.name
+            for o in ENTRIES
+            if (o.preprocessing.resize, o.preprocessing.resize_short, o.preprocessing.crop)
+            == (prep.resize, prep.resize_short, prep.crop)
+        }
+        assert twins == same
+    own = [name for entry in ENTRIES for name in configs.own_models(entry)]
+    assert len(own) == len(set(own)) == 4 * len(ENTRIES)
+    assert not set(own) & steps
+
+
+def test_step_kind_names_every_generated_model() -> None:
+    for entry in ENTRIES:
+        kinds = {
+            config["name"]: configs.step_kind(config["name"]) for config in _all_configs(entry, "portable").values()
+        }
+        assert kinds == {
+            entry.triton_name: "ensemble",
+            configs.pixels_ensemble_name(entry): "ensemble",
+            configs.preprocess_name(entry): "preprocess",
+            configs.pixels_preprocess_name(entry): "pixels_preprocess",
+            configs.network_name(entry): "network",
+            configs.postprocess_name(): "postprocess",
+        }
+
+
+@pytest.mark.parametrize("variant", configs.VARIANTS)
+def test_ensembles_never_send_more_than_a_step_takes(variant: configs.Variant) -> None:
+    for entry in ENTRIES:
+        models = _all_configs(entry, variant)
+        for ensemble in (entry.triton_name, configs.pixels_ensemble_name(entry)):
+            for step in models[ensemble]["ensemble_scheduling"]["step"]:
+                assert models[step["model_name"]]["max_batch_size"] >= models[ensemble]["max_batch_size"]
+
+
+@pytest.mark.parametrize("variant", configs.VARIANTS)
+def test_every_step_warms_up_within_its_batch_limit(variant: configs.Variant) -> None:
+    entry = catalog.get("ViT_base_patch16_384")
+    for name, config in _all_configs(entry, variant).items():
+        if configs.step_kind(name) == "ensemble":
+            assert "model_warmup" not in config  # Triton cannot warm an ensemble: its steps are warmed
+            continue
+        warmups = configs.parse_pbtxt(configs.to_pbtxt(config)).model_warmup
+        assert warmups, name
+        assert all(1 <= w.batch_size <= config["max_batch_size"] for w in warmups), name
+    network = configs.parse_pbtxt(configs.to_pbtxt(configs.network_config(entry, variant)))
+    assert sorted(w.batch_size for w in network.model_warmup) == configs.network_warmup_batches(variant)
+
+
+def test_tensorrt_config_profiles_batching_and_graphs_agree() -> None:
+    entry = catalog.get("NextViT_small_224")
+    config = configs.parse_pbtxt(
+        configs.to_pbtxt(configs.tensorrt_network_config(entry, configs.Layout(network_gpu_instances=2)))
+    )
+    assert (config.platform, config.backend, config.max_batch_size) == (
+        "tensorrt_plan",
+        "tensorrt",
+        configs.GPU_MAX_BATCH_SIZE,
+    )
+    (group,) = config.instance_group
+    assert (group.count, list(group.profile)) == (2, [str(i) for i in range(len(configs.TRT_PROFILES))])
+    lows, opts, highs = zip(*configs.TRT_PROFILES, strict=True)
+    assert lows[0] == 1 and highs[-1] == configs.GPU_MAX_BATCH_SIZE
+    assert all(high + 1 == low for high, low in zip(highs, lows[1:], strict=False))  # every batch size has a profile
+    assert list(config.dynamic_batching.preferred_batch_size) == list(opts)
+    assert [spec.batch_size for spec in config.optimization.cuda.graph_spec] == list(configs.CUDA_GRAPH_BATCH_SIZES)
+    assert max(configs.CUDA_GRAPH_BATCH_SIZES) <= highs[0]  # graphs for the small profile only
+    assert {w.batch_size for w in config.model_warmup} >= {1, *opts}
+    flags = configs.trtexec_profile_shapes(entry)
+    assert len(flags) == 3 * len(configs.TRT_PROFILES)
+    assert flags[:3] == [
+        f"--{k}Shapes=CROPS:{b}x224x224x3" for k, b in zip(("min", "opt", "max"), (1, 8, 16), strict=True)
+    ]
+
+
+def test_layout_for_cores() -> None:
+    assert configs.Layout.for_cores(2) == configs.Layout(2, 1, 1, 1, 2, 1)
+    assert configs.Layout.for_cores(16, network_gpu_instances=2) == configs.Layout(16, 8, 1, 1, 16, 2)
+    with pytest.raises(ValueError, match="preprocess_instances"):
+        configs.Layout(preprocess_instances=0)
+    with pytest.raises(ValueError, match="cores"):
+        configs.Layout.for_cores(0)
+
+
+def test_pinned_pool_holds_two_largest_batches_per_gpu_instance() -> None:
+    entries_224 = [catalog.get("ViT_base_patch16_224")]
+    assert (
+        configs.pinned_pool_bytes(entries_224, 1) == configs.TRITON_DEFAULT_PINNED_POOL_BYTES
+    )  # 38 MB fit the default
+    two_instances = 2 * 2 * configs.GPU_MAX_BATCH_SIZE * (384 * 384 * 3 + 1000 * 4)  # 229 MB
+    assert configs.pinned_pool_bytes(ENTRIES, 2) == configs.TRITON_DEFAULT_PINNED_POOL_BYTES > two_instances
+    pool = configs.pinned_pool_bytes(ENTRIES, 4)
+    assert 2 * two_instances <= pool < 2 * two_instances + (1 << 20)
+
+
+def test_unknown_field_is_rejected_at_generation_time() -> None:
+    config = configs.postprocess_config() | {"dynamic_batchin": {}}
+    with pytest.raises(Exception, match="dynamic_batchin"):
+        configs.to_pbtxt(config)
+
+
+def _portable_network_module(monkeypatch: pytest.MonkeyPatch):
+    """The portable network's model.py, loaded outside the server (the backend's utils stubbed out)."""
+    import importlib.util
+    import sys
+    import types
+
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", types.ModuleType("triton_python_backend_utils"))
+    from model_repository import cores
+
+    monkeypatch.setitem(sys.modules, "cores", cores)  # install copies cores.py beside model.py
+    path = Path(configs.__file__).parent / "python_models" / "onnx_network.py"
+    spec = importlib.util.spec_from_file_location("onnx_network_model", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"cpu.max": "max 100000\n"}, None),  # cgroup v2, no limit
+        ({"cpu.max": "150000 100000\n"}, 1.5),  # cgroup v2, limits.cpu: 1500m
+        ({"cpu/cpu.cfs_quota_us": "400000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 4.0),  # cgroup v1
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),  # cgroup v1, no limit
+        ({}, None),  # no cgroup files at all
+    ],
+)
+def test_network_threads_follow_the_container_cpu_limit(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, files: dict[str, str], expected: float | None
+) -> None:
+    """A Kubernetes CPU limit is a CFS quota the affinity mask does not show; the pool must fit it."""
+    from model_repository import cores
+
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert cores.cgroup_cpu_limit(tmp_path) == expected
+    affinity = len(os.sched_getaffinity(0))
+    usable = cores.usable_cores(tmp_path)
+    assert usable == (affinity if expected is None else min(affinity, math.ceil(expected)))
+
+
+def test_network_threads_auto_shares_the_cores_between_instances(monkeypatch: pytest.MonkeyPatch) -> None:
+    network = _portable_network_module(monkeypatch)
+    assert network.intra_op_threads(0, instances=1, cores=16) == 16
+    assert network.intra_op_threads(0, instances=4, cores=16) == 4
+    assert network.intra_op_threads(0, instances=3, cores=2) == 1
+    assert network.intra_op_threads(3, instances=1, cores=16) == 3
+
+
+@pytest.mark.parametrize("variant", configs.VARIANTS)
+def test_every_composing_step_has_a_bounded_rejecting_queue(variant: configs.Variant) -> None:
+    entry = catalog.get("NextViT_small_224")
+    steps = [configs.network_config(entry, variant), configs.tensorrt_network_config(entry)]
+    steps += [configs.preprocess_config(entry), configs.pixels_preprocess_config(entry), configs.postprocess_config()]
+    for config in steps:
+        policy = configs.parse_pbtxt(configs.to_pbtxt(config)).dynamic_batching.default_queue_policy
+        assert policy.max_queue_size > 0 and policy.timeout_action == policy.REJECT, config["name"]
+        assert policy.default_timeout_microseconds >= configs.QUEUE_TIMEOUT_FLOOR_US and policy.allow_timeout_override
+    for config in (configs.ensemble_config(entry, "test"), configs.pixels_ensemble_config(entry, "test")):
+        assert "dynamic_batching" not in config  # 2.51: no ensemble back-pressure field exists
+    assert [f.name for f in configs.model_config_pb2.ModelEnsembling.DESCRIPTOR.fields] == ["step"]
+
+
+def test_portable_network_queues_hold_a_second_of_work_and_timeouts_let_them_drain() -> None:
+    nextvit, vit = catalog.get("NextViT_small_224"), catalog.get("ViT_base_patch16_224")
+    # 80 ms (NextViT-S) and 220 ms (ViT-B) per image measured on 2 cores; the estimate is within 20 %.
+    # In one second after a full running batch of 8: 12 - 8 = 4 single images for NextViT-S; ViT-B's
+    # batch alone takes longer, so one request may wait.
+    assert configs.max_queue_size("network", 1, entry=nextvit) == 4
+    assert configs.max_queue_size("network", 1, entry=vit) == 1
+    with pytest.raises(ValueError, match="give the entry"):
+        configs.max_queue_size("network", 1)
+    # Twice the drain of a full queue of 8-image requests and the running batch (8): 2 x (32 + 8) and 2 x (8 + 8).
+    assert 0.8 * 80 * 80_000 <= configs.network_timeout_us(nextvit, gpu=False) <= 1.2 * 80 * 80_000
+    assert 0.8 * 32 * 220_000 <= configs.network_timeout_us(vit, gpu=False) <= 1.2 * 32 * 220_000
+    # GPU: 256 x 8 + 128 images, twice, at 8,000 img/s for ViT-B (paper estimate): 0.54 s.
+    assert 0.5e6 <= configs.network_timeout_us(vit, gpu=True) <= 0.6e6
+    layout = configs.Layout(preprocess_instances=3)
+    assert (
+        configs.preprocess_config(nextvit, layout)["dynamic_batching"]["default_queue_policy"]["max_queue_size"]
+        == 3  # one request per instance
+    )
+    assert configs.max_queue_size("network", 2, gpu=True) == 2 * configs.GPU_NETWORK_QUEUE_PER_INSTANCE

@@ -1,0 +1,61 @@
+"""The harness's own logic, without a server: input encoding, the quiet guard, Locust summaries, make wiring."""
+
+from __future__ import annotations
+
+import base64
+import struct
+import subprocess
+from pathlib import Path
+
+from perf import load, machine
+from perf.input_data import input_data
+
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+def test_input_data_is_the_length_prefixed_wire_form(sample_photos: list[Path]) -> None:
+    steps = input_data(sample_photos)["data"]
+    assert len(steps) == len(sample_photos)
+    for step, photo in zip(steps, sample_photos, strict=True):
+        raw = base64.b64decode(step["IMAGE"]["b64"])
+        (length,) = struct.unpack("<I", raw[:4])
+        assert length == len(raw) - 4
+        assert raw[4:] == photo.read_bytes()
+
+
+def test_a_measurement_is_repeated_while_other_processes_are_busy() -> None:
+    """No share of the machine is below -1 %: every attempt counts as contaminated, up to the limit."""
+    calls: list[int] = []
+    measured = machine.measure_quietly(lambda: calls.append(1) or len(calls), -1.0, repeats=2, max_wait_s=0)
+    assert (measured.value, measured.attempts, len(calls)) == (3, 3, 3)
+    assert machine.measure_quietly(lambda: calls.append(1), None).attempts == 1
+
+
+def test_locust_failures_are_counted_by_cause(tmp_path: Path) -> None:
+    (tmp_path / "locust_failures.csv").write_text(
+        "Method,Name,Error,Occurrences\n"
+        'grpc,m,"[StatusCode.UNAVAILABLE] failed to connect",3\n'
+        "grpc,m,\"in ensemble 'm', not a decodable image\",1\n"
+    )
+    (tmp_path / "requests.csv").write_text(
+        "time,users,latency_ms,error,cause\n1.0,1,100,,\n2.0,1,110,,\n3.0,2,120,boom,overloaded\n4.0,2,130,,\n"
+    )
+    assert load.failures_by_cause(tmp_path) == [
+        {"error": "[StatusCode.UNAVAILABLE] failed to connect", "occurrences": 3},
+        {"error": "in ensemble 'm', not a decodable image", "occurrences": 1},
+    ]
+    steps = load.per_step(tmp_path)
+    assert [(s["users"], s["requests"], s["failures"]) for s in steps] == [(1, 2, 0), (2, 2, 1)]
+    assert steps[1]["failures_by_kind"] == {"overloaded": 1}
+
+
+def test_make_perf_and_load_pass_the_url_through() -> None:
+    for target, expected in (("perf", "-m perf run"), ("load", "-m perf load")):
+        dry = subprocess.run(
+            ["make", "-n", target, "URL=10.0.0.7:8001", "PERF_PROFILE=smoke"],
+            cwd=PROJECT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert expected in dry and "--url 10.0.0.7:8001" in dry
