@@ -75,11 +75,8 @@ chart-docs: docs ## regenerate the values table in helm/README.md from values.ya
 
 # Preprocessing (preprocess/)
 .PHONY: bench-preprocess
-bench-preprocess: setup ## decode + preprocess ms per image beside the network's; rewrites the table in docs/preprocessing.md
-	$(PY) -m perf.preprocess_bench --repository $(REPOSITORY)
-.PHONY: bench-price
-bench-price: setup ## benchmark: exact vs fast decode vs client-side crops per family and size, deviation, cores per GPU; docs/preprocessing.md
-	$(PY) -m perf.decode_price --repository $(REPOSITORY)
+bench-preprocess: setup ## benchmark: ms per image (decode, resize, network), exact vs fast decode vs client-side crops; docs/preprocessing.md
+	$(PY) -m perf.preprocess_bench --repository $(REPOSITORY) --out $(PERF_DIR)/preprocess --publish
 
 # Performance (perf/)
 # Without URL, perf and load start a local tritonserver on free ports serving REPOSITORY's models (exporting
@@ -128,8 +125,8 @@ analyze: setup $(MA_STAMP) ## Model Analyzer on MODEL, local CPU (quick search o
 	$(PY) -m perf.analyze --model $(MODEL) --repository $(REPOSITORY) --out $(ANALYZE_DIR) \
 		--latency-budget-ms $(LATENCY_BUDGET_MS) $(PERF_SERVER) $(ANALYZE_ARGS)
 
-bench-cache: setup ## benchmark: response cache hit vs miss latency and memory per cached answer on a local server; build/perf/cache
-	$(PY) -m perf.cache_bench --model $(MODEL) --repository $(REPOSITORY) --out $(PERF_DIR)/cache
+bench-cache: setup ## benchmark: response cache hit vs miss latency, memory per cached answer (local server); docs/operations.md
+	$(PY) -m perf.cache_bench --model $(MODEL) --repository $(REPOSITORY) --out $(PERF_DIR)/cache --publish
 
 # Generated docs (docs/blocks.py): the blocks made from committed files; benchmark blocks come from their targets
 .PHONY: docs
@@ -159,9 +156,9 @@ trt-plans: setup ## build MODEL's TensorRT plan into PRODUCTION_REPOSITORY (need
 	$(PY) -m export $(MODEL) --variant production --trt --repository $(PRODUCTION_REPOSITORY) \
 		$(if $(SERVER_TRT),--server-tensorrt-version $(SERVER_TRT))
 
-# Capacity: per-core preprocessing, served step, processes, warmup, served throughput; docs/capacity.md
+# Capacity: one served preprocess instance per core, processes and memory, warmup; docs/capacity.md
 .PHONY: bench-capacity
-bench-capacity: setup ## benchmark: per-core preprocessing (in-process, served), processes, warmup, throughput; docs/capacity.md
+bench-capacity: setup ## benchmark: images/s of one served preprocess instance, cores per GPU, processes, warmup; docs/capacity.md
 	$(PY) -m perf.capacity --repository $(REPOSITORY) --out $(PERF_DIR)/capacity --publish
 
 # Reliability drills: overload, SIGTERM drain, killed step, soak, slow clients; docs/reliability.md

@@ -27,11 +27,13 @@ it pulls optuna, numba, docker and pdfkit, none of which the project needs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -59,13 +61,14 @@ from perf.input_data import write_input_data
 
 ANALYZER_VENV = PROJECT / ".venv" / "model-analyzer"
 DEFAULT_OUT = PROJECT / "build" / "analyze"
-STUDY_TIMEOUT_S = 900
+STUDY_TIMEOUT_S = 1200
+STALL_S = 240  # one measurement here takes 20-60 s
 # perf_analyzer windows Model Analyzer asks for: 10 requests, three in a row within 30 %, since a
 # 2-core machine shared with other work drifts more than the default 10 % allows (docs/operations.md).
 PERF_ANALYZER_FLAGS = {"measurement-mode": "count_windows", "measurement-request-count": 10, "stability-percentage": 30}
 # The network study's levers: instances x ONNX Runtime intra-op threads x the batcher's queue delay.
 NETWORK_QUEUE_DELAYS_US = (500, 4000)
-NETWORK_CONCURRENCY = (1, 4)
+NETWORK_CONCURRENCY = (2,)  # two requests in flight on two cores: overlap and batching both show
 
 
 class AnalyzeError(RuntimeError):
@@ -141,7 +144,6 @@ def common_config(out: Path, study: str, budget_ms: int, server: LocalServer) ->
         "perf_analyzer_path": str(analyzer.binary()),
         "perf_analyzer_flags": dict(PERF_ANALYZER_FLAGS, **{"input-data": str(out / "input.json")}),
         "client_protocol": "grpc",
-        "latency_budget": budget_ms,
         "output_model_repository_path": str(out / study / "output_repository"),
         "override_output_model_repository": True,
         "export_path": str(out / study / "results"),
@@ -163,6 +165,8 @@ def ensemble_study(
     return common_config(out, "ensemble", budget_ms, server) | {
         "profile_models": [entry.triton_name],
         "run_config_search_mode": "quick",
+        # No latency_budget here: with one, 1.44's quick search steps back and forth without end once a
+        # configuration past the budget follows one within it (TMA-871). The report applies the budget.
         # Steps Model Analyzer must keep on KIND_CPU: the Python steps, and the network unless it runs on a GPU.
         "cpu_only_composing_models": [step for step in steps if not on_gpu(out / "repository", step)],
         "run_config_search_max_instance_count": cores,
@@ -196,13 +200,19 @@ def network_study(
     config = common_config(out, "network", budget_ms, server) | {
         "profile_models": {name: model},
         "run_config_search_disable": True,
+        "latency_budget": budget_ms,
     }
     del config["perf_analyzer_flags"]["input-data"]  # random uint8 crops: the network's speed ignores values
     return config
 
 
 def run_study(name: str, config: dict[str, Any], out: Path, env: dict[str, str]) -> Path:
-    """Write the study's Model Analyzer config and run `model-analyzer profile` on it; returns its log."""
+    """Write the study's Model Analyzer config and run `model-analyzer profile` on it; returns its log.
+
+    Model Analyzer and the tritonserver and perf_analyzer it starts run in their own process group,
+    stopped together on a timeout or a stall (no new measurement for STALL_S: 1.44's quick search can
+    step back and forth between measured configurations forever, its own TODO TMA-871).
+    """
     study_dir = out / name
     study_dir.mkdir(parents=True, exist_ok=True)
     config_path = study_dir / "config.yaml"
@@ -211,16 +221,50 @@ def run_study(name: str, config: dict[str, Any], out: Path, env: dict[str, str])
     cmd = [str(model_analyzer()), "profile", "-f", str(config_path)]
     print(f"[{name}] {shlex.join(cmd)} (log: {log})", flush=True)
     with log.open("wb") as sink:
-        try:
-            code = subprocess.run(
-                cmd, env=env, stdout=sink, stderr=subprocess.STDOUT, timeout=STUDY_TIMEOUT_S, check=False
-            ).returncode
-        except subprocess.TimeoutExpired:
-            raise AnalyzeError(f"study {name} ran past {STUDY_TIMEOUT_S} s; see {log}") from None
-    if code != 0:
+        process = subprocess.Popen(cmd, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+        problem = watch(process, log)
+    if problem:
+        raise AnalyzeError(f"study {name}: {problem}; see {log}")
+    if process.returncode != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
-        raise AnalyzeError(f"study {name}: model-analyzer exited with {code}; see {log}:\n{tail}")
+        raise AnalyzeError(f"study {name}: model-analyzer exited with {process.returncode}; see {log}:\n{tail}")
     return log
+
+
+def watch(process: subprocess.Popen, log: Path) -> str | None:
+    """Wait for Model Analyzer; None when it ended by itself, else why its process group was stopped."""
+    start = last_progress = time.monotonic()
+    measured = 0
+    while process.poll() is None:
+        time.sleep(5)
+        now = time.monotonic()
+        count = log.read_text(errors="replace").count("] Profiling ")
+        if count > measured:
+            measured, last_progress = count, now
+        problem = None
+        if now - start > STUDY_TIMEOUT_S:
+            problem = f"ran past {STUDY_TIMEOUT_S} s"
+        elif now - last_progress > STALL_S:
+            problem = f"no new measurement for {STALL_S} s (Model Analyzer's search stalled)"
+        if problem:
+            stop_group(process)
+            return problem
+    return None
+
+
+def stop_group(process: subprocess.Popen) -> None:
+    for sig, grace in ((signal.SIGINT, 20), (signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=grace)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    with contextlib.suppress(ProcessLookupError):  # tritonserver or perf_analyzer left behind
+        os.killpg(process.pid, signal.SIGKILL)
 
 
 def read_measurements(study_dir: Path) -> list[dict[str, str]]:
@@ -259,17 +303,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--studies", nargs="+", choices=("ensemble", "network"), default=["ensemble", "network"])
     parser.add_argument("--triton-server-path", type=Path, help="local mode: tritonserver (default: the wheel's 2.51)")
     parser.add_argument("--backend-directory", type=Path, help="local mode: its backends (default: the wheel's Python)")
+    parser.add_argument(
+        "--report-only", action="store_true", help="rewrite report.md from the last run's results (no measuring)"
+    )
     parser.add_argument("--url", help="remote mode: gRPC host:port of a running deployment (no config search)")
     parser.add_argument("--metrics-url", help="remote mode: its metrics URL (default: the same host, port 8002)")
     parser.add_argument(
         "--concurrency", type=int, nargs="+", default=[1, 2, 4, 8], help="remote mode: the concurrencies to measure"
     )
+    parser.add_argument("--cpu-only", action="store_true", help="remote mode: a deployment without GPUs")
 
 
-def remote_study(
-    entry: catalog.ModelEntry, out: Path, url: str, metrics_url: str | None, budget_ms: int, concurrency: list[int]
-) -> dict:
+def remote_study(entry: catalog.ModelEntry, out: Path, args: argparse.Namespace) -> dict:
     """The deployed ensemble as it stands at each concurrency; the admin key lets perf_analyzer read statistics."""
+    url, budget_ms = args.url, args.latency_budget_ms
     host = url.rsplit(":", 1)[0]
     flags = dict(PERF_ANALYZER_FLAGS, **{"input-data": str(out / "input.json")})
     key = key_from_environment()
@@ -280,11 +327,13 @@ def remote_study(
         "triton_launch_mode": "remote",
         "triton_grpc_endpoint": url,
         "triton_http_endpoint": f"{host}:8000",
-        "triton_metrics_url": metrics_url or f"http://{host}:8002/metrics",
+        "triton_metrics_url": args.metrics_url or f"http://{host}:8002/metrics",
         "client_protocol": "grpc",
         "reload_model_disable": True,
         "run_config_search_disable": True,
-        "profile_models": {entry.triton_name: {"parameters": {"concurrency": concurrency}}},
+        "profile_models": {
+            entry.triton_name: {"parameters": {"concurrency": args.concurrency}, "cpu_only": args.cpu_only}
+        },
         "perf_analyzer_path": str(analyzer.binary()),
         "perf_analyzer_flags": flags,
         "latency_budget": budget_ms,
@@ -302,6 +351,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     entry = catalog.get(args.model)
     out = args.out.resolve()
+    if args.report_only:
+        record = json.loads((out / "analysis.json").read_text())
+        for name, study in record["studies"].items():
+            record["studies"][name] = summarize(out / name, study["seconds"])
+        print(f"report: {write_report(record, out / 'report.md')}", flush=True)
+        return 0
     out.mkdir(parents=True, exist_ok=True)
     write_input_data(sample_photo_paths(), out / "input.json")
     cores = args.cores or usable_cores()
@@ -310,8 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         env = environment()
         if args.url:
             (out / "remote-repository").mkdir(exist_ok=True)
-            study = remote_study(entry, out, args.url, args.metrics_url, args.latency_budget_ms, args.concurrency)
-            studies = {"remote": study}
+            studies = {"remote": remote_study(entry, out, args)}
             serving = None
         else:
             from perf.serving import ensure_exported
@@ -353,31 +407,36 @@ def summarize(study_dir: Path, seconds: float) -> dict[str, Any]:
     output = study_dir / "output_repository"
     points = []
     for row in rows:
-        name = row.get("Model Config Path", "")
+        name, _, composing = row.get("Model Config Path", "").partition(": ")  # ensembles list their steps' configs
         config_dir = output / name
+        if composing:
+            levers = {"steps": {step: describe(output / step) for step in composing.split(", ")}}
+        else:
+            levers = describe(config_dir) if (config_dir / "config.pbtxt").is_file() else {}
         points.append(
             {
                 "config": name,
                 "concurrency": int(float(row.get("Concurrency", 0) or 0)),
                 "throughput": float(row.get("Throughput (infer/sec)", 0) or 0),
                 "p99_ms": float(row.get("p99 Latency (ms)", 0) or 0),
-                "levers": describe(config_dir) if (config_dir / "config.pbtxt").is_file() else {},
+                "levers": levers,
                 "satisfies": row.get("Satisfies Constraints", ""),
             }
         )
     return {"seconds": seconds, "points": points}
 
 
-def best(points: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Model Analyzer's rule: the highest throughput among the points within the latency budget."""
-    within = [p for p in points if p["satisfies"] == "Yes"]
+def best(points: list[dict[str, Any]], budget_ms: int) -> dict[str, Any] | None:
+    """Model Analyzer's rule: the highest throughput among the points within the p99 latency budget."""
+    within = [p for p in points if p["p99_ms"] <= budget_ms]
     return max(within, key=lambda p: p["throughput"]) if within else None
 
 
 def levers_text(levers: dict[str, Any]) -> str:
     """One cell: `2 inst x 1 thr, batch 8, delay 500 us`, or the steps of an ensemble joined by ' / '."""
     if "steps" in levers:
-        return " / ".join(f"{name.split('_')[0]}: {levers_text(step)}" for name, step in levers["steps"].items())
+        kinds = {name: configs.step_kind(name.rpartition("_config_")[0] or name) for name in levers["steps"]}
+        return " / ".join(f"{kinds[name]}: {levers_text(step)}" for name, step in levers["steps"].items())
     parts = [f"{levers.get('instances')} inst"]
     if "threads" in levers:
         parts[0] += f" x {levers['threads']} thr"
@@ -387,15 +446,16 @@ def levers_text(levers: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def study_table(study: dict[str, Any]) -> list[str]:
+def study_table(study: dict[str, Any], budget_ms: int) -> list[str]:
     lines = [
         "| config | levers | concurrency | infer/s | p99 ms | within budget |",
         "|---|---|---|---|---|---|",
     ]
-    for point in sorted(study["points"], key=lambda p: (p["config"], p["concurrency"])):
+    for point in sorted(study["points"], key=lambda p: -p["throughput"]):
+        within = "yes" if point["p99_ms"] <= budget_ms else "no"
         lines.append(
             f"| {point['config']} | {levers_text(point['levers'])} | {point['concurrency']} | "
-            f"{point['throughput']:.1f} | {point['p99_ms']:.0f} | {point['satisfies']} |"
+            f"{point['throughput']:.1f} | {point['p99_ms']:.0f} | {within} |"
         )
     return lines
 
@@ -419,8 +479,8 @@ def write_report(record: dict[str, Any], path: Path) -> Path:
         f"max batch {configs.MAX_BATCH_SIZE}, network queue delay 500 us.",
     ]
     for name, study in record["studies"].items():
-        chosen = best(study["points"])
-        lines += ["", f"## {name} ({study['seconds']:.0f} s)", "", *study_table(study), ""]
+        chosen = best(study["points"], record["latency_budget_ms"])
+        lines += ["", f"## {name} ({study['seconds']:.0f} s)", "", *study_table(study, record["latency_budget_ms"]), ""]
         if chosen:
             lines.append(
                 f"Model Analyzer's choice within the budget: **{chosen['config']}** ({levers_text(chosen['levers'])}) "

@@ -44,7 +44,7 @@ from model_repository import configs, health, install, procfs
 from model_repository.configs import IMAGE_INPUT, TOP_K_OUTPUTS
 from model_repository.server import TritonServer, free_port
 from perf import machine
-from perf.capacity import benchmark_jpegs
+from perf.preprocess_bench import benchmark_jpegs
 from perf.serving import ensure_exported
 
 PROJECT = Path(__file__).resolve().parent.parent

@@ -35,9 +35,9 @@ class Profile:
 
 PROFILES = {
     "full": Profile(
-        "full", (1, 2, 4, 6, 8), Windows(window_ms=5000, stability_percent=30, max_trials=6, quiet_percent=10)
+        "full", (1, 2, 3, 4), Windows(window_ms=5000, stability_percent=30, max_trials=6, quiet_percent=10)
     ),
-    "smoke": Profile("smoke", (1, 2), Windows(window_ms=1000, stability_percent=100, max_trials=5)),
+    "smoke": Profile("smoke", (1, 2), Windows(window_ms=1000, stability_percent=100, max_trials=10)),
 }
 
 

@@ -8,7 +8,8 @@ The tests live in one folder per layer, and the folder says what a test may need
     tests/chart/    the Helm chart; its few server tests carry `server` themselves
 
 `pytest_collection_modifyitems` applies the markers from the folder, so no test file repeats them,
-and refuses a unit test that asks for the export or a server. Helpers are in tests/support/.
+and refuses a unit test that asks for the export or a server (a test file outside the layer
+folders gets a warning and the markers of what it uses). Helpers are in tests/support/.
 
 The export (about a minute on 2 cores) and the server start happen once per session, and every
 server is always stopped at the end; both come from tests/support/deployment.py.
@@ -16,6 +17,7 @@ server is always stopped at the end; both come from tests/support/deployment.py.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,13 +32,9 @@ EXPORT_FIXTURE = "exported_repository"  # every session server depends on it
 
 
 def layer_of(item: pytest.Item) -> str:
-    """The layer folder a test's file sits in (tests/<layer>/...)."""
+    """The layer folder a test's file sits in (tests/<layer>/...); "" for a file outside them."""
     parts = Path(str(item.path)).resolve().relative_to(TESTS).parts
-    if len(parts) < 2 or parts[0] not in LAYERS:
-        raise pytest.UsageError(
-            f"{item.nodeid}: test files live in a layer folder, one of tests/{{{','.join(LAYERS)}}}/"
-        )
-    return parts[0]
+    return parts[0] if len(parts) > 1 and parts[0] in LAYERS else ""
 
 
 def uses_a_server(item: pytest.Item) -> bool:
@@ -55,6 +53,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         layer = layer_of(item)
         uses_export = EXPORT_FIXTURE in item.fixturenames
+        if not layer:  # a file not yet moved into its layer: marked from what it uses, and named
+            warnings.warn(
+                pytest.PytestWarning(f"{item.path.name} belongs in a layer folder tests/{{{','.join(LAYERS)}}}/"),
+                stacklevel=2,
+            )
+            layer = "server" if uses_a_server(item) else "export" if uses_export else "unit"
         if layer == "unit" and (uses_export or uses_a_server(item)):
             raise pytest.UsageError(
                 f"{item.nodeid} needs the export or a server: move it to tests/export/ or tests/server/"

@@ -27,7 +27,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from preprocess import DEFAULT_MAX_PIXELS
-from tests.support import images
+from tests.support import bursts, images
 
 # The server comes from a fixture chosen at run time (exact or fast decode): marked here, not by its name.
 pytestmark = pytest.mark.server
@@ -112,57 +112,12 @@ def test_a_request_with_one_bad_image_fails_naming_it(client) -> None:
     assert "image 2 of 3: empty image" in message
 
 
-def admitted_at_once(client: grpcclient.InferenceServerClient, model: str = MODEL) -> int:
-    """Requests the served preprocess step takes at once without refusing one: its instances plus its queue."""
-    (step,) = [
-        s.model_name
-        for s in client.get_model_config(model).config.ensemble_scheduling.step
-        if "preprocess" in s.model_name
-    ]
-    config = client.get_model_config(step).config
-    return sum(g.count for g in config.instance_group) + config.dynamic_batching.default_queue_policy.max_queue_size
-
-
 def test_good_and_bad_requests_in_flight_together(client) -> None:
-    """Requests the dynamic batcher may put in one batch: good ones get their own answer, bad ones their error.
-
-    Sent in waves the bounded preprocess queue admits whole (configs.QUEUE_PER_INSTANCE); a request
-    refused as overload anyway (an instance not yet released from the last wave) is sent again, as
-    the client library would, so every outcome left is the image's own.
-    """
+    """Requests the dynamic batcher may put in one batch: good ones get their own answer, bad ones their error."""
     alone = answer(client, image_request(GOOD))
     bad = [data for data, _ in BAD.values()]
     payloads = [GOOD if i % 2 == 0 else bad[i // 2 % len(bad)] for i in range(16)]
-    wave = admitted_at_once(client)
-    assert wave >= 2  # at least one request queued beside one running: a batch can form
-    outcomes: dict[int, object] = {}
-    pending = list(range(len(payloads)))
-    for _ in range(10):
-        if not pending:
-            break
-        indices, pending = pending[:wave], pending[wave:]
-        done, results = threading.Event(), {}
-
-        def record(index: int, indices=indices, done=done, results=results):
-            def callback(result, error) -> None:
-                results[index] = error or result
-                if len(results) == len(indices):
-                    done.set()
-
-            return callback
-
-        for index in indices:
-            client.async_infer(MODEL, image_request(payloads[index]), record(index))
-        assert done.wait(120)
-        for index, outcome in results.items():
-            overload = (
-                isinstance(outcome, InferenceServerException) and "Exceeds maximum queue size" in outcome.message()
-            )
-            if overload:
-                pending.append(index)
-            else:
-                outcomes[index] = outcome
-    assert not pending
+    outcomes = bursts.in_flight_together(client, MODEL, [image_request(data) for data in payloads])
     for index, data in enumerate(payloads):
         outcome = outcomes[index]
         if data is GOOD:

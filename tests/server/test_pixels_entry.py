@@ -7,7 +7,6 @@ server tests use the session's real tritonserver.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from tritonclient.utils import InferenceServerException
 import catalog
 from model_repository import configs, install
 from preprocess import decode
-from tests.support import images
+from tests.support import bursts, images
 from tests.support.deployment import SERVED_MODELS
 from tests.support.ensembles import assert_wired
 
@@ -110,20 +109,8 @@ def test_frames_get_the_answer_of_their_encoded_image(client, sample_photos: lis
 def test_frames_of_different_sizes_in_flight_together(client) -> None:
     frames = [images.sized(w, h, "coffee.png") for w, h in [(600, 400), (300, 500), (1, 1), (1025, 512), (257, 256)]]
     expected = [_answer(client.infer("vit_base_patch16_224", _image_request(images.png(f)))) for f in frames]
-    outcomes: dict[int, object] = {}
-    done = threading.Event()
-
-    def record(index: int):
-        def callback(result, error) -> None:
-            outcomes[index] = error or result
-            if len(outcomes) == len(frames):
-                done.set()
-
-        return callback
-
-    for index, frame in enumerate(frames):
-        client.async_infer("vit_base_patch16_224_pixels", _frames_request(frame[None]), record(index))
-    assert done.wait(120)
+    requests = [_frames_request(frame[None]) for frame in frames]
+    outcomes = bursts.in_flight_together(client, "vit_base_patch16_224_pixels", requests)
     for index, want in enumerate(expected):
         assert not isinstance(outcomes[index], InferenceServerException), outcomes[index]
         assert _answer(outcomes[index]) == want

@@ -6,8 +6,6 @@ PaddleClas's code with the same seed, on the tensor the catalog's preprocessing 
 
 from __future__ import annotations
 
-import queue
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +19,7 @@ from catalog.reference import imagenet_labels
 from catalog.resolve import photo_batch
 from client import Classifier
 from export import network
+from tests.support import bursts
 from tests.support.deployment import SEED, SERVED_MODELS
 
 
@@ -68,10 +67,6 @@ def _request(image: bytes) -> list[grpcclient.InferInput]:
     return [tensor]
 
 
-def _collect(answers: queue.Queue, index: int, result: object, error: object) -> None:
-    answers.put((index, error or result))
-
-
 def test_bad_images_fail_only_their_own_requests(triton_server, sample_photos: list[Path]) -> None:
     """Good and bad requests in flight together: each bad one gets its own message, the good ones answer."""
     good = sample_photos[3].read_bytes()  # rocket.jpg
@@ -81,11 +76,8 @@ def test_bad_images_fail_only_their_own_requests(triton_server, sample_photos: l
         b"this is a text file, not an image": "not a decodable image",
     }
     client = grpcclient.InferenceServerClient(triton_server.grpc_url)
-    answers: queue.Queue[tuple[int, object]] = queue.Queue()
     images = [good, *bad, good]
-    for index, image in enumerate(images):
-        client.async_infer("nextvit_small_224", _request(image), partial(_collect, answers, index))
-    results = dict(answers.get(timeout=60) for _ in images)
+    results = bursts.in_flight_together(client, "nextvit_small_224", [_request(image) for image in images])
     for index, image in enumerate(images):
         outcome = results[index]
         if image is good:
