@@ -121,7 +121,7 @@ $(MA_STAMP): requirements/model-analyzer.txt
 	$(MA_VENV)/bin/python -m pip install --quiet -r requirements/model-analyzer.txt
 	@touch $@
 
-analyze: setup $(MA_STAMP) ## Model Analyzer on MODEL, local CPU (quick search of the ensemble, network sweep; URL=host:8001 remote); build/analyze
+analyze: setup $(MA_STAMP) ## Model Analyzer on MODEL, local CPU: quick search of the ensemble + network sweep (URL= remote, experimental); build/analyze
 	$(PY) -m perf.analyze --model $(MODEL) --repository $(REPOSITORY) --out $(ANALYZE_DIR) \
 		--latency-budget-ms $(LATENCY_BUDGET_MS) $(PERF_SERVER) $(ANALYZE_ARGS)
 

@@ -1,7 +1,8 @@
 """Triton Model Analyzer (1.44.0, the 24.10 release of the local 2.51.0 server) on one served model.
 
 python -m perf.analyze [--model NextViT_small_224] [--repository DIR] [--out build/analyze]
-    [--latency-budget-ms 500] [--url HOST:8001 [--metrics-url URL]]
+    [--latency-budget-ms 500] [--studies ensemble network] [--report-only]
+    [--url HOST:8001 [--metrics-url URL] [--cpu-only] [--concurrency N ...]]
 
 Local mode (the default, `make analyze`) runs Model Analyzer's own search against the real
 tritonserver from the nvidia-pytriton wheel, on a serving copy of the model rendered for this
@@ -9,16 +10,17 @@ machine (model_repository/layout.py), in two studies, each Model Analyzer's own 
 
 - `ensemble`: quick search on the `<model>` ensemble, the only search Model Analyzer has for
   ensembles. It varies the instance count and max batch size of every composing step (preprocess,
-  network, postprocess) and the concurrency, under a p99 latency budget.
+  network, postprocess) and the concurrency; the report applies the p99 latency budget.
 - `network`: a manual brute sweep of the portable network alone: instances x ONNX Runtime threads
   (a model parameter, which quick search on an ensemble cannot vary) x the batcher's queue delay.
 
 Each writes Model Analyzer's results under build/analyze/<study>/, and report.md beside them puts
 the best configuration of each next to the layout configs.py commits for this many cores.
 
-Remote mode (--url) measures a running deployment as it stands (the chart starts tritonserver with
---model-control-mode=none, so no configuration can be swapped in): a concurrency sweep of the
-served ensemble under the same budget. docs/operations.md says how to tune a GPU node.
+Remote mode (--url, experimental) points Model Analyzer at a running server instead. 1.44 calls
+the model-repository API, which a serving release keeps behind the admin key (Model Analyzer cannot
+send it) and loads models, which --model-control-mode=none refuses: docs/operations.md says what
+was checked and how to tune a GPU node instead (local mode on the node).
 
 Model Analyzer lives in its own environment, .venv/model-analyzer (requirements/model-analyzer.txt):
 it pulls optuna, numba, docker and pdfkit, none of which the project needs.
@@ -45,7 +47,7 @@ import yaml
 
 import catalog
 from catalog.reference import sample_photo_paths
-from model_repository import configs, layout
+from model_repository import configs, layout, procfs
 from model_repository.cores import usable_cores
 from model_repository.server import (
     PROJECT,
@@ -221,8 +223,15 @@ def run_study(name: str, config: dict[str, Any], out: Path, env: dict[str, str])
     cmd = [str(model_analyzer()), "profile", "-f", str(config_path)]
     print(f"[{name}] {shlex.join(cmd)} (log: {log})", flush=True)
     with log.open("wb") as sink:
-        process = subprocess.Popen(cmd, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
-        problem = watch(process, log)
+        # perf_analyzer writes its CSV files into the working directory: the study's, not the checkout.
+        process = subprocess.Popen(
+            cmd, cwd=study_dir, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            problem = watch(process, log)
+        except BaseException:  # Ctrl-C or SIGTERM (main turns it into SystemExit): nothing left running
+            stop_group(process)
+            raise
     if problem:
         raise AnalyzeError(f"study {name}: {problem}; see {log}")
     if process.returncode != 0:
@@ -253,18 +262,19 @@ def watch(process: subprocess.Popen, log: Path) -> str | None:
 
 
 def stop_group(process: subprocess.Popen) -> None:
+    """Stop Model Analyzer and everything it started (it puts perf_analyzer in a session of its own)."""
+    started = [child.pid for child in procfs.descendants(process.pid)[1:]]
     for sig, grace in ((signal.SIGINT, 20), (signal.SIGTERM, 10), (signal.SIGKILL, 5)):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
         try:
             process.wait(timeout=grace)
             break
         except subprocess.TimeoutExpired:
             continue
-    with contextlib.suppress(ProcessLookupError):  # tritonserver or perf_analyzer left behind
-        os.killpg(process.pid, signal.SIGKILL)
+    for pid in started:  # tritonserver or perf_analyzer left behind
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def read_measurements(study_dir: Path) -> list[dict[str, str]]:
@@ -306,18 +316,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--report-only", action="store_true", help="rewrite report.md from the last run's results (no measuring)"
     )
-    parser.add_argument("--url", help="remote mode: gRPC host:port of a running deployment (no config search)")
+    parser.add_argument(
+        "--url", help="remote mode (experimental): gRPC host:port of a server in explicit model control"
+    )
     parser.add_argument("--metrics-url", help="remote mode: its metrics URL (default: the same host, port 8002)")
     parser.add_argument(
         "--concurrency", type=int, nargs="+", default=[1, 2, 4, 8], help="remote mode: the concurrencies to measure"
     )
-    parser.add_argument("--cpu-only", action="store_true", help="remote mode: a deployment without GPUs")
+    parser.add_argument("--cpu-only", action="store_true", help="remote mode: a server without GPUs")
 
 
 def remote_study(entry: catalog.ModelEntry, out: Path, args: argparse.Namespace) -> dict:
-    """The deployed ensemble as it stands at each concurrency; the admin key lets perf_analyzer read statistics."""
-    url, budget_ms = args.url, args.latency_budget_ms
-    host = url.rsplit(":", 1)[0]
+    """The ensemble on a running server at the given concurrencies (experimental: see docs/operations.md).
+
+    Model Analyzer 1.44 needs the server's model-repository API without a key (it cannot send one)
+    and --model-control-mode=explicit, so a serving release refuses it; perf_analyzer still sends
+    the admin key for the statistics API.
+    """
+    host = args.url.rsplit(":", 1)[0]
     flags = dict(PERF_ANALYZER_FLAGS, **{"input-data": str(out / "input.json")})
     key = key_from_environment()
     if key:
@@ -325,7 +341,7 @@ def remote_study(entry: catalog.ModelEntry, out: Path, args: argparse.Namespace)
     return {
         "model_repository": str(out / "remote-repository"),
         "triton_launch_mode": "remote",
-        "triton_grpc_endpoint": url,
+        "triton_grpc_endpoint": args.url,
         "triton_http_endpoint": f"{host}:8000",
         "triton_metrics_url": args.metrics_url or f"http://{host}:8002/metrics",
         "client_protocol": "grpc",
@@ -336,7 +352,6 @@ def remote_study(entry: catalog.ModelEntry, out: Path, args: argparse.Namespace)
         },
         "perf_analyzer_path": str(analyzer.binary()),
         "perf_analyzer_flags": flags,
-        "latency_budget": budget_ms,
         "export_path": str(out / "remote" / "results"),
         "checkpoint_directory": str(out / "remote" / "checkpoints"),
         "override_output_model_repository": True,
@@ -349,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m perf.analyze", description=__doc__.split("\n\n")[0])
     add_arguments(parser)
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so run_study stops what it started
     entry = catalog.get(args.model)
     out = args.out.resolve()
     if args.report_only:
