@@ -24,14 +24,10 @@ from client import Classifier, InferenceError
 from client.__main__ import main
 from model_repository import configs, install, layout
 from tests.support.deployment import SERVED_MODELS
-from tests.support.ensembles import assert_wired
+from tests.support.ensembles import TYPE_UINT8, assert_wired
+from tests.support.ensembles import parsed as _parsed
 
 ENTRIES = list(catalog.CATALOG.values())
-TYPE_UINT8 = 2  # ModelConfig DataType enum
-
-
-def _parsed(config: configs.ConfigDict):
-    return configs.parse_pbtxt(configs.to_pbtxt(config))
 
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.name)

@@ -131,16 +131,7 @@ def test_odd_sizes_keep_the_exact_geometry() -> None:
     assert rgb.shape == (751, 1001, 3) and full_size == (2001, 1501)
 
 
-UPRIGHT = {  # EXIF orientation -> what a viewer does to the stored pixels (as tests/unit/test_decoding.py)
-    1: lambda x: x,
-    2: lambda x: x[:, ::-1],
-    3: lambda x: x[::-1, ::-1],
-    4: lambda x: x[::-1],
-    5: lambda x: x.transpose(1, 0, 2),
-    6: lambda x: np.rot90(x, -1),
-    7: lambda x: x[::-1, ::-1].transpose(1, 0, 2),
-    8: lambda x: np.rot90(x, 1),
-}
+UPRIGHT = images.UPRIGHT  # EXIF orientation -> what a viewer does to show the stored pixels upright
 
 
 def _with_orientation(rgb: np.ndarray, orientation: int) -> bytes:

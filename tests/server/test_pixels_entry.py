@@ -20,14 +20,10 @@ from model_repository import configs, install
 from preprocess import decode
 from tests.support import bursts, images
 from tests.support.deployment import SERVED_MODELS
-from tests.support.ensembles import assert_wired
+from tests.support.ensembles import TYPE_UINT8, assert_wired
+from tests.support.ensembles import parsed as _parsed
 
 ENTRIES = list(catalog.CATALOG.values())
-TYPE_UINT8 = 2  # ModelConfig DataType enum
-
-
-def _parsed(config: configs.ConfigDict):
-    return configs.parse_pbtxt(configs.to_pbtxt(config))
 
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.name)

@@ -1,6 +1,15 @@
-"""One check of an ensemble's wiring, shared by the IMAGE and PIXELS entry points' tests."""
+"""One check of an ensemble's wiring, shared by the IMAGE, PIXELS and CROPS entry points' tests."""
 
 from __future__ import annotations
+
+from model_repository import configs
+
+TYPE_UINT8 = configs.model_config_pb2.TYPE_UINT8
+
+
+def parsed(config: configs.ConfigDict):
+    """A config dict as Triton reads it: rendered to config.pbtxt and parsed back into ModelConfig."""
+    return configs.parse_pbtxt(configs.to_pbtxt(config))
 
 
 def assert_wired(ensemble, models: dict) -> None:

@@ -92,3 +92,16 @@ def jpeg_declaring(rgb: np.ndarray, width: int, height: int) -> bytes:
     sof = data.find(b"\xff\xc0")
     data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
     return bytes(data)
+
+
+# EXIF orientation -> what a viewer does to the stored pixels to show them upright.
+UPRIGHT = {
+    1: lambda x: x,
+    2: lambda x: x[:, ::-1],
+    3: lambda x: x[::-1, ::-1],
+    4: lambda x: x[::-1],
+    5: lambda x: x.transpose(1, 0, 2),
+    6: lambda x: np.rot90(x, -1),
+    7: lambda x: x[::-1, ::-1].transpose(1, 0, 2),
+    8: lambda x: np.rot90(x, 1),
+}

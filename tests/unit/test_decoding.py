@@ -201,17 +201,7 @@ def test_animated_webp_is_refused_as_opencv_cannot_read_it(decode: Callable) -> 
 
 # --- EXIF orientation -----------------------------------------------------------------------------
 
-# EXIF orientation -> what a viewer does to the stored pixels to show them upright.
-UPRIGHT = {
-    1: lambda x: x,
-    2: lambda x: x[:, ::-1],
-    3: lambda x: x[::-1, ::-1],
-    4: lambda x: x[::-1],
-    5: lambda x: x.transpose(1, 0, 2),
-    6: lambda x: np.rot90(x, -1),
-    7: lambda x: x[::-1, ::-1].transpose(1, 0, 2),
-    8: lambda x: np.rot90(x, 1),
-}
+UPRIGHT = images.UPRIGHT  # EXIF orientation -> what a viewer does to show the stored pixels upright
 
 
 def with_orientation(fmt: str, orientation: int, **options: object) -> bytes:
