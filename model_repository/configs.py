@@ -185,8 +185,11 @@ class Layout:
         }[kind]
 
 
-# Portable network layout on CPU, chosen by `make perf-tune` on 2 cores (docs/performance.md,
-# "Tuning"): one ONNX Runtime instance whose intra-op pool has a thread per usable core. At
+# Portable network layout on CPU, chosen by the tuning sweep (now retired for `make analyze`; its
+# figures: `git show 14987cc:docs/performance.md`, "Tuning") on 2 cores: one ONNX Runtime instance
+# whose intra-op pool has a thread per usable core. Model Analyzer's network sweep on a shared
+# machine (docs/operations.md) preferred 1-thread instances within its noise; unchanged until
+# measured on a quiet node. At
 # concurrency 1 it is as fast as the in-process pipeline (p50 +2 ms NextViT-S, -12 ms ViT-B).
 # One single-threaded instance per core serves 6 % (NextViT-S) and 3 % (ViT-B) more images/s at
 # saturation but doubles the p50 of a lone request (142 vs 80 ms, 414 vs 220 ms); two-threaded

@@ -28,7 +28,7 @@ class TritonPythonModel:
         options.intra_op_num_threads = intra_op_threads(int(params["intra_op_threads"]), instances, usable_cores())
         options.inter_op_num_threads = 1
         # Idle intra-op threads busy-wait by default; with several instances sharing the cores,
-        # that spinning takes the cores the other instances need (configs.py, perf-tune evidence).
+        # that spinning takes the cores the other instances need (configs.py, PORTABLE_NETWORK_INSTANCES).
         spinning = params.get("intra_op_spinning", "1")
         options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
         model_path = Path(args["model_repository"]) / args["model_version"] / params["onnx_file"]
