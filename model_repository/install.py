@@ -186,11 +186,14 @@ def stage(entry: ModelEntry, onnx_path: Path, record: dict, variant: configs.Var
 
 
 def digest_tree(root: Path) -> dict[str, str]:
-    """Relative path -> SHA-256 of every file under root: equal digests mean equal definitions."""
+    """Relative path -> SHA-256 of every file under root: equal digests mean equal definitions.
+
+    Bytecode is not part of a definition: a served step's Python writes __pycache__ beside its source.
+    """
     return {
         str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
         for path in sorted(root.rglob("*"))
-        if path.is_file()
+        if path.is_file() and "__pycache__" not in path.relative_to(root).parts
     }
 
 
@@ -204,8 +207,11 @@ def _new_shared_steps(entry: ModelEntry, staged: Path, repository: Path) -> list
             continue
         theirs, ours = digest_tree(installed), digest_tree(staged / name)
         if theirs != ours:
-            differing = sorted(path for path in theirs.keys() | ours.keys() if theirs.get(path) != ours.get(path))
             users = [e for e in installed_models(repository) if name in _steps_of(repository, e)]
+            if set(users) <= {entry.triton_name}:  # only this model calls it: re-exporting it updates its step
+                new.append(name)
+                continue
+            differing = sorted(path for path in theirs.keys() | ours.keys() if theirs.get(path) != ours.get(path))
             raise SharedStepConflictError(
                 f"{repository / name} is shared by {', '.join(users) or 'no installed model'} and differs from what "
                 f"this project installs now (in {', '.join(differing[:5])}); nothing was changed. Install into a "

@@ -65,6 +65,26 @@ def test_a_conflicting_shared_step_is_refused_and_nothing_changes(tmp_path: Path
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging left behind
 
 
+def test_bytecode_a_served_step_wrote_is_not_a_conflict(tmp_path: Path, network_file: Path) -> None:
+    repository = tmp_path / "repo"
+    put(NEXTVIT_S, repository, network_file)
+    cache = repository / configs.postprocess_name() / "1" / "__pycache__"
+    cache.mkdir()
+    (cache / "model.cpython-311.pyc").write_bytes(b"written by the stub's Python at serve time")
+    put(VIT, repository, network_file)  # shares postprocess with NextViT_small_224: identical source, kept
+    assert configs.network_name(VIT) in [p.name for p in repository.iterdir()]
+
+
+def test_reexporting_the_only_user_of_a_changed_step_updates_it(tmp_path: Path, network_file: Path) -> None:
+    repository = tmp_path / "repo"
+    put(NEXTVIT_S, repository, network_file)
+    config = repository / configs.postprocess_name() / "config.pbtxt"
+    ours = config.read_text()
+    config.write_text(ours.replace("count: 1", "count: 3"))  # an older release's definition
+    put(NEXTVIT_S, repository, network_file)  # nobody else calls it: the upgrade replaces it
+    assert config.read_text() == ours
+
+
 def test_removing_a_model_keeps_the_steps_others_use(tmp_path: Path, network_file: Path) -> None:
     repository = tmp_path / "repo"
     for entry in (NEXTVIT_S, NEXTVIT_B, VIT):
