@@ -10,7 +10,7 @@ Triton then serves the copy with --model-control-mode=none, exactly as it would 
 python -m model_repository.layout --source DIR --target DIR [--models NAME ...] [--cores auto|N]
     [--preprocess-instances N] [--pixels-preprocess-instances N] [--postprocess-instances N]
     [--network-cpu-instances N] [--network-cpu-threads N] [--network-gpu-instances N] [--response-cache]
-    [--fast-decode]
+    [--fast-decode [--fast-decode-margin M]]
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 import catalog
 from model_repository import configs, health, install
 from model_repository.cores import usable_cores
-from preprocess import DECODE_PARAMETER
+from preprocess import DECODE_PARAMETER, FAST_DECODE_MARGIN, FAST_DECODE_MARGIN_PARAMETER, Preprocessor
 
 # Written into every rendered copy: render only ever replaces its own copies, and the liveness
 # check (health.py, standard library only, so it owns the name) reads the stub count from it.
@@ -124,11 +124,13 @@ def render(
     warmup: bool = True,
     response_cache: bool = False,
     fast_decode: bool = False,
+    fast_decode_margin: float = FAST_DECODE_MARGIN,
 ) -> dict:
     """Write the serving copy of `source` for `models` into `target`; returns what was rendered.
 
     fast_decode=True sets every encoded-image preprocess step's `decode` parameter to "fast" (large
-    JPEGs decoded at a reduced DCT scale, preprocess/decoding.py); the default leaves them exact.
+    JPEGs decoded at a reduced DCT scale, preprocess/decoding.py) with `fast_decode_margin`; the
+    default leaves them exact.
     """
     source = source.resolve()
     chosen = select(source, models)
@@ -141,7 +143,7 @@ def render(
     for name in directories:
         _link_model(source / name, target / name, layout, warmup, response_cache)
     if fast_decode:
-        _use_fast_decode(target, directories)
+        _use_fast_decode(target, directories, fast_decode_margin)
     python_models = [name for name in directories if configs.step_kind(name) not in ("ensemble", "network")]
     stubs = sum(python_instances(target / name / "config.pbtxt") for name in directories)
     summary = {
@@ -155,6 +157,8 @@ def render(
         "response_cache": response_cache,
         "decode": "fast" if fast_decode else "exact",
     }
+    if fast_decode:
+        summary["fast_decode_margin"] = fast_decode_margin
     (target / MARKER).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
@@ -170,13 +174,19 @@ def _needed(source: Path, name: str) -> bool:
     return configs.step_kind(name) != "ensemble" or not name.endswith(configs.CROP_SUFFIX) or (source / name).is_dir()
 
 
-def _use_fast_decode(target: Path, directories: list[str]) -> None:
-    """Switch the encoded-image preprocess steps of the serving copy to fast decode (the PIXELS steps do not decode)."""
+def _use_fast_decode(target: Path, directories: list[str], margin: float) -> None:
+    """Switch the encoded-image preprocess steps of the serving copy to fast decode (the PIXELS steps do not decode).
+
+    Each step's parameters are checked by the Preprocessor they configure, so a margin the step would
+    refuse at load fails the render instead, before tritonserver starts.
+    """
     for name in directories:
         if configs.step_kind(name) == "preprocess":
             path = target / name / "config.pbtxt"
             config = configs.parse_pbtxt(path.read_text())
             config.parameters[DECODE_PARAMETER].string_value = "fast"
+            config.parameters[FAST_DECODE_MARGIN_PARAMETER].string_value = repr(float(margin))
+            Preprocessor.from_parameters({key: value.string_value for key, value in config.parameters.items()})
             path.write_text(configs.text_format.MessageToString(config))
 
 
@@ -189,10 +199,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="opt-in: decode JPEGs far larger than the model's input at 1/2, 1/4 or 1/8 scale (faster, changes "
         "pixels: docs/preprocessing.md); default exact",
     )
+    parser.add_argument(
+        "--fast-decode-margin",
+        type=float,
+        metavar="M",
+        help=f"with --fast-decode: keep the decoded short side at least M x the resize target (default "
+        f"{FAST_DECODE_MARGIN:g}; 1.25 is faster and further from exact; at least 1)",
+    )
     parser.add_argument("--cores", default="auto", help="cores the server may use: auto (cgroup-aware) or a number")
     parser.add_argument("--no-warmup", dest="warmup", action="store_false", help="skip model_warmup (faster start)")
     for name in LAYOUT_FIELDS:
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, metavar="N", help="override the resolved count")
+
+
+def fast_decode_margin(args: argparse.Namespace) -> float:
+    """The margin asked for, which only means something with --fast-decode."""
+    if args.fast_decode_margin is None:
+        return FAST_DECODE_MARGIN
+    if not args.fast_decode:
+        raise ValueError("--fast-decode-margin needs --fast-decode (the default decode is exact)")
+    return args.fast_decode_margin
 
 
 def layout_from_arguments(args: argparse.Namespace) -> tuple[int, configs.Layout]:
@@ -222,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             args.warmup,
             args.response_cache,
             fast_decode=args.fast_decode,
+            fast_decode_margin=fast_decode_margin(args),
         )
     except (LayoutError, catalog.UnknownModelError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)

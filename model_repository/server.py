@@ -4,7 +4,7 @@ python -m model_repository.server [--repository DIR] [--models NAME ...] [--core
     [--preprocess-instances N ...] [--http-port 8000] [--grpc-port 8001] [--metrics-port 8002]
     [--listen-address 127.0.0.1] [--admin-key-file FILE]
     [--trace-mode triton|opentelemetry [--trace-rate N] [--trace-url URL] [--trace-resource KEY=VALUE ...]]
-    [--response-cache-bytes N] [--fast-decode]
+    [--response-cache-bytes N] [--fast-decode [--fast-decode-margin M]]
 
 The wheel ships the server, the Python backend and one backend stub per Python version; the
 server expects the stub inside the backend directory, so we assemble that directory (symlinks)
@@ -41,6 +41,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from model_repository import configs, layout, procfs
+from preprocess import FAST_DECODE_MARGIN
 
 PROJECT = Path(__file__).resolve().parent.parent
 BACKENDS_DIR = PROJECT / "build" / "triton_backends"
@@ -288,6 +289,7 @@ class TritonServer:
     tracing: Tracing | None = None  # None: no tracing (the default)
     response_cache_bytes: int = 0  # 0: no response cache; N: a local cache of N bytes on the public ensembles
     fast_decode: bool = False  # opt-in: large JPEGs decoded at a reduced DCT scale (docs/preprocessing.md)
+    fast_decode_margin: float = FAST_DECODE_MARGIN  # fast decode only: decoded short side >= margin x target
     process: subprocess.Popen | None = field(default=None, init=False)
     serving: dict | None = field(default=None, init=False)  # what layout.render wrote
     _serving_dir: Path | None = field(default=None, init=False)
@@ -402,6 +404,7 @@ class TritonServer:
                 self.warmup,
                 response_cache=self.response_cache_bytes > 0,
                 fast_decode=self.fast_decode,
+                fast_decode_margin=self.fast_decode_margin,
             )
         except Exception as err:
             self._remove_serving_copy()
@@ -490,6 +493,7 @@ def main(argv: list[str] | None = None) -> int:
         cores, resolved = layout.layout_from_arguments(args)
         tracing = tracing_from_arguments(args)
         cache_flags(args.response_cache_bytes)
+        fast_decode_margin = layout.fast_decode_margin(args)
     except ValueError as err:
         parser.error(str(err))
     try:
@@ -507,6 +511,7 @@ def main(argv: list[str] | None = None) -> int:
             tracing=tracing,
             response_cache_bytes=args.response_cache_bytes,
             fast_decode=args.fast_decode,
+            fast_decode_margin=fast_decode_margin,
         )
     except ServerError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -542,7 +547,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"tritonserver: {addresses} (Ctrl-C stops)", flush=True)
     if server.fast_decode:
-        print("preprocessing: fast decode (large JPEGs at a reduced DCT scale; not exact)", flush=True)
+        print(
+            f"preprocessing: fast decode, margin {server.fast_decode_margin:g} (large JPEGs at a reduced DCT "
+            "scale; not exact)",
+            flush=True,
+        )
     if server.listen_address != "127.0.0.1":
         print(f"warning: listening on {server.listen_address}: the server is reachable from that network", flush=True)
     if server.generated_key_file is not None:

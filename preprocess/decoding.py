@@ -16,9 +16,10 @@ Fast decode (opt-in, `decode_reduced`): a JPEG far larger than the resize target
 1/4 or 1/8 scale inside libjpeg (scaled IDCT: fewer pixels out of the same entropy-decoded
 coefficients), through the same `cv2.imdecode` call with OpenCV's IMREAD_REDUCED_COLOR_{2,4,8} flags,
 so EXIF orientation, CMYK and grey conversion, the checks before decoding and every error are those
-of the exact path. The scaled short side stays at least FAST_DECODE_MARGIN times the resize target.
-Every other format, and every JPEG too small for a 1/2 scale, is decoded exactly. The pixels differ
-from the exact decode + resize (docs/preprocessing.md, "Fast decode"): hence opt-in.
+of the exact path. The scaled short side stays at least `margin` times the resize target
+(FAST_DECODE_MARGIN unless the deployment chose another). Every other format, and every JPEG too
+small for a 1/2 scale, is decoded exactly. The pixels differ from the exact decode + resize
+(docs/preprocessing.md, "Fast decode"): hence opt-in.
 """
 
 from __future__ import annotations
@@ -52,7 +53,12 @@ DEFAULT_MAX_IMAGE_BYTES = 32 * 1024 * 1024
 # decides the final pixels, and no detail it would have kept is lost to the 8x8 block scaling. For
 # a 256 target, a 4000x3000 photo is decoded at 1/4 (1000x750), a 1920x1080 one at 1/2 (960x540),
 # and a JPEG whose short side is 1,022 or less exactly.
-FAST_DECODE_MARGIN = 2
+# A deployment may choose another margin (the `fast_decode_margin` parameter): 1.25 decodes a 4000x3000
+# photo at 1/8 (500x375) for a 256 target, faster again but further from exact (docs/preprocessing.md
+# prices both). Below MIN_FAST_DECODE_MARGIN the decode would be smaller than the resize target and
+# the model's resize would enlarge it: refused.
+FAST_DECODE_MARGIN = 2.0
+MIN_FAST_DECODE_MARGIN = 1.0
 # libjpeg's DCT scales OpenCV exposes, largest reduction first. The scaled size is ceil(side / k).
 REDUCED_FLAGS = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2))
 
@@ -124,11 +130,11 @@ def decode(
     return _decode_checked(data, image_format)
 
 
-def dct_scale(width: int, height: int, resize_short: int) -> int:
-    """The largest libjpeg scale (8, 4, 2) that leaves a short side of FAST_DECODE_MARGIN x resize_short; else 1."""
+def dct_scale(width: int, height: int, resize_short: int, margin: float = FAST_DECODE_MARGIN) -> int:
+    """The largest libjpeg scale (8, 4, 2) that leaves a short side of margin x resize_short; else 1."""
     short = min(width, height)
     for denominator, _ in REDUCED_FLAGS:
-        if -(-short // denominator) >= FAST_DECODE_MARGIN * resize_short:
+        if -(-short // denominator) >= margin * resize_short:
             return denominator
     return 1
 
@@ -155,6 +161,7 @@ def decode_reduced(
     resize_short: int,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+    margin: float = FAST_DECODE_MARGIN,
 ) -> tuple[np.ndarray, tuple[int, int]]:
     """Fast decode for a model resizing to `resize_short`: (RGB uint8 HxWx3, the exact decode's (width, height)).
 
@@ -164,7 +171,7 @@ def decode_reduced(
     those of the exact path and only the pixels' filtering differs.
     """
     image_format, width, height = _checked(data, max_pixels, max_image_bytes)
-    denominator = dct_scale(width, height, resize_short) if image_format.name == "JPEG" else 1
+    denominator = dct_scale(width, height, resize_short, margin) if image_format.name == "JPEG" else 1
     if denominator == 1:
         rgb = _decode_checked(data, image_format)
         return rgb, (rgb.shape[1], rgb.shape[0])

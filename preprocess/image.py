@@ -19,7 +19,15 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from preprocess.decoding import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_PIXELS, check_pixels, decode, decode_reduced
+from preprocess.decoding import (
+    DEFAULT_MAX_IMAGE_BYTES,
+    DEFAULT_MAX_PIXELS,
+    FAST_DECODE_MARGIN,
+    MIN_FAST_DECODE_MARGIN,
+    check_pixels,
+    decode,
+    decode_reduced,
+)
 from preprocess.formats import ImageDecodeError
 
 RESIZE_BACKENDS = ("pillow-bicubic", "opencv-linear")
@@ -27,6 +35,8 @@ RESIZE_BACKENDS = ("pillow-bicubic", "opencv-linear")
 # (large JPEGs decoded at a reduced DCT scale, decoding.decode_reduced; opt-in, changes pixels).
 DECODE_PARAMETER = "decode"
 DECODE_MODES = ("exact", "fast")
+# The preprocess model parameter setting fast decode's margin (decoding.FAST_DECODE_MARGIN by default).
+FAST_DECODE_MARGIN_PARAMETER = "fast_decode_margin"
 
 
 def resized_shape(width: int, height: int, resize_short: int) -> tuple[int, int]:
@@ -104,10 +114,16 @@ class Preprocessor:
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
     decode_mode: str = "exact"  # DECODE_MODES; "fast" only through an explicit opt-in
+    fast_decode_margin: float = FAST_DECODE_MARGIN  # used by decode_mode "fast" only
 
     def __post_init__(self) -> None:
         if self.decode_mode not in DECODE_MODES:
             raise ValueError(f"unknown decode mode {self.decode_mode!r}; expected one of {DECODE_MODES}")
+        if not self.fast_decode_margin >= MIN_FAST_DECODE_MARGIN:  # also refuses NaN
+            raise ValueError(
+                f"fast_decode_margin {self.fast_decode_margin} is below {MIN_FAST_DECODE_MARGIN}: the decode would "
+                "be smaller than the resize target"
+            )
         if self.resize not in RESIZE_BACKENDS:
             raise ValueError(f"unknown resize backend {self.resize!r}; expected one of {RESIZE_BACKENDS}")
         if self.resize_short < self.crop:
@@ -127,6 +143,7 @@ class Preprocessor:
             max_pixels=int(params.get("max_pixels", DEFAULT_MAX_PIXELS)),
             max_image_bytes=int(params.get("max_image_bytes", DEFAULT_MAX_IMAGE_BYTES)),
             decode_mode=params.get(DECODE_PARAMETER, "exact"),
+            fast_decode_margin=float(params.get(FAST_DECODE_MARGIN_PARAMETER, FAST_DECODE_MARGIN)),
         )
 
     def _statistics(self) -> tuple[np.ndarray, np.ndarray]:
@@ -147,7 +164,9 @@ class Preprocessor:
         """
         if self.decode_mode == "exact":
             return self.pixels(self.decode(data))
-        rgb, full_size = decode_reduced(data, self.resize_short, self.max_pixels, self.max_image_bytes)
+        rgb, full_size = decode_reduced(
+            data, self.resize_short, self.max_pixels, self.max_image_bytes, self.fast_decode_margin
+        )
         return self.pixels(rgb, full_size)
 
     def pixels(self, rgb: np.ndarray, full_size: tuple[int, int] | None = None) -> np.ndarray:

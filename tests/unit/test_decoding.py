@@ -30,6 +30,7 @@ from preprocess import (
     decode_reduced,
 )
 from preprocess import decode as exact_decode
+from preprocess.decoding import MIN_FAST_DECODE_MARGIN
 from tests.support import images
 
 rng = np.random.default_rng(4)
@@ -151,9 +152,19 @@ def fast_decode(
     return decode_reduced(data, 256, max_pixels, max_image_bytes)[0]
 
 
-@pytest.fixture(params=["exact", "fast"])
+def fast_decode_margin_1(
+    data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+) -> np.ndarray:
+    """fast_decode at the smallest margin a deployment may choose: the most reduced decodes there are."""
+    return decode_reduced(data, 256, max_pixels, max_image_bytes, margin=MIN_FAST_DECODE_MARGIN)[0]
+
+
+DECODES = {"exact": exact_decode, "fast": fast_decode, "fast-margin-1": fast_decode_margin_1}
+
+
+@pytest.fixture(params=list(DECODES))
 def decode(request: pytest.FixtureRequest) -> Callable[..., np.ndarray]:
-    return exact_decode if request.param == "exact" else fast_decode
+    return DECODES[request.param]
 
 
 @pytest.fixture(scope="module")

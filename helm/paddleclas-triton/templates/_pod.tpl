@@ -170,6 +170,9 @@ cores (model_repository/layout.py), every other file a link into the installed r
     {{- end }}
     {{- if .Values.preprocessing.fastDecode }}
     - --fast-decode
+    {{- if not (kindIs "invalid" .Values.preprocessing.fastDecodeMargin) }}
+    - --fast-decode-margin={{ .Values.preprocessing.fastDecodeMargin }}
+    {{- end }}
     {{- end }}
   env:
     - name: PYTHONPATH
