@@ -1,19 +1,16 @@
-"""Generate the values table of helm/README.md from the chart's values.yaml.
+"""The values table of helm/README.md, made from the chart's values.yaml.
 
 A key is documented by a comment block right above it that starts with ``# --``; the table lists
-every documented key with its default. Generating the table (and checking it in tests) keeps the
-README from drifting away from the values, the usual fate of hand-written chart docs.
-
-    python helm/gen_values_table.py          # rewrite the table in helm/README.md
-    python helm/gen_values_table.py --check  # exit 1 if the README table is stale
+every documented key with its default. Generating the table keeps the README from drifting away
+from the values, the usual fate of hand-written chart docs. `make docs` (docs/blocks.py) writes it
+into the README's `values-table` block, and its drift check fails CI while the block is stale;
+tests/chart/test_chart_docs.py fails on a key without a comment.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,12 +18,7 @@ from typing import Any
 import yaml
 
 HELM_DIR = Path(__file__).resolve().parent
-sys.path.insert(0, str(HELM_DIR.parent))  # run as a script: the project root holds docs/blocks.py
-from docs import blocks  # noqa: E402
-
 VALUES = HELM_DIR / "paddleclas-triton" / "values.yaml"
-README = HELM_DIR / "README.md"
-BLOCK = "values-table"  # docs/blocks.py: the block of README.md this table fills
 KEY = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z0-9_.\-/]+):(\s|$)")
 DOC_START = re.compile(r"^(?P<indent> *)# -- (?P<text>.*)$")
 DOC_MORE = re.compile(r"^(?P<indent> *)#(?: (?P<text>.*))?$")
@@ -87,28 +79,3 @@ def table(text: str) -> str:
         cell = description.replace("|", "\\|")
         lines.append(f"| `{key}` | `{default}` | {cell} |")
     return "\n".join(lines)
-
-
-def with_table(readme: str, generated: str) -> str:
-    """The README with the values-table block replaced."""
-    return blocks.replace(readme, BLOCK, generated)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Rewrite the README table, or with --check report drift and missing docs."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="fail on drift instead of writing")
-    args = parser.parse_args(argv)
-    text = VALUES.read_text(encoding="utf-8")
-    missing = undocumented(text)
-    if missing:
-        print("values without a '# --' comment:", ", ".join(missing), file=sys.stderr)
-        return 1
-    if blocks.update(README, BLOCK, table(text), check=args.check) and args.check:
-        print(f"{README} is stale: run make docs", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

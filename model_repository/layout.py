@@ -21,6 +21,7 @@ import json
 import shutil
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import catalog
 from model_repository import configs, health, install
@@ -37,13 +38,20 @@ class LayoutError(RuntimeError):
     """The selection or the target cannot be rendered; nothing was served."""
 
 
-def resolve(cores: int | None = None, **overrides: int | None) -> tuple[int, configs.Layout]:
+class Resolved(NamedTuple):
+    """The cores a serving copy is sized for, and the layout sized for them (what render takes)."""
+
+    cores: int
+    layout: configs.Layout
+
+
+def resolve(cores: int | None = None, **overrides: int | None) -> Resolved:
     """The layout for `cores` (default: the usable cores, cgroup limit included), with explicit counts winning."""
     cores = cores or usable_cores()
     gpu_instances = overrides.get("network_gpu_instances") or 1
     layout = configs.Layout.for_cores(cores, network_gpu_instances=gpu_instances)
     chosen = {name: value for name, value in overrides.items() if value is not None}
-    return cores, dataclasses.replace(layout, **chosen)
+    return Resolved(cores, dataclasses.replace(layout, **chosen))
 
 
 def select(source: Path, models: list[str] | None) -> list[str]:
@@ -221,7 +229,7 @@ def fast_decode_margin(args: argparse.Namespace) -> float:
     return args.fast_decode_margin
 
 
-def layout_from_arguments(args: argparse.Namespace) -> tuple[int, configs.Layout]:
+def layout_from_arguments(args: argparse.Namespace) -> Resolved:
     cores = None if args.cores == "auto" else int(args.cores)
     return resolve(cores, **{name: getattr(args, name) for name in LAYOUT_FIELDS})
 

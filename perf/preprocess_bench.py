@@ -122,7 +122,7 @@ def onnx_network(repository: Path, entry: catalog.ModelEntry) -> Classify:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = layout.resolve()[1].network_cpu_threads  # the launcher's, for this machine
+    options.intra_op_num_threads = layout.resolve().layout.network_cpu_threads  # the launcher's, for this machine
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", str(int(configs.PORTABLE_NETWORK_SPINNING)))
     path = repository / configs.network_name(entry) / "1" / "model.onnx"

@@ -67,7 +67,7 @@ def test_explicit_counts_win_over_the_cores(monkeypatch: pytest.MonkeyPatch) -> 
     cores, resolved = layout.resolve(None, preprocess_instances=7, network_gpu_instances=2)
     assert cores == 3
     assert resolved == configs.Layout(7, 1, 1, 1, 3, 2)
-    assert layout.resolve(12)[1] == configs.Layout.for_cores(12)
+    assert layout.resolve(12).layout == configs.Layout.for_cores(12)
 
 
 def test_unknown_or_missing_models_stop_with_the_names(repository: Path, tmp_path: Path) -> None:
