@@ -48,8 +48,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    names = args.models if args.command == "run" else [args.model] if args.command == "load" else []
     try:
-        entries = [catalog.get(name) for name in getattr(args, "models", None) or [getattr(args, "model", "")] if name]
+        entries = [catalog.get(name) for name in names]
     except catalog.UnknownModelError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,29 +1,14 @@
 """Triton Model Analyzer (1.44.0, the 24.10 release of the local 2.51.0 server) on one served model.
 
-python -m perf.analyze [--model NextViT_small_224] [--repository DIR] [--out build/analyze]
-    [--latency-budget-ms 500] [--studies ensemble network] [--report-only]
-    [--url HOST:8001 [--metrics-url URL] [--cpu-only] [--concurrency N ...]]
+Local mode (the default, `make analyze`) runs two studies against the real tritonserver from the
+nvidia-pytriton wheel, on a serving copy of the model rendered for this machine: `ensemble`, Model
+Analyzer's quick search on the ensemble (the only search it has for ensembles), and `network`, a
+brute sweep of the portable network alone over what that search cannot vary. report.md puts the
+best configuration of each within the p99 budget next to the layout configs.py commits.
 
-Local mode (the default, `make analyze`) runs Model Analyzer's own search against the real
-tritonserver from the nvidia-pytriton wheel, on a serving copy of the model rendered for this
-machine (model_repository/layout.py), in two studies, each Model Analyzer's own search:
-
-- `ensemble`: quick search on the `<model>` ensemble, the only search Model Analyzer has for
-  ensembles. It varies the instance count and max batch size of every composing step (preprocess,
-  network, postprocess) and the concurrency; the report applies the p99 latency budget.
-- `network`: a manual brute sweep of the portable network alone: instances x ONNX Runtime threads
-  (a model parameter, which quick search on an ensemble cannot vary) x the batcher's queue delay.
-
-Each writes Model Analyzer's results under build/analyze/<study>/, and report.md beside them puts
-the best configuration of each next to the layout configs.py commits for this many cores.
-
-Remote mode (--url, experimental) points Model Analyzer at a running server instead. 1.44 calls
-the model-repository API, which a serving release keeps behind the admin key (Model Analyzer cannot
-send it) and loads models, which --model-control-mode=none refuses: docs/operations.md says what
-was checked and how to tune a GPU node instead (local mode on the node).
-
-Model Analyzer lives in its own environment, .venv/model-analyzer (requirements/model-analyzer.txt):
-it pulls optuna, numba, docker and pdfkit, none of which the project needs.
+Remote mode (--url, experimental) points Model Analyzer at a running server, which a serving
+release refuses (docs/operations.md says what was checked). Model Analyzer lives in its own
+environment, .venv/model-analyzer: it pulls optuna, numba, docker and pdfkit, which nothing else needs.
 """
 
 from __future__ import annotations
@@ -60,6 +45,8 @@ from model_repository.server import (
 )
 from perf import analyzer, machine
 from perf.input_data import write_input_data
+from perf.serving import ensure_exported
+from perf.study import arguments, command, table
 
 ANALYZER_VENV = PROJECT / ".venv" / "model-analyzer"
 DEFAULT_OUT = PROJECT / "build" / "analyze"
@@ -119,15 +106,25 @@ class LocalServer:
     path: Path
     backends: Path
 
-    @classmethod
-    def from_arguments(cls, args: argparse.Namespace) -> LocalServer:
-        return cls(args.triton_server_path or server_binary(), args.backend_directory or backend_directory())
+
+def study_files(out: Path, study: str) -> dict[str, Any]:
+    """Where a study's results go (under `out/study`), and perf_analyzer with the photographs as input."""
+    return {
+        "client_protocol": "grpc",
+        "perf_analyzer_path": str(analyzer.binary()),
+        "perf_analyzer_flags": dict(PERF_ANALYZER_FLAGS, **{"input-data": str(out / "input.json")}),
+        "output_model_repository_path": str(out / study / "output_repository"),
+        "override_output_model_repository": True,
+        "export_path": str(out / study / "results"),
+        "checkpoint_directory": str(out / study / "checkpoints"),
+        "skip_detailed_reports": True,
+    }
 
 
-def common_config(out: Path, study: str, budget_ms: int, server: LocalServer) -> dict[str, Any]:
+def common_config(out: Path, study: str, server: LocalServer) -> dict[str, Any]:
     """Settings both local studies share: the real server on free loopback ports, results under `out/study`."""
     http, grpc, metrics = free_port(), free_port(), free_port()
-    return {
+    return study_files(out, study) | {
         "model_repository": str(out / "repository"),
         "triton_launch_mode": "local",
         "triton_server_path": str(server.path),
@@ -143,14 +140,6 @@ def common_config(out: Path, study: str, budget_ms: int, server: LocalServer) ->
         "triton_grpc_endpoint": f"127.0.0.1:{grpc}",
         "triton_metrics_url": f"http://127.0.0.1:{metrics}/metrics",
         "triton_output_path": str(out / study / "tritonserver.log"),
-        "perf_analyzer_path": str(analyzer.binary()),
-        "perf_analyzer_flags": dict(PERF_ANALYZER_FLAGS, **{"input-data": str(out / "input.json")}),
-        "client_protocol": "grpc",
-        "output_model_repository_path": str(out / study / "output_repository"),
-        "override_output_model_repository": True,
-        "export_path": str(out / study / "results"),
-        "checkpoint_directory": str(out / study / "checkpoints"),
-        "skip_detailed_reports": True,
     }
 
 
@@ -164,7 +153,7 @@ def ensemble_study(
 ) -> dict[str, Any]:
     """Quick search over every composing step's instances and max batch size, concurrency 1-4."""
     steps = [configs.preprocess_name(entry), configs.network_name(entry), configs.postprocess_name()]
-    return common_config(out, "ensemble", budget_ms, server) | {
+    return common_config(out, "ensemble", server) | {
         "profile_models": [entry.triton_name],
         "run_config_search_mode": "quick",
         # No latency_budget here: with one, 1.44's quick search steps back and forth without end once a
@@ -199,7 +188,7 @@ def network_study(
         sweep["parameters"] = {"intra_op_threads": {"string_value": [str(n) for n in counts]}}
     concurrency = [1, 16, 64] if gpu else list(NETWORK_CONCURRENCY)
     model = {"model_config_parameters": sweep, "parameters": {"concurrency": concurrency, "batch_sizes": [1]}}
-    config = common_config(out, "network", budget_ms, server) | {
+    config = common_config(out, "network", server) | {
         "profile_models": {name: model},
         "run_config_search_disable": True,
         "latency_budget": budget_ms,
@@ -304,10 +293,8 @@ def describe(config_dir: Path) -> dict[str, Any]:
     return described
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="NextViT_small_224", help="catalog model to analyze")
-    parser.add_argument("--repository", type=Path, default=PROJECT / "build" / "model_repository" / "portable")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = arguments("perf.analyze", __doc__, DEFAULT_OUT)
     parser.add_argument("--latency-budget-ms", type=int, default=500, help="p99 latency budget of a request")
     parser.add_argument("--cores", type=int, default=None, help="cores to size for (default: the usable cores)")
     parser.add_argument("--studies", nargs="+", choices=("ensemble", "network"), default=["ensemble", "network"])
@@ -324,6 +311,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--concurrency", type=int, nargs="+", default=[1, 2, 4, 8], help="remote mode: the concurrencies to measure"
     )
     parser.add_argument("--cpu-only", action="store_true", help="remote mode: a server without GPUs")
+    return parser.parse_args(argv)
 
 
 def remote_study(entry: catalog.ModelEntry, out: Path, args: argparse.Namespace) -> dict:
@@ -333,37 +321,25 @@ def remote_study(entry: catalog.ModelEntry, out: Path, args: argparse.Namespace)
     and --model-control-mode=explicit, so a serving release refuses it; perf_analyzer still sends
     the admin key for the statistics API.
     """
-    host = args.url.rsplit(":", 1)[0]
-    flags = dict(PERF_ANALYZER_FLAGS, **{"input-data": str(out / "input.json")})
-    key = key_from_environment()
-    if key:
-        flags["http-header"] = f"{header_name('grpc')}:{key}"
-    return {
+    host, config = args.url.rsplit(":", 1)[0], study_files(out, "remote")
+    if key := key_from_environment():
+        config["perf_analyzer_flags"]["http-header"] = f"{header_name('grpc')}:{key}"
+    return config | {
         "model_repository": str(out / "remote-repository"),
         "triton_launch_mode": "remote",
         "triton_grpc_endpoint": args.url,
         "triton_http_endpoint": f"{host}:8000",
         "triton_metrics_url": args.metrics_url or f"http://{host}:8002/metrics",
-        "client_protocol": "grpc",
         "reload_model_disable": True,
         "run_config_search_disable": True,
         "profile_models": {
             entry.triton_name: {"parameters": {"concurrency": args.concurrency}, "cpu_only": args.cpu_only}
         },
-        "perf_analyzer_path": str(analyzer.binary()),
-        "perf_analyzer_flags": flags,
-        "export_path": str(out / "remote" / "results"),
-        "checkpoint_directory": str(out / "remote" / "checkpoints"),
-        "override_output_model_repository": True,
-        "output_model_repository_path": str(out / "remote" / "output_repository"),
-        "skip_detailed_reports": True,
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m perf.analyze", description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so run_study stops what it started
     entry = catalog.get(args.model)
     out = args.out.resolve()
@@ -384,12 +360,12 @@ def main(argv: list[str] | None = None) -> int:
             studies = {"remote": remote_study(entry, out, args)}
             serving = None
         else:
-            from perf.serving import ensure_exported
-
             ensure_exported(args.repository, [entry])
             serving = analyzer_repository(args.repository, entry, out / "repository", cores)
             builders = {"ensemble": ensemble_study, "network": network_study}
-            server = LocalServer.from_arguments(args)
+            server = LocalServer(
+                args.triton_server_path or server_binary(), args.backend_directory or backend_directory()
+            )
             studies = {name: builders[name](entry, out, cores, args.latency_budget_ms, server) for name in args.studies}
         timings = {}
         for name, config in studies.items():
@@ -403,10 +379,10 @@ def main(argv: list[str] | None = None) -> int:
         "model": entry.name,
         "cores": cores,
         "latency_budget_ms": args.latency_budget_ms,
-        "committed_layout": dataclasses.asdict(layout.resolve(cores)[1]),
+        "committed_layout": dataclasses.asdict(layout.resolve(cores).layout),
         "serving": serving,
         "studies": {name: summarize(out / name, timings[name]) for name in studies},
-        "command": shlex.join(["python", "-m", "perf.analyze", *(argv if argv is not None else sys.argv[1:])]),
+        "command": command("perf.analyze", argv),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "machine_before": facts,
         "load_average_after": os.getloadavg(),
@@ -463,23 +439,18 @@ def levers_text(levers: dict[str, Any]) -> str:
 
 
 def study_table(study: dict[str, Any], budget_ms: int) -> list[str]:
-    lines = [
-        "| config | levers | concurrency | infer/s | p99 ms | within budget |",
-        "|---|---|---|---|---|---|",
-    ]
-    for point in sorted(study["points"], key=lambda p: -p["throughput"]):
-        within = "yes" if point["p99_ms"] <= budget_ms else "no"
-        lines.append(
-            f"| {point['config']} | {levers_text(point['levers'])} | {point['concurrency']} | "
-            f"{point['throughput']:.1f} | {point['p99_ms']:.0f} | {within} |"
-        )
-    return lines
+    header = ["config", "levers", "concurrency", "infer/s", "p99 ms", "within budget"]
+    rows = []
+    for p in sorted(study["points"], key=lambda p: -p["throughput"]):
+        cells = [p["config"], levers_text(p["levers"]), p["concurrency"], f"{p['throughput']:.1f}"]
+        rows.append([*cells, f"{p['p99_ms']:.0f}", "yes" if p["p99_ms"] <= budget_ms else "no"])
+    return table(header, rows)
 
 
 def write_report(record: dict[str, Any], path: Path) -> Path:
     """report.md: what each study measured, its choice within the budget, and the committed layout beside it."""
     facts = record["machine_before"]
-    flags = [flag for flag in facts["cpu_flags"] if flag.startswith(("avx", "amx"))]
+    flags = facts["cpu_flags"]
     committed = record["committed_layout"]
     lines = [
         f"# Model Analyzer: {record['model']}",
@@ -496,7 +467,7 @@ def write_report(record: dict[str, Any], path: Path) -> Path:
     ]
     for name, study in record["studies"].items():
         chosen = best(study["points"], record["latency_budget_ms"])
-        lines += ["", f"## {name} ({study['seconds']:.0f} s)", "", *study_table(study, record["latency_budget_ms"]), ""]
+        lines += ["", f"## {name} ({study['seconds']:.0f} s)", "", *study_table(study, record["latency_budget_ms"])]
         if chosen:
             lines.append(
                 f"Model Analyzer's choice within the budget: **{chosen['config']}** ({levers_text(chosen['levers'])}) "

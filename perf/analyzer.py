@@ -1,13 +1,8 @@
 """Drive perf_analyzer (tritonclient 2.51.0's binary) over gRPC, one concurrency level at a time.
 
-Each point uses perf_analyzer's time windows: it counts the requests completed in each window of
-`window_ms` and repeats until three consecutive windows agree within `stability` percent, then
-reports those three merged. Not --request-count: in that mode perf_analyzer 2.51 divides the
-count by a duration rounded up to whole seconds (60 requests of 86 ms reported as 9.99/s instead
-of 11.6/s). When a noisy machine cannot meet the stability criterion, the point is measured again
-with a looser one, and the report shows which criterion each point met. Around each point the
-server's per-model statistics and Prometheus metrics are read, so the time split and failure
-count belong to that point alone.
+Each point is perf_analyzer's time-window measurement (perf/README.md, "Notes on the tools"), not
+--request-count: 2.51 divides a request count by a duration rounded up to whole seconds. Around
+each point the server's statistics and metrics are read, so its time split and failures are its own.
 """
 
 from __future__ import annotations
@@ -18,7 +13,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -119,9 +114,6 @@ class Point:
     server_requests: int  # every request the server saw during the point, stabilisation included
     other_cpu_percent: float = 0.0  # CPU used by processes outside this run (machine.ForeignCpu)
     attempts: int = 1  # > 1 when earlier attempts were discarded because other processes were busy
-
-    def as_dict(self) -> dict[str, object]:
-        return asdict(self)
 
 
 def command(target: Target, model: str, concurrency: int, input_data: Path, csv_path: Path) -> list[str]:

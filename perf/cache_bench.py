@@ -1,8 +1,5 @@
 """Benchmark: Triton's response cache on the public ensemble, a hit against a miss, and memory per answer.
 
-python -m perf.cache_bench [--model NextViT_small_224] [--repository DIR] [--out build/perf/cache]
-    [--images 120] [--cache-mib 64] [--publish] [--report-only]
-
 One local server (the launcher's, `--response-cache-bytes`) serves the model. Distinct images are
 made from the sample photographs (a different 1-pixel-smaller crop each, re-encoded as PNG, so no
 two share bytes or pixels). Each image is sent twice in a row, a miss then a hit, and the pairs are
@@ -15,29 +12,25 @@ docs/operations.md.
 
 from __future__ import annotations
 
-import argparse
 import io
-import json
 import os
 import statistics
 import sys
 import time
-import urllib.request
+from functools import partial
 from pathlib import Path
 
-import numpy as np
 import tritonclient.grpc as grpcclient
 from PIL import Image
 
 import catalog
 from catalog.reference import sample_photo_paths
-from docs.blocks import update
-from model_repository import configs, procfs
-from model_repository.server import PROJECT, TritonServer, free_port
-from perf import machine
-from perf.serving import ensure_exported
+from model_repository import procfs
+from model_repository.server import TritonServer
+from perf import machine, serving, study, triton_stats
+from perf.input_data import image_tensor
 
-DOC = PROJECT / "docs" / "operations.md"
+DOC = study.DOCS / "operations.md"
 METRICS_WAIT_S = 2.5  # Triton refreshes the cache gauges every 2 s (--metrics-interval-ms 2000)
 
 
@@ -56,8 +49,7 @@ def distinct_images(count: int) -> list[bytes]:
 
 
 def infer_ms(client: grpcclient.InferenceServerClient, model: str, data: bytes) -> float:
-    tensor = grpcclient.InferInput(configs.IMAGE_INPUT, [1, 1], "BYTES")
-    tensor.set_data_from_numpy(np.array([[data]], dtype=object))
+    tensor = image_tensor(grpcclient, data)
     start = time.perf_counter()
     client.infer(model, [tensor], client_timeout=60)
     return (time.perf_counter() - start) * 1000
@@ -74,11 +66,10 @@ def cache_stats(client: grpcclient.InferenceServerClient, server: TritonServer, 
 
 
 def cache_util(server: TritonServer) -> float:
-    with urllib.request.urlopen(server.metrics_url, timeout=10) as response:
-        for line in response.read().decode().splitlines():
-            if line.startswith("nv_cache_util "):
-                return float(line.split()[1])
-    raise RuntimeError("the server exposes no nv_cache_util (is the response cache on?)")
+    util = triton_stats.gauge(triton_stats.scrape(server.metrics_url, timeout=10), "nv_cache_util")
+    if util is None:
+        raise RuntimeError("the server exposes no nv_cache_util (is the response cache on?)")
+    return util
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -91,22 +82,13 @@ def summary(values: list[float]) -> dict[str, float]:
     }
 
 
-def run(entry: catalog.ModelEntry, repository: Path, out: Path, count: int, cache_mib: int) -> dict:
-    ensure_exported(repository, [entry])
+def run(model: str, repository: Path, out: Path, count: int, cache_mib: int) -> dict:
+    entry = catalog.get(model)
+    serving.ensure_exported(repository, [entry])
     images = distinct_images(count)
     out.mkdir(parents=True, exist_ok=True)
-    facts = machine.facts()
-    cache_bytes = cache_mib << 20
-    log = out / "tritonserver.log"
-    server = TritonServer(
-        repository,
-        free_port(),
-        free_port(),
-        free_port(),
-        log_path=log,
-        models=[entry.name],
-        response_cache_bytes=cache_bytes,
-    )
+    facts, cache_bytes = machine.facts(), cache_mib << 20
+    server = serving.server(repository, [entry.name], out / "tritonserver.log", response_cache_bytes=cache_bytes)
     with server, grpcclient.InferenceServerClient(server.grpc_url) as client:
         assert server.process is not None
         infer_ms(client, entry.triton_name, distinct_images(count + 1)[-1])  # one miss before measuring
@@ -130,9 +112,7 @@ def run(entry: catalog.ModelEntry, repository: Path, out: Path, count: int, cach
         "raw_ms": {"miss": misses, "hit": hits},
         "server_us": {
             "miss_lookup_insert": (after["miss_ns"] - before["miss_ns"]) / max(1, stored) / 1000,
-            "hit_lookup": (after["hit_ns"] - before["hit_ns"])
-            / max(1, after["hit_count"] - before["hit_count"])
-            / 1000,
+            "hit_lookup": (after["hit_ns"] - before["hit_ns"]) / max(1, served_hits) / 1000,
         },
         "counts": {"hits": served_hits, "stored": stored},
         "bytes_per_answer_cache": (util_after - util_before) * cache_bytes / max(1, stored),
@@ -145,10 +125,7 @@ def run(entry: catalog.ModelEntry, repository: Path, out: Path, count: int, cach
 
 def plot(result: dict, path: Path) -> Path:
     """Every request's latency, miss and hit, on one log axis (docs/img/cache_latency.png)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from perf.plots import plt, save
 
     fig, ax = plt.subplots(figsize=(7, 2.6))
     raw = result["raw_ms"]
@@ -157,20 +134,15 @@ def plot(result: dict, path: Path) -> Path:
     ax.set_xscale("log")
     ax.set_xlabel("client latency per request, ms (gRPC, log scale)")
     ax.set_title(f"{result['model']}: response cache hit vs miss, {result['images']} images each")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path, dpi=110)
 
 
 def table(result: dict) -> str:
     miss, hit = result["client_ms"]["miss"], result["client_ms"]["hit"]
-    facts = result["machine"]
-    rss = result["server_rss_kib"]
-    flags = [f for f in facts["cpu_flags"] if f.startswith(("avx", "amx"))]
+    facts, rss = result["machine"], result["server_rss_kib"]
     lines = [
         f"`{result['command']}` on {facts['cpu_model']}, {facts['usable_cores']} usable cores "
-        f"({', '.join(flags) or 'no AVX'}), load average {facts['load_average'][0]:.2f} at the start and "
+        f"({', '.join(facts['cpu_flags']) or 'no AVX'}), load average {facts['load_average'][0]:.2f} at the start and "
         f"{result['load_average_after'][0]:.2f} at the end; {result['model']}, {result['images']} distinct "
         f"PNG photographs, each sent as a miss and then at once as a hit, over gRPC; "
         f"a {result['cache_bytes'] >> 20} MiB local cache.",
@@ -196,27 +168,19 @@ def table(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m perf.cache_bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="NextViT_small_224")
-    parser.add_argument("--repository", type=Path, default=PROJECT / "build" / "model_repository" / "portable")
-    parser.add_argument("--out", type=Path, default=PROJECT / "build" / "perf" / "cache")
+    parser = study.arguments("perf.cache_bench", __doc__, study.PROJECT / "build" / "perf" / "cache")
     parser.add_argument("--images", type=int, default=120, help="distinct images (each a miss, then a hit)")
     parser.add_argument("--cache-mib", type=int, default=64)
     parser.add_argument("--publish", action="store_true", help="rewrite the cache-bench block of docs/operations.md")
     parser.add_argument("--report-only", action="store_true", help="redraw from the last run's cache.json")
     args = parser.parse_args(argv)
-    raw = args.out / "cache.json"
-    if args.report_only:
-        result = json.loads(raw.read_text())
-    else:
-        result = run(catalog.get(args.model), args.repository, args.out, args.images, args.cache_mib)
-        raw.write_text(json.dumps(result, indent=2) + "\n")
+    measure = partial(run, args.model, args.repository, args.out, args.images, args.cache_mib)
+    result = study.raw_data(args.out / "cache.json", args.report_only, measure)
     text = table(result)
     print(text)
     if args.publish:
-        plot(result, PROJECT / "docs" / "img" / "cache_latency.png")
-        text += "\n\n![cache hit vs miss](img/cache_latency.png)"
-        update(DOC, "cache-bench", text)
+        plot(result, study.DOCS / "img" / "cache_latency.png")
+        study.publish(DOC, {"cache-bench": text + "\n\n![cache hit vs miss](img/cache_latency.png)"})
         print(f"wrote the cache-bench block of {DOC}")
     return 0
 

@@ -10,38 +10,27 @@ key; time to ready and first requests with model_warmup and without (served thro
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
-import shutil
 import statistics
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
-import numpy as np
-
 import catalog
-from docs import blocks
 from model_repository import configs, procfs
-from model_repository.server import TritonServer, free_port
-from perf import machine, serving
+from model_repository.server import TritonServer
+from perf import machine, serving, study
 from perf import preprocess_bench as bench
 from perf.analyzer import Analyzer, Windows
-from perf.input_data import write_input_data
-from perf.preprocess_bench import benchmark_jpegs  # perf.drills imports it from here too
+from perf.input_data import image_tensor, write_input_data
+from perf.study import table
 
-PROJECT = Path(__file__).resolve().parent.parent
 EVERY_KEY = (*bench.MODELS, "NextViT_small_384", "ViT_base_patch16_384")  # one model per preprocessing key
 STEP_WINDOWS = Windows(window_ms=3000, stability_percent=20, max_trials=6)
 STEP_CONCURRENCY = configs.QUEUE_PER_INSTANCE["preprocess"] + 1
 QUICK_WINDOWS = Windows(window_ms=2000, stability_percent=100, max_trials=5)  # --quick: any figure, soon
-
-
-def _server(repository: Path, out: Path, name: str, models: tuple[str, ...], **options) -> TritonServer:
-    log = out / f"tritonserver-{name}.log"
-    return TritonServer(repository, free_port(), free_port(), free_port(), log_path=log, models=list(models), **options)
 
 
 def served_step(server: TritonServer, jpegs: dict, windows: Windows, out: Path, progress) -> list[dict]:
@@ -84,8 +73,7 @@ def first_requests(server: TritonServer, ready_s: float, photo: bytes) -> dict:
     """The first request of each model after ready, against the steady p50 of the next 15."""
     import tritonclient.grpc as grpcclient
 
-    tensor = grpcclient.InferInput(configs.IMAGE_INPUT, [1, 1], "BYTES")
-    tensor.set_data_from_numpy(np.array([[photo]], dtype=object))
+    tensor = image_tensor(grpcclient, photo)
     result: dict = {"warmup": server.warmup, "ready_s": round(ready_s, 2), "models": {}}
     with grpcclient.InferenceServerClient(server.grpc_url) as client:
         for name in bench.MODELS:
@@ -101,31 +89,43 @@ def first_requests(server: TritonServer, ready_s: float, photo: bytes) -> dict:
 
 def run(repository: Path, out: Path, quick: bool, progress: Callable[[str], None] = print) -> dict:
     out.mkdir(parents=True, exist_ok=True)
-    results: dict = {"started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine.facts()}
-    jpegs, results["jpegs"], results["step_concurrency"] = benchmark_jpegs(), bench.BENCHMARK_JPEGS, STEP_CONCURRENCY
+    results: dict = {"started_at": machine.utc_now(), "machine": machine.facts()}
+    jpegs, results["jpegs"], results["step_concurrency"] = (
+        bench.benchmark_jpegs(),
+        bench.BENCHMARK_JPEGS,
+        STEP_CONCURRENCY,
+    )
     keys = bench.MODELS if quick else EVERY_KEY
     serving.ensure_exported(repository, [catalog.get(name) for name in keys], progress)
     progress("one served preprocess instance")
-    with _server(repository, out, "step", bench.MODELS, layout=configs.Layout(network_cpu_threads=1)) as server:
+    one_thread = configs.Layout(network_cpu_threads=1)
+    with serving.server(repository, bench.MODELS, out / "tritonserver-step.log", layout=one_thread) as server:
         windows = QUICK_WINDOWS if quick else STEP_WINDOWS
         results["per_core"] = served_step(server, jpegs, windows, out, progress)
     progress("processes and memory, one model per preprocessing key")
-    with _server(repository, out, "keys", keys) as server:
+    with serving.server(repository, keys, out / "tritonserver-keys.log") as server:
         time.sleep(2)
         results["footprint"] = footprint(server)
     progress("time to ready and first request, without and with warmup")
     results["readiness"] = []
     for warmup in (False, True):
-        server, start = _server(repository, out, f"warmup-{warmup}", bench.MODELS, warmup=warmup), time.monotonic()
+        log = out / f"tritonserver-warmup-{warmup}.log"
+        server, start = serving.server(repository, bench.MODELS, log, warmup=warmup), time.monotonic()
         with server:
             results["readiness"].append(first_requests(server, time.monotonic() - start, jpegs[500, 375][0]))
             progress(f"  warmup {warmup}: {results['readiness'][-1]}")
-    (out / "capacity.json").write_text(json.dumps(results, indent=2) + "\n")
     return results
 
 
 def report(results: dict) -> str:
-    f, m = results["footprint"], results["machine"]
+    f, m, per_core, warm = results["footprint"], results["machine"], [], []
+    for row in results["per_core"]:
+        model, cores = row["model"], bench.cores_per_gpu(row["model"], 1000 / row["served"])
+        per_core.append([f"{catalog.get(model).family} ({model})", row["jpeg"], f"{row['served']:.0f}", cores])
+    for run_ in results["readiness"]:
+        for model, x in run_["models"].items():
+            first, p50 = x["first_ms"], x["steady_p50_ms"]
+            warm.append(["on" if run_["warmup"] else "off", run_["ready_s"], model, first, p50, f"{first / p50:.2f}"])
     lines = [
         f"Measured {results['started_at']} by `make bench-capacity` (`python -m perf.capacity`) on "
         f"{bench.machine_sentence(m, [m['load_average']])}. Every figure below comes from this one run.",
@@ -138,14 +138,7 @@ def report(results: dict) -> str:
         "(`make bench-preprocess`). *Cores per H100* = GPU images/s / served images/s, with "
         f"{bench.gpu_rates()}; typical GPU nodes have 12-24 cores per GPU (`../shared/reference/gpu-capacity.md`).",
         "",
-        "| family | JPEG | served step, images/s per core | cores per H100 |",
-        "|---|---|---|---|",
-    ]
-    for row in results["per_core"]:
-        model, cores = row["model"], bench.cores_per_gpu(row["model"], 1000 / row["served"])
-        lines.append(f"| {catalog.get(model).family} ({model}) | {row['jpeg']} | {row['served']:.0f} | {cores} |")
-    lines += [
-        "",
+        *table(["family", "JPEG", "served step, images/s per core", "cores per H100"], per_core),
         "## Processes and memory",
         "",
         f"One model per preprocessing key ({', '.join(f['models'])}), sized by the launcher for this machine "
@@ -156,40 +149,31 @@ def report(results: dict) -> str:
         "",
         "## Warm before ready",
         "",
-        "| model_warmup | time to ready (s) | model | first request (ms) | steady p50 (ms) | first / p50 |",
-        "|---|---|---|---|---|---|",
+        *table(
+            ["model_warmup", "time to ready (s)", "model", "first request (ms)", "steady p50 (ms)", "first / p50"], warm
+        ),
     ]
-    for run_ in results["readiness"]:
-        for model, x in run_["models"].items():
-            lines.append(
-                f"| {'on' if run_['warmup'] else 'off'} | {run_['ready_s']} | {model} | {x['first_ms']} | "
-                f"{x['steady_p50_ms']} | {x['first_ms'] / x['steady_p50_ms']:.2f} |"
-            )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m perf.capacity", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repository", type=Path, default=PROJECT / "build" / "model_repository" / "portable")
-    parser.add_argument("--out", type=Path, default=PROJECT / "build" / "perf" / "capacity")
+    parser = study.arguments("perf.capacity", __doc__, study.PROJECT / "build" / "perf" / "capacity", model=False)
     parser.add_argument("--quick", action="store_true", help="a short end-to-end check (figures not for the docs)")
     parser.add_argument("--publish", action="store_true", help="write the block of docs/capacity.md, the plot")
     parser.add_argument("--report-only", action="store_true", help="redraw from the last capacity.json")
     args = parser.parse_args(argv)
     if args.quick and args.publish:
         parser.error("--quick figures are not for the docs")
-    if args.report_only:
-        results = json.loads((args.out / "capacity.json").read_text())
-    else:
-        results = run(args.repository, args.out, args.quick)
+    measure = partial(run, args.repository, args.out, args.quick)
+    results = study.raw_data(args.out / "capacity.json", args.report_only, measure)
     text = report(results)
     (args.out / "capacity.md").write_text(text + "\n![images/s per core](capacity.png)\n")
     served = {m: {r["jpeg"]: r["served"] for r in results["per_core"] if r["model"] == m} for m in bench.MODELS}
     bench.bar_chart(args.out / "capacity.png", "Exact preprocessing per core", "images/s", {"one served step": served})
     print(text)
     if args.publish:
-        shutil.copyfile(args.out / "capacity.png", PROJECT / "docs" / "img" / "capacity.png")
-        blocks.update(PROJECT / "docs" / "capacity.md", "capacity", text + "\n![images/s per core](img/capacity.png)")
+        block = {"capacity": text + "\n![images/s per core](img/capacity.png)"}
+        study.publish(study.DOCS / "capacity.md", block, {args.out / "capacity.png": "capacity.png"})
     return 0
 
 

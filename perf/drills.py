@@ -1,13 +1,10 @@
-"""Reliability drills against the real local server (issue 12): benchmarks, not CI tests.
+"""Reliability drills against the real local server: benchmarks, not CI tests.
 
-python -m perf.drills [DRILL ...] [--model NAME] [--repository DIR] [--out build/perf/drills]
-    [--scale 1.0] [--soak-minutes 20] [--sigterm-runs 3] [--malloc system|tcmalloc|jemalloc] [--publish]
-
-DRILL is any of overload, sigterm, kill-step, soak, slow-clients (default: all). Each drill starts
+Each drill (overload, sigterm, kill-step, soak, slow-clients; default: all) starts
 `python -m model_repository.server` (what `make serve` runs) on a copy of the repository staged
 with today's configs (bounded queues included), on free loopback ports, and stops it afterwards.
-Traffic is mixed-size JPEGs (perf.capacity.benchmark_jpegs: 500x375, 1920x1080, 4000x3000), one
-image per request, every request with a deadline, so "goodput" is requests answered within it.
+Traffic is mixed-size JPEGs (perf.preprocess_bench.benchmark_jpegs: 500x375, 1920x1080, 4000x3000),
+one image per request, every request with a deadline, so "goodput" is requests answered within it.
 Each drill writes build/perf/drills/<drill>.json and .md (plus PNG plots); --publish gathers every
 drill's figures with the command that gave them into docs/reliability.md. `--scale 0.1` shortens
 every phase tenfold (a trial run); `--soak-minutes` sets the soak alone.
@@ -20,7 +17,6 @@ import asyncio
 import json
 import os
 import random
-import shlex
 import shutil
 import signal
 import socket
@@ -31,27 +27,30 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import tritonclient.grpc.aio as grpcclient
+import yaml
 
 import catalog
 from client.classify import failure_kind
-from docs import blocks
 from model_repository import configs, health, install, procfs
-from model_repository.configs import IMAGE_INPUT, TOP_K_OUTPUTS
+from model_repository.configs import TOP_K_OUTPUTS
 from model_repository.server import TritonServer, free_port
-from perf import machine
+from perf import machine, study
+from perf.input_data import image_tensor
 from perf.preprocess_bench import benchmark_jpegs
 from perf.serving import ensure_exported
+from perf.study import PROJECT
 
-PROJECT = Path(__file__).resolve().parent.parent
-DOC = PROJECT / "docs" / "reliability.md"
+DOC = study.DOCS / "reliability.md"
 DRILLS = ("overload", "sigterm", "kill-step", "soak", "slow-clients")
-DEADLINE_S = 2.0  # the interactive deadline the issue judges by: answered within 2 s
+DEADLINE_S = 2.0  # the interactive deadline: answered within 2 s
 MIX = {(500, 375): 0.5, (1920, 1080): 0.35, (4000, 3000): 0.15}  # share of requests per JPEG size
+SMALL, CAMERA = (500, 375), (4000, 3000)
 OFFERED = (0.5, 1.0, 2.0, 5.0, 10.0)  # offered load, multiples of the measured capacity
 CHART_VALUES = PROJECT / "helm" / "paddleclas-triton" / "values.yaml"
 ALLOCATORS = {
@@ -90,13 +89,13 @@ class Launcher:
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
             return 0
 
-    def wait_ready(self, timeout: float = 240.0) -> float:
+    def wait_ready(self, timeout: float = 240.0) -> None:
         start = time.monotonic()
         while time.monotonic() - start < timeout:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the launcher exited with {self.process.returncode}; see {self.log.name}")
             if self.health() == 200:
-                return time.monotonic() - start
+                return
             time.sleep(0.25)
         raise RuntimeError(f"not ready after {timeout:.0f} s; see {self.log.name}")
 
@@ -128,7 +127,8 @@ class Launcher:
 
 
 @contextmanager
-def serving(args: argparse.Namespace, name: str):
+def serving(args: argparse.Namespace, name: str) -> Iterator[Launcher]:
+    """The drilled model served for one drill, always stopped afterwards; its log is <out>/<name>.server.log."""
     server = Launcher(args.staged, args.model, args.out / f"{name}.server.log", args.preload)
     try:
         server.wait_ready()
@@ -160,37 +160,79 @@ class Sampler(threading.Thread):
 # --- traffic ------------------------------------------------------------------------------------
 
 
-def images() -> dict[tuple[int, int], list[bytes]]:
-    return benchmark_jpegs()
+class Requests:
+    """Requests to the drilled model with one deadline; each becomes a row: sent and done (s since t0), outcome."""
+
+    def __init__(self, server: Launcher, args, deadline: float = DEADLINE_S, t0: float | None = None) -> None:
+        self.url, self.model, self.pool, self.deadline = server.grpc_url, args.triton_model, args.pool, deadline
+        self.t0 = time.monotonic() if t0 is None else t0
+        self.rows: list[dict] = []
+
+    async def send(self, client, size: tuple[int, int], data: bytes) -> str:
+        sent = time.monotonic()
+        try:
+            outputs = [grpcclient.InferRequestedOutput(name) for name in TOP_K_OUTPUTS]
+            # As client/classify.py does: the deadline also travels as the request's queue timeout.
+            tensor, timeout_us = image_tensor(grpcclient, data), int(self.deadline * 1e6)
+            await client.infer(self.model, [tensor], outputs=outputs, client_timeout=self.deadline, timeout=timeout_us)
+            kind, message = "ok", ""
+        except Exception as err:  # every failure is a row, named by its cause
+            kind, message = failure_kind(err), str(err)[:200]
+        done, size_text = time.monotonic() - self.t0, f"{size[0]}x{size[1]}"
+        self.rows.append({"sent": sent - self.t0, "done": done, "size": size_text, "kind": kind, "message": message})
+        return kind
+
+    def _mixed(self, rng: random.Random) -> tuple[tuple[int, int], bytes]:
+        size = rng.choices(list(MIX), weights=list(MIX.values()))[0]
+        return size, rng.choice(self.pool[size])
+
+    async def open_loop(self, rate: float, seconds: float, rng: random.Random) -> None:
+        """Poisson arrivals at `rate` requests/s for `seconds`, never waiting for answers (offered load)."""
+        client = grpcclient.InferenceServerClient(self.url)
+        tasks, end = set(), time.monotonic() + seconds
+        try:
+            while time.monotonic() < end:
+                task = asyncio.ensure_future(self.send(client, *self._mixed(rng)))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                await asyncio.sleep(rng.expovariate(rate))
+            await asyncio.gather(*tasks)
+        finally:
+            await client.close()
+
+    async def closed_loop(self, users: int, seconds: float, rng: random.Random) -> None:
+        """`users` clients, each with one request in flight."""
+        client = grpcclient.InferenceServerClient(self.url)
+        end = time.monotonic() + seconds
+
+        async def user() -> None:
+            while time.monotonic() < end:
+                if await self.send(client, *self._mixed(rng)) != "ok":
+                    await asyncio.sleep(0.05)  # a failed try returns at once (refused, no server): do not spin
+
+        try:
+            await asyncio.gather(*(user() for _ in range(users)))
+        finally:
+            await client.close()
+
+    async def probe(self, seconds: float, size: tuple[int, int] = SMALL, period: float = 0.5) -> None:
+        """The interactive user: the first photo of `size` every `period` s (0: back to back)."""
+        client = grpcclient.InferenceServerClient(self.url)
+        end = time.monotonic() + seconds
+        try:
+            while time.monotonic() < end:
+                await self.send(client, size, self.pool[size][0])
+                if period:
+                    await asyncio.sleep(period)
+        finally:
+            await client.close()
 
 
-def _request(grpcclient, data: bytes):
-    tensor = grpcclient.InferInput(IMAGE_INPUT, [1, 1], "BYTES")
-    tensor.set_data_from_numpy(np.array([[data]], dtype=object))
-    return tensor
+def run_async(*coroutines) -> None:
+    async def main() -> None:
+        await asyncio.gather(*coroutines)
 
-
-async def _one(client, grpcclient, model: str, size, data: bytes, deadline: float, t0: float, rows: list) -> str:
-    sent = time.monotonic()
-    try:
-        outputs = [grpcclient.InferRequestedOutput(name) for name in TOP_K_OUTPUTS]
-        # As client/classify.py does: the deadline also travels as the request's queue timeout.
-        await client.infer(
-            model, [_request(grpcclient, data)], outputs=outputs, client_timeout=deadline, timeout=int(deadline * 1e6)
-        )
-        kind, message = "ok", ""
-    except Exception as err:  # every failure is a row, named by its cause
-        kind, message = failure_kind(err), str(err)[:200]
-    rows.append(
-        {
-            "sent": sent - t0,
-            "done": time.monotonic() - t0,
-            "size": f"{size[0]}x{size[1]}",
-            "kind": kind,
-            "message": message,
-        }
-    )
-    return kind
+    asyncio.run(main())
 
 
 def cause(row: dict) -> str:
@@ -209,94 +251,29 @@ def cause(row: dict) -> str:
     return "unavailable" if row["kind"] == "overloaded" else row["kind"]
 
 
-async def _open_loop(url, model, rate, seconds, pool, deadline, t0, rows, rng) -> None:
-    """Poisson arrivals at `rate` requests/s for `seconds`, never waiting for answers (offered load)."""
-    import tritonclient.grpc.aio as grpcclient
-
-    client = grpcclient.InferenceServerClient(url)
-    tasks, end = set(), time.monotonic() + seconds
-    try:
-        while time.monotonic() < end:
-            size = rng.choices(list(MIX), weights=list(MIX.values()))[0]
-            task = asyncio.ensure_future(
-                _one(client, grpcclient, model, size, rng.choice(pool[size]), deadline, t0, rows)
-            )
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-            await asyncio.sleep(rng.expovariate(rate))
-        await asyncio.gather(*tasks)
-    finally:
-        await client.close()
-
-
-async def _closed_loop(url, model, users, seconds, pool, deadline, t0, rows, rng) -> None:
-    """`users` clients, each with one request in flight."""
-    import tritonclient.grpc.aio as grpcclient
-
-    client = grpcclient.InferenceServerClient(url)
-    end = time.monotonic() + seconds
-
-    async def user() -> None:
-        while time.monotonic() < end:
-            size = rng.choices(list(MIX), weights=list(MIX.values()))[0]
-            if await _one(client, grpcclient, model, size, rng.choice(pool[size]), deadline, t0, rows) != "ok":
-                await asyncio.sleep(0.05)  # a failed try returns at once (refused, no server): do not spin
-
-    try:
-        await asyncio.gather(*(user() for _ in range(users)))
-    finally:
-        await client.close()
-
-
-async def _probe(url, model, seconds, photo, deadline, t0, rows, period: float = 0.5) -> None:
-    """The interactive user: one small photo every `period` s."""
-    import tritonclient.grpc.aio as grpcclient
-
-    client = grpcclient.InferenceServerClient(url)
-    end = time.monotonic() + seconds
-    try:
-        while time.monotonic() < end:
-            await _one(client, grpcclient, model, (500, 375), photo, deadline, t0, rows)
-            await asyncio.sleep(period)
-    finally:
-        await client.close()
-
-
-def run_async(*coroutines) -> None:
-    async def main() -> None:
-        await asyncio.gather(*coroutines)
-
-    asyncio.run(main())
+def _p_ms(seconds: list[float], q: int) -> float | None:
+    return round(float(np.percentile(seconds, q)) * 1000, 1) if seconds else None
 
 
 def summary(rows: list[dict], seconds: float) -> dict:
     ok = [r["done"] - r["sent"] for r in rows if r["kind"] == "ok"]
+    refused = [r["done"] - r["sent"] for r in rows if cause(r) in ("queue full", "queue timeout")]
     return {
         "requests": len(rows),
         "offered_rps": round(len(rows) / seconds, 2),
         "goodput_rps": round(len(ok) / seconds, 2),
-        "p50_ms": round(float(np.percentile(ok, 50)) * 1000, 1) if ok else None,
-        "p99_ms": round(float(np.percentile(ok, 99)) * 1000, 1) if ok else None,
+        "p50_ms": _p_ms(ok, 50),
+        "p99_ms": _p_ms(ok, 99),
         "causes": dict(Counter(cause(r) for r in rows)),
-        "refusal_p99_ms": _refusal_p99(rows),
+        "refusal_p99_ms": _p_ms(refused, 99),
     }
 
 
-def _refusal_p99(rows: list[dict]) -> float | None:
-    refused = [r["done"] - r["sent"] for r in rows if cause(r) in ("queue full", "queue timeout")]
-    return round(float(np.percentile(refused, 99)) * 1000, 1) if refused else None
-
-
-def capacity(server: Launcher, args, pool, progress) -> dict:
+def capacity(server: Launcher, args, progress) -> dict:
     """Goodput of 4 closed-loop users (the saturation point of docs/performance.md), mixed sizes."""
-    rows: list[dict] = []
-    seconds = max(5.0, 20 * args.scale)
-    run_async(
-        _closed_loop(
-            server.grpc_url, args.triton_model, 4, seconds, pool, 10.0, time.monotonic(), rows, random.Random(1)
-        )
-    )
-    result = summary(rows, seconds)
+    seconds, load = max(5.0, 20 * args.scale), Requests(server, args, deadline=10.0)
+    run_async(load.closed_loop(4, seconds, random.Random(1)))
+    result = summary(load.rows, seconds)
     progress(f"  capacity: {result['goodput_rps']} requests/s answered (4 users, mixed sizes)")
     if not result["goodput_rps"]:
         raise RuntimeError(f"no request succeeded while measuring capacity: {result['causes']}")
@@ -306,54 +283,32 @@ def capacity(server: Launcher, args, pool, progress) -> dict:
 # --- the drills ---------------------------------------------------------------------------------
 
 
-def overload(args, pool, progress) -> dict:
+def overload(args, progress) -> dict:
     with serving(args, "overload") as server:
-        cap = capacity(server, args, pool, progress)
-        idle: list[dict] = []
-        run_async(
-            _probe(
-                server.grpc_url,
-                args.triton_model,
-                max(3.0, 10 * args.scale),
-                pool[(500, 375)][0],
-                DEADLINE_S,
-                time.monotonic(),
-                idle,
-            )
-        )
-        idle_ms = float(np.median([r["done"] - r["sent"] for r in idle if r["kind"] == "ok"])) * 1000
+        cap = capacity(server, args, progress)
+        idle = Requests(server, args)
+        run_async(idle.probe(max(3.0, 10 * args.scale)))
+        idle_ms = float(np.median([r["done"] - r["sent"] for r in idle.rows if r["kind"] == "ok"])) * 1000
         levels = []
         for factor in OFFERED:
             seconds = (60 if factor == max(OFFERED) else 20) * args.scale
-            rows, probe, t0 = [], [], time.monotonic()
+            load = Requests(server, args)
+            probe = Requests(server, args, t0=load.t0)
             sampler = Sampler(server)
             sampler.start()
-            run_async(
-                _open_loop(
-                    server.grpc_url,
-                    args.triton_model,
-                    factor * cap["goodput_rps"],
-                    seconds,
-                    pool,
-                    DEADLINE_S,
-                    t0,
-                    rows,
-                    random.Random(2),
-                ),
-                _probe(server.grpc_url, args.triton_model, seconds, pool[(500, 375)][0], DEADLINE_S, t0, probe),
-            )
-            burst_end = time.monotonic() - t0
-            recovery = _recovery(server, args, pool, idle_ms, t0, probe)
+            run_async(load.open_loop(factor * cap["goodput_rps"], seconds, random.Random(2)), probe.probe(seconds))
+            burst_end = time.monotonic() - load.t0
+            recovery = _recovery(server, args, idle_ms, probe)
             samples = sampler.stop()
-            level = {"factor": factor, "seconds": seconds, **summary(rows, seconds)}
-            level["interactive"] = _interactive(probe, burst_end)
+            level = {"factor": factor, "seconds": seconds, **summary(load.rows, seconds)}
+            level["interactive"] = _interactive(probe.rows, burst_end)
             level["rss_start_mb"], level["rss_peak_mb"] = round(samples[0][1]), round(max(s[1] for s in samples))
             level["rss_after_mb"] = round(samples[-1][1])
             level["ready_throughout"] = all(s[2] == 200 for s in samples)
             level["recovery_s"] = recovery
             level["timeline"] = {
                 "samples": samples,
-                "probe": [(r["sent"], r["done"] - r["sent"], cause(r)) for r in probe],
+                "probe": [(r["sent"], r["done"] - r["sent"], cause(r)) for r in probe.rows],
             }
             levels.append(level)
             progress(
@@ -385,38 +340,36 @@ def _interactive(probe: list[dict], burst_end: float) -> dict:
     }
 
 
-def _recovery(server, args, pool, idle_ms, t0, probe, limit_s: float = 30.0) -> float | None:
+def _recovery(server: Launcher, args, idle_ms: float, probe: Requests, limit_s: float = 30.0) -> float | None:
     """Seconds after the burst until an interactive request answers within 2x its idle latency."""
     start = time.monotonic()
     while time.monotonic() - start < limit_s:
-        rows: list[dict] = []
-        run_async(_probe(server.grpc_url, args.triton_model, 0.01, pool[(500, 375)][0], DEADLINE_S, t0, rows))
-        probe += rows
-        if rows and rows[0]["kind"] == "ok" and (rows[0]["done"] - rows[0]["sent"]) * 1000 <= 2 * idle_ms:
+        once = Requests(server, args, t0=probe.t0)
+        run_async(once.probe(0.01))
+        probe.rows += once.rows
+        first = once.rows[0] if once.rows else None
+        if first and first["kind"] == "ok" and (first["done"] - first["sent"]) * 1000 <= 2 * idle_ms:
             return round(time.monotonic() - start, 2)
         time.sleep(0.2)
     return None
 
 
 def chart_arithmetic() -> dict:
-    """server.preStopSleepSeconds and exitTimeoutSeconds from the chart, and the grace period it derives."""
-    values = {}
-    for line in CHART_VALUES.read_text().splitlines():
-        for key in ("exitTimeoutSeconds", "preStopSleepSeconds"):
-            if line.strip().startswith(f"{key}:"):
-                values[key] = int(line.split(":")[1])
+    """server.exitTimeoutSeconds and preStopSleepSeconds from the chart, and the grace period it derives."""
+    server = yaml.safe_load(CHART_VALUES.read_text())["server"]
+    values = {key: int(server[key]) for key in ("exitTimeoutSeconds", "preStopSleepSeconds")}
     values["terminationGracePeriodSeconds"] = values["preStopSleepSeconds"] + values["exitTimeoutSeconds"] + 10
     return values
 
 
-def sigterm(args, pool, progress) -> dict:
+def sigterm(args, progress) -> dict:
     runs = []
     for run in range(args.sigterm_runs):
         with serving(args, f"sigterm-{run}") as server:
-            rows, t0 = [], time.monotonic()
-            box: dict[str, float] = {}
+            # 3 users: about 70 % of the 4-user capacity, with a deadline long enough to see every fate.
+            load, box = Requests(server, args, deadline=30.0), {}
 
-            def stop_later(server=server, box=box, t0=t0) -> None:
+            def stop_later(server=server, box=box, t0=load.t0) -> None:
                 time.sleep(max(3.0, 10 * args.scale))
                 box["signal"] = time.monotonic() - t0
                 server.process.send_signal(signal.SIGTERM)
@@ -425,22 +378,10 @@ def sigterm(args, pool, progress) -> dict:
 
             killer = threading.Thread(target=stop_later)
             killer.start()
-            # 3 users: about 70 % of the 4-user capacity, with a deadline long enough to see every fate.
-            run_async(
-                _closed_loop(
-                    server.grpc_url,
-                    args.triton_model,
-                    3,
-                    max(3.0, 10 * args.scale) + 15,
-                    pool,
-                    30.0,
-                    t0,
-                    rows,
-                    random.Random(run),
-                )
-            )
+            run_async(load.closed_loop(3, max(3.0, 10 * args.scale) + 15, random.Random(run)))
             killer.join()
-        accepted = [r for r in rows if r["sent"] < box["signal"]]
+        accepted = [r for r in load.rows if r["sent"] < box["signal"]]
+        after = [r for r in load.rows if r["sent"] >= box["signal"]]
         clean = ("ok", "queue full", "queue timeout", "refused")
         lost = [r for r in accepted if cause(r) not in clean and "stopping" not in r["message"]]
         result = {
@@ -450,10 +391,8 @@ def sigterm(args, pool, progress) -> dict:
             "completed": sum(1 for r in accepted if r["kind"] == "ok"),
             "lost": len(lost),
             "lost_messages": sorted({r["message"][:120] for r in lost}),
-            "after_signal": dict(Counter(cause(r) for r in rows if r["sent"] >= box["signal"])),
-            "after_signal_messages": Counter(
-                r["message"][:100] for r in rows if r["sent"] >= box["signal"]
-            ).most_common(4),
+            "after_signal": dict(Counter(cause(r) for r in after)),
+            "after_signal_messages": Counter(r["message"][:100] for r in after).most_common(4),
             "drain_s": round(box["exit"] - box["signal"], 2),
         }
         runs.append(result)
@@ -461,10 +400,10 @@ def sigterm(args, pool, progress) -> dict:
     return {"runs": runs, "chart": chart_arithmetic(), "launcher_exit_timeout_s": TritonServer.exit_timeout_secs}
 
 
-def kill_step(args, pool, progress) -> dict:
+def kill_step(args, progress) -> dict:
     with serving(args, "kill-step") as server:
         network = f"{args.triton_model}_network"
-        rows, t0 = [], time.monotonic()
+        load = Requests(server, args, deadline=DEADLINE_S * 5)
         sampler = Sampler(server)
         sampler.start()
         box: dict[str, object] = {}
@@ -474,33 +413,22 @@ def kill_step(args, pool, progress) -> dict:
             pid, copy = server.tritonserver()
             box["live_check_before"] = health.problem(copy, pid, server.http)
             pids = server.stubs(network)
-            box["killed"], box["at"] = pids[0], time.monotonic() - t0
+            box["killed"], box["at"] = pids[0], time.monotonic() - load.t0
             os.kill(pids[0], signal.SIGKILL)
-            while (found := health.problem(copy, pid, server.http)) is None and time.monotonic() - t0 < box["at"] + 30:
+            deadline = box["at"] + 30
+            while (found := health.problem(copy, pid, server.http)) is None and time.monotonic() - load.t0 < deadline:
                 time.sleep(0.1)
-            box["live_check_failed_after_s"] = round(time.monotonic() - t0 - box["at"], 2)
+            box["live_check_failed_after_s"] = round(time.monotonic() - load.t0 - box["at"], 2)
             box["live_check_says"] = found
 
         killer = threading.Thread(target=kill_later)
         killer.start()
-        run_async(
-            _closed_loop(
-                server.grpc_url,
-                args.triton_model,
-                2,
-                max(3.0, 10 * args.scale) + max(10.0, 30 * args.scale),
-                pool,
-                DEADLINE_S * 5,
-                t0,
-                rows,
-                random.Random(3),
-            )
-        )
+        run_async(load.closed_loop(2, max(3.0, 10 * args.scale) + max(10.0, 30 * args.scale), random.Random(3)))
         killer.join()
         samples = sampler.stop()
         stubs_after = server.stubs(network)
     at = float(box["at"])
-    after = [r for r in rows if r["sent"] >= at]
+    after = [r for r in load.rows if r["sent"] >= at]
     first_ok = next((r["done"] - at for r in after if r["kind"] == "ok"), None)
     first_error = next((r["done"] - at for r in after if r["kind"] != "ok"), None)
     unready = next((t - (at - samples[0][0]) for t, _, ready, _ in samples if t >= at and ready != 200), None)
@@ -523,34 +451,22 @@ def kill_step(args, pool, progress) -> dict:
     return result
 
 
-def soak(args, pool, progress) -> dict:
+def soak(args, progress) -> dict:
     with serving(args, "soak") as server:
-        cap = capacity(server, args, pool, progress)
-        seconds, rows, t0 = args.soak_minutes * 60, [], time.monotonic()
+        cap = capacity(server, args, progress)
+        seconds, load = args.soak_minutes * 60, Requests(server, args, deadline=DEADLINE_S * 5)
         sampler = Sampler(server, period=5.0)
         sampler.start()
-        run_async(
-            _open_loop(
-                server.grpc_url,
-                args.triton_model,
-                0.7 * cap["goodput_rps"],
-                seconds,
-                pool,
-                DEADLINE_S * 5,
-                t0,
-                rows,
-                random.Random(4),
-            )
-        )
+        run_async(load.open_loop(0.7 * cap["goodput_rps"], seconds, random.Random(4)))
         samples = sampler.stop()
-    done = sorted(r["done"] for r in rows)
+    done = sorted(r["done"] for r in load.rows)
     points = [(int(np.searchsorted(done, t)), rss) for t, rss, _, _ in samples]
     steady = points[len(points) // 10 :] or points  # the first tenth warms caches and pools
     slope = float(np.polyfit([p[0] for p in steady], [p[1] for p in steady], 1)[0]) * 1000 if len(steady) > 2 else None
     result = {
         "minutes": args.soak_minutes,
         "capacity_rps": cap["goodput_rps"],
-        **summary(rows, seconds),
+        **summary(load.rows, seconds),
         "allocator": args.allocator,
         "rss_start_mb": round(samples[0][1]),
         "rss_end_mb": round(samples[-1][1]),
@@ -581,15 +497,11 @@ def _slow_sender(port: int, model: str, stop: threading.Event, counts: Counter) 
             stop.wait(0.5)
 
 
-def slow_clients(args, pool, progress) -> dict:
+def slow_clients(args, progress) -> dict:
     phase = max(5.0, 20 * args.scale)
     with serving(args, "slow-clients") as server:
-        baseline: list[dict] = []
-        run_async(
-            _probe(
-                server.grpc_url, args.triton_model, phase, pool[(500, 375)][0], DEADLINE_S, time.monotonic(), baseline
-            )
-        )
+        baseline = Requests(server, args)
+        run_async(baseline.probe(phase))
         stop, counts = threading.Event(), Counter()
         slow = [
             threading.Thread(target=_slow_sender, args=(server.http, args.triton_model, stop, counts), daemon=True)
@@ -597,30 +509,17 @@ def slow_clients(args, pool, progress) -> dict:
         ]
         for thread in slow:
             thread.start()
-        during, abandoned, t0 = [], [], time.monotonic()
-
-        async def abandoning() -> None:  # camera photos, given up on after 0.3 s (the client disconnects)
-            import tritonclient.grpc.aio as grpcclient
-
-            client = grpcclient.InferenceServerClient(server.grpc_url)
-            end = time.monotonic() + phase
-            while time.monotonic() < end:
-                await _one(
-                    client, grpcclient, args.triton_model, (4000, 3000), pool[(4000, 3000)][0], 0.3, t0, abandoned
-                )
-            await client.close()
-
-        run_async(
-            _probe(server.grpc_url, args.triton_model, phase, pool[(500, 375)][0], DEADLINE_S, t0, during),
-            *(abandoning() for _ in range(4)),
-        )
+        during = Requests(server, args)
+        # Camera photos, given up on after 0.3 s (the client disconnects), back to back from 4 clients.
+        abandoned = Requests(server, args, deadline=0.3, t0=during.t0)
+        run_async(during.probe(phase), *(abandoned.probe(phase, CAMERA, period=0) for _ in range(4)))
         stop.set()
         ready_after = server.health()
     result = {
-        "baseline": summary(baseline, phase),
-        "during": summary(during, phase),
-        "abandoning_requests": len(abandoned),
-        "abandoned": dict(Counter(cause(r) for r in abandoned)),
+        "baseline": summary(baseline.rows, phase),
+        "during": summary(during.rows, phase),
+        "abandoning_requests": len(abandoned.rows),
+        "abandoned": dict(Counter(cause(r) for r in abandoned.rows)),
         "slow_http_connections": dict(counts),
         "ready_after": ready_after,
     }
@@ -634,14 +533,9 @@ def slow_clients(args, pool, progress) -> dict:
 # --- figures ------------------------------------------------------------------------------------
 
 
-def plot_overload(result: dict, path: Path) -> Path | None:
-    try:
-        import matplotlib
+def plot_overload(result: dict, path: Path) -> Path:
+    from perf.plots import plt, save
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
     levels = result["levels"]
     left.plot([lv["offered_rps"] for lv in levels], [lv["goodput_rps"] for lv in levels], "o-", label="goodput")
@@ -659,55 +553,50 @@ def plot_overload(result: dict, path: Path) -> Path | None:
     twin.plot([s[0] for s in top["samples"]], [s[1] for s in top["samples"]], color="tab:red", lw=1)
     twin.set_ylabel("resident MB", color="tab:red")
     right.legend(loc="upper left", fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path, dpi=110)
 
 
-def markdown(name: str, result: dict, command: str) -> list[str]:
-    lines = [f"`{command}` ({result['finished_at']}, {result['machine']})", ""]
+OVERLOAD_COLUMNS = (
+    "offered | requests/s offered | goodput/s | p99 ms | outcomes | refusal p99 ms | interactive "
+    "(answered max ms / refused max ms) | RSS start/peak/after MB | ready throughout | recovery s"
+)
+SIGTERM_COLUMNS = "run | accepted before SIGTERM | in flight at SIGTERM | completed | lost | after SIGTERM | drain s"
+
+
+def markdown(name: str, result: dict) -> list[str]:
+    lines = [f"`{result['command']}` ({result['finished_at']}, {result['machine']})", ""]
     if name == "overload":
-        cap = result["capacity"]
+        cap, rows = result["capacity"], []
+        for lv in result["levels"]:
+            it, rss = lv["interactive"], f"{lv['rss_start_mb']}/{lv['rss_peak_mb']}/{lv['rss_after_mb']}"
+            interactive = f"{it['answered']}/{it['sent']} ({it['answered_max_ms']} / {it['refused_max_ms']})"
+            cells = [f"{lv['factor']:g}x", lv["offered_rps"], lv["goodput_rps"], lv["p99_ms"], _causes(lv["causes"])]
+            rows.append([*cells, lv["refusal_p99_ms"], interactive, rss, lv["ready_throughout"], lv["recovery_s"]])
         lines += [
             f"Capacity (4 closed-loop users, mixed sizes): **{cap['goodput_rps']} requests/s**; idle "
             f"interactive latency {result['idle_interactive_ms']} ms. Goodput at 10x / goodput at 1x: "
             f"**{result['goodput_ratio_at_10x']}** (goal >= 0.8).",
             "",
-            "| offered | requests/s offered | goodput/s | p99 ms | outcomes | refusal p99 ms | interactive "
-            "(answered max ms / refused max ms) | RSS start/peak/after MB | ready throughout | recovery s |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            *study.table(OVERLOAD_COLUMNS.split(" | "), rows),
+            "![overload](img/reliability_overload.png)",
+            "",
         ]
-        for lv in result["levels"]:
-            it = lv["interactive"]
-            lines.append(
-                f"| {lv['factor']:g}x | {lv['offered_rps']} | {lv['goodput_rps']} | {lv['p99_ms']} | "
-                f"{_causes(lv['causes'])} | {lv['refusal_p99_ms']} | {it['answered']}/{it['sent']} "
-                f"({it['answered_max_ms']} / {it['refused_max_ms']}) | {lv['rss_start_mb']}/"
-                f"{lv['rss_peak_mb']}/{lv['rss_after_mb']} | {lv['ready_throughout']} | {lv['recovery_s']} |"
-            )
-        lines += ["", "![overload](img/reliability_overload.png)"]
     elif name == "sigterm":
         chart = result["chart"]
+        counts = ("run", "accepted_before_signal", "in_flight_at_signal", "completed", "lost")
+        rows = [[*(run[k] for k in counts), _causes(run["after_signal"]), run["drain_s"]] for run in result["runs"]]
         lines += [
             f"Chart: preStop sleep {chart['preStopSleepSeconds']} s + exit timeout "
             f"{chart['exitTimeoutSeconds']} s + 10 s = terminationGracePeriodSeconds "
             f"{chart['terminationGracePeriodSeconds']} s; the launcher's exit timeout is "
             f"{result['launcher_exit_timeout_s']} s.",
             "",
-            "| run | accepted before SIGTERM | in flight at SIGTERM | completed | lost | after SIGTERM | drain s |",
-            "|---|---|---|---|---|---|---|",
+            *study.table(SIGTERM_COLUMNS.split(" | "), rows),
         ]
-        for run in result["runs"]:
-            lines.append(
-                f"| {run['run']} | {run['accepted_before_signal']} | {run['in_flight_at_signal']} | "
-                f"{run['completed']} | {run['lost']} | {_causes(run['after_signal'])} | {run['drain_s']} |"
-            )
     else:
         shown = {k: v for k, v in result.items() if k not in ("points", "finished_at", "machine", "command")}
-        lines += ["```json", json.dumps(shown, indent=1), "```"]
-    return [*lines, ""]
+        lines += ["```json", json.dumps(shown, indent=1), "```", ""]
+    return lines
 
 
 def _causes(causes: dict) -> str:
@@ -716,15 +605,12 @@ def _causes(causes: dict) -> str:
 
 def publish(out: Path) -> Path:
     """Each drill's figures into its block of docs/reliability.md (the text around them is written by hand)."""
-    for name in DRILLS:
-        path = out / f"{name}.json"
-        if path.is_file():
-            result = json.loads(path.read_text())
-            blocks.update(DOC, f"drill-{name}", "\n".join(markdown(name, result, result["command"])))
-    if (out / "overload.png").is_file():
-        (DOC.parent / "img").mkdir(exist_ok=True)
-        (DOC.parent / "img" / "reliability_overload.png").write_bytes((out / "overload.png").read_bytes())
-    return DOC
+    found = {
+        name: json.loads((out / f"{name}.json").read_text()) for name in DRILLS if (out / f"{name}.json").is_file()
+    }
+    texts = {f"drill-{name}": "\n".join(markdown(name, result)) for name, result in found.items()}
+    plot = out / "overload.png"
+    return study.publish(DOC, texts, {plot: "reliability_overload.png"} if plot.is_file() else {})
 
 
 # --- command line -------------------------------------------------------------------------------
@@ -750,11 +636,8 @@ def reinstall(source: Path, dest: Path, entry: catalog.ModelEntry) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m perf.drills", description=__doc__.split("\n\n")[0])
+    parser = study.arguments("perf.drills", __doc__, PROJECT / "build" / "perf" / "drills")
     parser.add_argument("drills", nargs="*", metavar="DRILL", help=f"any of {', '.join(DRILLS)} (default: all)")
-    parser.add_argument("--model", default="NextViT_small_224")
-    parser.add_argument("--repository", type=Path, default=PROJECT / "build" / "model_repository" / "portable")
-    parser.add_argument("--out", type=Path, default=PROJECT / "build" / "perf" / "drills")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every phase's duration (0.1: a trial)")
     parser.add_argument("--soak-minutes", type=float, default=20.0, help="soak duration (default 20)")
     parser.add_argument("--sigterm-runs", type=int, default=3)
@@ -772,21 +655,16 @@ def main(argv: list[str] | None = None) -> int:
     args.triton_model, args.preload = entry.triton_name, allocator_preload(args.allocator)
     ensure_exported(args.repository, [entry])
     args.staged = reinstall(args.repository, args.out / "model_repository", entry)
-    pool = images()
-    command = "python -m perf.drills " + shlex.join(argv if argv is not None else sys.argv[1:])
+    args.pool = benchmark_jpegs()
     facts = machine.facts()
     flags = ", ".join(facts.get("cpu_flags") or []) or "CPU flags not recorded"
     where = f"{facts['cpu_model']} ({flags}), {facts['usable_cores']} usable cores, load {facts['load_average']}"
     for name in args.drills or DRILLS:
         print(f"drill {name}:", flush=True)
-        result = globals()[name.replace("-", "_")](args, pool, lambda m: print(m, flush=True))
-        result |= {
-            "command": command,
-            "machine": where,
-            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
+        result = globals()[name.replace("-", "_")](args, lambda m: print(m, flush=True))
+        result |= {"command": study.command("perf.drills", argv), "machine": where, "finished_at": machine.utc_now()}
         (args.out / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
-        (args.out / f"{name}.md").write_text("\n".join(markdown(name, result, command)))
+        (args.out / f"{name}.md").write_text("\n".join(markdown(name, result)))
         if name == "overload":
             plot_overload(result, args.out / "overload.png")
     if args.publish:

@@ -1,4 +1,4 @@
-"""perf_analyzer input data: the sample photographs as the ensemble's BYTES input, in a JSON file.
+"""The ensemble's BYTES input: one encoded image per request, from tritonclient or perf_analyzer's JSON file.
 
 perf_analyzer takes a `b64` value for a BYTES tensor as the tensor's raw wire form, not as the
 string itself: each element must carry Triton's 4-byte little-endian length prefix. Without it
@@ -12,9 +12,19 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
+from types import ModuleType
+
+import numpy as np
 
 from model_repository.configs import IMAGE_INPUT
 from model_repository.install import bytes_element
+
+
+def image_tensor(grpcclient: ModuleType, data: bytes):
+    """One encoded image as the IMAGE input of one request, for tritonclient.grpc or tritonclient.grpc.aio."""
+    tensor = grpcclient.InferInput(IMAGE_INPUT, [1, 1], "BYTES")
+    tensor.set_data_from_numpy(np.array([[data]], dtype=object))
+    return tensor
 
 
 def input_data(photos: list[Path]) -> dict[str, list[dict[str, dict[str, str]]]]:

@@ -1,11 +1,8 @@
 """`make load`: Locust headless against a server (given URL, or a local one), then a summary.
 
-Locust writes its own CSV files (locust_stats.csv, locust_stats_history.csv, locust_failures.csv,
-locust_exceptions.csv) under build/perf/load/; the locustfile also writes one row per request
-(requests.csv), from which each step gets exact percentiles. The summary (load.json, load.md)
-counts failures by cause. Every request carries the client's deadline (--request-timeout, default
-client.classify.DEFAULT_DEADLINE_S), so each step's goodput is its requests answered within it.
-Exit status is non-zero when any request failed.
+Locust's own CSV files stay under build/perf/load/ as written; each step's exact percentiles and
+goodput come from the locustfile's per-request rows (requests.csv), and the summary (load.json,
+load.md) counts failures by cause. The exit status is non-zero when any request failed.
 """
 
 from __future__ import annotations
@@ -17,12 +14,13 @@ import subprocess
 import sys
 from collections import Counter
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 from client.classify import DEFAULT_DEADLINE_S
+from perf import study
+from perf.machine import utc_now
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 
@@ -91,7 +89,7 @@ def summarize(out: Path, url: str, model: str, settings: Settings, command: str,
         raise RuntimeError(f"locust wrote no aggregated statistics; see {out / 'locust.log'}")
     return {
         "kind": "load",
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "finished_at": utc_now(),
         "url": url,
         "model": model,
         "command": command,
@@ -121,7 +119,7 @@ def load(url: str, model: str, out: Path, settings: Settings, progress=print) ->
         log.flush()
         timeout = settings.steps * settings.step_seconds + 300
         code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=timeout, cwd=LOCUSTFILE.parent.parent)
-    summary = summarize(out, url, model, settings, "python -m perf " + shlex.join(sys.argv[1:]), code.returncode)
+    summary = summarize(out, url, model, settings, study.command("perf"), code.returncode)
     (out / "load.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "load.md").write_text("\n".join(load_section(summary)))
     progress(

@@ -3,12 +3,10 @@
     locust -f perf/locustfile.py --headless --host 127.0.0.1:8001 --triton-model nextvit_small_224 \
         --step-users 2 --step-seconds 20 --steps 4 --csv build/perf/load/locust
 
-`make load` runs exactly this (perf/load.py) and summarises the CSV files. Each user keeps one
-request in flight (no think time), so N users are a closed loop like perf_analyzer's concurrency N.
-Every request carries the client library's deadline (client.classify.DEFAULT_DEADLINE_S unless
---request-timeout says otherwise) and is cancelled past it, as a real client would, so the
-successes are the goodput: requests answered within the deadline. Failures are named by cause
-(overloaded: shed by the bounded queues; deadline; refused) in the per-request rows.
+`make load` runs exactly this (perf/load.py). Each user keeps one request in flight, so N users are
+a closed loop like perf_analyzer's concurrency N. Every request carries the client library's deadline
+(--request-timeout) and is cancelled past it, as a real client would, so the successes are the
+goodput. Failures are named by cause (overloaded, deadline, refused) in the per-request rows.
 
 Locust runs users as gevent greenlets; gRPC's C core blocks a whole OS thread unless its gevent
 integration is switched on first, so init_gevent() runs before tritonclient.grpc is imported.
@@ -26,14 +24,14 @@ import grpc.experimental.gevent as grpc_gevent
 
 grpc_gevent.init_gevent()
 
-import numpy as np  # noqa: E402
 import tritonclient.grpc as grpcclient  # noqa: E402
 from locust import LoadTestShape, User, constant, events, task  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 from catalog.reference import sample_photo_paths  # noqa: E402
 from client.classify import DEFAULT_DEADLINE_S, failure_kind  # noqa: E402
-from model_repository.configs import IMAGE_INPUT, TOP_K, TOP_K_OUTPUTS  # noqa: E402
+from model_repository.configs import TOP_K, TOP_K_OUTPUTS  # noqa: E402
+from perf.input_data import image_tensor  # noqa: E402
 
 PHOTOS = [path.read_bytes() for path in sample_photo_paths()]
 _next_photo = itertools.count()
@@ -50,12 +48,8 @@ def _arguments(parser) -> None:
     parser.add_argument("--step-seconds", type=float, default=20.0, help="duration of each step")
     parser.add_argument("--steps", type=int, default=4, help="number of steps; the run then stops")
     parser.add_argument("--samples-csv", default="", help="also write one row per request here")
-    parser.add_argument(
-        "--request-timeout",
-        type=float,
-        default=DEFAULT_DEADLINE_S,
-        help=f"request deadline in seconds, then cancelled and failed (default {DEFAULT_DEADLINE_S:g})",
-    )
+    deadline = f"request deadline in seconds, then cancelled and failed (default {DEFAULT_DEADLINE_S:g})"
+    parser.add_argument("--request-timeout", type=float, default=DEFAULT_DEADLINE_S, help=deadline)
 
 
 class _Samples:
@@ -125,8 +119,7 @@ class TritonGrpcUser(User):
         self.client.close()
 
     def _classify(self, photo: bytes) -> int:
-        tensor = grpcclient.InferInput(IMAGE_INPUT, [1, 1], "BYTES")
-        tensor.set_data_from_numpy(np.array([[photo]], dtype=object))
+        tensor = image_tensor(grpcclient, photo)
         result = self.client.infer(
             self.model, [tensor], outputs=self.outputs, client_timeout=self.timeout, timeout=int(self.timeout * 1e6)
         )

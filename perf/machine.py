@@ -13,6 +13,7 @@ import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -61,6 +62,11 @@ def package_versions() -> dict[str, str]:
         except PackageNotFoundError:
             found[name] = "not installed"
     return found
+
+
+def utc_now() -> str:
+    """When a run started or finished, as every raw file records it."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def facts() -> dict[str, object]:

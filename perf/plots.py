@@ -27,9 +27,10 @@ def _panels(models: dict, title: str):
     return fig, zip(axes[0], models.values(), strict=True)
 
 
-def _save(fig, path: Path) -> Path:
+def save(fig, path: Path, dpi: int = 90) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
 
@@ -41,7 +42,7 @@ def throughput(models: dict, path: Path) -> Path:
         ax.plot(xs, [p["throughput"] for p in data["points"]], "o-", label="Triton (gRPC)")
         ax.set(xticks=xs, ylabel="images/s", ylim=(0, None))
         ax.legend(fontsize=8, loc="lower right")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def latency(models: dict, path: Path) -> Path:
@@ -52,7 +53,7 @@ def latency(models: dict, path: Path) -> Path:
             ax.plot(xs, [p[key] for p in data["points"]], style, label=f"Triton {key[:3]}")
         ax.set(xticks=xs, ylabel="ms", ylim=(0, None))
         ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def time_split(models: dict, path: Path) -> Path:
@@ -69,7 +70,7 @@ def time_split(models: dict, path: Path) -> Path:
         ax.set_xticks(range(len(points)), [str(p["concurrency"]) for p in points])
         ax.set_ylabel("ms per request")
         ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def draw_all(results: dict, directory: Path) -> dict[str, Path]:

@@ -1,29 +1,16 @@
 """Markdown report and plots from the raw results of `make perf` (and `make load`).
 
-    python -m perf report [--out build/perf] [--publish]
-
 Reads build/perf/results.json (plus load/load.json when present), writes build/perf/report.md and
-build/perf/plots/*.png. --publish copies the plots to docs/img/perf_*.png and replaces the
-perf-report block of docs/performance.md (docs/blocks.py): the reading of the figures written
-around the block stays, and must then be checked against the new numbers.
+plots/*.png; --publish writes the perf-report block of docs/performance.md and docs/img/perf_*.png.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
-from docs import blocks
-from perf import plots
-
-DOCS = Path(__file__).resolve().parent.parent / "docs"
-BLOCK = "perf-report"
-
-
-def _table(header: list[str], rows: list[list[object]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return [*lines, *("| " + " | ".join(str(cell) for cell in row) + " |" for row in rows), ""]
+from perf import plots, study
+from perf.study import table
 
 
 def _f(value: float | None, digits: int = 1) -> str:
@@ -71,7 +58,7 @@ def sweep_section(results: dict) -> list[str]:
             for p in data["points"]
         ]
         lines += [f"### {model}", "", f"Served layout: {_layout_text(data['layout'])}.", ""]
-        lines += _table([*header, "stable", "other CPU", "failed"], rows)
+        lines += table([*header, "stable", "other CPU", "failed"], rows)
     return lines
 
 
@@ -93,7 +80,7 @@ def split_section(results: dict) -> list[str]:
             rows.append(
                 [p["concurrency"], *cells, _f(steps["network"]["mean_batch"], 2) if "network" in steps else "n/a"]
             )
-        lines += [f"### {model}", "", *_table(["concurrency", *plots.STEP_COLOURS, "batch"], rows)]
+        lines += [f"### {model}", "", *table(["concurrency", *plots.STEP_COLOURS, "batch"], rows)]
     return lines
 
 
@@ -111,10 +98,10 @@ def load_section(load: dict) -> list[str]:
         [s["users"], s["requests"], _f(s["rps"], 2), _f(s["p50_ms"], 0), _f(s["p95_ms"], 0), s["failures"]]
         for s in load["per_step"]
     ]
-    lines += _table(["users", "requests", "requests/s", "p50 ms", "p95 ms", "failures"], rows)
+    lines += table(["users", "requests", "requests/s", "p50 ms", "p95 ms", "failures"], rows)
     if load["failures_by_cause"]:
         causes = [[c["error"], c["occurrences"]] for c in load["failures_by_cause"]]
-        lines += ["Failures by cause:", "", *_table(["cause", "count"], causes)]
+        lines += ["Failures by cause:", "", *table(["cause", "count"], causes)]
     return lines
 
 
@@ -133,7 +120,7 @@ def machine_section(results: dict) -> list[str]:
         ["Triton server", ", ".join(servers) or "n/a"],
         *([name, v] for name, v in m["versions"].items()),
     ]
-    return ["## Machine and versions", "", *_table(["", ""], rows)]
+    return ["## Machine and versions", "", *table(["", ""], rows)]
 
 
 def render(results: dict, load: dict | None, plot_paths: dict[str, str]) -> str:
@@ -173,9 +160,6 @@ def write(out: Path, publish: bool = False) -> Path:
     )
     if not publish:
         return report
-    for path in drawn.values():
-        shutil.copyfile(path, DOCS / "img" / f"perf_{path.name}")
-    blocks.update(
-        DOCS / "performance.md", BLOCK, render(results, load, {k: f"img/perf_{p.name}" for k, p in drawn.items()})
-    )
-    return DOCS / "performance.md"
+    text = render(results, load, {k: f"img/perf_{p.name}" for k, p in drawn.items()})
+    images = {path: f"perf_{path.name}" for path in drawn.values()}
+    return study.publish(study.DOCS / "performance.md", {"perf-report": text}, images)

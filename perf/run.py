@@ -7,19 +7,17 @@ results.json as markdown and plots (and can again, later, alone).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import shlex
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import catalog
 from catalog.reference import sample_photo_paths
-from perf import machine, serving, triton_stats
+from perf import machine, serving, study, triton_stats
 from perf.analyzer import Analyzer, PerfAnalyzerError, Target, Windows
 from perf.input_data import write_input_data
 
@@ -41,10 +39,6 @@ PROFILES = {
 }
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 def sweep_server(
     target: Target, entries: list[catalog.ModelEntry], profile: Profile, out: Path, progress=print
 ) -> dict:
@@ -61,7 +55,7 @@ def sweep_server(
                 raise PerfAnalyzerError(f"model {entry.triton_name} is not ready at {target.grpc_url}")
             results[entry.triton_name] = {
                 "catalog_name": entry.name,
-                "points": [p.as_dict() for p in analyzer.sweep(entry.triton_name, profile.concurrencies)],
+                "points": [asdict(p) for p in analyzer.sweep(entry.triton_name, profile.concurrencies)],
                 "layout": triton_stats.served_layout(client, entry.triton_name),
                 "server_version": version,
             }
@@ -83,21 +77,18 @@ def run(
     results: dict[str, object] = {
         "kind": "perf",
         "profile": profile.name,
-        "command": "python -m perf " + shlex.join(sys.argv[1:]),
-        "started_at": _now(),
+        "command": study.command("perf"),
+        "started_at": machine.utc_now(),
         "machine": machine.facts(),
     }
     started = time.monotonic()
-    if url is None:
-        with serving.local(repository, entries, out / "tritonserver.log") as target:
-            progress(f"perf_analyzer sweep against a local tritonserver at {target.grpc_url}")
-            results["models"] = sweep_server(target, entries, profile, out, progress)
-    else:
-        target = serving.remote(url, metrics_url)
-        progress(f"perf_analyzer sweep against {target.grpc_url}")
+    local = url is None
+    remote = None if local else contextlib.nullcontext(serving.remote(url, metrics_url))
+    with remote or serving.local(repository, entries, out / "tritonserver.log") as target:
+        progress(f"perf_analyzer sweep against {'a local tritonserver at ' if local else ''}{target.grpc_url}")
         results["models"] = sweep_server(target, entries, profile, out, progress)
-    results["target"] = {"url": target.grpc_url, "metrics_url": target.metrics_url, "local_server": url is None}
-    results |= {"finished_at": _now(), "duration_s": round(time.monotonic() - started, 1)}
+    results["target"] = {"url": target.grpc_url, "metrics_url": target.metrics_url, "local_server": local}
+    results |= {"finished_at": machine.utc_now(), "duration_s": round(time.monotonic() - started, 1)}
     results["load_average_end"] = os.getloadavg()
     path = out / "results.json"
     path.write_text(json.dumps(results, indent=2) + "\n")

@@ -1,9 +1,6 @@
-"""The server a run measures: a URL given by the user (a cluster, a running server), or a local
-tritonserver on the exported models, started on free ports for the run and always stopped afterwards.
-
-The local server is the launcher's own (model_repository/server.py): it serves a copy of the repository
-rendered by model_repository/layout.py with the models selected and sized for this machine's cores,
-so perf measures exactly what `make serve` serves.
+"""The server a run measures: a URL given by the user (a cluster, a running server), or the launcher's
+own server (model_repository/server.py) on the exported models, on free ports for the run, so perf
+measures exactly what `make serve` serves on this machine.
 """
 
 from __future__ import annotations
@@ -11,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -48,11 +45,17 @@ def target(server: TritonServer) -> Target:
     return Target(grpc_url=server.grpc_url, metrics_url=server.metrics_url, admin_key=server.admin_key)
 
 
+def server(repository: Path, models: Iterable[str], log_path: Path, **options) -> TritonServer:
+    """The launcher's server for `models` (catalog names) on free loopback ports; `options` as TritonServer takes."""
+    return TritonServer(
+        repository, free_port(), free_port(), free_port(), log_path=log_path, models=list(models), **options
+    )
+
+
 @contextlib.contextmanager
 def local(repository: Path, entries: list[catalog.ModelEntry], log_path: Path) -> Iterator[Target]:
     """tritonserver 2.51.0 serving `entries` from `repository` on free ports; its log goes to `log_path`."""
     ensure_exported(repository, entries)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    models = [entry.name for entry in entries]
-    with TritonServer(repository, free_port(), free_port(), free_port(), log_path=log_path, models=models) as server:
-        yield target(server)
+    with server(repository, [entry.name for entry in entries], log_path) as started:
+        yield target(started)
