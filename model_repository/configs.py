@@ -140,6 +140,9 @@ def step_kind(name: str) -> StepKind:
 # --- capacity -----------------------------------------------------------------------------------
 
 
+ZERO_MEANS_DEFAULT = ("network_cpu_threads", "preprocess_queue")  # Layout fields where 0 asks for the default
+
+
 @dataclass(frozen=True)
 class Layout:
     """How many copies of each step run; resolved from the serving node's cores (model_repository/layout.py).
@@ -157,11 +160,16 @@ class Layout:
     network_cpu_instances: int = 1  # portable network; see PORTABLE_NETWORK_* below
     network_cpu_threads: int = 0  # 0: the usable cores divided by the instances, resolved by the model
     network_gpu_instances: int = 1  # production network: 2 overlaps one batch's copies with another's compute
+    # Requests that may wait per instance of each preprocess step (encoded and PIXELS). 0: QUEUE_PER_INSTANCE.
+    # More admits bursts of batch traffic whose deadlines are loose, and lets a benchmark keep an
+    # instance busy; under overload each queued request waits a decode longer (see max_queue_size).
+    preprocess_queue: int = 0
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
-            if value < (0 if name == "network_cpu_threads" else 1):
-                raise ValueError(f"layout {name} must be at least {0 if name == 'network_cpu_threads' else 1}: {value}")
+            least = 0 if name in ZERO_MEANS_DEFAULT else 1
+            if value < least:
+                raise ValueError(f"layout {name} must be at least {least}: {value}")
 
     @classmethod
     def for_cores(cls, cores: int, network_gpu_instances: int = 1) -> Layout:

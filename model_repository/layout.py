@@ -9,7 +9,8 @@ Triton then serves the copy with --model-control-mode=none, exactly as it would 
 
 python -m model_repository.layout --source DIR --target DIR [--models NAME ...] [--cores auto|N]
     [--preprocess-instances N] [--pixels-preprocess-instances N] [--postprocess-instances N]
-    [--network-cpu-instances N] [--network-cpu-threads N] [--network-gpu-instances N] [--response-cache]
+    [--network-cpu-instances N] [--network-cpu-threads N] [--network-gpu-instances N] [--preprocess-queue N]
+    [--response-cache]
     [--fast-decode [--fast-decode-margin M]]
 """
 
@@ -32,6 +33,10 @@ from preprocess import DECODE_PARAMETER, FAST_DECODE_MARGIN, FAST_DECODE_MARGIN_
 # check (health.py, standard library only, so it owns the name) reads the stub count from it.
 MARKER = health.MARKER
 LAYOUT_FIELDS = [field.name for field in dataclasses.fields(configs.Layout)]
+LAYOUT_HELP = {
+    "preprocess_queue": "requests that may wait per preprocess instance (default 1: refused rather than late "
+    "under overload; more for batch traffic with loose deadlines)"
+}
 
 
 class LayoutError(RuntimeError):
@@ -96,6 +101,8 @@ def sized_config(text: str, layout: configs.Layout, warmup: bool = True, respons
         # A bounded queue holds the same seconds of work on every node: its length follows the
         # instances, at the length per instance configs.py gave it (configs.max_queue_size).
         per_instance = max(1, policy.max_queue_size // max(1, installed_instances))
+        if kind in ("preprocess", "pixels_preprocess") and layout.preprocess_queue:
+            per_instance = layout.preprocess_queue
         policy.max_queue_size = per_instance * sum(group.count for group in config.instance_group)
     if kind == "network" and "intra_op_threads" in config.parameters:
         config.parameters["intra_op_threads"].string_value = str(layout.network_cpu_threads)
@@ -217,7 +224,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cores", default="auto", help="cores the server may use: auto (cgroup-aware) or a number")
     parser.add_argument("--no-warmup", dest="warmup", action="store_false", help="skip model_warmup (faster start)")
     for name in LAYOUT_FIELDS:
-        parser.add_argument(f"--{name.replace('_', '-')}", type=int, metavar="N", help="override the resolved count")
+        flag, help_text = f"--{name.replace('_', '-')}", LAYOUT_HELP.get(name, "override the resolved count")
+        parser.add_argument(flag, type=int, metavar="N", help=help_text)
 
 
 def fast_decode_margin(args: argparse.Namespace) -> float:

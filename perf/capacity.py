@@ -29,15 +29,17 @@ from perf.study import table
 
 EVERY_KEY = (*bench.MODELS, "NextViT_small_384", "ViT_base_patch16_384")  # one model per preprocessing key
 STEP_WINDOWS = Windows(window_ms=3000, stability_percent=20, max_trials=6)
-STEP_CONCURRENCY = configs.QUEUE_PER_INSTANCE["preprocess"] + 1
+# Four requests in flight keep one instance busy between round trips; its queue holds all four, so a new
+# request never meets a queue the step has not yet drained (the served default of 1 refuses that race).
+STEP_CONCURRENCY = 4
 QUICK_WINDOWS = Windows(window_ms=2000, stability_percent=100, max_trials=5)  # --quick: any figure, soon
 
 
 def served_step(server: TritonServer, jpegs: dict, windows: Windows, out: Path, progress) -> list[dict]:
     """Images/s of one preprocess instance (one core) at saturation per family and size, by perf_analyzer.
 
-    STEP_CONCURRENCY: one request running and the step's queue full, so the instance never idles and
-    nothing is refused (a request beyond its queue would be); the photographs of a size alternate.
+    STEP_CONCURRENCY requests, in a queue as long (the server's layout), so the instance never idles and
+    nothing is refused; the photographs of a size alternate.
     """
     import tritonclient.grpc as grpcclient
 
@@ -98,7 +100,7 @@ def run(repository: Path, out: Path, quick: bool, progress: Callable[[str], None
     keys = bench.MODELS if quick else EVERY_KEY
     serving.ensure_exported(repository, [catalog.get(name) for name in keys], progress)
     progress("one served preprocess instance")
-    one_thread = configs.Layout(network_cpu_threads=1)
+    one_thread = configs.Layout(network_cpu_threads=1, preprocess_queue=STEP_CONCURRENCY)
     with serving.server(repository, bench.MODELS, out / "tritonserver-step.log", layout=one_thread) as server:
         windows = QUICK_WINDOWS if quick else STEP_WINDOWS
         results["per_core"] = served_step(server, jpegs, windows, out, progress)

@@ -128,6 +128,7 @@ def test_models_and_explicit_counts_reach_the_render_step() -> None:
     assert given["--pixels-preprocess-instances"] == str(wanted["capacity"]["pixelsPreprocessInstances"])
     assert given["--postprocess-instances"] == str(wanted["capacity"]["postprocessInstances"])
     assert given["--network-gpu-instances"] == "2"
+    assert given["--preprocess-queue"] == str(wanted["capacity"]["preprocessQueue"])
     # Counts left at 0 are resolved from the cores by the layout, so they are not passed at all.
     assert "--network-cpu-instances" not in given and "--network-cpu-threads" not in given
 
@@ -244,6 +245,9 @@ def test_rendered_command_writes_the_models_and_counts_asked_for(tmp_path: Path,
     assert served_count(target, configs.pixels_preprocess_name(vit384)) == capacity["pixelsPreprocessInstances"]
     assert served_count(target, configs.postprocess_name()) == capacity["postprocessInstances"]
     assert served_count(target, configs.network_name(vit384)) == capacity["networkGpuInstances"]
+    step = configs.parse_pbtxt((target / configs.preprocess_name(vit224) / "config.pbtxt").read_text())
+    queue = step.dynamic_batching.default_queue_policy.max_queue_size
+    assert queue == capacity["preprocessInstances"] * capacity["preprocessQueue"]
     assert not (target / catalog.get("NextViT_small_224").triton_name).exists()
     # Everything but the configs links into the installed repository (mounted at the same path in the pod).
     model_py = target / configs.preprocess_name(vit224) / "1" / "model.py"

@@ -109,3 +109,25 @@ def test_queue_sizes_follow_the_instance_counts(repository: Path, tmp_path: Path
     pixels = served_config(target, configs.pixels_preprocess_name(VIT)).dynamic_batching.default_queue_policy
     assert pixels.max_queue_size == 3 * configs.QUEUE_PER_INSTANCE["pixels_preprocess"]
     assert preprocess.default_timeout_microseconds == configs.PREPROCESS_TIMEOUT_US  # the timeout stays
+
+
+def _queue(target: Path, name: str) -> int:
+    return served_config(target, name).dynamic_batching.default_queue_policy.max_queue_size
+
+
+def test_a_longer_preprocess_queue_lengthens_only_the_preprocess_steps(repository: Path, tmp_path: Path) -> None:
+    default, longer = tmp_path / "default", tmp_path / "longer"
+    layout.render(repository, default, None, configs.Layout.for_cores(6), 6)
+    argv = ["--source", str(repository), "--target", str(longer), "--cores", "6", "--preprocess-queue", "4"]
+    assert layout.main(argv) == 0
+    assert _queue(longer, configs.preprocess_name(NEXTVIT)) == 6 * 4
+    assert _queue(longer, configs.pixels_preprocess_name(VIT)) == 3 * 4
+    others = [path.parent.name for path in default.glob("*/config.pbtxt")]
+    others = [name for name in others if configs.step_kind(name) in ("network", "postprocess")]
+    assert others and all(_queue(longer, name) == _queue(default, name) for name in others)
+
+
+def test_preprocess_queue_zero_is_the_default_and_below_is_refused() -> None:
+    assert configs.Layout(preprocess_queue=0) == configs.Layout()
+    with pytest.raises(ValueError, match="preprocess_queue must be at least 0"):
+        configs.Layout(preprocess_queue=-1)

@@ -162,7 +162,7 @@ with a sentence saying what to change.
 {{- fail "models needs a mounted repository (modelRepository.source image, pvc or nfs), where the render-repository init container selects them; with objectStorage tritonserver serves every model in the bucket as installed: upload only the models this release serves, or leave models empty" }}
 {{- end }}
 {{- $capacity := .Values.capacity }}
-{{- if or $capacity.cores $capacity.preprocessInstances $capacity.pixelsPreprocessInstances $capacity.postprocessInstances $capacity.networkCpuInstances $capacity.networkCpuThreads (ne (int $capacity.networkGpuInstances) 1) }}
+{{- if or $capacity.cores $capacity.preprocessInstances $capacity.pixelsPreprocessInstances $capacity.postprocessInstances $capacity.networkCpuInstances $capacity.networkCpuThreads $capacity.preprocessQueue (ne (int $capacity.networkGpuInstances) 1) }}
 {{- fail "capacity is applied by the render-repository init container, which needs a mounted repository (modelRepository.source image, pvc or nfs); with objectStorage the installed configs serve as they are: render a sized copy before uploading (helm/README.md, Models and capacity), and leave capacity at its defaults" }}
 {{- end }}
 {{- if .Values.preprocessing.fastDecode }}

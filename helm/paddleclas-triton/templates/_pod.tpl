@@ -156,7 +156,7 @@ cores (model_repository/layout.py), every other file a link into the installed r
     - {{ . | quote }}
     {{- end }}
     {{- end }}
-    {{- range list (list "preprocessInstances" "--preprocess-instances") (list "pixelsPreprocessInstances" "--pixels-preprocess-instances") (list "postprocessInstances" "--postprocess-instances") (list "networkCpuInstances" "--network-cpu-instances") (list "networkCpuThreads" "--network-cpu-threads") }}
+    {{- range list (list "preprocessInstances" "--preprocess-instances") (list "pixelsPreprocessInstances" "--pixels-preprocess-instances") (list "postprocessInstances" "--postprocess-instances") (list "networkCpuInstances" "--network-cpu-instances") (list "networkCpuThreads" "--network-cpu-threads") (list "preprocessQueue" "--preprocess-queue") }}
     {{- $count := get $capacity (index . 0) | default 0 | int }}
     {{- if $count }}
     - {{ index . 1 }}={{ $count }}
