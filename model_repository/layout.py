@@ -27,7 +27,8 @@ from typing import NamedTuple
 import catalog
 from model_repository import configs, health, install
 from model_repository.cores import usable_cores
-from preprocess import DECODE_PARAMETER, FAST_DECODE_MARGIN, FAST_DECODE_MARGIN_PARAMETER, Preprocessor
+from preprocess import DECODE_PARAMETER, FAST_DECODE_MARGIN, FAST_DECODE_MARGIN_PARAMETER
+from preprocess.decoding import check_fast_decode_margin
 
 # Written into every rendered copy: render only ever replaces its own copies, and the liveness
 # check (health.py, standard library only, so it owns the name) reads the stub count from it.
@@ -147,6 +148,8 @@ def render(
     JPEGs decoded at a reduced DCT scale, preprocess/decoding.py) with `fast_decode_margin`; the
     default leaves them exact.
     """
+    if fast_decode:
+        check_fast_decode_margin(fast_decode_margin)  # before anything is written
     source = source.resolve()
     chosen = select(source, models)
     directories = [name for name in install.referenced_models(source, chosen) if _needed(source, name)]
@@ -190,18 +193,13 @@ def _needed(source: Path, name: str) -> bool:
 
 
 def _use_fast_decode(target: Path, directories: list[str], margin: float) -> None:
-    """Switch the encoded-image preprocess steps of the serving copy to fast decode (the PIXELS steps do not decode).
-
-    Each step's parameters are checked by the Preprocessor they configure, so a margin the step would
-    refuse at load fails the render instead, before tritonserver starts.
-    """
+    """Switch the encoded-image preprocess steps of the serving copy to fast decode (the PIXELS steps do not decode)."""
     for name in directories:
         if configs.step_kind(name) == "preprocess":
             path = target / name / "config.pbtxt"
             config = configs.parse_pbtxt(path.read_text())
             config.parameters[DECODE_PARAMETER].string_value = "fast"
             config.parameters[FAST_DECODE_MARGIN_PARAMETER].string_value = repr(float(margin))
-            Preprocessor.from_parameters({key: value.string_value for key, value in config.parameters.items()})
             path.write_text(configs.text_format.MessageToString(config))
 
 

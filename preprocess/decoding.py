@@ -63,6 +63,15 @@ MIN_FAST_DECODE_MARGIN = 1.0
 REDUCED_FLAGS = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2))
 
 
+def check_fast_decode_margin(margin: float) -> None:
+    """Refuse a margin that would decode below the resize target (and NaN, which compares false)."""
+    if not margin >= MIN_FAST_DECODE_MARGIN:
+        raise ValueError(
+            f"fast_decode_margin {margin} is below {MIN_FAST_DECODE_MARGIN}: the decode would be smaller than "
+            "the resize target"
+        )
+
+
 def check_image_bytes(size: int, max_image_bytes: int) -> None:
     if size > max_image_bytes:
         raise ImageDecodeError(

@@ -23,7 +23,7 @@ from preprocess.decoding import (
     DEFAULT_MAX_IMAGE_BYTES,
     DEFAULT_MAX_PIXELS,
     FAST_DECODE_MARGIN,
-    MIN_FAST_DECODE_MARGIN,
+    check_fast_decode_margin,
     check_pixels,
     decode,
     decode_reduced,
@@ -119,11 +119,7 @@ class Preprocessor:
     def __post_init__(self) -> None:
         if self.decode_mode not in DECODE_MODES:
             raise ValueError(f"unknown decode mode {self.decode_mode!r}; expected one of {DECODE_MODES}")
-        if not self.fast_decode_margin >= MIN_FAST_DECODE_MARGIN:  # also refuses NaN
-            raise ValueError(
-                f"fast_decode_margin {self.fast_decode_margin} is below {MIN_FAST_DECODE_MARGIN}: the decode would "
-                "be smaller than the resize target"
-            )
+        check_fast_decode_margin(self.fast_decode_margin)
         if self.resize not in RESIZE_BACKENDS:
             raise ValueError(f"unknown resize backend {self.resize!r}; expected one of {RESIZE_BACKENDS}")
         if self.resize_short < self.crop:

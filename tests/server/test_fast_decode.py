@@ -283,7 +283,7 @@ def test_a_margin_that_cannot_be_served_renders_nothing(
     target = tmp_path / "fast"
     assert layout.main(["--source", str(placeholder_repository), "--target", str(target), *flags]) == 1
     assert message in capsys.readouterr().err
-    assert not (target / layout.MARKER).exists()
+    assert not target.exists()  # refused before anything was written
 
 
 def test_the_launcher_refuses_a_margin_without_fast_decode(capsys: pytest.CaptureFixture[str]) -> None:
