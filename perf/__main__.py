@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     from perf import load, report, run, serving
 
     if args.command == "run":
-        run.run(args.models, args.repository, args.out, run.PROFILES[args.profile], args.url, args.metrics_url)
+        run.run(entries, args.repository, args.out, args.profile, args.url, args.metrics_url)
     elif args.command == "load":
         settings = load.Settings(args.step_users, args.step_seconds, args.steps)
         if args.url:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -50,13 +51,11 @@ def environment() -> dict[str, str]:
         if not matches:
             raise PerfAnalyzerError(f"no {pattern} in {wheel_libs}: is nvidia-pytriton==0.7.0 installed?")
         link = PERF_LIBS / soname
-        if link.is_symlink() and link.resolve() != matches[0].resolve():
-            link.unlink()
-        if not link.exists():
+        if not (link.is_symlink() and link.resolve() == matches[0].resolve()):
+            link.unlink(missing_ok=True)
             link.symlink_to(matches[0])
-    env = dict(os.environ)
-    env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(PERF_LIBS), env.get("LD_LIBRARY_PATH")]))
-    return env
+    paths = filter(None, [str(PERF_LIBS), os.environ.get("LD_LIBRARY_PATH")])
+    return {**os.environ, "LD_LIBRARY_PATH": os.pathsep.join(paths)}
 
 
 @dataclass(frozen=True)
@@ -130,10 +129,7 @@ def command(target: Target, model: str, concurrency: int, input_data: Path, csv_
 
 def printable(cmd: list[str]) -> str:
     """The command as logs show it: header values (the admin key) redacted."""
-    shown = list(cmd)
-    for index, arg in enumerate(shown[:-1]):
-        if arg == "-H":
-            shown[index + 1] = shown[index + 1].partition(":")[0] + ":<redacted>"
+    shown = (arg.partition(":")[0] + ":<redacted>" if before == "-H" else arg for before, arg in pairwise(["", *cmd]))
     return " ".join(shown)
 
 
@@ -232,7 +228,6 @@ class Analyzer:
         run(cmd, csv_path.with_suffix(".log"), 1800.0)
 
     def sweep(self, model: str, concurrencies: Iterable[int]) -> list[Point]:
-        """Warm-up, then one point per concurrency level, in order."""
         self.warm_up(model)
         points = []
         for concurrency in concurrencies:

@@ -29,10 +29,7 @@ def image_tensor(grpcclient: ModuleType, data: bytes):
 
 def input_data(photos: list[Path]) -> dict[str, list[dict[str, dict[str, str]]]]:
     """The JSON document perf_analyzer reads with --input-data."""
-    steps = []
-    for photo in photos:
-        encoded = base64.b64encode(bytes_element(photo.read_bytes())).decode("ascii")
-        steps.append({IMAGE_INPUT: {"b64": encoded}})
+    steps = [{IMAGE_INPUT: {"b64": base64.b64encode(bytes_element(p.read_bytes())).decode("ascii")}} for p in photos]
     return {"data": steps}
 
 

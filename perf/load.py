@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from client.classify import DEFAULT_DEADLINE_S
-from perf import study
+from perf import report, study
 from perf.machine import utc_now
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
@@ -65,17 +65,15 @@ def per_step(out: Path) -> list[dict[str, object]]:
         groups.setdefault(int(row["users"]), []).append(row)
     steps = []
     for users, rows in sorted(groups.items()):
-        times = [float(row["time"]) for row in rows]
         latencies = np.array([float(row["latency_ms"]) for row in rows if not row["error"]])
-        span = max(times) - min(times)
+        span = float(np.ptp([float(row["time"]) for row in rows]))
         steps.append(
             {
                 "users": users,
                 "requests": len(rows),
                 "rps": (len(rows) - 1) / span if span > 0 else None,
                 "goodput_rps": latencies.size / span if span > 0 else None,  # answered within the deadline
-                "p50_ms": float(np.percentile(latencies, 50)) if latencies.size else None,
-                "p95_ms": float(np.percentile(latencies, 95)) if latencies.size else None,
+                **{f"p{q}_ms": float(np.percentile(latencies, q)) if latencies.size else None for q in (50, 95)},
                 "failures": len(rows) - latencies.size,
                 "failures_by_kind": dict(Counter(row.get("cause") or "other" for row in rows if row["error"])),
             }
@@ -107,8 +105,6 @@ def summarize(out: Path, url: str, model: str, settings: Settings, command: str,
 
 def load(url: str, model: str, out: Path, settings: Settings, progress=print) -> dict:
     """One headless Locust run against `url`; writes load.json and load.md next to Locust's CSV files."""
-    from perf.report import load_section
-
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob("locust_*.csv"):
         stale.unlink()
@@ -118,10 +114,10 @@ def load(url: str, model: str, out: Path, settings: Settings, progress=print) ->
         log.write(shlex.join(cmd) + "\n")
         log.flush()
         timeout = settings.steps * settings.step_seconds + 300
-        code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=timeout, cwd=LOCUSTFILE.parent.parent)
+        code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=timeout, cwd=study.PROJECT)
     summary = summarize(out, url, model, settings, study.command("perf"), code.returncode)
     (out / "load.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out / "load.md").write_text("\n".join(load_section(summary)))
+    (out / "load.md").write_text("\n".join(report.load_section(summary)))
     progress(
         f"locust: {summary['requests']} requests, {summary['failures']} failed, {summary['rps']:.2f} requests/s, "
         f"p50 {summary['p50_ms']:.0f} ms, p95 {summary['p95_ms']:.0f} ms; CSV files in {out}"

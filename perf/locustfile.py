@@ -25,7 +25,7 @@ import grpc.experimental.gevent as grpc_gevent
 grpc_gevent.init_gevent()
 
 import tritonclient.grpc as grpcclient  # noqa: E402
-from locust import LoadTestShape, User, constant, events, task  # noqa: E402
+from locust import LoadTestShape, User, events, task  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 from catalog.reference import sample_photo_paths  # noqa: E402
@@ -33,8 +33,7 @@ from client.classify import DEFAULT_DEADLINE_S, failure_kind  # noqa: E402
 from model_repository.configs import TOP_K, TOP_K_OUTPUTS  # noqa: E402
 from perf.input_data import image_tensor  # noqa: E402
 
-PHOTOS = [path.read_bytes() for path in sample_photo_paths()]
-_next_photo = itertools.count()
+PHOTOS = itertools.cycle([path.read_bytes() for path in sample_photo_paths()])
 
 
 class AnswerError(RuntimeError):
@@ -53,41 +52,30 @@ def _arguments(parser) -> None:
 
 
 class _Samples:
-    """Per-request rows (time, users, latency, error) so each step gets exact percentiles."""
+    """Per-request rows (time, users, latency, error, cause) so each step gets exact percentiles."""
 
-    def __init__(self) -> None:
-        self.file = None
-        self.writer = None
+    file = None
+    writer = None
 
-    def open(self, path: str) -> None:
-        self.file = open(path, "w", newline="")  # noqa: SIM115 - closed in the quitting listener
-        self.writer = csv.writer(self.file)
-        self.writer.writerow(["time", "users", "latency_ms", "error", "cause"])
+    def open(self, environment, **_kwargs) -> None:
+        if path := environment.parsed_options.samples_csv:
+            self.file = open(path, "w", newline="")  # noqa: SIM115 - closed by close(), at quitting
+            self.writer = csv.writer(self.file)
+            self.writer.writerow(["time", "users", "latency_ms", "error", "cause"])
 
-    def add(self, users: int, latency_ms: float, error: str, cause: str = "") -> None:
+    def add(self, users: int, latency_ms: float, error: str, cause: str) -> None:
         if self.writer is not None:
             self.writer.writerow([f"{time.time():.3f}", users, f"{latency_ms:.2f}", error, cause])
 
-    def close(self) -> None:
+    def close(self, **_kwargs) -> None:
         if self.file is not None:
             self.file.close()
-            self.file = None
-            self.writer = None
+        self.file = self.writer = None
 
 
 SAMPLES = _Samples()
-
-
-@events.test_start.add_listener
-def _open_samples(environment, **_kwargs) -> None:
-    path = environment.parsed_options.samples_csv
-    if path:
-        SAMPLES.open(path)
-
-
-@events.quitting.add_listener
-def _close_samples(environment, **_kwargs) -> None:
-    SAMPLES.close()
+events.test_start.add_listener(SAMPLES.open)
+events.quitting.add_listener(SAMPLES.close)
 
 
 @events.quit.add_listener
@@ -105,8 +93,6 @@ def _exit_now(exit_code: int, **_kwargs) -> None:
 
 class TritonGrpcUser(User):
     """One closed-loop client: classify a photograph, check the answer, repeat."""
-
-    wait_time = constant(0)
 
     def on_start(self) -> None:
         options = self.environment.parsed_options
@@ -130,14 +116,12 @@ class TritonGrpcUser(User):
 
     @task
     def classify(self) -> None:
-        photo = PHOTOS[next(_next_photo) % len(PHOTOS)]
+        photo = next(PHOTOS)
         start = time.perf_counter()
-        exception: Exception | None = None
-        length = 0
         try:
-            length = self._classify(photo)
+            length, exception = self._classify(photo), None
         except (InferenceServerException, AnswerError) as err:
-            exception = err
+            length, exception = 0, err
         latency_ms = (time.perf_counter() - start) * 1000.0
         cause = "" if exception is None else "answer" if isinstance(exception, AnswerError) else failure_kind(exception)
         SAMPLES.add(self.environment.runner.user_count, latency_ms, "" if exception is None else str(exception), cause)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
+from itertools import count
 from pathlib import Path
 from typing import Generic, TypeVar
 
@@ -36,32 +37,17 @@ def _cpuinfo(key: str) -> str | None:
     return next((line.split(":", 1)[1].strip() for line in lines if line.startswith(key)), None)
 
 
-def cpu_model() -> str:
-    return _cpuinfo("model name") or platform.processor() or "unknown CPU"
-
-
 def cpu_flags() -> list[str]:
     """The instruction-set flags engines choose kernels by: figures from machines with other flags never compare."""
     present = set((_cpuinfo("flags") or "").split())
     return [flag for flag in FLAGS if flag in present]
 
 
-def memory_gib() -> float | None:
+def package_version(name: str) -> str:
     try:
-        line = next(x for x in Path("/proc/meminfo").read_text().splitlines() if x.startswith("MemTotal:"))
-    except (OSError, StopIteration):
-        return None
-    return round(int(line.split()[1]) / 2**20, 1)
-
-
-def package_versions() -> dict[str, str]:
-    found = {}
-    for name in PACKAGES:
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            found[name] = "not installed"
-    return found
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
 
 
 def utc_now() -> str:
@@ -71,16 +57,16 @@ def utc_now() -> str:
 
 def facts() -> dict[str, object]:
     return {
-        "cpu_model": cpu_model(),
+        "cpu_model": _cpuinfo("model name") or platform.processor() or "unknown CPU",
         "cpu_flags": cpu_flags(),
         "logical_cpus": os.cpu_count(),
         "usable_cores": usable_cores(),
-        "memory_gib": memory_gib(),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),  # MemTotal
         "kernel": platform.release(),
         "os": platform.platform(terse=True),
         "python": platform.python_version(),
         "load_average": os.getloadavg(),
-        "versions": package_versions(),
+        "versions": {name: package_version(name) for name in PACKAGES},
     }
 
 
@@ -142,8 +128,7 @@ def measure_quietly(
 ) -> Measured[T]:
     """`measure()`, repeated (up to `repeats` more times, each after waiting for quiet) while other
     processes used more than `limit_percent` of the machine during it; None measures once."""
-    attempt = 1
-    while True:
+    for attempt in count(1):
         foreign = ForeignCpu()
         value = measure()
         other = foreign.stop()
@@ -151,4 +136,3 @@ def measure_quietly(
             return Measured(value, other, attempt)
         progress(f"  other processes used {other:.0f} % of the machine; waiting for quiet, then measuring again")
         wait_for_quiet(limit_percent, max_wait_s)
-        attempt += 1

@@ -74,7 +74,6 @@ def time_split(models: dict, path: Path) -> Path:
 
 
 def draw_all(results: dict, directory: Path) -> dict[str, Path]:
-    directory.mkdir(parents=True, exist_ok=True)
     models = results["models"]
     return {
         plot.__name__: plot(models, directory / f"{plot.__name__}.png") for plot in (throughput, latency, time_split)

@@ -2,7 +2,6 @@
 going beyond the server's cores (fast decode, client-side crops: the server pays nothing, the client exact).
 
     make bench-preprocess   # python -m perf.preprocess_bench --repository REPOSITORY --publish
-    python -m perf.preprocess_bench [--repeats 15] [--out build/perf/preprocess] [--publish] [--report-only]
 
 Both families, IMAGE_SETS of JPEGs made from the sample photographs, photo by photo in the served step's
 process state: exact decode and resize + crop timed apart, alternating run by run with fast decode; then
@@ -13,16 +12,12 @@ exported into --repository if missing). Writes preprocess.json, .md and preproce
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import os
-import shutil
 import statistics
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 
@@ -32,16 +27,14 @@ import numpy as np
 import catalog
 from catalog.reference import sample_photo_paths
 from catalog.resolve import preprocessor
-from docs import blocks
 from model_repository import configs, layout
-from perf import machine
+from perf import machine, study
 from perf.serving import ensure_exported
 from preprocess import Preprocessor
 from preprocess.allocator import keep_large_buffers
 from preprocess.decoding import FAST_DECODE_MARGIN, dct_scale
 
-PROJECT = Path(__file__).resolve().parent.parent
-DOCS = PROJECT / "docs" / "preprocessing.md"
+DOCS = study.DOCS / "preprocessing.md"
 MODELS = ("NextViT_small_224", "ViT_base_patch16_224")  # one per family, the CI exports
 # Published TensorRT FP16 images/s of one H100 at batch 64-128, low and high: estimates from
 # ../shared/reference/gpu-capacity.md (no GPU runs here). The one copy; perf.capacity reads it too.
@@ -57,13 +50,13 @@ IMAGE_SETS = (*((f"{w}x{h}", (w, h), NOISE_SIGMA) for w, h in SIZES), ("4000x300
 MARGINS = (FAST_DECODE_MARGIN, 1.25)
 
 
-def photo_jpegs(size: tuple[int, int], sigma: float = NOISE_SIGMA, seed: int = 0) -> list[bytes]:
+def photo_jpegs(size: tuple[int, int], sigma: float = NOISE_SIGMA) -> list[bytes]:
     """Every sample photograph upscaled (bicubic) to cover `size`, its centre, plus noise, as a quality-90 JPEG.
 
     The entropy-coded size sets the decode time: with noise of sigma 3 a 12-megapixel file is a
     camera's size (1.6 MB here; phones write 2-5 MB), where a smooth upscale compresses far better.
     """
-    (width, height), rng, result = size, np.random.default_rng(seed), []
+    (width, height), rng, result = size, np.random.default_rng(0), []
     for path in sample_photo_paths():
         bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
         scale = max(width / bgr.shape[1], height / bgr.shape[0])
@@ -149,8 +142,9 @@ def deviation(classify: Classify, exact: Preprocessor, fast: Preprocessor, jpegs
     diff = np.abs(exact_crops.astype(np.int16) - fast_crops.astype(np.int16))
     exact_p, fast_p = classify(exact_crops), classify(fast_crops)
     e5, f5 = (np.argsort(-p, axis=1)[:, : configs.TOP_K] for p in (exact_p, fast_p))
+    scales = {dct_scale(rgb.shape[1], rgb.shape[0], fast.resize_short, fast.fast_decode_margin) for rgb in decoded}
     return {
-        "dct_scales": sorted({_dct_scale(fast, rgb) for rgb in decoded}),
+        "dct_scales": sorted(scales),
         "crop_kb": exact_crops[0].nbytes / 1000,
         "mean_diff": float(diff.mean()),
         "max_diff": int(diff.max()),
@@ -162,7 +156,7 @@ def deviation(classify: Classify, exact: Preprocessor, fast: Preprocessor, jpegs
 
 def run(repository: Path, repeats: int, quiet_percent: float | None, progress: Callable[[str], None]) -> dict:
     """Every preprocessing figure first, while no ONNX Runtime thread exists; then the network's."""
-    started, load_before = datetime.now(timezone.utc).isoformat(timespec="seconds"), os.getloadavg()
+    started, load_before = machine.utc_now(), os.getloadavg()
     cv2.setNumThreads(1)  # the served step's process state: one OpenCV thread, malloc keeping large buffers
     keep_large_buffers()
     entries = [catalog.get(name) for name in MODELS]
@@ -189,10 +183,6 @@ def run(repository: Path, repeats: int, quiet_percent: float | None, progress: C
     load = [load_before, os.getloadavg()]
     results = {"started_at": started, "machine": machine.facts(), "load": load, "repeats": repeats}
     return results | {"network": network_ms, "rows": list(rows.values())}
-
-
-def _dct_scale(fast: Preprocessor, rgb: np.ndarray) -> int:
-    return dct_scale(rgb.shape[1], rgb.shape[0], fast.resize_short, fast.fast_decode_margin)
 
 
 def fast_pair(entry: catalog.ModelEntry, margin: float) -> tuple[Preprocessor, Preprocessor]:
@@ -232,8 +222,8 @@ def machine_sentence(facts: dict, load: list[list[float]]) -> str:
 
 def _footnote(results: dict, packages: tuple[str, ...]) -> str:
     """Machine, other processes' share while preprocessing was timed, versions, and the command."""
-    shares = [r["other_cpu_percent"] for r in results["rows"] if "other_cpu_percent" in r]
-    other = f"; other processes used {min(shares):.0f}-{max(shares):.0f} % of the machine meanwhile" if shares else ""
+    shares = [r["other_cpu_percent"] for r in results["rows"]]
+    other = f"; other processes used {min(shares):.0f}-{max(shares):.0f} % of the machine meanwhile"
     versions = ", ".join(f"{p} {results['machine']['versions'][p]}" for p in packages)
     where = machine_sentence(results["machine"], results["load"])
     return f"{where}{other}. {versions}. Produced by `make bench-preprocess`."
@@ -313,10 +303,7 @@ def _group(row: dict) -> str:
 
 def bar_chart(path: Path, title: str, ylabel: str, panels: dict[str, dict[str, dict[str, float]]]) -> None:
     """Grouped bars on a log scale, one panel per key: {panel title: {series: {group: value}}}."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from perf.plots import plt, save  # matplotlib on first drawing: perf.drills imports this module for its JPEGs
 
     figure, axes = plt.subplots(1, len(panels), figsize=(1 + 4.6 * len(panels), 3.8), squeeze=False)
     figure.suptitle(title, fontsize=10)
@@ -329,30 +316,20 @@ def bar_chart(path: Path, title: str, ylabel: str, panels: dict[str, dict[str, d
         axis.set(yscale="log", title=name, ylabel=ylabel)
         axis.grid(axis="y", alpha=0.3)
         axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=90)
-    plt.close(figure)
+    save(figure, path)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m perf.preprocess_bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repository", type=Path, default=PROJECT / "build" / "model_repository" / "portable")
-    parser.add_argument("--out", type=Path, default=PROJECT / "build" / "perf" / "preprocess")
+    parser = study.arguments("perf.preprocess_bench", __doc__, study.PROJECT / "build/perf/preprocess", model=False)
     parser.add_argument("--repeats", type=int, default=15, help="runs per photo (network: a third, at least 3)")
     parser.add_argument("--quiet-percent", type=float, help="time a set again while other processes use more")
     parser.add_argument("--publish", action="store_true", help=f"write the blocks of {DOCS.name} and the plot")
     parser.add_argument("--report-only", action="store_true", help="redraw from the last preprocess.json")
     args = parser.parse_args(argv)
-    raw, png = args.out / "preprocess.json", args.out / "preprocess_price.png"
-    if args.report_only:
-        results = json.loads(raw.read_text())
-    else:
-        results = run(args.repository, args.repeats, args.quiet_percent, lambda line: print(line, file=sys.stderr))
-        args.out.mkdir(parents=True, exist_ok=True)
-        raw.write_text(json.dumps(results, indent=2) + "\n")
-    tables = {"fast-decode-price": price_table(results)}
-    if "network" in results:  # a stored run from before the two benchmarks were one has the price list only
-        tables = {"preprocess-bench": time_table(results), **tables}
+    measure = partial(run, args.repository, args.repeats, args.quiet_percent, partial(print, file=sys.stderr))
+    results = study.raw_data(args.out / "preprocess.json", args.report_only, measure)
+    png = args.out / "preprocess_price.png"
+    tables = {"preprocess-bench": time_table(results), "fast-decode-price": price_table(results)}
     text = "\n\n".join(tables.values())
     (args.out / "preprocess.md").write_text(f"{text}\n\n![exact and fast decode per image]({png.name})\n")
     series = {m: [r for r in results["rows"] if r["model"] == m] for m in MODELS}
@@ -360,9 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     bar_chart(png, "Preprocessing per image on one core (ms, lower is better)", "ms per image", panels)
     print(text)
     if args.publish:
-        shutil.copyfile(png, PROJECT / "docs" / "img" / png.name)
-        for name, markdown in tables.items():
-            blocks.update(DOCS, name, markdown)
+        study.publish(DOCS, tables, {png: png.name})
     return 0
 
 

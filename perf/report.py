@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 
 from perf import plots, study
-from perf.study import table
 
 
 def _f(value: float | None, digits: int = 1) -> str:
@@ -58,7 +57,7 @@ def sweep_section(results: dict) -> list[str]:
             for p in data["points"]
         ]
         lines += [f"### {model}", "", f"Served layout: {_layout_text(data['layout'])}.", ""]
-        lines += table([*header, "stable", "other CPU", "failed"], rows)
+        lines += study.table([*header, "stable", "other CPU", "failed"], rows)
     return lines
 
 
@@ -77,10 +76,8 @@ def split_section(results: dict) -> list[str]:
                 f"{_f(s['queue_ms'])} + {_f(s['compute_ms'])}" if s else "n/a"
                 for s in map(steps.get, plots.STEP_COLOURS)
             ]
-            rows.append(
-                [p["concurrency"], *cells, _f(steps["network"]["mean_batch"], 2) if "network" in steps else "n/a"]
-            )
-        lines += [f"### {model}", "", *table(["concurrency", *plots.STEP_COLOURS, "batch"], rows)]
+            rows.append([p["concurrency"], *cells, _f(steps.get("network", {}).get("mean_batch"), 2)])
+        lines += [f"### {model}", "", *study.table(["concurrency", *plots.STEP_COLOURS, "batch"], rows)]
     return lines
 
 
@@ -98,10 +95,10 @@ def load_section(load: dict) -> list[str]:
         [s["users"], s["requests"], _f(s["rps"], 2), _f(s["p50_ms"], 0), _f(s["p95_ms"], 0), s["failures"]]
         for s in load["per_step"]
     ]
-    lines += table(["users", "requests", "requests/s", "p50 ms", "p95 ms", "failures"], rows)
+    lines += study.table(["users", "requests", "requests/s", "p50 ms", "p95 ms", "failures"], rows)
     if load["failures_by_cause"]:
         causes = [[c["error"], c["occurrences"]] for c in load["failures_by_cause"]]
-        lines += ["Failures by cause:", "", *table(["cause", "count"], causes)]
+        lines += ["Failures by cause:", "", *study.table(["cause", "count"], causes)]
     return lines
 
 
@@ -120,10 +117,10 @@ def machine_section(results: dict) -> list[str]:
         ["Triton server", ", ".join(servers) or "n/a"],
         *([name, v] for name, v in m["versions"].items()),
     ]
-    return ["## Machine and versions", "", *table(["", ""], rows)]
+    return ["## Machine and versions", "", *study.table(["", ""], rows)]
 
 
-def render(results: dict, load: dict | None, plot_paths: dict[str, str]) -> str:
+def render(results: dict, load: dict | None, plots_drawn: dict[str, Path], image_prefix: str) -> str:
     m, target = results["machine"], results["target"]
     lines = [
         f"Measured {results['started_at']} ({results['duration_s']} s, profile `{results['profile']}`) "
@@ -134,13 +131,13 @@ def render(results: dict, load: dict | None, plot_paths: dict[str, str]) -> str:
         "",
         "Models carry seeded random weights: speed does not depend on weight values.",
         "",
-        f"![throughput]({plot_paths['throughput']})",
+        f"![throughput]({image_prefix}{plots_drawn['throughput'].name})",
         "",
-        f"![latency]({plot_paths['latency']})",
+        f"![latency]({image_prefix}{plots_drawn['latency'].name})",
         "",
         *sweep_section(results),
         *split_section(results),
-        f"![time split]({plot_paths['time_split']})",
+        f"![time split]({image_prefix}{plots_drawn['time_split'].name})",
         "",
         *(load_section(load) if load else []),
         *machine_section(results),
@@ -155,11 +152,9 @@ def write(out: Path, publish: bool = False) -> Path:
     load = json.loads((out / "load" / "load.json").read_text()) if (out / "load" / "load.json").is_file() else None
     drawn = plots.draw_all(results, out / "plots")
     report = out / "report.md"
-    report.write_text(
-        "# Performance report\n\n" + render(results, load, {k: f"plots/{p.name}" for k, p in drawn.items()})
-    )
+    report.write_text("# Performance report\n\n" + render(results, load, drawn, "plots/"))
     if not publish:
         return report
-    text = render(results, load, {k: f"img/perf_{p.name}" for k, p in drawn.items()})
+    text = render(results, load, drawn, "img/perf_")
     images = {path: f"perf_{path.name}" for path in drawn.values()}
     return study.publish(study.DOCS / "performance.md", {"perf-report": text}, images)

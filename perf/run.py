@@ -11,11 +11,10 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import catalog
+from catalog import ModelEntry
 from catalog.reference import sample_photo_paths
 from perf import machine, serving, study, triton_stats
 from perf.analyzer import Analyzer, PerfAnalyzerError, Target, Windows
@@ -26,22 +25,17 @@ from perf.input_data import write_input_data
 class Profile:
     """How long a run measures: `full` for the committed report, `smoke` for CI (seconds, same code paths)."""
 
-    name: str
     concurrencies: tuple[int, ...]
     windows: Windows
 
 
 PROFILES = {
-    "full": Profile(
-        "full", (1, 2, 3, 4), Windows(window_ms=5000, stability_percent=30, max_trials=6, quiet_percent=10)
-    ),
-    "smoke": Profile("smoke", (1, 2), Windows(window_ms=1000, stability_percent=100, max_trials=10)),
+    "full": Profile((1, 2, 3, 4), Windows(window_ms=5000, stability_percent=30, max_trials=6, quiet_percent=10)),
+    "smoke": Profile((1, 2), Windows(window_ms=1000, stability_percent=100, max_trials=10)),
 }
 
 
-def sweep_server(
-    target: Target, entries: list[catalog.ModelEntry], profile: Profile, out: Path, progress=print
-) -> dict:
+def sweep_server(target: Target, entries: list[ModelEntry], profile: Profile, out: Path) -> dict:
     """Every model swept on one server: per-model points and the layout the server runs."""
     import tritonclient.grpc as grpcclient
 
@@ -49,7 +43,7 @@ def sweep_server(
     results = {}
     with grpcclient.InferenceServerClient(target.grpc_url) as client:
         version = client.get_server_metadata(as_json=True).get("version")
-        analyzer = Analyzer(client, target, input_data, profile.windows, out, progress)
+        analyzer = Analyzer(client, target, input_data, profile.windows, out)
         for entry in entries:
             if not client.is_model_ready(entry.triton_name):
                 raise PerfAnalyzerError(f"model {entry.triton_name} is not ready at {target.grpc_url}")
@@ -63,20 +57,13 @@ def sweep_server(
 
 
 def run(
-    models: list[str],
-    repository: Path,
-    out: Path,
-    profile: Profile,
-    url: str | None = None,
-    metrics_url: str | None = None,
-    progress: Callable[[str], None] = print,
+    entries: list[ModelEntry], repository: Path, out: Path, profile: str, url: str | None, metrics_url: str | None
 ) -> Path:
-    """The whole measurement; returns the path of results.json."""
-    entries = [catalog.get(name) for name in models]
+    """The whole measurement with the PROFILES entry named `profile`; returns the path of results.json."""
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, object] = {
         "kind": "perf",
-        "profile": profile.name,
+        "profile": profile,
         "command": study.command("perf"),
         "started_at": machine.utc_now(),
         "machine": machine.facts(),
@@ -85,12 +72,12 @@ def run(
     local = url is None
     remote = None if local else contextlib.nullcontext(serving.remote(url, metrics_url))
     with remote or serving.local(repository, entries, out / "tritonserver.log") as target:
-        progress(f"perf_analyzer sweep against {'a local tritonserver at ' if local else ''}{target.grpc_url}")
-        results["models"] = sweep_server(target, entries, profile, out, progress)
+        print(f"perf_analyzer sweep against {'a local tritonserver at ' if local else ''}{target.grpc_url}")
+        results["models"] = sweep_server(target, entries, PROFILES[profile], out)
     results["target"] = {"url": target.grpc_url, "metrics_url": target.metrics_url, "local_server": local}
     results |= {"finished_at": machine.utc_now(), "duration_s": round(time.monotonic() - started, 1)}
     results["load_average_end"] = os.getloadavg()
     path = out / "results.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
-    progress(f"raw results: {path}")
+    print(f"raw results: {path}")
     return path

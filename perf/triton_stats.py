@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass
 from typing import NamedTuple
 
 from model_repository import configs
@@ -21,22 +21,19 @@ DURATIONS = ("queue", "compute_input", "compute_infer", "compute_output")
 
 @dataclass(frozen=True)
 class ModelCounters:
-    """Cumulative counters of one model; subtract two snapshots to get one measurement."""
+    """Cumulative counters of one model, durations (DURATIONS) in ns; subtract two snapshots to get one measurement."""
 
     success: int = 0
     fail: int = 0
     inferences: int = 0
     executions: int = 0
-    ns: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DURATIONS, 0))
+    queue: int = 0
+    compute_input: int = 0
+    compute_infer: int = 0
+    compute_output: int = 0
 
     def __sub__(self, other: ModelCounters) -> ModelCounters:
-        return ModelCounters(
-            success=self.success - other.success,
-            fail=self.fail - other.fail,
-            inferences=self.inferences - other.inferences,
-            executions=self.executions - other.executions,
-            ns={key: self.ns[key] - other.ns[key] for key in DURATIONS},
-        )
+        return ModelCounters(*(mine - theirs for mine, theirs in zip(astuple(self), astuple(other), strict=True)))
 
 
 def _counters(entry: dict) -> ModelCounters:
@@ -46,7 +43,7 @@ def _counters(entry: dict) -> ModelCounters:
         fail=int(stats.get("fail", {}).get("count", 0)),
         inferences=int(entry.get("inference_count", 0)),
         executions=int(entry.get("execution_count", 0)),
-        ns={name: int(stats.get(name, {}).get("ns", 0)) for name in DURATIONS},
+        **{name: int(stats.get(name, {}).get("ns", 0)) for name in DURATIONS},
     )
 
 
@@ -72,23 +69,19 @@ def step_split(delta: dict[str, ModelCounters], steps: list[str]) -> list[dict[s
     Triton accumulates every duration per request (a batch of 8 adds its compute time to all 8),
     so dividing by the successful request count gives what one request spent in that step.
     """
-    split = []
-    for name in steps:
-        counters = delta.get(name)
-        if counters is None or counters.success == 0:
-            continue
-        per_request = {key: counters.ns[key] / counters.success / 1e6 for key in DURATIONS}
-        split.append(
-            {
-                "step": configs.step_kind(name),  # steps are shared between models: name them by kind
-                "model": name,
-                "requests": counters.success,
-                "queue_ms": per_request["queue"],
-                "compute_ms": sum(per_request[key] for key in DURATIONS[1:]),
-                "mean_batch": counters.inferences / counters.executions if counters.executions else 0.0,
-            }
-        )
-    return split
+    return [_step(name, delta[name]) for name in steps if name in delta and delta[name].success]
+
+
+def _step(name: str, counters: ModelCounters) -> dict[str, object]:
+    per_request = {key: getattr(counters, key) / counters.success / 1e6 for key in DURATIONS}
+    return {
+        "step": configs.step_kind(name),  # steps are shared between models: name them by kind
+        "model": name,
+        "requests": counters.success,
+        "queue_ms": per_request["queue"],
+        "compute_ms": sum(per_request[key] for key in DURATIONS[1:]),
+        "mean_batch": counters.inferences / counters.executions if counters.executions else 0.0,
+    }
 
 
 def served_layout(client, ensemble: str) -> dict[str, dict[str, object]]:
@@ -107,8 +100,6 @@ def served_layout(client, ensemble: str) -> dict[str, dict[str, object]]:
 
 
 class Sample(NamedTuple):
-    """One Prometheus sample."""
-
     metric: str
     labels: dict[str, str]
     value: float
