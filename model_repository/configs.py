@@ -219,10 +219,19 @@ def pinned_pool_bytes(entries: list[ModelEntry], network_gpu_instances: int) -> 
 
 
 # --- load shedding ------------------------------------------------------------------------------
-# Every composing model has a bounded queue whose excess is refused at once (issue 12): under
-# overload a client gets UNAVAILABLE "Exceeds maximum queue size" (queue full) or "Request timeout
-# expired" (waited too long) within about a second, instead of an answer after a minute that its
-# deadline gave up on long before. Both are retryable; client/classify.py recognises them.
+# Every step that can fall behind (preprocess, network) has a bounded queue whose excess is refused
+# at once: under overload a client gets UNAVAILABLE "Exceeds maximum queue size" (queue full) or
+# "Request timeout expired" (waited too long) within about a second, instead of an answer after a
+# minute that its deadline gave up on long before. Both are retryable; client/classify.py
+# recognises them.
+#
+# Any queue policy costs something on 2.51: the batcher prefetches (forms the next batch while an
+# execution runs) only when a step has no policy at all (no size, no timeout, no override), and
+# without prefetching a queued request waits until the batcher's 500 ms fallback wake-up whenever
+# it arrived while every instance was busy: the release of an instance wakes nothing. Measured on
+# single-instance steps with perf_analyzer (docs/capacity.md, "Half-second stalls"): p99 0.5 s and,
+# where the queue is short, refusals of requests the queue had room for (the next request of a
+# client arrives before the stranded one left the queue).
 #
 # Triton 2.51 has no ensemble back-pressure: its ModelEnsembling message holds only `step`
 # (`max_inflight_requests` arrived in later releases), so the steps' own queues are the only bound,
@@ -254,15 +263,21 @@ QUEUE_TIMEOUT_FLOOR_US = 200_000
 #   batch (network_timeout_us), so an admitted request is never timed out for waiting its turn.
 #   - portable network: one full batch of 8 is 0.64 s (NextViT-S, 80 ms per image) to 1.8 s (ViT-B,
 #     220 ms) on 2 cores (PORTABLE_MS_PER_GFLOP): 4 single-image requests may wait for NextViT-S,
-#     1 for ViT-B (portable_network_queue). A queue of 8 let admitted requests wait past 2 s in the
-#     overload drill.
+#     and at least MIN_NETWORK_QUEUE for any network (portable_network_queue). A queue of 8 let
+#     admitted requests wait past 2 s in the overload drill; a queue of 1 refused the second of two
+#     clients (ViT-B: perf_analyzer at concurrency 2 stopped at its first request), as the stranded
+#     request still held the only place when the first client's next request arrived.
 #   - production network (GPU): 256 requests are at most 2,048 images, 0.26 s for ViT-B at the
 #     paper H100 rate (GPU_MS_PER_GFLOP: ViT-B at 8,000 img/s, an estimate until measured on a
 #     GPU) and 0.9 GB of 384-px uint8 crops in the worst case.
-# - postprocess: microseconds per image; its bound only catches a runaway, so it shares the
-#   preprocess timeout (a 200 ms one could expire while the preprocess processes hold every core).
+# - postprocess: no queue policy. Its requests come only from networks whose queues are bounded,
+#   and it costs about a millisecond, so a bound would never refuse; but its policy turned off
+#   prefetching, and the step alone (1 instance, 4 requests in flight) answered 41 requests/s with a
+#   p99 of 0.51 s where without one it answers 2,836/s with a p99 of 2.7 ms. On a GPU node this step
+#   sees every image of the node.
 PREPROCESS_TIMEOUT_US = 1_000_000  # one full batch of 8 camera photos (8 x 100 ms) plus margin
-QUEUE_PER_INSTANCE: dict[str, int] = {"preprocess": 1, "pixels_preprocess": 1, "postprocess": 64}
+QUEUE_PER_INSTANCE: dict[str, int] = {"preprocess": 1, "pixels_preprocess": 1}
+MIN_NETWORK_QUEUE = 2  # per instance: a stranded request and the next one (load shedding, above)
 GPU_NETWORK_QUEUE_PER_INSTANCE = 256
 NETWORK_QUEUE_BUDGET_MS = 1000
 # Portable network cost per image on the 2-core reference machine: 80 ms for NextViT_small_224
@@ -284,7 +299,7 @@ QUEUE_REJECTIONS = ("Exceeds maximum queue size", "Request timeout expired")  # 
 def portable_network_queue(entry: ModelEntry) -> int:
     """Requests that may wait per portable network instance: what it runs in the budget after a full batch."""
     images = NETWORK_QUEUE_BUDGET_MS / (entry.published.flops_g * PORTABLE_MS_PER_GFLOP)
-    return max(1, math.floor(images) - MAX_BATCH_SIZE)
+    return max(MIN_NETWORK_QUEUE, math.floor(images) - MAX_BATCH_SIZE)
 
 
 def max_queue_size(kind: StepKind, instances: int, gpu: bool = False, entry: ModelEntry | None = None) -> int:
@@ -581,11 +596,7 @@ def postprocess_config(layout: Layout = Layout()) -> ConfigDict:
         "max_batch_size": GPU_MAX_BATCH_SIZE,
         "input": [probabilities],
         "output": _top_k_tensors(),
-        "dynamic_batching": {
-            "default_queue_policy": queue_policy(
-                "postprocess", PREPROCESS_TIMEOUT_US, instances=layout.postprocess_instances
-            )
-        },
+        "dynamic_batching": {},  # no queue policy, so 2.51 prefetches (load shedding, "postprocess")
         "instance_group": _cpu_instances(layout.postprocess_instances),
         "parameters": _params(top_k=TOP_K, labels_file="labels.txt"),
         "model_warmup": _warmup("random_probabilities", [1], warmup_input),

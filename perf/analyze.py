@@ -83,18 +83,19 @@ def environment() -> dict[str, str]:
 
 
 def analyzer_repository(source: Path, entry: catalog.ModelEntry, target: Path, cores: int) -> dict:
-    """The serving copy Model Analyzer starts from: the model sized for `cores`, no warmup, unbounded queues.
+    """The serving copy Model Analyzer starts from: the model sized for `cores`, no warmup, no queue policies.
 
     Warmup is dropped because Model Analyzer's variants change max_batch_size, which a batch-8
-    warmup sample would then exceed. The bounded queues (configs.queue_policy) are the overload
-    policy, sized per instance: Model Analyzer's load would be shed by them instead of measured.
+    warmup sample would then exceed. The queue policies (configs.queue_policy) are the overload
+    policy, sized per instance: Model Analyzer's load would be shed by them instead of measured, and
+    any policy, even without a size, turns off 2.51's prefetching (docs/capacity.md, "Half-second stalls").
     """
     cores, resolved = layout.resolve(cores)
     summary = layout.render(source, target, [entry.name], resolved, cores, warmup=False)
     for config_file in sorted(target.glob("*/config.pbtxt")):
         config = configs.parse_pbtxt(config_file.read_text())
         if config.dynamic_batching.HasField("default_queue_policy"):
-            config.dynamic_batching.default_queue_policy.max_queue_size = 0
+            config.dynamic_batching.ClearField("default_queue_policy")
             config_file.write_text(configs.text_format.MessageToString(config))
     return summary
 

@@ -18,6 +18,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+from model_repository.configs import QUEUE_REJECTIONS
 from model_repository.server import admin_headers, header_name
 from perf import triton_stats
 from perf.machine import measure_quietly
@@ -228,9 +229,16 @@ class Analyzer:
         run(cmd, csv_path.with_suffix(".log"), 1800.0)
 
     def sweep(self, model: str, concurrencies: Iterable[int]) -> list[Point]:
+        """The points up to the first concurrency the server sheds as overload: beyond it clients meet refusals."""
         self.warm_up(model)
         points = []
         for concurrency in concurrencies:
-            points.append(p := self.measure(model, concurrency))
+            try:
+                points.append(p := self.measure(model, concurrency))
+            except PerfAnalyzerError as err:
+                if not points or not any(words in str(err) for words in QUEUE_REJECTIONS):
+                    raise
+                self.progress(f"  {model} concurrency {concurrency}: refused as overload, the sweep ends")
+                break
             self.progress(f"  {model} concurrency {concurrency}: {p.throughput:.2f} images/s, p50 {p.p50_ms:.1f} ms")
         return points

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from perf import plots, study
+from perf.run import PROFILES
 
 
 def _f(value: float | None, digits: int = 1) -> str:
@@ -58,6 +59,9 @@ def sweep_section(results: dict) -> list[str]:
         ]
         lines += [f"### {model}", "", f"Served layout: {_layout_text(data['layout'])}.", ""]
         lines += study.table([*header, "stable", "other CPU", "failed"], rows)
+        unswept = [c for c in PROFILES[results["profile"]].concurrencies if c > data["points"][-1]["concurrency"]]
+        if unswept:
+            lines += [f"Concurrency {unswept[0]}: refused as overload (bounded queues), so the sweep ended.", ""]
     return lines
 
 
