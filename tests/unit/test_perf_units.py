@@ -6,8 +6,12 @@ import base64
 import struct
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
-from perf import load, machine
+import pytest
+
+from model_repository import configs
+from perf import analyzer, load, machine
 from perf.input_data import input_data
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -59,3 +63,25 @@ def test_make_perf_and_load_pass_the_url_through() -> None:
             check=True,
         ).stdout
         assert expected in dry and "--url 10.0.0.7:8001" in dry
+
+
+def test_a_sweep_ends_at_the_first_overload_refusal_and_fails_on_anything_else(monkeypatch, tmp_path: Path) -> None:
+    """The refusal text is Triton's own (configs.QUEUE_REJECTIONS, which the client library also matches)."""
+    refusal = f"perf_analyzer exited with 99; Thread [0] had error: {configs.QUEUE_REJECTIONS[0]}"
+    outcomes: list[object] = []
+
+    def measure(_self, _model: str, concurrency: int) -> object:
+        outcome = outcomes[concurrency - 1]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    monkeypatch.setattr(analyzer.Analyzer, "warm_up", lambda *_: None)
+    monkeypatch.setattr(analyzer.Analyzer, "measure", measure)
+    point = SimpleNamespace(throughput=1.0, p50_ms=1.0)
+    sweeper = analyzer.Analyzer(None, None, tmp_path, None, tmp_path, progress=lambda _: None)
+    outcomes[:] = [point, point, analyzer.PerfAnalyzerError(refusal), point]
+    assert sweeper.sweep("m", [1, 2, 3, 4]) == [point, point]
+    for outcomes[:] in ([analyzer.PerfAnalyzerError(refusal)], [point, analyzer.PerfAnalyzerError("no such model")]):
+        with pytest.raises(analyzer.PerfAnalyzerError):
+            sweeper.sweep("m", [1, 2])
