@@ -29,7 +29,7 @@ from locust import LoadTestShape, User, events, task  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 from catalog.reference import sample_photo_paths  # noqa: E402
-from client.classify import DEFAULT_DEADLINE_S, failure_kind  # noqa: E402
+from client.classify import DEFAULT_DEADLINE_S, backoff_s, failure_kind  # noqa: E402
 from model_repository.configs import TOP_K, TOP_K_OUTPUTS  # noqa: E402
 from perf.input_data import image_tensor  # noqa: E402
 
@@ -92,7 +92,16 @@ def _exit_now(exit_code: int, **_kwargs) -> None:
 
 
 class TritonGrpcUser(User):
-    """One closed-loop client: classify a photograph, check the answer, repeat."""
+    """One closed-loop client: classify a photograph, check the answer, repeat.
+
+    After an overload refusal it waits as the client library does before its first retry (a jittered
+    pause, client.classify.backoff_s), so users past capacity measure refusals, not a busy loop of them.
+    """
+
+    overloaded = False
+
+    def wait_time(self) -> float:
+        return backoff_s(0) if self.overloaded else 0.0
 
     def on_start(self) -> None:
         options = self.environment.parsed_options
@@ -124,13 +133,15 @@ class TritonGrpcUser(User):
             length, exception = 0, err
         latency_ms = (time.perf_counter() - start) * 1000.0
         cause = "" if exception is None else "answer" if isinstance(exception, AnswerError) else failure_kind(exception)
-        SAMPLES.add(self.environment.runner.user_count, latency_ms, "" if exception is None else str(exception), cause)
+        self.overloaded, error = cause == "overloaded", "" if exception is None else str(exception)
+        SAMPLES.add(self.environment.runner.user_count, latency_ms, error, cause)
         events.request.fire(
             request_type="grpc",
             name=self.model,
             response_time=latency_ms,
             response_length=length,
-            exception=exception,
+            # Locust names a failure by its exception's repr, which for tritonclient's is bare: give it the words.
+            exception=exception and RuntimeError(f"{cause}: {error}"),
             context={},
         )
 
