@@ -76,10 +76,15 @@ def select(source: Path, models: list[str] | None) -> list[str]:
     return sorted(set(chosen))
 
 
-def sized_config(text: str, layout: configs.Layout, warmup: bool = True, response_cache: bool = False) -> str:
+def sized_config(
+    text: str, layout: configs.Layout, warmup: bool = True, response_cache: bool = False, queue_policies: bool = True
+) -> str:
     """An installed config.pbtxt with its instance counts (and portable network threads) from `layout`.
 
     A bounded step queue (configs.queue_policy) is resized to its instance count.
+    queue_policies=False drops every step's queue policy, the overload bound with it: only for measuring
+    what instances compute (Model Analyzer, `make bench-capacity`), as any policy turns off 2.51's
+    prefetching (docs/capacity.md, "Half-second stalls"); never for serving.
 
     warmup=False drops model_warmup: a faster start for development, and the "before" of the warmup benchmark.
     response_cache=True turns on Triton's response cache for the public ensembles (only they: a hit there
@@ -98,7 +103,9 @@ def sized_config(text: str, layout: configs.Layout, warmup: bool = True, respons
     for group in config.instance_group:
         group.count = layout.instances(kind, gpu=group.kind == group.KIND_GPU)
     policy = config.dynamic_batching.default_queue_policy
-    if config.dynamic_batching.HasField("default_queue_policy") and policy.max_queue_size > 0:
+    if not queue_policies:
+        config.dynamic_batching.ClearField("default_queue_policy")
+    elif config.dynamic_batching.HasField("default_queue_policy") and policy.max_queue_size > 0:
         # A bounded queue holds the same seconds of work on every node: its length follows the
         # instances, at the length per instance configs.py gave it (configs.max_queue_size).
         per_instance = max(1, policy.max_queue_size // max(1, installed_instances))
@@ -110,12 +117,15 @@ def sized_config(text: str, layout: configs.Layout, warmup: bool = True, respons
     return configs.text_format.MessageToString(config)
 
 
-def _link_model(source: Path, target: Path, layout: configs.Layout, warmup: bool, response_cache: bool) -> None:
+def _link_model(
+    source: Path, target: Path, layout: configs.Layout, warmup: bool, response_cache: bool, queue_policies: bool
+) -> None:
     """target/config.pbtxt sized; the version directory a real directory of links (plans may be added there)."""
     target.mkdir()
     for item in sorted(source.iterdir()):
         if item.suffix == ".pbtxt":  # config.pbtxt, and the TensorRT config a plan build switches to
-            (target / item.name).write_text(sized_config(item.read_text(), layout, warmup, response_cache))
+            sized = sized_config(item.read_text(), layout, warmup, response_cache, queue_policies)
+            (target / item.name).write_text(sized)
         elif item.is_dir() and item.name.isdigit():
             (target / item.name).mkdir()
             for child in sorted(item.iterdir()):
@@ -141,6 +151,7 @@ def render(
     response_cache: bool = False,
     fast_decode: bool = False,
     fast_decode_margin: float = FAST_DECODE_MARGIN,
+    queue_policies: bool = True,
 ) -> dict:
     """Write the serving copy of `source` for `models` into `target`; returns what was rendered.
 
@@ -159,7 +170,7 @@ def render(
     _clear(target)
     target.mkdir(parents=True, exist_ok=True)
     for name in directories:
-        _link_model(source / name, target / name, layout, warmup, response_cache)
+        _link_model(source / name, target / name, layout, warmup, response_cache, queue_policies)
     if fast_decode:
         _use_fast_decode(target, directories, fast_decode_margin)
     python_models = [name for name in directories if configs.step_kind(name) not in ("ensemble", "network")]

@@ -290,6 +290,7 @@ class TritonServer:
     response_cache_bytes: int = 0  # 0: no response cache; N: a local cache of N bytes on the public ensembles
     fast_decode: bool = False  # opt-in: large JPEGs decoded at a reduced DCT scale (docs/preprocessing.md)
     fast_decode_margin: float = FAST_DECODE_MARGIN  # fast decode only: decoded short side >= margin x target
+    queue_policies: bool = True  # False: unbounded queues, for benchmarks only (layout.sized_config)
     process: subprocess.Popen | None = field(default=None, init=False)
     serving: dict | None = field(default=None, init=False)  # what layout.render wrote
     _serving_dir: Path | None = field(default=None, init=False)
@@ -405,6 +406,7 @@ class TritonServer:
                 response_cache=self.response_cache_bytes > 0,
                 fast_decode=self.fast_decode,
                 fast_decode_margin=self.fast_decode_margin,
+                queue_policies=self.queue_policies,
             )
         except Exception as err:
             self._remove_serving_copy()

@@ -91,13 +91,7 @@ def analyzer_repository(source: Path, entry: catalog.ModelEntry, target: Path, c
     any policy, even without a size, turns off 2.51's prefetching (docs/capacity.md, "Half-second stalls").
     """
     cores, resolved = layout.resolve(cores)
-    summary = layout.render(source, target, [entry.name], resolved, cores, warmup=False)
-    for config_file in sorted(target.glob("*/config.pbtxt")):
-        config = configs.parse_pbtxt(config_file.read_text())
-        if config.dynamic_batching.HasField("default_queue_policy"):
-            config.dynamic_batching.ClearField("default_queue_policy")
-            config_file.write_text(configs.text_format.MessageToString(config))
-    return summary
+    return layout.render(source, target, [entry.name], resolved, cores, warmup=False, queue_policies=False)
 
 
 @dataclass(frozen=True)

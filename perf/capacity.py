@@ -29,8 +29,10 @@ from perf.study import table
 
 EVERY_KEY = (*bench.MODELS, "NextViT_small_384", "ViT_base_patch16_384")  # one model per preprocessing key
 STEP_WINDOWS = Windows(window_ms=3000, stability_percent=20, max_trials=6)
-# Four requests in flight keep one instance busy between round trips; its queue holds all four, so a new
-# request never meets a queue the step has not yet drained (the served default of 1 refuses that race).
+# Four requests in flight keep one instance busy between round trips. The step is served without a queue
+# policy: with one, 2.51 does not prefetch and a closed loop of clients waits out half-second stalls that a
+# node's steady stream of requests does not (docs/capacity.md, "Half-second stalls"); without, nothing is
+# refused either.
 STEP_CONCURRENCY = 4
 QUICK_WINDOWS = Windows(window_ms=2000, stability_percent=100, max_trials=5)  # --quick: any figure, soon
 
@@ -38,8 +40,8 @@ QUICK_WINDOWS = Windows(window_ms=2000, stability_percent=100, max_trials=5)  # 
 def served_step(server: TritonServer, jpegs: dict, windows: Windows, out: Path, progress) -> list[dict]:
     """Images/s of one preprocess instance (one core) at saturation per family and size, by perf_analyzer.
 
-    STEP_CONCURRENCY requests, in a queue as long (the server's layout), so the instance never idles and
-    nothing is refused; the photographs of a size alternate.
+    STEP_CONCURRENCY requests on a step without a queue policy, so the instance never idles and nothing
+    is refused; the photographs of a size alternate.
     """
     import tritonclient.grpc as grpcclient
 
@@ -100,8 +102,8 @@ def run(repository: Path, out: Path, quick: bool, progress: Callable[[str], None
     keys = bench.MODELS if quick else EVERY_KEY
     serving.ensure_exported(repository, [catalog.get(name) for name in keys], progress)
     progress("one served preprocess instance")
-    one_thread = configs.Layout(network_cpu_threads=1, preprocess_queue=STEP_CONCURRENCY)
-    with serving.server(repository, bench.MODELS, out / "tritonserver-step.log", layout=one_thread) as server:
+    one_thread, log = configs.Layout(network_cpu_threads=1), out / "tritonserver-step.log"
+    with serving.server(repository, bench.MODELS, log, layout=one_thread, queue_policies=False) as server:
         windows = QUICK_WINDOWS if quick else STEP_WINDOWS
         results["per_core"] = served_step(server, jpegs, windows, out, progress)
     progress("processes and memory, one model per preprocessing key")
@@ -135,8 +137,9 @@ def report(results: dict) -> str:
         "## Exact preprocessing per core",
         "",
         "Images/s of one instance (one core) of the served `preprocess_<key>` step, driven by perf_analyzer at "
-        f"concurrency {results['step_concurrency']} with {results['jpegs']} (alternating): the per-core rate a "
-        "node gets. What each part costs in process is in [preprocessing.md](preprocessing.md#speed) "
+        f"concurrency {results['step_concurrency']} with {results['jpegs']} (alternating), the step served without "
+        "its queue policy ([why](#half-second-stalls-triton-251-does-not-prefetch-behind-a-queue-policy)): the "
+        "per-core rate a node gets. What each part costs in process is in [preprocessing.md](preprocessing.md#speed) "
         "(`make bench-preprocess`). *Cores per H100* = GPU images/s / served images/s, with "
         f"{bench.gpu_rates()}; typical GPU nodes have 12-24 cores per GPU (`../shared/reference/gpu-capacity.md`).",
         "",

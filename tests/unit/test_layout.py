@@ -131,3 +131,19 @@ def test_preprocess_queue_zero_is_the_default_and_below_is_refused() -> None:
     assert configs.Layout(preprocess_queue=0) == configs.Layout()
     with pytest.raises(ValueError, match="preprocess_queue must be at least 0"):
         configs.Layout(preprocess_queue=-1)
+
+
+def test_a_benchmark_copy_without_queue_policies_keeps_everything_else(repository: Path, tmp_path: Path) -> None:
+    bounded, unbounded = tmp_path / "bounded", tmp_path / "unbounded"
+    layout.render(repository, bounded, None, configs.Layout.for_cores(2), 2)
+    layout.render(repository, unbounded, None, configs.Layout.for_cores(2), 2, queue_policies=False)
+    for config_file in sorted(bounded.glob("*/config.pbtxt")):
+        with_policy, without = (
+            served_config(bounded, config_file.parent.name),
+            served_config(unbounded, config_file.parent.name),
+        )
+        assert not without.dynamic_batching.HasField("default_queue_policy"), without.name
+        if with_policy.HasField("dynamic_batching"):  # ensembles have none
+            with_policy.dynamic_batching.ClearField("default_queue_policy")
+        assert without == with_policy  # instances, threads, batching, warmup: the same served step
+    assert served_config(bounded, configs.preprocess_name(NEXTVIT)).dynamic_batching.HasField("default_queue_policy")
