@@ -18,7 +18,7 @@ MODELS ?=
 CORES ?= auto
 
 .DEFAULT_GOAL := help
-.PHONY: help setup export serve demo classify test test-unit test-all lint remove clean
+.PHONY: help setup export serve demo classify test test-unit test-all lint remove upgrade clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -63,6 +63,9 @@ lint: setup ## ruff check and format check
 
 remove: setup ## remove MODEL from REPOSITORY (its shared steps stay while another model uses them)
 	$(PY) -m model_repository remove $(MODEL) --repository $(REPOSITORY)
+
+upgrade: setup ## rewrite every model in REPOSITORY with this checkout's configs and steps (networks kept; after a git pull)
+	$(PY) -m model_repository upgrade --repository $(REPOSITORY)
 
 clean: ## remove build outputs (exported models, repositories); keeps .venv
 	rm -rf build .pytest_cache

@@ -260,6 +260,37 @@ def install(entry: ModelEntry, onnx_path: Path, record: dict, repository: Path, 
         swap_in(staging, repository, configs.own_models(entry) + new_steps)
 
 
+def installed_variant(network_dir: Path) -> configs.Variant:
+    """portable (the network runs in the Python backend, its model.py beside the ONNX file) or production."""
+    return "portable" if (network_dir / "1" / "model.py").is_file() else "production"
+
+
+def upgrade(repository: Path) -> list[str]:
+    """Every installed model rewritten from its own exported network and record with today's configs and steps.
+
+    What a newer checkout needs: re-exporting one model refuses to change a step other installed models
+    share, and exporting every model again costs a conversion each. Networks are linked, not converted.
+    All or nothing, as install; refused before anything changes when a network directory holds files the
+    rewrite would drop (a TensorRT plan built into it: build it again afterwards).
+    """
+    names = installed_models(repository)
+    if not names:
+        raise FileNotFoundError(f"{repository} holds no exported model")
+    with staging_dir(repository) as staging:
+        directories: list[str] = []
+        for name in names:
+            entry = catalog.get(name)
+            network = repository / configs.network_name(entry)
+            record = json.loads((network / EXPORT_RECORD).read_text())
+            stage(entry, network / "1" / "model.onnx", record, installed_variant(network), staging)
+            dropped = sorted(digest_tree(network).keys() - digest_tree(staging / network.name).keys())
+            if dropped:
+                raise FileExistsError(f"{network} holds {', '.join(dropped)}, which an upgrade would drop")
+            directories += model_dirs(entry)
+        swap_in(staging, repository, list(dict.fromkeys(directories)))
+    return names
+
+
 # --- what is installed, and removing it ---------------------------------------------------------
 
 

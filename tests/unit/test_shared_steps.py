@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import catalog
+from model_repository import __main__ as repository_cli
 from model_repository import configs, install
 from tests.support.snapshots import snapshot
 
@@ -130,3 +131,42 @@ def test_warmup_data_is_a_real_photograph_in_each_steps_form(tmp_path: Path, net
     assert len(crop) == expected.nbytes == 224 * 224 * 3
     # The crop comes from the lossless original, the JPEG from its re-encoding: close, not equal.
     assert np.abs(np.frombuffer(crop, np.uint8).astype(int) - expected.reshape(-1).astype(int)).mean() < 3
+
+
+def test_upgrade_rewrites_a_stale_shared_step_that_a_reinstall_refuses(tmp_path: Path, network_file: Path) -> None:
+    repository = tmp_path / "repo"
+    put(NEXTVIT_S, repository, network_file)
+    put(VIT, repository, network_file)
+    config = repository / configs.postprocess_name() / "config.pbtxt"
+    current = config.read_text()
+    config.write_text(current.replace("dynamic_batching {", "dynamic_batching {\n  max_queue_delay_microseconds: 7"))
+    with pytest.raises(install.SharedStepConflictError):
+        put(VIT, repository, network_file)  # an older checkout's step, shared by two models
+    network = repository / configs.network_name(VIT) / "1" / "model.onnx"
+    inode = network.stat().st_ino
+    assert install.upgrade(repository) == sorted([NEXTVIT_S.triton_name, VIT.triton_name])
+    assert config.read_text() == current  # today's definition
+    assert network.stat().st_ino == inode  # the exported network is linked again, not converted or copied
+    assert install.installed_models(repository) == sorted([NEXTVIT_S.triton_name, VIT.triton_name])
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_upgrade_refuses_to_drop_a_built_plan_and_changes_nothing(tmp_path: Path, network_file: Path) -> None:
+    repository = tmp_path / "repo"
+    put(VIT, repository, network_file, "production")
+    (repository / configs.network_name(VIT) / "1" / "model.plan").write_bytes(b"a TensorRT plan built for one GPU")
+    before = snapshot(repository)
+    with pytest.raises(FileExistsError, match=r"1/model\.plan"):
+        install.upgrade(repository)
+    assert snapshot(repository) == before
+    with pytest.raises(FileNotFoundError, match="no exported model"):
+        install.upgrade(tmp_path / "empty")
+
+
+def test_the_upgrade_command_says_what_it_rewrote(tmp_path: Path, network_file: Path, capsys) -> None:
+    repository = tmp_path / "repo"
+    put(VIT, repository, network_file)
+    assert repository_cli.main(["upgrade", "--repository", str(repository)]) == 0
+    assert VIT.triton_name in capsys.readouterr().out
+    assert repository_cli.main(["upgrade", "--repository", str(tmp_path / "empty")]) == 1
+    assert "left as it was" in capsys.readouterr().err
