@@ -21,6 +21,7 @@ from pathlib import Path
 
 from google.protobuf import text_format
 
+import catalog
 from catalog import ModelEntry
 from export import trt_plans
 from model_repository import configs, install
@@ -146,6 +147,7 @@ def to_ort_tensorrt(config: str, precision: str, engine_cache: str, workspace_mi
     if precision not in PRECISIONS:
         raise trt_plans.PlanError(f"precision {precision!r}: expected one of {PRECISIONS}")
     message.ClearField("optimization")
+    _price_queue(message, ("onnxruntime_tensorrt", precision))
     accelerator = message.optimization.execution_accelerators.gpu_execution_accelerator.add()
     accelerator.name = "tensorrt"
     accelerator.parameters.update(
@@ -161,6 +163,15 @@ def to_ort_tensorrt(config: str, precision: str, engine_cache: str, workspace_mi
         }
     )
     return text_format.MessageToString(message)
+
+
+def _price_queue(message: configs.model_config_pb2.ModelConfig, runtime: configs.GpuRuntime) -> None:
+    """The network's queue and timeout for the provider's rate (configs.gpu_ms_per_image), not the CUDA provider's."""
+    entry = catalog.get(message.name.removesuffix("_network"))
+    instances = sum(group.count for group in message.instance_group)
+    policy = message.dynamic_batching.default_queue_policy
+    policy.max_queue_size = configs.max_queue_size("network", instances, True, entry, runtime)
+    policy.default_timeout_microseconds = configs.network_timeout_us(entry, runtime)
 
 
 def use_ort_tensorrt(

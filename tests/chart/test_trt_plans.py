@@ -155,7 +155,7 @@ def test_a_malformed_build_record_is_refused(tmp_path: Path) -> None:
     with pytest.raises(plans.PlanError, match="triples"):
         plans.read_build(model)
     shapes = configs.trtexec_profile_shapes(CATALOG["NextViT_small_224"])
-    record = {"trtexec_shapes": shapes, "profiles": [[1, 8, 16], [17, 32, 128]]}  # 32: not --optShapes' batch
+    record = {"trtexec_shapes": shapes, "profiles": [[1, 8, 16], [1, 32, 128]]}  # 32: not --optShapes' batch
     (model / plans.TENSORRT_BUILD).write_text(json.dumps(record))
     with pytest.raises(plans.PlanError, match="batch 32"):
         plans.read_build(model)

@@ -243,6 +243,13 @@ def test_ort_tensorrt_provider_config(production: Path, capsys: pytest.CaptureFi
         "trt_profile_opt_shapes": f"{configs.NETWORK_INPUT}:{widest[1]}x{size}",
         "trt_profile_max_shapes": f"{configs.NETWORK_INPUT}:{configs.GPU_MAX_BATCH_SIZE}x{size}",
     }
+    # Queue and timeout priced at the provider's FP16 rate: longer than the CUDA provider's FP32 queue,
+    # and its last request still starts within the timeout.
+    policy, cuda = config.dynamic_batching.default_queue_policy, configs.network_config(ENTRY, "production")
+    ms = configs.gpu_ms_per_image(ENTRY, ("onnxruntime_tensorrt", "fp16"))
+    assert policy.max_queue_size > cuda["dynamic_batching"]["default_queue_policy"]["max_queue_size"]
+    images = configs.GPU_MAX_BATCH_SIZE + policy.max_queue_size * configs.MAX_BATCH_SIZE
+    assert images * ms * 1000 < policy.default_timeout_microseconds
     assert main([*args, "--engine-cache", "/cache/ort", "--precision", "fp32"]) == 0  # rewriting replaces
     (again,) = network_config(production).optimization.execution_accelerators.gpu_execution_accelerator
     assert again.parameters["precision_mode"] == "FP32"
