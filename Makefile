@@ -135,6 +135,7 @@ bench-cache: setup ## benchmark: response cache hit vs miss latency, memory per 
 .PHONY: docs
 docs: setup ## rewrite the generated blocks made from committed files (helm values table, catalog table)
 	$(PY) -m docs.blocks
+	$(PY) helm/gen_trt_build_seconds.py
 
 # Export (export/)
 # Every catalog model, official downloads, TensorRT, and the generated docs/models.md.

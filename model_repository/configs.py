@@ -92,6 +92,17 @@ CUDA_GRAPH_BATCHES = range(1, TRT_PROFILES[0][2] + 1)  # the batches the config 
 # the memory a graph captured never moves.
 TRT_CONTEXT_MEMORY_PARAMETER = "execution_context_allocation_strategy"
 TRT_CONTEXT_MEMORY = "ON_PROFILE_CHANGE"
+# How long trtexec takes to build one network's plan: an estimate, unverified on a GPU (none of these
+# networks has a published build time). trtexec times candidate kernels of every layer for every
+# optimization profile, so a build grows with the profiles and with the work per image. Reports of
+# single-profile FP16 builds of ViT-B-sized ONNX networks on datacenter GPUs range over a few minutes,
+# and far longer on small GPUs or at higher builder optimization levels (NVIDIA/TensorRT issue 3075:
+# hours on a T4). Per profile: a minute of parsing and fixed work, plus 4 s per GFLOP of one image;
+# ViT_base_patch16_224 gets 255 s, ViT_large_patch16_384 1,518 s, all 19 models 1.9 h. The chart
+# sums it over the served models (helm/paddleclas-triton/files/trt-build-seconds.json) for the
+# Deployment's progress deadline.
+TRT_BUILD_SECONDS_PER_PROFILE = 60
+TRT_BUILD_SECONDS_PER_GFLOP = 4.0
 # Triton's pinned host memory holds a batch on its way to the GPU: one being copied per GPU instance
 # while the next is formed. Default pool of Triton: 256 MB.
 TRITON_DEFAULT_PINNED_POOL_BYTES = 256 << 20
@@ -734,6 +745,12 @@ def tensorrt_config_problems(
 def _graph_batches(spec: model_config_pb2.ModelOptimizationPolicy.Cuda.GraphSpec) -> range:
     low = spec.graph_lower_bound.batch_size if spec.HasField("graph_lower_bound") else spec.batch_size
     return range(low, spec.batch_size + 1)
+
+
+def trt_build_seconds(entry: ModelEntry) -> int:
+    """Estimated seconds trtexec takes for `entry`'s plan with every profile (unverified on a GPU)."""
+    per_profile = TRT_BUILD_SECONDS_PER_PROFILE + TRT_BUILD_SECONDS_PER_GFLOP * entry.published.flops_g
+    return math.ceil(len(TRT_PROFILES) * per_profile)
 
 
 def trtexec_profile_shapes(entry: ModelEntry) -> list[str]:

@@ -197,6 +197,10 @@ with a sentence saying what to change.
 {{- if eq (include "paddleclas-triton.variant" .) "portable" }}
 {{- fail "trtPlans.enabled builds plans for the production repository; unset modelRepository.variant or set it to production" }}
 {{- end }}
+{{- $cache := .Values.trtPlans.cacheVolume }}
+{{- if and (include "paddleclas-triton.trtCacheClaim" .) (not .Values.trtPlans.cacheClaimName) (ne $cache.accessMode "ReadWriteMany") (or .Values.autoscaling.enabled (gt (int .Values.replicaCount) 1)) }}
+{{- fail "trtPlans.cacheVolume.accessMode ReadWriteOnce mounts the plan cache on one node, but this release runs several pods (replicaCount, autoscaling): set it to ReadWriteMany with a storage class that offers it (trtPlans.cacheVolume.storageClassName), or name an existing ReadWriteMany claim in trtPlans.cacheClaimName" }}
+{{- end }}
 {{- end }}
 {{- if and (eq .Values.mode "cpu") (eq (include "paddleclas-triton.variant" .) "production") }}
 {{- fail "mode cpu cannot serve the production repository (its network runs on the GPU); use variant portable or leave it empty" }}
@@ -268,4 +272,50 @@ tritonserver 2.51 accepts (its --help shows a comma before the key, which it ref
   port: 8002
   targetPort: metrics
   protocol: TCP
+{{- end }}
+
+{{/*
+The plan cache's claim: trtPlans.cacheClaimName, else the one the chart creates (pvc-trt-plans.yaml)
+when trtPlans.cacheVolume.persistent; empty for an emptyDir cache (plans rebuilt at every pod start).
+*/}}
+{{- define "paddleclas-triton.trtCacheClaim" -}}
+{{- if .Values.trtPlans.enabled }}
+{{- if .Values.trtPlans.cacheClaimName }}
+{{- .Values.trtPlans.cacheClaimName }}
+{{- else if .Values.trtPlans.cacheVolume.persistent }}
+{{- printf "%s-trt-plans" (include "paddleclas-triton.fullname" .) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Estimated seconds build-trt-plans spends on the served models' plans (an estimate, unverified on a
+GPU): files/trt-build-seconds.json, generated from model_repository/configs.py (trt_build_seconds) by
+helm/gen_trt_build_seconds.py, summed over `models` (every catalog network when empty); a name the
+file lacks counts as its largest estimate. 0 without trtPlans. With a filled cache the build is a copy,
+but the first start on a GPU type, which the deadline must allow for, builds them all.
+*/}}
+{{- define "paddleclas-triton.trtBuildSeconds" -}}
+{{- $total := 0 }}
+{{- if .Values.trtPlans.enabled }}
+{{- $estimates := .Files.Get "files/trt-build-seconds.json" | fromJson }}
+{{- $largest := 0 }}
+{{- range $estimates }}
+{{- $largest = max $largest (int .) }}
+{{- end }}
+{{- range (.Values.models | default (keys $estimates)) }}
+{{- $total = add $total (get $estimates (lower .) | default $largest | int) }}
+{{- end }}
+{{- end }}
+{{- $total }}
+{{- end }}
+
+{{/*
+The Deployment's progressDeadlineSeconds (Kubernetes' default of 600 s is shorter than the startup
+probe's own budget): image pulls and the render step (rollingUpdate.pullAndInitSeconds), the plan
+builds (trtBuildSeconds) and the startup probe's budget, one after the other.
+*/}}
+{{- define "paddleclas-triton.progressDeadlineSeconds" -}}
+{{- $startup := mul .Values.probes.startup.periodSeconds .Values.probes.startup.failureThreshold }}
+{{- add .Values.rollingUpdate.pullAndInitSeconds (include "paddleclas-triton.trtBuildSeconds" . | int) $startup }}
 {{- end }}
