@@ -133,7 +133,7 @@ bench-cache: setup ## benchmark: response cache hit vs miss latency, memory per 
 
 # Generated docs (docs/blocks.py): the blocks made from committed files; benchmark blocks come from their targets
 .PHONY: docs
-docs: setup ## rewrite the generated blocks made from committed files (helm values table, catalog table)
+docs: setup ## rewrite the generated blocks made from committed files (helm values and GPU cores tables, catalog table, the chart's plan build estimates)
 	$(PY) -m docs.blocks
 	$(PY) helm/gen_trt_build_seconds.py
 
