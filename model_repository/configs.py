@@ -75,7 +75,7 @@ GPU_MAX_QUEUE_DELAY_US = 1000  # at 8,000 img/s one millisecond gathers a batch 
 # set its shape and logs "Failed to set cuda graph shape" at load (BuildCudaGraph). So both profiles
 # start at batch 1 and hold every graph. A batch runs on the context whose optimum is nearest among the
 # profiles that admit it (GetMostOptimizedProfile, Manhattan distance to opt): 1-16 still go to the
-# small profile, 17-128 to the large one.
+# small profile, 17-128 to the large one, as when the large profile started at 17.
 TRT_PROFILES: tuple[tuple[int, int, int], ...] = ((1, 8, 16), (1, 64, GPU_MAX_BATCH_SIZE))
 # Every batch of the small profile runs as a CUDA graph (kernel launches dominate small batches). The
 # graphs are the sizes the backend captures by default (InitializeGraphSpecs: 1, 2, 3, 4, 6, 8, 12, 16),
