@@ -320,9 +320,9 @@ PORTABLE_MS_PER_GFLOP = 14.0
 
 # --- GPU rates (estimates, unverified on a GPU) ------------------------------------------------------
 # One H100 at batch 64-128, images/s, low-high, TensorRT FP16: published anchors (timm's TensorRT FP16
-# tables; H100 dense FP16 at 30-45 % use; NextViT about 2x ViT-B in PaddleClas's V100 table), gathered
-# in ../shared/reference/gpu-capacity.md. The queue timeouts use the low end, the cores-per-GPU table
-# in helm/README.md both ends.
+# results, 7,800-8,400 ViT-B/16 img/s on an RTX PRO 6000 Blackwell; H100 dense FP16, 989 TFLOPS, at
+# 30-45 % use; NextViT about 2x ViT-B in PaddleClas's V100 table). The queues and timeouts use the low
+# end, the cores-per-GPU table in helm/README.md both ends.
 H100_TENSORRT_FP16_IMAGES_PER_S: dict[str, tuple[int, int]] = {
     "NextViT_small_224": (12_000, 20_000),
     "ViT_base_patch16_224": (8_000, 12_000),
@@ -333,8 +333,8 @@ GpuRuntime = tuple[GpuBackend, Precision]
 # Each way of running a network on the GPU as a fraction of TensorRT FP16, low-high (estimates):
 GPU_SPEED_VS_TENSORRT_FP16: dict[GpuRuntime, tuple[float, float]] = {
     ("tensorrt", "fp16"): (1.0, 1.0),
-    # TensorRT builds FP32 with TF32 tensor cores unless told not to (trtexec --noTF32); H100 dense
-    # TF32 is half its dense FP16.
+    # TensorRT builds FP32 with TF32 tensor cores unless told not to (BuilderFlag kTF32 is on by
+    # default, trtexec --noTF32 turns it off); H100 dense TF32 is half its dense FP16.
     ("tensorrt", "fp32"): (0.4, 0.5),
     # The same engines inside ONNX Runtime's TensorRT provider, one profile spanning batches 1-128
     # (export/tensorrt.py, ort_profile) instead of one tuned for small batches.
