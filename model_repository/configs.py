@@ -303,7 +303,8 @@ QUEUE_TIMEOUT_FLOOR_US = 200_000
 #     (gpu_ms_per_image: estimates, unverified on a GPU), at most GPU_NETWORK_QUEUE_PER_INSTANCE
 #     (256 requests, 2,048 images, 0.9 GB of 384-px uint8 crops in the worst case). The default
 #     onnxruntime network runs FP32: ViT_base_patch16_224 queues 35 requests, ViT_large_patch16_384
-#     MIN_NETWORK_QUEUE; TensorRT FP16 plans would run 256 of either within the budget or near it.
+#     MIN_NETWORK_QUEUE (at TensorRT FP16 rates: 256 and 33). The rates are one H100's: a slower GPU
+#     drains the same queue later, and its timeout (twice the drain) leaves it twice the time.
 # - postprocess: no queue policy. Its requests come only from networks whose queues are bounded,
 #   and it costs about a millisecond, so a bound would never refuse; but its policy turned off
 #   prefetching, and the step alone (1 instance, 4 requests in flight) answered 41 requests/s with a
