@@ -50,7 +50,7 @@ DASHBOARD_MATCHERS, DASHBOARD_GROUP_BY, DASHBOARD_WINDOW = (
 
 
 def selector(metric: str, matchers: str, steps: bool) -> str:
-    """`metric` of the steps (or, `steps=False`, of the ensembles), narrowed by the adapter's or dashboard's `matchers`."""
+    """`metric` of the steps (`steps=False`: of the ensembles), narrowed by the adapter's or dashboard's `matchers`."""
     operator = "=~" if steps else "!~"
     return f'{metric}{{{matchers}, model{operator}"{configs.step_name_pattern()}"}}'
 
@@ -60,7 +60,7 @@ def _rate(metric: str, matchers: str, by: str, window: str, steps: bool = True) 
 
 
 def step_ratios(matchers: str, group_by: str, window: str) -> str:
-    """Each step's queue/compute ratio, one series per (`group_by`, model): the terms the signal takes the maximum of."""
+    """Each step's queue/compute ratio, one series per (`group_by`, model): what the signal takes the maximum of."""
     by = f"{group_by}, model"
     queue, compute = _rate(QUEUE, matchers, by, window), _rate(COMPUTE, matchers, by, window)
     return f"{queue} / clamp_min({compute}, {ONE_BUSY_INSTANCE_US_PER_S})"
