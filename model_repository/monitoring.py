@@ -6,25 +6,26 @@ expression with different label matchers, grouping and window; tests/chart/test_
 checks that both files hold exactly what `scaling_signal` renders, and tests/server/test_prometheus.py
 evaluates it with a real Prometheus against the real server under load.
 
-The signal, per pod, is the largest queue-over-compute ratio of any one step (preprocess, PIXELS
-preprocess, network, postprocess; which models are steps comes from configs.step_name_pattern):
-
-    max over steps of  rate(queue time of the step) / rate(compute time of the step)
+The signal, per pod: the busiest step's queue/compute ratio plus the share of requests the pod
+failed while a step's queue held requests (which models are steps: configs.step_name_pattern).
 
 Why a maximum of per-step ratios and not one ratio of sums: the steps' costs differ by orders of
 magnitude (a preprocess decode of a small photo costs milliseconds, a CPU network hundreds of
 milliseconds per image), so in a ratio of sums the expensive step's compute hides a cheap step's
-queue: the old sum read 0.01 while a saturated preprocess step made every request wait as long as
-it computed. Whichever step is the bottleneck, its own ratio rises, and the maximum shows it. The
-ensembles are left out: Triton reports their steps' time again under the ensemble's name.
+queue. Whichever step is the bottleneck, its own ratio rises, and the maximum shows it. A step's
+compute is floored at one busy instance, so a nearly idle step's few milliseconds of wait cannot
+dominate. The ensembles are left out: Triton reports their steps' time again under their names.
 
-Why refusals are not in it (Triton 2.51, core r24.10): a step's full queue refuses at enqueue
+Why refusals enter, and how: a saturated step's queue is bounded (configs.queue_policy: one request
+per preprocess instance) and refuses the excess at once, so the requests it admits barely wait
+(measured: a preprocess step refusing 99 % of requests read a ratio below 0.01). The overload is in
+the refusals. Triton (2.51, core r24.10, and core's main alike) refuses a full queue at enqueue
 (src/scheduler_utils.cc, "Exceeds maximum queue size"), before the step counts anything, so the
-refusal appears only as a failure of the ensemble with reason OTHER, the reason a broken image
-also gets; counting those would let a client sending bad files scale the deployment out. A step
-that refuses is one whose queue is full (configs.queue_policy), and every request it admits then
-waits behind a running execution: its ratio stays high for as long as it refuses (measured in
-tests/server/test_prometheus.py against the chart's target), which keeps the HPA adding pods.
+refusal appears only as a failure of the ensemble, with reason OTHER: the reason a broken image
+also gets (measured on 2.51: each failed ensemble request is counted twice, so a refused share r
+reads 2r / (1 + r)). Counting failures only while some step's queue held a request in the window
+keeps a client sending broken files to an idle pod from scaling it out: they fail without queueing.
+Measured figures: helm/README.md, "Autoscaling and monitoring".
 """
 
 from __future__ import annotations
