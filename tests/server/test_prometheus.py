@@ -50,7 +50,7 @@ DASHBOARD = PROJECT / "helm" / "paddleclas-triton" / "files" / "grafana-dashboar
 CHART_VALUES = PROJECT / "helm" / "paddleclas-triton" / "values.yaml"
 GPU_ONLY = ("nv_gpu_",)  # NVML metrics: tritonserver reports them only where it sees a GPU
 PREPROCESS_BOUND, NETWORK_BOUND = "NextViT_small_224", "ViT_base_patch16_224"
-LOAD_SECONDS = 12
+LOAD_SECONDS = 10
 
 
 def adapter_rule() -> dict:
@@ -130,7 +130,7 @@ def camera_photo() -> bytes:
 @pytest.fixture
 def prometheus(triton_server: TritonServer, tmp_path: Path):
     with scraping(triton_server, tmp_path / "prometheus") as running:
-        running.wait_for_samples(3)
+        running.wait_for_samples(2)  # rate() needs two
         yield running
 
 
@@ -182,7 +182,7 @@ def test_broken_images_alone_do_not_scale_out(triton_server: TritonServer, prome
     entry = catalog.get(PREPROCESS_BOUND)
     whole = images.jpeg(images.sized(64, 48))
     before = failures_counted(triton_server, entry.triton_name)
-    outcomes = hammer(triton_server, entry.triton_name, whole[: len(whole) // 2], clients=1, seconds=6)
+    outcomes = hammer(triton_server, entry.triton_name, whole[: len(whole) // 2], clients=1, seconds=4)
     settle()
     value = signal(prometheus)
     print(f"broken images: signal {value:.3f}, outcomes {dict(outcomes)}")
@@ -201,7 +201,7 @@ def test_every_dashboard_panel_returns_data(triton_server: TritonServer, prometh
     which a CPU-only server cannot feed, are parsed and evaluated by Prometheus and come back empty here:
     unverified on a GPU (their metric names are Triton's NVML ones, tests/chart/test_chart_server.py)."""
     for name in (PREPROCESS_BOUND, NETWORK_BOUND):
-        hammer(triton_server, catalog.get(name).triton_name, images.jpeg(images.sized(500, 375)), 2, 3)
+        hammer(triton_server, catalog.get(name).triton_name, images.jpeg(images.sized(500, 375)), 2, 2)
     settle()
     board = dashboard()
     for variable in board["templating"]["list"]:  # label_values(metric{...}, label): Grafana's series lookup
