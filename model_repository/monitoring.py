@@ -18,7 +18,7 @@ dominate. The ensembles are left out: Triton reports their steps' time again und
 
 Why refusals enter, and how: a saturated step's queue is bounded (configs.queue_policy: one request
 per preprocess instance) and refuses the excess at once, so the requests it admits barely wait
-(measured: a preprocess step refusing 99 % of requests read a ratio below 0.03). The overload is in
+(measured: a preprocess step refusing 99 % of requests read a ratio below 0.04). The overload is in
 the refusals. Triton (2.51, core r24.10, and core's main alike) refuses a full queue at enqueue
 (src/scheduler_utils.cc, "Exceeds maximum queue size"), before the step counts anything, so the
 refusal appears only as a failure of the ensemble, with reason OTHER: the reason a broken image

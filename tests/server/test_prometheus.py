@@ -140,7 +140,8 @@ def test_the_signal_is_zero_idle_and_rises_when_preprocess_saturates(
     camera_photo()  # encoded before the clock of the load starts
     entry = catalog.get(PREPROCESS_BOUND)
     preprocess, network = configs.preprocess_name(entry), configs.network_name(entry)
-    assert signal(prometheus) == 0.0
+    idle = signal(prometheus)
+    assert idle < 0.01  # 0 unless the last test's abandoned work was still finishing
     outcomes = hammer(triton_server, entry.triton_name, camera_photo(), clients=8, seconds=LOAD_SECONDS)
     settle()
     value, steps = signal(prometheus), busiest_steps(prometheus)
@@ -152,7 +153,7 @@ def test_the_signal_is_zero_idle_and_rises_when_preprocess_saturates(
     assert sum(outcomes[words] for words in configs.QUEUE_REJECTIONS) > outcomes["ok"] > 0, outcomes
     # A refusing step's admitted requests wait little (one per instance may wait): its own ratio
     # stays low, and the refused share is what carries the signal past the HPA's target.
-    assert value > hpa_target()
+    assert value > max(hpa_target(), idle)
 
 
 def test_the_signal_rises_when_the_network_saturates(triton_server: TritonServer, prometheus: Prometheus) -> None:
@@ -167,6 +168,9 @@ def test_the_signal_rises_when_the_network_saturates(triton_server: TritonServer
     assert max(steps, key=steps.get) == network, steps
     assert outcomes["ok"] > 0, outcomes
     assert value > hpa_target()
+    # The HPA of a deployment with several pods asks for all of them at once (pod=~"a|b"): same answer.
+    several = adapter_query(adapter_rule()["metricsQuery"], NAMESPACE, [POD, "paddleclas-triton-1"])
+    assert prometheus.values(several, "pod").keys() == {POD}
 
 
 def failures_counted(server: TritonServer, model: str) -> float:

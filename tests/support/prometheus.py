@@ -151,7 +151,8 @@ def adapter_query(template: str, namespace: str, pods: list[str], group_by: str 
 
 
 def grafana_rate_interval(interval_s: float, scrape_interval_s: float = SCRAPE_INTERVAL_S) -> str:
-    """$__rate_interval: max($__interval + scrape interval, 4 x scrape interval) (Grafana's Prometheus docs)."""
+    """$__rate_interval: max($__interval + scrape interval, 4 x scrape interval) (Grafana's Prometheus data
+    source, as grafana/grafana pull request 77234 restated it), the data source's scrape interval set to ours."""
     return f"{max(interval_s + scrape_interval_s, 4 * scrape_interval_s):g}s"
 
 
