@@ -8,6 +8,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 REQUIREMENTS := $(wildcard requirements/*.txt)
 
+# Prometheus for tests/server/test_prometheus.py: Debian's package, unpacked (binary only, no service started).
+PROMETHEUS_DIR := $(VENV)/prometheus
+PROMETHEUS := $(PROMETHEUS_DIR)/usr/bin/prometheus
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
 MODEL ?= NextViT_small_224
 VARIANT ?= portable
 REPOSITORY ?= build/model_repository/$(VARIANT)
@@ -23,7 +28,7 @@ CORES ?= auto
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-setup: $(STAMP) ## create .venv and install the pinned dependencies (idempotent)
+setup: $(STAMP) $(PROMETHEUS) ## create .venv and install the pinned dependencies (idempotent)
 
 $(STAMP): $(REQUIREMENTS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +37,14 @@ $(STAMP): $(REQUIREMENTS)
 	$(PY) -m pip install --quiet --no-deps -r requirements/paddleclas.txt
 	rm -rf $(VENV)/newer-release
 	$(PY) -m pip install --quiet --no-deps --target $(VENV)/newer-release -r requirements/newer-release.txt
+	@touch $@
+
+# apt-get download needs no root; an old package list (a fresh machine) is refreshed once, then retried.
+$(PROMETHEUS): | $(STAMP)
+	rm -rf $(PROMETHEUS_DIR) && mkdir -p $(PROMETHEUS_DIR)
+	cd $(PROMETHEUS_DIR) && { apt-get download prometheus || { $(SUDO) apt-get update && apt-get download prometheus; }; }
+	dpkg-deb -x $(PROMETHEUS_DIR)/prometheus_*.deb $(PROMETHEUS_DIR) && rm $(PROMETHEUS_DIR)/prometheus_*.deb
+	$@ --version | head -1
 	@touch $@
 
 export: setup ## export MODEL (default NextViT_small_224) with random weights; ARGS= to override the source

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -119,16 +120,21 @@ def preprocess_key(entry: ModelEntry) -> str:
     return f"{prep.resize.replace('-', '_')}_{prep.resize_short}_{prep.crop}"
 
 
+PREPROCESS_PREFIX = "preprocess_"
+PIXELS_PREPROCESS_PREFIX = "pixels_preprocess_"
+NETWORK_SUFFIX = "_network"
+
+
 def preprocess_name(entry: ModelEntry) -> str:
-    return f"preprocess_{preprocess_key(entry)}"
+    return f"{PREPROCESS_PREFIX}{preprocess_key(entry)}"
 
 
 def pixels_preprocess_name(entry: ModelEntry) -> str:
-    return f"pixels_preprocess_{preprocess_key(entry)}"
+    return f"{PIXELS_PREPROCESS_PREFIX}{preprocess_key(entry)}"
 
 
 def network_name(entry: ModelEntry) -> str:
-    return f"{entry.triton_name}_network"
+    return f"{entry.triton_name}{NETWORK_SUFFIX}"
 
 
 def postprocess_name() -> str:
@@ -160,13 +166,29 @@ def step_kind(name: str) -> StepKind:
     """Which kind of model a repository directory holds, from the names this module gives."""
     if name == POSTPROCESS:
         return "postprocess"
-    if name.startswith("pixels_preprocess_"):
+    if name.startswith(PIXELS_PREPROCESS_PREFIX):
         return "pixels_preprocess"
-    if name.startswith("preprocess_"):
+    if name.startswith(PREPROCESS_PREFIX):
         return "preprocess"
-    if name.endswith("_network"):
+    if name.endswith(NETWORK_SUFFIX):
         return "network"
     return "ensemble"
+
+
+def step_name_pattern() -> str:
+    """A regular expression matching every step's name and no ensemble's, the rule `step_kind` reads.
+
+    For the monitoring queries (model_repository/monitoring.py): PromQL anchors `=~` at both ends,
+    so the pattern is written for a full match (Python: re.fullmatch).
+    """
+    return "|".join(
+        (
+            re.escape(POSTPROCESS),
+            re.escape(PIXELS_PREPROCESS_PREFIX) + ".+",
+            re.escape(PREPROCESS_PREFIX) + ".+",
+            ".+" + re.escape(NETWORK_SUFFIX),
+        )
+    )
 
 
 # --- capacity -----------------------------------------------------------------------------------

@@ -34,7 +34,8 @@ ADAPTER_VALUES = HELM_DIR / "monitoring" / "prometheus-adapter-values.yaml"
 SMOKED = [catalog.get(name).triton_name for name in SERVED_MODELS]
 # Reported only where NVML sees a GPU; this machine has none.
 GPU_ONLY = {"nv_gpu_utilization", "nv_gpu_memory_used_bytes", "nv_gpu_memory_total_bytes"}
-PROMQL_FUNCTIONS = {"sum", "max", "rate", "clamp_min", "label_values"}
+PROMQL_FUNCTIONS = {"sum", "max", "rate", "clamp_min", "max_over_time", "label_values"}
+PROMQL_KEYWORDS = r"\bbool\b"  # the comparison modifier, not a metric name
 # Flags that decide how models load; the local server the tests use must share them.
 LOADING_FLAGS = ("--model-control-mode", "--strict-readiness", "--disable-auto-complete-config")
 
@@ -47,6 +48,7 @@ def promql_metrics(expr: str) -> set[str]:
     expr = re.sub(r'"[^"]*"', "", expr)
     expr = re.sub(r"\{[^}]*\}|\[[^\]]*\]", "", expr)
     expr = re.sub(r"\b(by|without)\s*\([^)]*\)", "", expr)
+    expr = re.sub(PROMQL_KEYWORDS, "", expr)
     names = set()
     for match in re.finditer(r"(?<![\w.])([A-Za-z_:][\w:]*)(\s*\()?", expr):
         name, call = match.group(1), match.group(2)
@@ -100,11 +102,17 @@ def classify_once(server: Any) -> None:
 def test_promql_reader_finds_names() -> None:
     expr = (
         'sum by (pod) (rate(a_total{x="y"}[1m])) / clamp_min(sum by (<<.GroupBy>>) '
-        "(rate(b_us{<<.LabelMatchers>>}[$__rate_interval])), 1e-9) / 1000"
+        "(rate(b_us{<<.LabelMatchers>>}[$__rate_interval])), 1e-9) / 1000 * (max(c) > bool 0)"
     )
-    assert promql_metrics(expr) == {"a_total", "b_us"}
+    assert promql_metrics(expr) == {"a_total", "b_us", "c"}
     assert {"nv_inference_queue_duration_us", "nv_gpu_utilization"} <= dashboard_metrics()
-    assert adapter_metrics() == {"nv_inference_queue_duration_us", "nv_inference_compute_infer_duration_us"}
+    assert adapter_metrics() == {
+        "nv_inference_queue_duration_us",
+        "nv_inference_compute_infer_duration_us",
+        "nv_inference_request_failure",
+        "nv_inference_request_success",
+        "nv_inference_pending_request_count",
+    }
 
 
 def test_chart_flags_match_the_tested_server() -> None:

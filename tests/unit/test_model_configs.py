@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -117,6 +118,16 @@ def test_step_kind_names_every_generated_model() -> None:
             configs.network_name(entry): "network",
             configs.postprocess_name(): "postprocess",
         }
+
+
+def test_the_step_pattern_matches_every_step_and_no_ensemble() -> None:
+    """The monitoring queries select steps with it (PromQL's =~ matches the whole name, as fullmatch does)."""
+    pattern, kinds = re.compile(configs.step_name_pattern()), set()
+    for entry in ENTRIES:
+        for name in configs.own_models(entry) + configs.shared_steps(entry):
+            kinds.add(configs.step_kind(name))
+            assert bool(pattern.fullmatch(name)) == (configs.step_kind(name) != "ensemble"), name
+    assert kinds == {"ensemble", "preprocess", "pixels_preprocess", "network", "postprocess"}
 
 
 @pytest.mark.parametrize("variant", configs.VARIANTS)
