@@ -401,10 +401,33 @@ def _network_warmup(entry: ModelEntry, batches: list[int]) -> list[ConfigDict]:
     return _warmup("real_photo_crop", batches, inputs)
 
 
+# --- the smoke photograph's reference answer -------------------------------------------------------
+# Recorded by the export (export/parity.py: Paddle Inference on the server's warmup JPEG) and written
+# into every ensemble's parameters, which the open model-config API serves: `python -m client smoke`
+# (the helm test, which mounts no repository) compares the served top-5 with them.
+REFERENCE_PHOTO_PARAMETER = "reference_photo_sha256"
+REFERENCE_IDS_PARAMETER = "reference_class_ids"
+REFERENCE_SCORES_PARAMETER = "reference_scores"
+# Read from the network's config by the smoke check to pick its tolerance (catalog.models.SERVED_ATOL);
+# absent: fp32. A network served in another precision names it here.
+PRECISION_PARAMETER = "precision"
+
+
+def reference_parameters(reference: dict | None) -> dict[str, str]:
+    """The export record's `reference` as ensemble parameters (none for a record written before it existed)."""
+    if not reference:
+        return {}
+    return {
+        REFERENCE_PHOTO_PARAMETER: str(reference["photo_sha256"]),
+        REFERENCE_IDS_PARAMETER: " ".join(str(int(c)) for c in reference["class_ids"]),
+        REFERENCE_SCORES_PARAMETER: " ".join(repr(float(s)) for s in reference["scores"]),
+    }
+
+
 # --- configs ------------------------------------------------------------------------------------
 
 
-def ensemble_config(entry: ModelEntry, weights_note: str) -> ConfigDict:
+def ensemble_config(entry: ModelEntry, weights_note: str, reference: dict | None = None) -> ConfigDict:
     steps = [
         (preprocess_name(entry), {IMAGE_INPUT: IMAGE_INPUT}, {NETWORK_INPUT: "crops"}),
         (network_name(entry), {NETWORK_INPUT: "crops"}, {NETWORK_OUTPUT: "probabilities"}),
@@ -422,13 +445,13 @@ def ensemble_config(entry: ModelEntry, weights_note: str) -> ConfigDict:
                 for model, inputs, outputs in steps
             ]
         },
-        "parameters": _params(paddleclas_name=entry.name, weights=weights_note),
+        "parameters": _params(paddleclas_name=entry.name, weights=weights_note, **reference_parameters(reference)),
     }
 
 
-def pixels_ensemble_config(entry: ModelEntry, weights_note: str) -> ConfigDict:
+def pixels_ensemble_config(entry: ModelEntry, weights_note: str, reference: dict | None = None) -> ConfigDict:
     """ensemble_config with its first step swapped for the pixels preprocess; every later step is shared."""
-    config = copy.deepcopy(ensemble_config(entry, weights_note))
+    config = copy.deepcopy(ensemble_config(entry, weights_note, reference))
     config |= {"name": pixels_ensemble_name(entry), "input": [_pixels_input()]}
     first = config["ensemble_scheduling"]["step"][0]
     if first["model_name"] != preprocess_name(entry):
@@ -438,7 +461,7 @@ def pixels_ensemble_config(entry: ModelEntry, weights_note: str) -> ConfigDict:
     return config
 
 
-def crop_ensemble_config(entry: ModelEntry, weights_note: str) -> ConfigDict:
+def crop_ensemble_config(entry: ModelEntry, weights_note: str, reference: dict | None = None) -> ConfigDict:
     """ensemble_config without its preprocess step: client-side CROPS go straight to the network.
 
     The crops are what the `preprocess` package makes (the client library runs it, exactly as the
@@ -447,7 +470,7 @@ def crop_ensemble_config(entry: ModelEntry, weights_note: str) -> ConfigDict:
     needs no catalog. No warmup of its own: ensembles take none, and the network already warms with
     a real crop (WARMUP_CROP_FILE).
     """
-    config = copy.deepcopy(ensemble_config(entry, weights_note))
+    config = copy.deepcopy(ensemble_config(entry, weights_note, reference))
     steps = config["ensemble_scheduling"]["step"]
     first = steps.pop(0)
     if first["model_name"] != preprocess_name(entry):
