@@ -169,11 +169,12 @@ def _labels() -> str:
 def stage(entry: ModelEntry, onnx_path: Path, record: dict, variant: configs.Variant, staging: Path) -> None:
     """Build every directory of model_dirs(entry) under `staging`."""
     note, reference = record.get("weights_note", "unknown"), record.get("reference")
-    _write_model(staging / entry.triton_name, configs.ensemble_config(entry, note, reference), {})
-    _write_model(
-        staging / configs.pixels_ensemble_name(entry), configs.pixels_ensemble_config(entry, note, reference), {}
-    )
-    _write_model(staging / configs.crop_ensemble_name(entry), configs.crop_ensemble_config(entry, note, reference), {})
+    for name, ensemble in (
+        (entry.triton_name, configs.ensemble_config),
+        (configs.pixels_ensemble_name(entry), configs.pixels_ensemble_config),
+        (configs.crop_ensemble_name(entry), configs.crop_ensemble_config),
+    ):
+        _write_model(staging / name, ensemble(entry, note, reference, variant), {})
     network_files: Files = {"model.onnx": onnx_path}
     if variant == "portable":
         network_files |= {"model.py": PYTHON_MODELS / "onnx_network.py", "cores.py": CORES_MODULE}
