@@ -58,7 +58,9 @@ PERF_ANALYZER_FLAGS = {
     "measurement-mode": "count_windows",
     "measurement-request-count": 10,
     "stability-percentage": 30,
-    "shared-memory": analyzer.SHARED_MEMORY,  # remote mode measures a deployment, which refuses client shared memory
+    # Remote mode measures a deployment, which refuses client shared memory (a key Model Analyzer passes
+    # through: model_analyzer/perf_analyzer/perf_config.py perf_analyzer_args).
+    "shared-memory": analyzer.SHARED_MEMORY,
 }
 # The network study's levers: instances x ONNX Runtime intra-op threads x the batcher's queue delay.
 NETWORK_QUEUE_DELAYS_US = (500, 4000)
