@@ -7,17 +7,8 @@ parser's source (data/tritonserver-2.73.0-flags.txt names the file and commit).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from chart_helpers import render, render_case, server_container
-
-FLAGS_FILE = Path(__file__).resolve().parent / "data" / "tritonserver-2.73.0-flags.txt"
-
-
-def release_flags() -> set[str]:
-    lines = FLAGS_FILE.read_text(encoding="utf-8").splitlines()
-    return {line.strip() for line in lines if line.strip() and not line.startswith("#")}
+from chart_helpers import release_flags, render, render_case, server_container
 
 
 def unknown_flags(args: list[str]) -> list[str]:
