@@ -154,35 +154,43 @@ def served_ensembles(url: str, protocol: str) -> list[str]:
         return [entry.triton_name for entry in catalog.CATALOG.values() if probe.model_ready(entry.triton_name)]
 
 
+def reference_check(
+    prediction: Prediction, parameters: dict[str, str], photo: bytes, photo_is_reference: bool, atol: float
+) -> tuple[list[str], bool]:
+    """The answer against the reference its ensemble publishes: (problems, whether it was compared).
+
+    photo_is_reference: the photograph is the bundled one, so a reference recorded for another photo is
+    a problem (an export that drifted from this client); False (--image) skips the comparison.
+    """
+    reference = reference_from_parameters(parameters)
+    if reference is None:
+        return ["its config publishes no reference answer (exported before they were recorded): export again"], False
+    if reference.photo_sha256 != hashlib.sha256(photo).hexdigest():
+        if photo_is_reference:
+            return [f"its reference answer is of another photograph (sha256 {reference.photo_sha256[:12]}...)"], False
+        return [], False
+    return reference_problems(prediction, reference, atol), True
+
+
 def smoke_one(
     url: str, model: str, protocol: str, deadline_s: float, top_k: int, photo: bytes, photo_is_reference: bool = True
 ) -> list[str]:
-    """Classify the photograph with one ensemble; prints `ok ...` and returns the problems found.
-
-    photo_is_reference: the photograph is the bundled one, so a reference recorded for another photo is
-    a problem (an export that drifted from this client); False (--image) skips the comparison, saying so.
-    """
+    """Classify the photograph with one ensemble; prints `ok ...` and returns the problems found."""
     with Classifier(url, model, protocol, deadline_s) as classifier:
         parameters = classifier.check_ready()
         (prediction,) = classifier.classify([photo])
         precision, atol = served_tolerance(classifier, model)
     problems = answer_problems(prediction, top_k)
-    reference = reference_from_parameters(parameters)
-    compared = ""
-    if reference is None:
-        problems.append("its config publishes no reference answer (exported before they were recorded): export again")
-    elif reference.photo_sha256 != hashlib.sha256(photo).hexdigest():
-        if photo_is_reference:
-            problems.append(f"its reference answer is of another photograph (sha256 {reference.photo_sha256[:12]}...)")
-        else:
-            print(f"note {model}: --image is not the photograph the reference is of: answer not compared", flush=True)
-    elif not problems:
-        problems += reference_problems(prediction, reference, atol)
-        compared = f", the reference's answer within {atol:g} ({precision})"
-    problems = [f"{model}: {problem}" for problem in problems]
+    compared = False
     if not problems:
-        print(f"ok {model}: top-1 {prediction.labels[0]!r} ({prediction.scores[0]:.4f}){compared}", flush=True)
-    return problems
+        problems, compared = reference_check(prediction, parameters, photo, photo_is_reference, atol)
+    if not problems and not compared:
+        print(f"note {model}: --image is not the photograph the reference is of: answer not compared", flush=True)
+    if problems:
+        return [f"{model}: {problem}" for problem in problems]
+    against = f", the reference's answer within {atol:g} ({precision})" if compared else ""
+    print(f"ok {model}: top-1 {prediction.labels[0]!r} ({prediction.scores[0]:.4f}){against}", flush=True)
+    return []
 
 
 def smoke_command(args: argparse.Namespace) -> int:

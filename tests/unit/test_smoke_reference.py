@@ -6,11 +6,13 @@ are compared in tests/server/test_client_smoke.py (a wrong network fails there, 
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from catalog.models import PARITY_ATOL, SERVED_ATOL, served_atol
 from client.classify import Prediction
-from client.smoke import Reference, reference_from_parameters, reference_problems
+from client.smoke import Reference, reference_check, reference_from_parameters, reference_problems
 from model_repository import configs
 
 ATOL = 1e-3
@@ -84,3 +86,20 @@ def test_tolerances_follow_the_precision() -> None:
     assert PARITY_ATOL < served_atol("fp32") < served_atol("FP16") == SERVED_ATOL["fp16"]
     with pytest.raises(ValueError, match="int8"):
         served_atol("int8")
+
+
+def test_no_reference_or_another_photographs_reference_is_not_a_pass() -> None:
+    photo = b"the bundled photograph"
+    answer = served(list(zip(REFERENCE.class_ids[:5], REFERENCE.scores[:5], strict=True)))
+    record = {
+        "photo_sha256": hashlib.sha256(photo).hexdigest(),
+        "class_ids": REFERENCE.class_ids,
+        "scores": REFERENCE.scores,
+    }
+    published = configs.reference_parameters(record)
+    assert reference_check(answer, published, photo, True, ATOL) == ([], True)
+    (missing,), compared = reference_check(answer, {}, photo, True, ATOL)
+    assert "no reference answer" in missing and not compared
+    (other,), _ = reference_check(answer, published, b"another photograph", True, ATOL)
+    assert "of another photograph" in other
+    assert reference_check(answer, published, b"another photograph", False, ATOL) == ([], False)  # --image: noted
