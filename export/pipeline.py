@@ -169,7 +169,7 @@ def export_model(entry: ModelEntry, source: Source, repository: Path, variant: V
             measured["macs_onnx"] = facts.pop("macs")
             progress.step("parity", "checking ONNX Runtime against Paddle Inference on sample photographs")
             with convert.output_to(log):
-                report = parity.check(entry, program, onnx_path)
+                report, reference = parity.check(entry, program, onnx_path, install.warmup_jpeg())
             record = {
                 "model": entry.name,
                 "weights_note": source.describe(),
@@ -178,6 +178,7 @@ def export_model(entry: ModelEntry, source: Source, repository: Path, variant: V
                 "merge_bn": folded.as_dict() if folded else None,
                 "onnx": {"sha256": _sha256(onnx_path), "bytes": onnx_path.stat().st_size, **facts},
                 "parity": report.as_dict(),
+                "reference": reference,  # the smoke photograph's answer: the helm test compares the served one
                 "versions": {package: version(package) for package in VERSIONED_PACKAGES},
                 "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "duration_s": round(progress.elapsed, 1),

@@ -289,7 +289,8 @@ def pinned_pool_bytes(entries: list[ModelEntry], network_gpu_instances: int) -> 
 #
 # Triton 2.51 has no ensemble back-pressure: its ModelEnsembling message holds only `step`
 # (`max_inflight_requests` arrived in later releases), so the steps' own queues are the only bound,
-# and a request refused by the network has already cost its preprocessing.
+# and a request refused by the network has already cost its preprocessing. The production ensembles
+# (Triton 2.73) carry the bound: ensemble_inflight_limit, below.
 #
 # Measured on 2.51 (tests/server/test_overload.py; make drills): a queued request whose timeout
 # expires while every instance is busy is refused at the batcher's next wake-up, 0.4-0.8 s after the
@@ -438,6 +439,30 @@ def max_queue_size(
     return per_instance * max(1, instances)
 
 
+def ensemble_inflight_limit(layout: Layout) -> int:
+    """ensemble_scheduling.max_inflight_requests of the production ensembles: the most requests any step admits.
+
+    Triton 2.73 counts, per step of an ensemble, the requests of that ensemble dispatched to the step
+    and not yet answered, shared by all its requests (common: protobuf/model_config.proto; core:
+    src/ensemble_scheduler/ensemble_scheduler.cc StepInflightRequestLimiter, 25.11, shared since
+    26.04), and at the limit the request *waits* (up to kMutexTimeoutSeconds, 300 s) instead of being
+    refused. So the limit is what the busiest step admits on its own, one execution per instance (a
+    batch of single-image requests) plus its bounded queue: the steps' queue policies go on refusing
+    excess at once, as on 2.51, and the limit bounds what nothing else bounds, the postprocess step
+    (no queue policy, load shedding above). Recomputed for the node's layout when the serving copy
+    is rendered (layout.sized_config). Unverified on a GPU: 2.51 cannot load it.
+    """
+    preprocess = layout.preprocess_instances * MAX_BATCH_SIZE + max_queue_size(
+        "preprocess", layout.preprocess_instances
+    )
+    pixels = layout.pixels_preprocess_instances * MAX_BATCH_SIZE + max_queue_size(
+        "pixels_preprocess", layout.pixels_preprocess_instances
+    )
+    gpu = layout.network_gpu_instances
+    network = gpu * (GPU_MAX_BATCH_SIZE + GPU_NETWORK_QUEUE_PER_INSTANCE)  # the cap of any network's queue
+    return max(preprocess, pixels, network)
+
+
 def network_ms_per_image(entry: ModelEntry, runtime: GpuRuntime | None) -> float:
     """Milliseconds per image of the network: the portable measurement (runtime None) or a GPU estimate."""
     return entry.published.flops_g * PORTABLE_MS_PER_GFLOP if runtime is None else gpu_ms_per_image(entry, runtime)
@@ -539,10 +564,36 @@ def _network_warmup(entry: ModelEntry, batches: list[int]) -> list[ConfigDict]:
     return _warmup("real_photo_crop", batches, inputs)
 
 
+# --- the smoke photograph's reference answer -------------------------------------------------------
+# Recorded by the export (export/parity.py: Paddle Inference on the server's warmup JPEG) and written
+# into every ensemble's parameters, which the open model-config API serves: `python -m client smoke`
+# (the helm test, which mounts no repository) compares the served top-5 with them.
+REFERENCE_PHOTO_PARAMETER = "reference_photo_sha256"
+REFERENCE_IDS_PARAMETER = "reference_class_ids"
+REFERENCE_SCORES_PARAMETER = "reference_scores"
+# Read from the network's config by the smoke check to pick its tolerance (catalog.models.SERVED_ATOL);
+# absent: fp32. A network served in another precision names it here.
+PRECISION_PARAMETER = "precision"
+
+
+def reference_parameters(reference: dict | None) -> dict[str, str]:
+    """The export record's `reference` as ensemble parameters (none for a record written before it existed)."""
+    if not reference:
+        return {}
+    return {
+        REFERENCE_PHOTO_PARAMETER: str(reference["photo_sha256"]),
+        REFERENCE_IDS_PARAMETER: " ".join(str(int(c)) for c in reference["class_ids"]),
+        REFERENCE_SCORES_PARAMETER: " ".join(repr(float(s)) for s in reference["scores"]),
+    }
+
+
 # --- configs ------------------------------------------------------------------------------------
 
 
-def ensemble_config(entry: ModelEntry, weights_note: str) -> ConfigDict:
+def ensemble_config(
+    entry: ModelEntry, weights_note: str, reference: dict | None = None, variant: Variant = "portable"
+) -> ConfigDict:
+    """The public ensemble: preprocess, network, postprocess; production ones bound their in-flight requests."""
     steps = [
         (preprocess_name(entry), {IMAGE_INPUT: IMAGE_INPUT}, {NETWORK_INPUT: "crops"}),
         (network_name(entry), {NETWORK_INPUT: "crops"}, {NETWORK_OUTPUT: "probabilities"}),
@@ -558,15 +609,18 @@ def ensemble_config(entry: ModelEntry, weights_note: str) -> ConfigDict:
             "step": [
                 {"model_name": model, "model_version": -1, "input_map": inputs, "output_map": outputs}
                 for model, inputs, outputs in steps
-            ]
+            ],
+            **({INFLIGHT_FIELD: ensemble_inflight_limit(Layout())} if variant == "production" else {}),
         },
-        "parameters": _params(paddleclas_name=entry.name, weights=weights_note),
+        "parameters": _params(paddleclas_name=entry.name, weights=weights_note, **reference_parameters(reference)),
     }
 
 
-def pixels_ensemble_config(entry: ModelEntry, weights_note: str) -> ConfigDict:
+def pixels_ensemble_config(
+    entry: ModelEntry, weights_note: str, reference: dict | None = None, variant: Variant = "portable"
+) -> ConfigDict:
     """ensemble_config with its first step swapped for the pixels preprocess; every later step is shared."""
-    config = copy.deepcopy(ensemble_config(entry, weights_note))
+    config = copy.deepcopy(ensemble_config(entry, weights_note, reference, variant))
     config |= {"name": pixels_ensemble_name(entry), "input": [_pixels_input()]}
     first = config["ensemble_scheduling"]["step"][0]
     if first["model_name"] != preprocess_name(entry):
@@ -576,7 +630,9 @@ def pixels_ensemble_config(entry: ModelEntry, weights_note: str) -> ConfigDict:
     return config
 
 
-def crop_ensemble_config(entry: ModelEntry, weights_note: str) -> ConfigDict:
+def crop_ensemble_config(
+    entry: ModelEntry, weights_note: str, reference: dict | None = None, variant: Variant = "portable"
+) -> ConfigDict:
     """ensemble_config without its preprocess step: client-side CROPS go straight to the network.
 
     The crops are what the `preprocess` package makes (the client library runs it, exactly as the
@@ -585,7 +641,7 @@ def crop_ensemble_config(entry: ModelEntry, weights_note: str) -> ConfigDict:
     needs no catalog. No warmup of its own: ensembles take none, and the network already warms with
     a real crop (WARMUP_CROP_FILE).
     """
-    config = copy.deepcopy(ensemble_config(entry, weights_note))
+    config = copy.deepcopy(ensemble_config(entry, weights_note, reference, variant))
     steps = config["ensemble_scheduling"]["step"]
     first = steps.pop(0)
     if first["model_name"] != preprocess_name(entry):
@@ -823,11 +879,55 @@ def step_config(name: str, entry: ModelEntry | None, variant: Variant, layout: L
     raise ValueError(f"{name} is an ensemble; use ensemble_config or pixels_ensemble_config")
 
 
+# --- a field of the production release that the local ModelConfig lacks -------------------------
+# ModelEnsembling.max_inflight_requests (ensemble_inflight_limit) exists from Triton 2.65 (25.11) on;
+# tritonclient 2.51's model_config_pb2, which this venv and the server image's render step use, has no
+# such field. So to_pbtxt writes it into the text after rendering the rest through ModelConfig, and
+# parse_pbtxt leaves it out before parsing (inflight_limit reads it from the text); the text is checked
+# by the 2.73 ModelConfig in tests/chart/test_newer_release.py. Portable ensembles never carry it.
+INFLIGHT_FIELD = "max_inflight_requests"
+_INFLIGHT_LINE = re.compile(rf"^[ \t]*{INFLIGHT_FIELD}:[ \t]*(\d+)[ \t]*\n", re.MULTILINE)
+ENSEMBLE_BLOCK = "ensemble_scheduling {\n"
+
+
+def _local_model_config_has_inflight() -> bool:
+    return INFLIGHT_FIELD in model_config_pb2.ModelEnsembling.DESCRIPTOR.fields_by_name
+
+
+def with_inflight_limit(text: str, limit: int | None) -> str:
+    """`text` (a rendered config) with ensemble_scheduling's max_inflight_requests set to `limit` (None: none)."""
+    text = _INFLIGHT_LINE.sub("", text)
+    if limit is None:
+        return text
+    start = text.index(ENSEMBLE_BLOCK)
+    end = text.index("\n}\n", start)  # the block's closing brace: text_format indents everything inside
+    return f"{text[:end]}\n  {INFLIGHT_FIELD}: {int(limit)}{text[end:]}"
+
+
+def inflight_limit(text: str) -> int | None:
+    """The max_inflight_requests a config text sets, or None."""
+    match = _INFLIGHT_LINE.search(text)
+    return int(match.group(1)) if match else None
+
+
 def to_pbtxt(config: ConfigDict) -> str:
     """Render through Triton's ModelConfig message: unknown fields or bad values raise here."""
+    limit = None
+    if not _local_model_config_has_inflight():
+        config = copy.deepcopy(config)
+        limit = config.get("ensemble_scheduling", {}).pop(INFLIGHT_FIELD, None)
     message = json_format.ParseDict(config, model_config_pb2.ModelConfig())
-    return text_format.MessageToString(message)
+    return with_inflight_limit(text_format.MessageToString(message), limit)
+
+
+def message_to_pbtxt(message: model_config_pb2.ModelConfig, inflight: int | None = None) -> str:
+    """A parsed config rendered back, with the max_inflight_requests parse_pbtxt left out (inflight_limit)."""
+    text = text_format.MessageToString(message)
+    return text if _local_model_config_has_inflight() else with_inflight_limit(text, inflight)
 
 
 def parse_pbtxt(text: str) -> model_config_pb2.ModelConfig:
+    """Parse strictly; a max_inflight_requests the local ModelConfig cannot hold is left out (inflight_limit)."""
+    if not _local_model_config_has_inflight():
+        text = _INFLIGHT_LINE.sub("", text)
     return text_format.Parse(text, model_config_pb2.ModelConfig())

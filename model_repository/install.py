@@ -92,7 +92,8 @@ def _warmup_photo() -> Path:
     return path
 
 
-def _warmup_jpeg() -> bytes:
+def warmup_jpeg() -> bytes:
+    """The server's warmup JPEG: also the smoke photograph (client/data/chelsea.jpg) whose answer export records."""
     import cv2
 
     from preprocess import decode
@@ -147,7 +148,7 @@ def _stage_shared_steps(entry: ModelEntry, staging: Path) -> None:
         (
             configs.preprocess_config(entry),
             preprocess_files,
-            {configs.WARMUP_IMAGE_FILE: bytes_element(_warmup_jpeg())},
+            {configs.WARMUP_IMAGE_FILE: bytes_element(warmup_jpeg())},
         ),
         (
             configs.pixels_preprocess_config(entry),
@@ -167,10 +168,13 @@ def _labels() -> str:
 
 def stage(entry: ModelEntry, onnx_path: Path, record: dict, variant: configs.Variant, staging: Path) -> None:
     """Build every directory of model_dirs(entry) under `staging`."""
-    weights_note = record.get("weights_note", "unknown")
-    _write_model(staging / entry.triton_name, configs.ensemble_config(entry, weights_note), {})
-    _write_model(staging / configs.pixels_ensemble_name(entry), configs.pixels_ensemble_config(entry, weights_note), {})
-    _write_model(staging / configs.crop_ensemble_name(entry), configs.crop_ensemble_config(entry, weights_note), {})
+    note, reference = record.get("weights_note", "unknown"), record.get("reference")
+    for name, ensemble in (
+        (entry.triton_name, configs.ensemble_config),
+        (configs.pixels_ensemble_name(entry), configs.pixels_ensemble_config),
+        (configs.crop_ensemble_name(entry), configs.crop_ensemble_config),
+    ):
+        _write_model(staging / name, ensemble(entry, note, reference, variant), {})
     network_files: Files = {"model.onnx": onnx_path}
     if variant == "portable":
         network_files |= {"model.py": PYTHON_MODELS / "onnx_network.py", "cores.py": CORES_MODULE}

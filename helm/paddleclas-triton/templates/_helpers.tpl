@@ -38,6 +38,25 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
+{{/*
+The helm test pod's own name and instance labels: no selector of the chart matches them. The pod has
+no controller, and a PodDisruptionBudget that selected it would allow no disruption while it exists
+(Kubernetes' disruption controller, KEP-85), blocking every drain of its node; a Service selecting it
+would route clients to it. The NetworkPolicy admits it by these labels.
+*/}}
+{{- define "paddleclas-triton.testSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "paddleclas-triton.name" . | trunc 58 | trimSuffix "-" }}-test
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "paddleclas-triton.testLabels" -}}
+helm.sh/chart: {{ include "paddleclas-triton.chart" . }}
+{{ include "paddleclas-triton.testSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: test
+{{- end }}
+
 {{- define "paddleclas-triton.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "paddleclas-triton.fullname" .) .Values.serviceAccount.name }}
