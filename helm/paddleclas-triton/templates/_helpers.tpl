@@ -183,6 +183,7 @@ with a sentence saying what to change.
 {{- end }}
 {{- end }}
 {{- end }}
+{{- include "paddleclas-triton.validateGpuMemory" . }}
 {{- if include "paddleclas-triton.rendered" . }}
 {{- /* Fails with its own message when neither capacity.cores nor a CPU limit says the cores. */}}
 {{- $_ := include "paddleclas-triton.cores" . }}
@@ -268,4 +269,46 @@ tritonserver 2.51 accepts (its --help shows a comma before the key, which it ref
   port: 8002
   targetPort: metrics
   protocol: TCP
+{{- end }}
+
+{{/*
+GPU memory: every served production network runs capacity.networkGpuInstances ONNX Runtime sessions
+on each GPU, each session's CUDA arena capped by its config's gpu_mem_limit. Those caps come from the
+export's graph estimates (export/memory.py), copied per model into files/network-memory.json by
+`python -m export.memory --chart`. Their sum plus gpu.reservedMiB must fit in gpu.memoryGiB, or the
+render stops naming the total and the largest models. gpu mode with the production variant only.
+With objectStorage the chart cannot see which models the bucket holds (models must be empty there):
+no check. Estimates, unverified on a GPU; with trtPlans the ONNX Runtime figures stand in for the
+plans' memory, which is not estimated.
+*/}}
+{{- define "paddleclas-triton.validateGpuMemory" -}}
+{{- if and (eq .Values.mode "gpu") (eq (include "paddleclas-triton.variant" .) "production") (include "paddleclas-triton.rendered" .) }}
+{{- $figures := (.Files.Get "files/network-memory.json" | fromJson).models }}
+{{- $served := list }}
+{{- range (.Values.models | default (keys $figures | sortAlpha)) }}
+{{- $name := lower . }}
+{{- if not (hasKey $figures $name) }}
+{{- fail (printf "models names %s, which is not a catalog model (files/network-memory.json lists %s)" . (keys $figures | sortAlpha | join ", ")) }}
+{{- end }}
+{{- $served = append $served $name }}
+{{- end }}
+{{- $instances := int .Values.capacity.networkGpuInstances }}
+{{- $networks := 0 }}
+{{- $ranked := list }}
+{{- range ($served | uniq) }}
+{{- $need := mul (int (get $figures .).gpuMemLimitMiB) $instances }}
+{{- $networks = add $networks $need }}
+{{- $ranked = append $ranked (printf "%09d %s" $need .) }}
+{{- end }}
+{{- $available := mul (int .Values.gpu.memoryGiB) 1024 }}
+{{- $total := add $networks (int .Values.gpu.reservedMiB) }}
+{{- if gt $total $available }}
+{{- $largest := list }}
+{{- range (slice (reverse (sortAlpha $ranked)) 0 (min 3 (len $ranked))) }}
+{{- $parts := splitList " " . }}
+{{- $largest = append $largest (printf "%s %d MiB" (index $parts 1) (int (index $parts 0))) }}
+{{- end }}
+{{- fail (printf "the served networks need %d MiB of GPU memory (%d models x %d instances, ONNX Runtime's gpu_mem_limit of each from files/network-memory.json: graph estimates, unverified on a GPU) plus gpu.reservedMiB %d = %d MiB, more than gpu.memoryGiB %d (%d MiB); largest: %s. Serve fewer models (models), fewer capacity.networkGpuInstances, or set gpu.memoryGiB to your GPU's memory (helm/README.md, Models and capacity)" $networks (len ($served | uniq)) $instances (int .Values.gpu.reservedMiB) $total (int .Values.gpu.memoryGiB) $available (join ", " $largest)) }}
+{{- end }}
+{{- end }}
 {{- end }}
