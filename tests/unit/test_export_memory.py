@@ -114,4 +114,5 @@ def test_the_chart_file_covers_the_catalog_at_the_served_batch() -> None:
         assert catalog.get(line["name"]).triton_name == triton_name
         recomputed = configs.ort_gpu_mem_limit(line["weightsMiB"] << 20, line["activationsMiB"] << 20) >> 20
         # The file rounds weights and activations up to whole MiB, the cap from exact bytes: at most one step apart.
-        assert line["gpuMemLimitMiB"] <= recomputed <= line["gpuMemLimitMiB"] + configs.ORT_ARENA_ROUND_BYTES // (1 << 20)
+        step = configs.ORT_ARENA_ROUND_BYTES >> 20
+        assert line["gpuMemLimitMiB"] <= recomputed <= line["gpuMemLimitMiB"] + step
