@@ -90,8 +90,15 @@ def _catalog_table() -> str:
     return report.catalog_table()
 
 
+def _gpu_memory_table() -> str:
+    from export import memory  # imported late, as the catalog table
+
+    return memory.readme_table()
+
+
 COMMITTED_INPUTS = (
     Block(PROJECT / "helm" / "README.md", "values-table", _helm_values_table),
+    Block(PROJECT / "helm" / "README.md", "gpu-memory-table", _gpu_memory_table),
     Block(PROJECT / "docs" / "models.md", "catalog-table", _catalog_table),
 )
 

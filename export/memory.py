@@ -12,8 +12,8 @@ the largest batch the batcher forms (configs.GPU_MAX_BATCH_SIZE):
 - weights: the bytes of every initializer of the served graph;
 - activations: the largest sum of tensors alive at once when the nodes run in their stored
   (topological) order, each tensor alive from the node that makes it to the last node that reads it
-  (graph inputs from the start, outputs to the end), every shape from ONNX shape inference with the
-  batch fixed. The graph is the exported one, before ONNX Runtime's fusions and in-place reuse, which
+  (graph inputs from the start, outputs to the end), every shape from shape inference with the batch
+  fixed (_infer). The graph is the exported one, before ONNX Runtime's fusions and in-place reuse, which
   only remove tensors: an upper bound of what its planner allocates, rounding aside.
 
 ONNX Runtime on CPU runs the same graph with the same planner, so its peak memory at a small batch
@@ -39,6 +39,8 @@ MIB = 1 << 20
 # (it needs their shapes, never their values), so a 1.2 GB network is not copied through it; smaller
 # ones stay, as they may hold the shapes a Reshape reads.
 VALUE_NEEDED_BELOW_BYTES = 4096
+MAX_FOLD_ROUNDS = 8  # rounds of folding shape arithmetic into constants (_infer); ViT needs one
+FOLD_MAX_ELEMENTS = 1024  # only shape-sized results are folded, never an activation
 METHOD = "graph estimate: initializers + peak live activations, ONNX shape inference at a fixed batch"
 GPU_NOTE = "unverified on a GPU"
 CPU_CHECK_BATCH = 8
@@ -117,14 +119,74 @@ def _lighten(model: object, batch: int) -> tuple[int, set[str]]:
     return weights, names
 
 
+def _infer(model: object) -> object:
+    """The graph with every shape inferred at the fixed batch.
+
+    ONNX's shape inference with data propagation follows most shape arithmetic, not all: ViT's
+    class-token Expand takes a shape computed from Shape(x) through Reshape and Max, which it leaves
+    open. So each round folds the small computations whose inputs are known (a Shape of a tensor whose
+    shape is known, or constants) into constants, evaluated node by node by ONNX's reference runtime,
+    and infers again, until nothing more folds. Folded tensors are a few integers each, not activations.
+    """
+    from onnx import shape_inference
+
+    for _ in range(MAX_FOLD_ROUNDS):
+        graph = shape_inference.infer_shapes(model, strict_mode=True, data_prop=True).graph  # type: ignore[attr-defined]
+        if all(_tensor_bytes(value) is not None for value in [*graph.value_info, *graph.output]):
+            return graph
+        if not _fold_shape_arithmetic(model, graph):
+            return graph
+    return graph
+
+
+def _fold_shape_arithmetic(model: object, inferred: object) -> bool:
+    """Replace, in `model`, every node whose outputs are computable and small by constants; True if any was."""
+    from onnx import numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    graph = model.graph  # type: ignore[attr-defined]
+    values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    shapes = {value.name: value for value in [*inferred.input, *inferred.value_info]}  # type: ignore[attr-defined]
+    folded, kept = [], []
+    for node in graph.node:
+        feeds = None
+        if node.op_type == "Shape" and node.input[0] in shapes and _tensor_bytes(shapes[node.input[0]]) is not None:
+            dims = [d.dim_value for d in shapes[node.input[0]].type.tensor_type.shape.dim]
+            results = [ReferenceEvaluator(node).run(None, {node.input[0]: _shaped(dims)})[0]]
+        elif node.input and all(name in values for name in node.input if name):
+            feeds = {name: values[name] for name in node.input if name}
+            results = ReferenceEvaluator(node).run(None, feeds)
+        else:
+            kept.append(node)
+            continue
+        if any(result.size > FOLD_MAX_ELEMENTS for result in results):
+            kept.append(node)
+            continue
+        for name, result in zip(node.output, results, strict=True):
+            values[name] = result
+            folded.append(numpy_helper.from_array(result, name))
+    if not folded:
+        return False
+    del graph.node[:]
+    graph.node.extend(kept)
+    graph.initializer.extend(folded)
+    return True
+
+
+def _shaped(dims: list[int]) -> object:
+    """An array of the given shape without its bytes (Shape reads only the shape)."""
+    import numpy as np
+
+    return np.lib.stride_tricks.as_strided(np.zeros(1, np.uint8), shape=dims, strides=[0] * len(dims))
+
+
 def estimate(model_path: Path, batch: int = configs.GPU_MAX_BATCH_SIZE) -> NetworkMemory:
     """Weights and peak live activations of the network at `batch` (see the module docstring)."""
     import onnx
-    from onnx import shape_inference
 
     model = onnx.load(str(model_path))
     weights, initializers = _lighten(model, batch)
-    graph = shape_inference.infer_shapes(model, strict_mode=True, data_prop=True).graph
+    graph = _infer(model)
     del model
     subgraphs = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
     if any(attr.type in subgraphs for node in graph.node for attr in node.attribute):
@@ -298,6 +360,29 @@ def chart_entry(name: str, memory: dict) -> dict[str, object]:
 
 def chart_text(figures: dict[str, object]) -> str:
     return json.dumps(figures, indent=2) + "\n"
+
+
+def readme_table(figures: dict | None = None) -> str:
+    """helm/README.md's block: each model's cap per instance from the chart's file, and the sums the chart checks."""
+    figures = figures or json.loads(CHART_FILE.read_text("utf-8"))
+    models = figures["models"]
+    rows = [
+        "| model | gpu_mem_limit per instance, MiB | of which weights | activations at batch 128 |",
+        "|---|--:|--:|--:|",
+    ]
+    for line in sorted(models.values(), key=lambda line: -line["gpuMemLimitMiB"]):
+        rows.append(
+            f"| `{line['name']}` | {line['gpuMemLimitMiB']:,} | {line['weightsMiB']:,} | {line['activationsMiB']:,} |"
+        )
+    by_size = {
+        "all 19": list(models),
+        "the 224-px models": [n for n in models if n.endswith(("_224", "_224_ssld"))],
+        "the 384-px models": [n for n in models if n.endswith(("_384", "_384_ssld"))],
+    }
+    for label, names in by_size.items():
+        total = sum(models[n]["gpuMemLimitMiB"] for n in names)
+        rows.append(f"| **{label}** ({len(names)}), one instance each | {total:,} | | |")
+    return "\n".join(rows)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -62,13 +62,20 @@ def test_the_export_records_the_estimate_at_the_served_batch(exported_repository
         assert recorded["gpu"] == memory.GPU_NOTE
 
 
-def test_onnx_runtime_on_cpu_holds_no_more_than_the_estimate(exported_repository: Path) -> None:
-    """The graph figure bounds what ONNX Runtime's planner held in one run (in-place reuse makes it hold less)."""
-    check = memory.check_on_cpu(onnx_file(exported_repository, NEXTVIT), batch=4)
+@pytest.mark.parametrize("name", SERVED_MODELS)
+def test_onnx_runtime_on_cpu_holds_what_the_arena_margin_covers(exported_repository: Path, name: str) -> None:
+    """What ONNX Runtime's planner held in one run on CPU is within the margin the GPU cap gives the estimate.
+
+    Measured here: NextViT's estimate exceeds what it held (the planner reuses a dying input's buffer
+    for an output, which the walk does not); ViT held ~8 % more than its estimate. Both within
+    configs.ORT_ARENA_ACTIVATION_HEADROOM, and neither far below the estimate.
+    """
+    check = memory.check_on_cpu(onnx_file(exported_repository, catalog.get(name)), batch=4)
     assert check["batch"] == 4
     for label in memory.CPU_LEVELS:
-        ratio = check[label]["estimate_over_held"]
-        assert 1.0 <= ratio <= 2.0, check
+        held = check[label]["held_bytes"]
+        assert 0.5 * check["estimated_activations_bytes"] <= held, check
+        assert held <= configs.ORT_ARENA_ACTIVATION_HEADROOM * check["estimated_activations_bytes"], check
 
 
 def test_production_install_writes_the_cap_and_refuses_a_record_without_an_estimate(
