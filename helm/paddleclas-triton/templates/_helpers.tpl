@@ -159,7 +159,7 @@ with a sentence saying what to change.
 {{- fail "modelRepository.source is objectStorage: modelRepository.objectStorage.url must start with s3://, gs:// or as://" }}
 {{- end }}
 {{- if .Values.models }}
-{{- fail "models needs a mounted repository (modelRepository.source image, pvc or nfs), where the render-repository init container selects them; with objectStorage tritonserver serves every model in the bucket as installed: upload only the models this release serves, or leave models empty" }}
+{{- fail "models needs a mounted repository (modelRepository.source image, pvc or nfs), where the render-repository init container selects them; with objectStorage tritonserver serves every model in the bucket as installed: upload only the models this release serves (that fit the GPU: helm/README.md, GPU memory), and set models to [] (its default names the models that fit a 24 GiB GPU)" }}
 {{- end }}
 {{- $capacity := .Values.capacity }}
 {{- if or $capacity.cores $capacity.preprocessInstances $capacity.pixelsPreprocessInstances $capacity.postprocessInstances $capacity.networkCpuInstances $capacity.networkCpuThreads $capacity.preprocessQueue (ne (int $capacity.networkGpuInstances) 1) }}
@@ -288,7 +288,7 @@ plans' memory, which is not estimated.
 {{- range (.Values.models | default (keys $figures | sortAlpha)) }}
 {{- $name := lower . }}
 {{- if not (hasKey $figures $name) }}
-{{- fail (printf "models names %s, which is not a catalog model (files/network-memory.json lists %s)" . (keys $figures | sortAlpha | join ", ")) }}
+{{- fail (printf "files/network-memory.json has no figure for %s: regenerate it (python -m export.memory --chart)" .) }}
 {{- end }}
 {{- $served = append $served $name }}
 {{- end }}
