@@ -36,6 +36,7 @@ from chart_helpers import (
 import catalog
 from model_repository import configs, install
 from model_repository.health import MARKER
+from tests.support.records import placeholder_record
 
 RENDER = "render-repository"
 SERVING_COPY = "/repository/models"
@@ -197,7 +198,7 @@ def installed(root: Path, variant: configs.Variant, names: list[str]) -> Path:
     network = root / "placeholder.onnx"
     network.write_bytes(b"placeholder network")
     for name in names:
-        install.install(catalog.get(name), network, {"weights_note": "placeholder"}, root / variant, variant)
+        install.install(catalog.get(name), network, placeholder_record(catalog.get(name)), root / variant, variant)
     return root / variant
 
 
