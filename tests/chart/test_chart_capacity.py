@@ -134,10 +134,10 @@ def test_models_and_explicit_counts_reach_the_render_step() -> None:
     assert "--network-cpu-instances" not in given and "--network-cpu-threads" not in given
 
 
-def test_defaults_pass_only_the_cores_and_the_gpu_instances() -> None:
+def test_defaults_pass_the_default_models_the_cores_and_the_gpu_instances() -> None:
     args = init_container(render_case("01-default-gpu-values.yaml"), RENDER)["args"]
-    assert "--models" not in args, "empty models: every installed model"
-    assert set(flags(args)) == {"--source", "--target", "--cores", "--network-gpu-instances"}
+    assert listed_after(args, "--models") == values_file()["models"], "the models that fit the default GPU"
+    assert set(flags(args)) == {"--source", "--target", "--models", "--cores", "--network-gpu-instances"}
     assert flags(args)["--network-gpu-instances"] == str(values_file()["capacity"]["networkGpuInstances"]) == "1"
 
 
