@@ -272,7 +272,7 @@ def test_rendered_command_sizes_the_portable_network(tmp_path: Path, image_code:
 def test_image_source_with_plans_copies_the_network_files(tmp_path: Path, image_code: Path) -> None:
     """The TensorRT image cannot see the server image's /models: the networks' files must be real files."""
     container = init_container(render_case("05-trt-plans-values.yaml"), RENDER)
-    source = installed(tmp_path / "installed", "production", ["NextViT_small_224"])
+    source = installed(tmp_path / "installed", "production", merged("05-trt-plans-values.yaml")["models"])
     volume, cwd = tmp_path / "volume", tmp_path / "cwd"
     volume.mkdir()
     cwd.mkdir()

@@ -54,7 +54,8 @@ def test_every_model_on_the_default_gpu_is_refused_with_the_numbers() -> None:
     assert f"need {networks} MiB of GPU memory" in message, message
     assert f"({len(ALL)} models x 1 instances" in message
     assert f"= {total} MiB, more than gpu.memoryGiB {DEFAULTS['gpu']['memoryGiB']}" in message
-    largest = sorted(ALL, key=lambda name: FIGURES[name]["gpuMemLimitMiB"], reverse=True)[:3]
+    # Largest first; equal figures in reverse name order (the template sorts "<figure> <name>" strings).
+    largest = sorted(ALL, key=lambda name: (FIGURES[name]["gpuMemLimitMiB"], name), reverse=True)[:3]
     named = re.search(r"largest: (.*?)\. ", message)
     assert named, message
     assert named.group(1) == ", ".join(f"{name} {FIGURES[name]['gpuMemLimitMiB']} MiB" for name in largest)

@@ -305,8 +305,8 @@ plans' memory, which is not estimated.
 {{- if gt $total $available }}
 {{- $largest := list }}
 {{- range (slice (reverse (sortAlpha $ranked)) 0 (min 3 (len $ranked))) }}
-{{- $parts := splitList " " . }}
-{{- $largest = append $largest (printf "%s %d MiB" (index $parts 1) (int (index $parts 0))) }}
+{{- $name := index (splitList " " .) 1 }}
+{{- $largest = append $largest (printf "%s %d MiB" $name (mul (int (get $figures $name).gpuMemLimitMiB) $instances)) }}
 {{- end }}
 {{- fail (printf "the served networks need %d MiB of GPU memory (%d models x %d instances, ONNX Runtime's gpu_mem_limit of each from files/network-memory.json: graph estimates, unverified on a GPU) plus gpu.reservedMiB %d = %d MiB, more than gpu.memoryGiB %d (%d MiB); largest: %s. Serve fewer models (models), fewer capacity.networkGpuInstances, or set gpu.memoryGiB to your GPU's memory (helm/README.md, Models and capacity)" $networks (len ($served | uniq)) $instances (int .Values.gpu.reservedMiB) $total (int .Values.gpu.memoryGiB) $available (join ", " $largest)) }}
 {{- end }}
