@@ -383,7 +383,7 @@ def readme_table(figures: dict | None = None) -> str:
     }
     for label, names in by_size.items():
         total = sum(models[n]["gpuMemLimitMiB"] for n in names)
-        rows.append(f"| **{label}** ({len(names)}), one instance each | {total:,} | | |")
+        rows.append(f"| **{label}** ({len(names)}), one instance each, before gpu.reservedMiB | {total:,} | | |")
     return "\n".join(rows)
 
 
