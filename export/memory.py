@@ -413,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, figure in record_repository(args.repository).items():
             print(f"{name}: weights {figure.weights_bytes / MIB:,.0f} MiB, activations at batch {figure.batch} "
                   f"{figure.activations_bytes / MIB:,.0f} MiB (peak at {figure.peak_node})")  # fmt: skip
-        print(f"upgraded {', '.join(install.upgrade(args.repository))}: configs carry gpu_mem_limit")
+        print(f"upgraded {', '.join(install.upgrade(args.repository))}: production networks carry gpu_mem_limit")
     except (ValueError, KeyError, FileExistsError, OSError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -225,12 +225,14 @@ order, each tensor from the node that makes it to the last that reads it, shapes
 inference at that batch. The cap is the config's ONNX Runtime `gpu_mem_limit`
 (`model_repository/configs.py`, "GPU memory"): weights + {headroom:g} x activations + {workspace} MiB
 for cuDNN workspaces, in whole {step} MiB; the Helm chart sums it per served model and instance
-against `gpu.memoryGiB` ([helm/README.md](../helm/README.md#3-models-and-capacity)). None of this ran
-on a GPU. The activation figure was checked where ONNX Runtime on CPU is a fair proxy (the same
-graph and planner; its arena off, so the resident set follows the bytes alive): the last column is
-the estimate over what one run at a small batch held, as the exported graph and with the CPU
-provider's optimizations (`python -m export.memory --repository DIR --check-cpu NAME`). Above 1, the
-estimate bounds it: the planner reuses a dying input's buffer for an output, which the walk does not.
+against `gpu.memoryGiB` ([helm/README.md](../helm/README.md#gpu-memory-estimates-unverified-on-a-gpu)).
+None of this ran on a GPU. The activation figure was checked where ONNX Runtime on CPU is a fair
+proxy (the same graph and planner; its arena off, so the resident set follows the bytes alive): the
+last column is the estimate over what one run at a small batch held, as the exported graph and with
+the CPU provider's optimizations (`python -m export.memory --repository DIR --check-cpu NAME`, on
+one checked model per family). Above 1, ONNX Runtime held less than the walk counts (it writes an
+output over a dying input); below 1, more (its kernels' own scratch, which no graph shows). The
+cap's margin on the activations covers both.
 """
 
 
