@@ -155,7 +155,7 @@ def _fold_shape_arithmetic(model: object, inferred: object) -> bool:
         if node.op_type == "Shape" and node.input[0] in shapes and _tensor_bytes(shapes[node.input[0]]) is not None:
             dims = [d.dim_value for d in shapes[node.input[0]].type.tensor_type.shape.dim]
             results = [ReferenceEvaluator(node).run(None, {node.input[0]: _shaped(dims)})[0]]
-        elif node.input and all(name in values for name in node.input if name):
+        elif (node.input or node.op_type == "Constant") and all(name in values for name in node.input if name):
             feeds = {name: values[name] for name in node.input if name}
             results = ReferenceEvaluator(node).run(None, feeds)
         else:

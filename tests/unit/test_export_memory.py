@@ -74,6 +74,32 @@ def test_weights_are_every_initializer_and_never_activations(tmp_path: Path) -> 
     assert figure.peak_node == "a"
 
 
+def test_shape_arithmetic_through_max_is_folded_like_vits_class_token(tmp_path: Path) -> None:
+    """Expand's shape from Shape(X), a Constant node and Max, as ViT's class token: the size becomes known."""
+    import numpy as np
+
+    token = numpy_helper.from_array(np.ones((1, ROWS), np.float32), "T")
+    ints = {name: numpy_helper.from_array(np.array(value, np.int64), name) for name, value in
+            {"start": [0], "stop": [1], "floor": [1, ROWS]}.items()}  # fmt: skip
+    path = _save(
+        tmp_path,
+        [
+            helper.make_node("Shape", ["X"], ["S"], name="s"),
+            helper.make_node("Slice", ["S", "start", "stop"], ["B"], name="b"),
+            helper.make_node("Constant", [], ["W"], name="w", value=numpy_helper.from_array(np.array([-1], np.int64))),
+            helper.make_node("Concat", ["B", "W"], ["C"], name="c", axis=0),
+            helper.make_node("Max", ["C", "floor"], ["M"], name="m"),
+            helper.make_node("Expand", ["T", "M"], ["E"], name="e"),
+            helper.make_node("Add", ["X", "E"], ["Y"], name="y"),
+        ],
+        [token, *ints.values()],
+    )
+    # At batch 128, E (2,048 floats) is too large to fold: an activation, as ViT's expanded token.
+    figure = memory.estimate(path, 128)
+    assert figure.activations_bytes == 3 * ROWS * 4 * 128  # X, E and Y at "y"; the shape integers are constants
+    assert figure.largest_tensor_bytes == ROWS * 4 * 128
+
+
 def test_an_open_dimension_is_refused(tmp_path: Path) -> None:
     # NonZero's output length depends on the data: no fixed batch makes it known.
     path = _save(
