@@ -294,6 +294,9 @@ def check_on_cpu(model_path: Path, batch: int = CPU_CHECK_BATCH) -> dict[str, ob
         check[label] = {"held_bytes": held, "estimate_over_held": round(estimated / held, 3)}
         check["onnxruntime"] = probe["onnxruntime"]
     check["method"] = "resident set peak of one run, ONNX Runtime CPU, arena and memory patterns off, 1 thread"
+    from perf.machine import cpu_flags, facts  # the machine beside the number, as every measurement records it
+
+    check["cpu"] = {"model": facts()["cpu_model"], "flags": cpu_flags()}
     return check
 
 

@@ -281,6 +281,19 @@ def memory_text() -> str:
     )
 
 
+def cpu_check_machines(records: dict[str, dict]) -> str:
+    """Where the CPU checks ran: ONNX Runtime version, CPU and its instruction-set flags."""
+    checks = [r["memory"]["cpu_check"] for r in records.values() if "cpu_check" in r.get("memory", {})]
+    seen = sorted(
+        {
+            f"onnxruntime {c['onnxruntime']} on {c.get('cpu', {}).get('model', 'an unrecorded CPU')} "
+            f"({', '.join(c.get('cpu', {}).get('flags', [])) or 'flags not recorded'})"
+            for c in checks
+        }
+    )
+    return "CPU checks ran with " + ("; ".join(seen) if seen else "nothing (no model checked)") + "."
+
+
 def environment(records: dict[str, dict]) -> str:
     versions = sorted({json.dumps(r["versions"], sort_keys=True) for r in records.values()})
     lines = [", ".join(f"{k} {v}" for k, v in json.loads(v).items()) for v in versions]
@@ -309,6 +322,7 @@ def render(records: dict[str, dict], repository: Path) -> str:
         parity_table(records) + "\n",
         memory_text(),
         memory_table(records) + "\n",
+        cpu_check_machines(records) + "\n",
         environment(records) + "\n",
     ]
     return "\n".join(parts)
