@@ -156,7 +156,7 @@ KIND ?= inference
 MIRROR ?=
 PRODUCTION_REPOSITORY ?= build/model_repository/production
 SERVER_TRT ?=
-.PHONY: export-all docs-models download trt-plans
+.PHONY: export-all docs-models download trt-plans gpu-memory gpu-memory-chart
 
 export-all: setup ## export all 19 catalog models (random weights) into REPOSITORY, one process each
 	@set -e; for name in $$($(PY) -m export --list); do \
@@ -165,6 +165,12 @@ export-all: setup ## export all 19 catalog models (random weights) into REPOSITO
 
 docs-models: setup ## regenerate docs/models.md from the catalog and REPOSITORY's export records
 	$(PY) -m export.report --repository $(REPOSITORY) --output docs/models.md
+
+gpu-memory: setup ## record each network's GPU memory estimate in REPOSITORY's export records (no re-export), rewrite its configs
+	$(PY) -m export.memory --repository $(REPOSITORY)
+
+gpu-memory-chart: setup ## the chart's files/network-memory.json from REPOSITORY's records (every model exported)
+	$(PY) -m export.memory --repository $(REPOSITORY) --chart
 
 download: setup ## fetch MODEL's official file into build/downloads (KIND=inference|weights, MIRROR=base URL)
 	$(PY) -m export $(MODEL) --download $(KIND) --download-only $(if $(MIRROR),--mirror $(MIRROR))

@@ -128,9 +128,16 @@ def _gpu_cores_table() -> str:
     return "\n".join(lines)
 
 
+def _gpu_memory_table() -> str:
+    from export import memory  # imported late, as the catalog table
+
+    return memory.readme_table()
+
+
 COMMITTED_INPUTS = (
     Block(PROJECT / "helm" / "README.md", "values-table", _helm_values_table),
     Block(PROJECT / "helm" / "README.md", "gpu-cores", _gpu_cores_table),
+    Block(PROJECT / "helm" / "README.md", "gpu-memory-table", _gpu_memory_table),
     Block(PROJECT / "docs" / "models.md", "catalog-table", _catalog_table),
 )
 

@@ -153,6 +153,7 @@ def _paddle_side(entry: ModelEntry, source: Source, work: Path, log: Path, progr
 def export_model(entry: ModelEntry, source: Source, repository: Path, variant: Variant) -> dict:
     """Export `entry` from `source` into `repository`; returns the export record."""
     from export import convert, parity
+    from export.memory import estimate
 
     progress = Progress(entry.name)
     repository.parent.mkdir(parents=True, exist_ok=True)
@@ -170,6 +171,7 @@ def export_model(entry: ModelEntry, source: Source, repository: Path, variant: V
             progress.step("parity", "checking ONNX Runtime against Paddle Inference on sample photographs")
             with convert.output_to(log):
                 report, reference = parity.check(entry, program, onnx_path, install.warmup_jpeg())
+                memory = estimate(onnx_path).as_record()
             record = {
                 "model": entry.name,
                 "weights_note": source.describe(),
@@ -179,6 +181,7 @@ def export_model(entry: ModelEntry, source: Source, repository: Path, variant: V
                 "onnx": {"sha256": _sha256(onnx_path), "bytes": onnx_path.stat().st_size, **facts},
                 "parity": report.as_dict(),
                 "reference": reference,  # the smoke photograph's answer: the helm test compares the served one
+                "memory": memory,
                 "versions": {package: version(package) for package in VERSIONED_PACKAGES},
                 "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "duration_s": round(progress.elapsed, 1),

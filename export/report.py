@@ -1,7 +1,7 @@
 """python -m export.report [--repository DIR] [--output docs/models.md]
 
 Writes docs/models.md: the catalog, then measured parameters and FLOPs beside the published ones,
-then the parity of every export, all generated from the catalog and from the export records
+then the parity and the GPU memory estimate of every export, all generated from the catalog and from the export records
 (`<name>_network/export.json`) of a repository filled by real exports (`make export-all`).
 Nothing here is typed by hand, so the document cannot drift from the code or from the runs.
 """
@@ -17,6 +17,14 @@ from pathlib import Path
 import catalog
 from catalog import ModelEntry
 from docs import blocks
+from export.memory import CPU_LEVELS
+from model_repository.configs import (
+    GPU_MAX_BATCH_SIZE,
+    ORT_ARENA_ACTIVATION_HEADROOM,
+    ORT_ARENA_ROUND_BYTES,
+    ORT_ARENA_WORKSPACE_BYTES,
+    ort_gpu_mem_limit,
+)
 from model_repository.install import EXPORT_RECORD
 
 DEFAULT_REPOSITORY = Path("build/model_repository/portable")
@@ -208,6 +216,84 @@ def parity_table(records: dict[str, dict]) -> str:
     return _table(header, (parity_row(e, records.get(e.name)) for e in catalog.CATALOG.values()))
 
 
+MEMORY_TEXT = """## GPU memory per network instance (graph estimate, unverified on a GPU)
+
+What one production network instance (one ONNX Runtime session on the CUDA execution provider) holds
+at the largest batch the batcher forms, {batch}, from the served ONNX graph (`export/memory.py`):
+the weights (every initializer) and the peak of the activations alive at once when the nodes run in
+order, each tensor from the node that makes it to the last that reads it, shapes by ONNX shape
+inference at that batch. The cap is the config's ONNX Runtime `gpu_mem_limit`
+(`model_repository/configs.py`, "GPU memory"): weights + {headroom:g} x activations + {workspace} MiB
+for cuDNN workspaces, in whole {step} MiB; the Helm chart sums it per served model and instance
+against `gpu.memoryGiB` ([helm/README.md](../helm/README.md#gpu-memory-estimates-unverified-on-a-gpu)).
+None of this ran on a GPU. The activation figure was checked where ONNX Runtime on CPU is a fair
+proxy (the same graph and planner; its arena off, so the resident set follows the bytes alive): the
+last column is the estimate over what one run at a small batch held, as the exported graph and with
+the CPU provider's optimizations (`python -m export.memory --repository DIR --check-cpu NAME`, on
+one checked model per family). Above 1, ONNX Runtime held less than the walk counts (it writes an
+output over a dying input); below 1, more (its kernels' own scratch, which no graph shows). The
+cap's margin on the activations covers both.
+"""
+
+
+def _mib(count: int) -> str:
+    return f"{count / (1 << 20):,.0f}"
+
+
+def memory_row(entry: ModelEntry, record: dict | None) -> list[str]:
+    memory = (record or {}).get("memory")
+    if memory is None:
+        return [f"`{entry.name}`", MISSING, "", "", "", ""]
+    check = memory.get("cpu_check")
+    checked = "—"
+    if check:
+        ratios = " / ".join(f"{check[label]['estimate_over_held']:.2f}" for label in CPU_LEVELS)
+        checked = f"batch {check['batch']}: {ratios}"
+    limit = ort_gpu_mem_limit(memory["weights_bytes"], memory["activations_bytes"])
+    return [
+        f"`{entry.name}`",
+        _mib(memory["weights_bytes"]),
+        f"{_mib(memory['activations_bytes'])} (at `{memory['peak_node']}`)",
+        _mib(memory["largest_tensor_bytes"]),
+        _mib(limit),
+        checked,
+    ]
+
+
+def memory_table(records: dict[str, dict]) -> str:
+    header = [
+        "model",
+        "weights MiB",
+        f"activations at batch {GPU_MAX_BATCH_SIZE} MiB (peak at node)",
+        "largest tensor MiB",
+        "gpu_mem_limit MiB per instance",
+        "ORT CPU check: estimate / held (" + ", ".join(CPU_LEVELS) + ")",
+    ]
+    return _table(header, (memory_row(e, records.get(e.name)) for e in catalog.CATALOG.values()))
+
+
+def memory_text() -> str:
+    return MEMORY_TEXT.format(
+        batch=GPU_MAX_BATCH_SIZE,
+        headroom=ORT_ARENA_ACTIVATION_HEADROOM,
+        workspace=ORT_ARENA_WORKSPACE_BYTES >> 20,
+        step=ORT_ARENA_ROUND_BYTES >> 20,
+    )
+
+
+def cpu_check_machines(records: dict[str, dict]) -> str:
+    """Where the CPU checks ran: ONNX Runtime version, CPU and its instruction-set flags."""
+    checks = [r["memory"]["cpu_check"] for r in records.values() if "cpu_check" in r.get("memory", {})]
+    seen = sorted(
+        {
+            f"onnxruntime {c['onnxruntime']} on {c.get('cpu', {}).get('model', 'an unrecorded CPU')} "
+            f"({', '.join(c.get('cpu', {}).get('flags', [])) or 'flags not recorded'})"
+            for c in checks
+        }
+    )
+    return "CPU checks ran with " + ("; ".join(seen) if seen else "nothing (no model checked)") + "."
+
+
 def environment(records: dict[str, dict]) -> str:
     versions = sorted({json.dumps(r["versions"], sort_keys=True) for r in records.values()})
     lines = [", ".join(f"{k} {v}" for k, v in json.loads(v).items()) for v in versions]
@@ -234,6 +320,9 @@ def render(records: dict[str, dict], repository: Path) -> str:
         figures_table(records) + "\n",
         PARITY_TEXT,
         parity_table(records) + "\n",
+        memory_text(),
+        memory_table(records) + "\n",
+        cpu_check_machines(records) + "\n",
         environment(records) + "\n",
     ]
     return "\n".join(parts)

@@ -260,6 +260,29 @@ PORTABLE_NETWORK_INSTANCES = 1
 PORTABLE_NETWORK_SPINNING = True
 
 
+# --- GPU memory ---------------------------------------------------------------------------------
+# Each production network instance is one ONNX Runtime session whose CUDA arena holds its weights, the
+# activations of a run and cuDNN's workspaces (onnxruntime_backend src/onnxruntime.cc creates a session
+# per instance; onnxruntime core/framework/bfc_arena.cc never extends an arena past its limit). The
+# backend's `gpu_mem_limit` parameter (bytes, a string; onnxruntime_backend README, "CUDA Execution
+# Provider") caps that arena at the export's graph estimate (export/memory.py) plus a margin: the arena
+# keeps the regions of the warmup's smaller batches (1, 8, 64) beside those of 128, and convolution
+# workspaces are not in the graph. Without it a session may take the whole card and starve the other
+# networks. The margin is a choice, unverified on a GPU; what ONNX Runtime on CPU held in one run was
+# 0.71x (NextViT) to 1.08x (ViT) of the graph activations it multiplies (docs/models.md, "GPU memory").
+# arena_extend_strategy stays at its default (kNextPowerOfTwo): under a cap its last extension is
+# what is left (bfc_arena.cc, Extend), and fewer, larger regions fragment less across batch sizes.
+ORT_ARENA_ACTIVATION_HEADROOM = 1.5
+ORT_ARENA_WORKSPACE_BYTES = 256 << 20
+ORT_ARENA_ROUND_BYTES = 64 << 20  # caps in whole 64 MiB
+
+
+def ort_gpu_mem_limit(weights_bytes: int, activations_bytes: int) -> int:
+    """gpu_mem_limit of one production network instance from its weights and peak activations at GPU_MAX_BATCH_SIZE."""
+    needed = weights_bytes + ORT_ARENA_ACTIVATION_HEADROOM * activations_bytes + ORT_ARENA_WORKSPACE_BYTES
+    return math.ceil(needed / ORT_ARENA_ROUND_BYTES) * ORT_ARENA_ROUND_BYTES
+
+
 def pinned_pool_bytes(entries: list[ModelEntry], network_gpu_instances: int) -> int:
     """Triton's pinned-memory pool for the largest batch of the largest served network, never below the default.
 
@@ -691,8 +714,14 @@ def pixels_preprocess_config(entry: ModelEntry, layout: Layout = Layout()) -> Co
     return config
 
 
-def network_config(entry: ModelEntry, variant: Variant, layout: Layout = Layout()) -> ConfigDict:
-    """One template, two runtimes: the tensors are identical in both variants, batching follows the hardware."""
+def network_config(
+    entry: ModelEntry, variant: Variant, layout: Layout = Layout(), gpu_mem_limit: int | None = None
+) -> ConfigDict:
+    """One template, two runtimes: the tensors are identical in both variants, batching follows the hardware.
+
+    gpu_mem_limit (production only): the cap of each instance's CUDA arena in bytes (ort_gpu_mem_limit of
+    the export's memory record); install always gives it, a config without it lets a session take the card.
+    """
     config: ConfigDict = {
         "name": network_name(entry),
         "input": [_crops_tensor(entry)],
@@ -714,6 +743,8 @@ def network_config(entry: ModelEntry, variant: Variant, layout: Layout = Layout(
             # each); the heuristic choice keeps a batch size the warmup missed from stalling a request.
             "parameters": _params(cudnn_conv_algo_search=1),
         }
+        if gpu_mem_limit is not None:
+            config["parameters"] |= _params(gpu_mem_limit=gpu_mem_limit)
     elif variant == "portable":
         config |= {
             "backend": "python",
@@ -731,6 +762,8 @@ def network_config(entry: ModelEntry, variant: Variant, layout: Layout = Layout(
         }
     else:
         raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
+    if gpu_mem_limit is not None and (variant != "production" or gpu_mem_limit < ORT_ARENA_ROUND_BYTES):
+        raise ValueError(f"gpu_mem_limit {gpu_mem_limit} is for production networks, at least {ORT_ARENA_ROUND_BYTES}")
     return config
 
 
@@ -864,7 +897,9 @@ def postprocess_config(layout: Layout = Layout()) -> ConfigDict:
     }
 
 
-def step_config(name: str, entry: ModelEntry | None, variant: Variant, layout: Layout) -> ConfigDict:
+def step_config(
+    name: str, entry: ModelEntry | None, variant: Variant, layout: Layout, gpu_mem_limit: int | None = None
+) -> ConfigDict:
     """The config of a shared step or a network by its repository name (install and tests use it)."""
     kind = step_kind(name)
     if kind == "postprocess":
@@ -875,7 +910,7 @@ def step_config(name: str, entry: ModelEntry | None, variant: Variant, layout: L
     if kind == "pixels_preprocess":
         return pixels_preprocess_config(entry, layout)
     if kind == "network":
-        return network_config(entry, variant, layout)
+        return network_config(entry, variant, layout, gpu_mem_limit)
     raise ValueError(f"{name} is an ensemble; use ensemble_config or pixels_ensemble_config")
 
 

@@ -166,6 +166,17 @@ def _labels() -> str:
     return "\n".join(imagenet_labels()) + "\n"
 
 
+def gpu_mem_limit(record: dict) -> int:
+    """The production network's arena cap from its export record's memory estimate (export/memory.py)."""
+    memory = record.get("memory")
+    if not memory or memory.get("batch") != configs.GPU_MAX_BATCH_SIZE:
+        raise ValueError(
+            f"the export record of {record.get('model', '?')} has no memory estimate at batch "
+            f"{configs.GPU_MAX_BATCH_SIZE}: record it with python -m export.memory --repository DIR"
+        )
+    return configs.ort_gpu_mem_limit(memory["weights_bytes"], memory["activations_bytes"])
+
+
 def stage(entry: ModelEntry, onnx_path: Path, record: dict, variant: configs.Variant, staging: Path) -> None:
     """Build every directory of model_dirs(entry) under `staging`."""
     note, reference = record.get("weights_note", "unknown"), record.get("reference")
@@ -180,7 +191,8 @@ def stage(entry: ModelEntry, onnx_path: Path, record: dict, variant: configs.Var
         network_files |= {"model.py": PYTHON_MODELS / "onnx_network.py", "cores.py": CORES_MODULE}
     network_dir = staging / configs.network_name(entry)
     crop_warmup: Files = {configs.WARMUP_CROP_FILE: _warmup_crop(entry)}
-    _write_model(network_dir, configs.network_config(entry, variant), network_files, crop_warmup)
+    limit = gpu_mem_limit(record) if variant == "production" else None
+    _write_model(network_dir, configs.network_config(entry, variant, gpu_mem_limit=limit), network_files, crop_warmup)
     (network_dir / EXPORT_RECORD).write_text(json.dumps(record, indent=2) + "\n")
     if variant == "production":
         (network_dir / TENSORRT_CONFIG).write_text(configs.to_pbtxt(configs.tensorrt_network_config(entry)))

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from chart_helpers import REPO
+from chart_helpers import CHART_DIR, REPO
 
 from catalog import CATALOG
 from model_repository import configs
@@ -26,6 +26,7 @@ from model_repository import configs
 NEWER = REPO / ".venv" / "newer-release"
 NEWER_REQUIREMENTS = REPO / "requirements" / "newer-release.txt"
 PROTO = NEWER / "tritonclient" / "grpc" / "model_config_pb2.py"
+MEMORY = json.loads((CHART_DIR / "files" / "network-memory.json").read_text(encoding="utf-8"))["models"]
 
 # Loads model_config_pb2.py by path (tritonclient.grpc's __init__ would pull grpc in), then parses each
 # config with text_format.Parse: unknown fields and bad enum values raise. Prints what it ran on.
@@ -74,11 +75,14 @@ def generated_configs() -> dict[str, str]:
     for entry in CATALOG.values():
         note = "random"
         for variant in ("portable", "production"):
+            # Installed production networks carry ONNX Runtime's gpu_mem_limit (from the export record;
+            # the chart's copy of the records gives the same figure here).
+            limit = MEMORY[entry.triton_name]["gpuMemLimitMiB"] << 20 if variant == "production" else None
             for name, ensemble in ENSEMBLES.items():
                 texts[f"{variant}/{name(entry)}"] = configs.to_pbtxt(ensemble(entry, note, REFERENCE, variant))
             for name in [configs.network_name(entry), *configs.shared_steps(entry)]:
                 texts[f"{variant}/{name}"] = configs.to_pbtxt(
-                    configs.step_config(name, entry, variant, configs.Layout())
+                    configs.step_config(name, entry, variant, configs.Layout(), limit)
                 )
         texts[f"tensorrt/{configs.network_name(entry)}"] = configs.to_pbtxt(configs.tensorrt_network_config(entry))
     return texts
@@ -114,6 +118,9 @@ def test_every_generated_config_parses_with_the_newer_release_protobuf() -> None
     assert f"tritonclient-{pinned('tritonclient')}.dist-info" in os.listdir(NEWER)
     assert report["parsed"] == len(texts)
     assert report["failures"] == {}
+    assert all(
+        "gpu_mem_limit" in text for name, text in texts.items() if name.startswith("production/") and "_network" in name
+    )
     # Production ensembles bound their in-flight requests, read by 2.73's own ModelConfig; portable ones
     # (served by the local 2.51, whose ModelConfig lacks the field) never carry it.
     production_ensembles = {f"production/{name(entry)}" for entry in CATALOG.values() for name in ENSEMBLES}

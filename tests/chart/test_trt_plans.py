@@ -24,6 +24,7 @@ from catalog import CATALOG
 from export import tensorrt
 from export import trt_plans as plans
 from model_repository import configs, install, layout
+from tests.support.records import placeholder_record
 
 FAKE_TRTEXEC = """#!{python}
 import os, sys
@@ -57,7 +58,7 @@ def source_repository(root: Path, names: list[str]) -> Path:
     for name in names:
         onnx = root.parent / f"{name}.onnx"
         onnx.write_bytes(f"onnx of {name}".encode())
-        install.install(CATALOG[name], onnx, {"weights_note": "stand-in bytes"}, root, "production")
+        install.install(CATALOG[name], onnx, placeholder_record(CATALOG[name], "stand-in bytes"), root, "production")
     return root
 
 

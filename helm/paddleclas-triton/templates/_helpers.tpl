@@ -178,7 +178,7 @@ with a sentence saying what to change.
 {{- fail "modelRepository.source is objectStorage: modelRepository.objectStorage.url must start with s3://, gs:// or as://" }}
 {{- end }}
 {{- if .Values.models }}
-{{- fail "models needs a mounted repository (modelRepository.source image, pvc or nfs), where the render-repository init container selects them; with objectStorage tritonserver serves every model in the bucket as installed: upload only the models this release serves, or leave models empty" }}
+{{- fail "models needs a mounted repository (modelRepository.source image, pvc or nfs), where the render-repository init container selects them; with objectStorage tritonserver serves every model in the bucket as installed: upload only the models this release serves (that fit the GPU: helm/README.md, GPU memory), and set models to [] (its default names the models that fit a 24 GiB GPU)" }}
 {{- end }}
 {{- $capacity := .Values.capacity }}
 {{- if or $capacity.cores $capacity.preprocessInstances $capacity.pixelsPreprocessInstances $capacity.postprocessInstances $capacity.networkCpuInstances $capacity.networkCpuThreads $capacity.preprocessQueue (ne (int $capacity.networkGpuInstances) 1) }}
@@ -202,6 +202,7 @@ with a sentence saying what to change.
 {{- end }}
 {{- end }}
 {{- end }}
+{{- include "paddleclas-triton.validateGpuMemory" . }}
 {{- if include "paddleclas-triton.rendered" . }}
 {{- /* Fails with its own message when neither capacity.cores nor a CPU limit says the cores. */}}
 {{- $_ := include "paddleclas-triton.cores" . }}
@@ -337,4 +338,46 @@ builds (trtBuildSeconds) and the startup probe's budget, one after the other.
 {{- define "paddleclas-triton.progressDeadlineSeconds" -}}
 {{- $startup := mul .Values.probes.startup.periodSeconds .Values.probes.startup.failureThreshold }}
 {{- add .Values.rollingUpdate.pullAndInitSeconds (include "paddleclas-triton.trtBuildSeconds" . | int) $startup }}
+{{- end }}
+
+{{/*
+GPU memory: every served production network runs capacity.networkGpuInstances ONNX Runtime sessions
+on each GPU, each session's CUDA arena capped by its config's gpu_mem_limit. Those caps come from the
+export's graph estimates (export/memory.py), copied per model into files/network-memory.json by
+`python -m export.memory --chart`. Their sum plus gpu.reservedMiB must fit in gpu.memoryGiB, or the
+render stops naming the total and the largest models. gpu mode with the production variant only.
+With objectStorage the chart cannot see which models the bucket holds (models must be empty there):
+no check. Estimates, unverified on a GPU; with trtPlans the ONNX Runtime figures stand in for the
+plans' memory, which is not estimated.
+*/}}
+{{- define "paddleclas-triton.validateGpuMemory" -}}
+{{- if and (eq .Values.mode "gpu") (eq (include "paddleclas-triton.variant" .) "production") (include "paddleclas-triton.rendered" .) }}
+{{- $figures := (.Files.Get "files/network-memory.json" | fromJson).models }}
+{{- $served := list }}
+{{- range (.Values.models | default (keys $figures | sortAlpha)) }}
+{{- $name := lower . }}
+{{- if not (hasKey $figures $name) }}
+{{- fail (printf "files/network-memory.json has no figure for %s: regenerate it (python -m export.memory --chart)" .) }}
+{{- end }}
+{{- $served = append $served $name }}
+{{- end }}
+{{- $instances := int .Values.capacity.networkGpuInstances }}
+{{- $networks := 0 }}
+{{- $ranked := list }}
+{{- range ($served | uniq) }}
+{{- $need := mul (int (get $figures .).gpuMemLimitMiB) $instances }}
+{{- $networks = add $networks $need }}
+{{- $ranked = append $ranked (printf "%09d %s" $need .) }}
+{{- end }}
+{{- $available := mul (int .Values.gpu.memoryGiB) 1024 }}
+{{- $total := add $networks (int .Values.gpu.reservedMiB) }}
+{{- if gt $total $available }}
+{{- $largest := list }}
+{{- range (slice (reverse (sortAlpha $ranked)) 0 (min 3 (len $ranked))) }}
+{{- $name := index (splitList " " .) 1 }}
+{{- $largest = append $largest (printf "%s %d MiB" $name (mul (int (get $figures $name).gpuMemLimitMiB) $instances)) }}
+{{- end }}
+{{- fail (printf "the served networks need %d MiB of GPU memory (%d models x %d instances, ONNX Runtime's gpu_mem_limit of each from files/network-memory.json: graph estimates, unverified on a GPU) plus gpu.reservedMiB %d = %d MiB, more than gpu.memoryGiB %d (%d MiB); largest: %s. Serve fewer models (models), fewer capacity.networkGpuInstances, or set gpu.memoryGiB to your GPU's memory (helm/README.md, Models and capacity)" $networks (len ($served | uniq)) $instances (int .Values.gpu.reservedMiB) $total (int .Values.gpu.memoryGiB) $available (join ", " $largest)) }}
+{{- end }}
+{{- end }}
 {{- end }}
