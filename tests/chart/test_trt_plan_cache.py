@@ -11,6 +11,7 @@ import importlib.util
 import json
 
 import pytest
+import yaml
 from chart_helpers import CHART_DIR, HELM_DIR, init_container, one, pod_spec, render, render_case, render_files
 
 import catalog
@@ -91,8 +92,11 @@ def test_the_progress_deadline_allows_for_pulls_plan_builds_and_the_startup_budg
     startup = probe["periodSeconds"] * probe["failureThreshold"]
     pulls = 600  # rollingUpdate.pullAndInitSeconds
     assert defaults["progressDeadlineSeconds"] == pulls + startup > 600  # Kubernetes' default cut the probe short
-    every = sum(configs.trt_build_seconds(entry) for entry in catalog.CATALOG.values())
+    served = yaml.safe_load((CHART_DIR / "values.yaml").read_text(encoding="utf-8"))["models"]  # the default set
+    every = sum(configs.trt_build_seconds(catalog.get(name)) for name in served)
     assert _deadline(TRT_ON) == pulls + startup + every
+    everything = sum(configs.trt_build_seconds(entry) for entry in catalog.CATALOG.values())
+    assert _deadline(TRT_ON | {"models": [], "gpu": {"memoryGiB": 80 * 4}}) == pulls + startup + everything
     chosen = ["ViT_base_patch16_224", "nextvit_small_224"]  # either spelling the models value accepts
     expected = sum(configs.trt_build_seconds(catalog.get(name)) for name in chosen)
     assert _deadline(TRT_ON | {"models": chosen}) == pulls + startup + expected
