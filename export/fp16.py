@@ -31,8 +31,9 @@ import onnx
 from onnx import TensorProto, helper
 
 from export.normalization import PREFIX
+from export.trt_plans import ONNX_FILES
 
-FP16_FILE = "model.fp16.onnx"  # beside model.onnx in the production network's version directory
+FP16_FILE = ONNX_FILES["fp16"]  # beside model.onnx in the production network's version directory
 KEEP_FP32_OPS = ("LayerNormalization", "Softmax")
 WEIGHT_OPS = ("Conv", "MatMul", "Gemm")  # their initializer weights must be FP16 in the FP16 network
 FP16_MAX = float(np.finfo(np.float16).max)  # weights are clamped here, not at the converter's default 1e4
