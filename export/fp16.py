@@ -118,7 +118,10 @@ def _names(nodes: Iterable[onnx.NodeProto], inputs: bool = True) -> set[str]:
 
 def layout_problems(fp32: onnx.ModelProto, fp16: onnx.ModelProto) -> list[str]:
     """What breaks the mixed-precision layout: empty when the FP16 network is as the module docstring says."""
-    types = tensor_types(fp16)
+    try:
+        types = tensor_types(fp16)
+    except onnx.shape_inference.InferenceError as error:  # e.g. a Cast whose declared type contradicts its `to`
+        return [f"its types do not check ({str(error).splitlines()[0]})"]
     problems = []
     for kind, before, after in (
         ("input", fp32.graph.input, fp16.graph.input),
