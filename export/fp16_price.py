@@ -100,15 +100,17 @@ def price(entry: ModelEntry, repository: Path, derived: int, threads: int, raw: 
     import onnx
 
     onnx_path = repository / network_name(entry) / "1" / "model.onnx"
+    installed = onnx_path.with_name(fp16.FP16_FILE)  # what a production export of this checkout serves
     photos = photo_crops(entry)
     crops = np.concatenate([photos, derived_crops(entry, derived)])
     with tempfile.TemporaryDirectory(prefix="fp16-price-", dir=raw.parent) as tmp:
-        fp16_path = Path(tmp) / fp16.FP16_FILE
+        fp16_path = installed if installed.is_file() else Path(tmp) / fp16.FP16_FILE
         fp32_model = onnx.load(str(onnx_path))
-        converted = fp16.convert(fp32_model)
+        converted = onnx.load(str(installed)) if installed.is_file() else fp16.convert(fp32_model)
         fp16.check_layout(fp32_model, converted)
         del fp32_model
-        onnx.save(converted, str(fp16_path))
+        if not installed.is_file():  # an export made before the FP16 network: converted as the export would
+            onnx.save(converted, str(fp16_path))
         del converted
         p32, seconds32 = _run(onnx_path, crops, threads)
         p16, seconds16 = _run(fp16_path, crops, threads)
@@ -118,6 +120,7 @@ def price(entry: ModelEntry, repository: Path, derived: int, threads: int, raw: 
         "photographs": fp16.agreement(p16[: len(photos)], p32[: len(photos)]).as_dict(),
         "all": fp16.agreement(p16, p32).as_dict(),
         "derived_images": derived,
+        "fp16_network": "installed" if installed.is_file() else "converted by this checkout's export/fp16.py",
         "seconds_fp32": round(seconds32, 1),
         "seconds_fp16": round(seconds16, 1),
         "raw": str(raw),
