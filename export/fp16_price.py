@@ -117,6 +117,7 @@ def price(entry: ModelEntry, repository: Path, derived: int, threads: int, raw: 
     np.savez_compressed(raw, fp32=p32, fp16=p16, crops_photographs=len(photos))
     return {
         "model": entry.name,
+        **confidence(p32),
         "photographs": fp16.agreement(p16[: len(photos)], p32[: len(photos)]).as_dict(),
         "all": fp16.agreement(p16, p32).as_dict(),
         "derived_images": derived,
@@ -138,6 +139,18 @@ def same_network(results: dict, digest: str) -> str | None:
     return next((name for name, r in results["models"].items() if r.get("onnx_sha256") == digest), None)
 
 
+def confidence(fp32: np.ndarray) -> dict[str, float]:
+    """How peaked FP32's answers are: a flat distribution has small absolute differences whatever the precision."""
+    return {"fp32_top1_median": float(np.median(fp32.max(axis=1)))}
+
+
+def backfill(results: dict) -> None:
+    """Add `confidence` to results measured before it existed, from their raw probabilities."""
+    for result in results["models"].values():
+        if "fp32_top1_median" not in result and Path(result["raw"]).is_file():
+            result |= confidence(np.load(result["raw"])["fp32"])
+
+
 def read_results(path: Path) -> dict:
     return json.loads(path.read_text("utf-8")) if path.is_file() else {"models": {}}
 
@@ -156,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     entries = [catalog.get(name) for name in args.names] if args.names else list(catalog.CATALOG.values())
     results = read_results(args.output)
+    backfill(results)
     results["command"] = "python -m export.fp16_price " + " ".join(argv if argv is not None else sys.argv[1:])
     results["seed"] = SEED
     args.output.parent.mkdir(parents=True, exist_ok=True)

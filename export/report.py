@@ -236,7 +236,9 @@ threads), both networks on the same uint8 crops: the {photos} sample photographs
 from them (random crops of 35-100 % of the area, scales 0.5-1.5x, horizontal flips one in two, then
 the served preprocessing), {derived} per model, fewer for heavy networks (about {budget:g} GFLOPs of
 variants each, at least {minimum}). *max abs diff* is over all 1000 probabilities of every image;
-*top-5 agreement* needs the same five classes in the same order. An `_ssld` name has the same
+*top-5 agreement* needs the same five classes in the same order. How peaked FP32's answers are
+(median top-1 probability) bounds the differences: the random ViT heads answer flatly, so their
+absolute differences are small whatever the precision. An `_ssld` name has the same
 random network as its base model (identical ONNX digest), so it shows its base model's figures.
 
 - **A floor, not the price of your model.** With random weights the activations are tame. Trained
@@ -260,11 +262,13 @@ def _share(value: float) -> str:
 
 def fp16_row(entry: ModelEntry, result: dict | None) -> list[str]:
     if result is None:
-        return [f"`{entry.name}`", "not measured", *[""] * 6]
+        return [f"`{entry.name}`", "not measured", *[""] * 7]
     every, photos = result["all"], result["photographs"]
+    median = result.get("fp32_top1_median")
     return [
         f"`{entry.name}`",
         f"{photos['images']} + {result['derived_images']}",
+        f"{median:.2f}" if median is not None else "—",
         f"{photos['max_abs_diff']:.1e}",
         f"{every['max_abs_diff']:.1e}",
         _share(every["top1_agreement"]),
@@ -298,6 +302,7 @@ def fp16_section(price: dict | None, source: Path) -> str:
     header = [
         "model",
         "images (photographs + variants)",
+        "FP32 top-1 probability, median",
         "max abs diff, photographs",
         "max abs diff, all images",
         "top-1 agreement",
