@@ -38,7 +38,15 @@ STEPS = (
     "parity",  # ONNX Runtime against Paddle Inference
     "install",  # atomic install into the repository
 )
-VERSIONED_PACKAGES = ("paddlepaddle", "paddleclas", "paddle2onnx", "onnx", "onnxsim", "onnxruntime")
+VERSIONED_PACKAGES = (
+    "paddlepaddle",
+    "paddleclas",
+    "paddle2onnx",
+    "onnx",
+    "onnxsim",
+    "onnxruntime",
+    "onnxconverter-common",  # the FP16 network (export/fp16.py)
+)
 
 
 @dataclass(frozen=True)
