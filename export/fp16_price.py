@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     entries = [catalog.get(name) for name in args.names] if args.names else list(catalog.CATALOG.values())
     results = read_results(args.output)
     backfill(results)
-    results["command"] = "python -m export.fp16_price " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m export.fp16_price " + " ".join(argv if argv is not None else sys.argv[1:])
     results["seed"] = SEED
     args.output.parent.mkdir(parents=True, exist_ok=True)
     measured = 0
@@ -189,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             raw = args.output.with_name(f"{entry.name}.npz")
             result = price(entry, args.repository, derived, args.threads, raw) | {"machine": machine.facts()}
             result["onnx_sha256"] = digest
+        result["command"] = command
         results["models"][entry.name] = result
         args.output.write_text(json.dumps(results, indent=2) + "\n", "utf-8")
         measured += 1
