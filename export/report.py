@@ -231,7 +231,7 @@ FP16 is this file, built strongly typed: TensorRT plans (`python -m export --trt
 `trtPlans.precision`) and `--ort-trt` use it when the precision is `fp16`, **their default**; `fp32`
 uses `model.onnx`, exact to the parity above. This table is the price of that default.
 
-Measured by {commands} (`make fp16-price`), ONNX Runtime {ort} on CPU ({cpu}; flags {flags}; 2
+Measured by `{command}` (`make fp16-price`){others}, ONNX Runtime {ort} on CPU ({cpu}; flags {flags}; 2
 threads), both networks on the same uint8 crops: the {photos} sample photographs and variants made
 from them (random crops of 35-100 % of the area, scales 0.5-1.5x, horizontal flips one in two, then
 the served preprocessing), {derived} per model, fewer for heavy networks (about {budget:g} GFLOPs of
@@ -293,9 +293,10 @@ def fp16_section(price: dict | None, source: Path) -> str:
     for name, result in price["models"].items():
         runs.setdefault(result.get("command", price.get("command", "")).strip(), []).append(name)
     command = max(runs, key=lambda run: len(runs[run]))
-    others = "".join(f", and `{run}` for {', '.join(names)}" for run, names in runs.items() if run != command)
+    others = "".join(f"; {', '.join(names)} by `{run}`" for run, names in runs.items() if run != command)
     text = FP16_TEXT.format(
-        commands=f"`{command}`{others}",
+        command=command,
+        others=others,
         ort=machine["versions"]["onnxruntime"],
         cpu=machine["cpu_model"],
         flags=", ".join(machine["cpu_flags"]) or "none of " + ", ".join(FLAGS),
