@@ -156,15 +156,19 @@ KIND ?= inference
 MIRROR ?=
 PRODUCTION_REPOSITORY ?= build/model_repository/production
 SERVER_TRT ?=
-.PHONY: export-all docs-models download trt-plans gpu-memory gpu-memory-chart
+FP16_PRICE ?= build/fp16-price/results.json
+.PHONY: export-all docs-models download trt-plans gpu-memory gpu-memory-chart fp16-price
 
 export-all: setup ## export all 19 catalog models (random weights) into REPOSITORY, one process each
 	@set -e; for name in $$($(PY) -m export --list); do \
 		$(PY) -m export $$name --random-weights --variant $(VARIANT) --repository $(REPOSITORY); \
 	done
 
-docs-models: setup ## regenerate docs/models.md from the catalog and REPOSITORY's export records
-	$(PY) -m export.report --repository $(REPOSITORY) --output docs/models.md
+docs-models: setup ## regenerate docs/models.md from the catalog, REPOSITORY's export records and FP16_PRICE
+	$(PY) -m export.report --repository $(REPOSITORY) --output docs/models.md --fp16-price $(FP16_PRICE)
+
+fp16-price: setup ## benchmark: FP16 network against FP32 in ONNX Runtime CPU, every model of PRODUCTION_REPOSITORY (~30 min, 2 cores)
+	nice -n 10 $(PY) -m export.fp16_price --repository $(PRODUCTION_REPOSITORY) --output $(FP16_PRICE)
 
 gpu-memory: setup ## record each network's GPU memory estimate in REPOSITORY's export records (no re-export), rewrite its configs
 	$(PY) -m export.memory --repository $(REPOSITORY)

@@ -38,7 +38,15 @@ STEPS = (
     "parity",  # ONNX Runtime against Paddle Inference
     "install",  # atomic install into the repository
 )
-VERSIONED_PACKAGES = ("paddlepaddle", "paddleclas", "paddle2onnx", "onnx", "onnxsim", "onnxruntime")
+VERSIONED_PACKAGES = (
+    "paddlepaddle",
+    "paddleclas",
+    "paddle2onnx",
+    "onnx",
+    "onnxsim",
+    "onnxruntime",
+    "onnxconverter-common",  # the FP16 network (export/fp16.py)
+)
 
 
 @dataclass(frozen=True)
@@ -172,6 +180,7 @@ def export_model(entry: ModelEntry, source: Source, repository: Path, variant: V
             with convert.output_to(log):
                 report, reference = parity.check(entry, program, onnx_path, install.warmup_jpeg())
                 memory = estimate(onnx_path).as_record()
+            fp16 = _fp16_network(entry, onnx_path) if variant == "production" else None
             record = {
                 "model": entry.name,
                 "weights_note": source.describe(),
@@ -182,13 +191,17 @@ def export_model(entry: ModelEntry, source: Source, repository: Path, variant: V
                 "parity": report.as_dict(),
                 "reference": reference,  # the smoke photograph's answer: the helm test compares the served one
                 "memory": memory,
+                "fp16": fp16,
                 "versions": {package: version(package) for package in VERSIONED_PACKAGES},
                 "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "duration_s": round(progress.elapsed, 1),
                 "process_peak_rss_mb": _peak_rss_mb(),
             }
             install.install(entry, onnx_path, record, repository, variant)
-            progress.step("install", f"{report.summary()}; installed {entry.triton_name} ({variant}) into {repository}")
+            fp16_note = f"; {fp16_summary(fp16)}" if fp16 else ""
+            progress.step(
+                "install", f"{report.summary()}{fp16_note}; installed {entry.triton_name} ({variant}) into {repository}"
+            )
         except Exception as err:
             with contextlib.suppress(OSError), log.open("a") as sink:
                 traceback.print_exc(file=sink)
@@ -197,6 +210,22 @@ def export_model(entry: ModelEntry, source: Source, repository: Path, variant: V
                 err.add_note(f"converter log: {kept}")
             raise
     return record
+
+
+def _fp16_network(entry: ModelEntry, onnx_path: Path) -> dict:
+    """The production variant's FP16 network, written beside model.onnx and checked (export/fp16.py)."""
+    from catalog.resolve import photo_crops
+    from export import fp16
+
+    return fp16.write(onnx_path, onnx_path.with_name(fp16.FP16_FILE), photo_crops(entry))
+
+
+def fp16_summary(record: dict) -> str:
+    photos = record["photographs"]
+    return (
+        f"FP16 network: max |p_fp16 - p_fp32| = {photos['max_abs_diff']:.2e} (limit {photos['atol']:.0e}), "
+        f"top-1 agreement {photos['top1_agreement']:.0%}"
+    )
 
 
 def _sha256(path: Path) -> str:

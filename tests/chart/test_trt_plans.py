@@ -21,7 +21,7 @@ import pytest
 from chart_helpers import case_values, image_code_tree, init_container, render
 
 from catalog import CATALOG
-from export import tensorrt
+from export import fp16, tensorrt
 from export import trt_plans as plans
 from model_repository import configs, install, layout
 from tests.support.records import placeholder_record
@@ -54,10 +54,13 @@ def trtexec_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def source_repository(root: Path, names: list[str]) -> Path:
-    """A production repository as model_repository.install writes it, with stand-in ONNX bytes."""
+    """A production repository as model_repository.install writes it, with stand-in bytes for both ONNX files."""
     for name in names:
-        onnx = root.parent / f"{name}.onnx"
-        onnx.write_bytes(f"onnx of {name}".encode())
+        work = root.parent / f"{name}-export"
+        work.mkdir(parents=True)
+        for precision, file in plans.ONNX_FILES.items():
+            (work / file).write_bytes(f"{precision} onnx of {name}".encode())
+        onnx = work / plans.ONNX_FILES["fp32"]
         install.install(CATALOG[name], onnx, placeholder_record(CATALOG[name], "stand-in bytes"), root, "production")
     return root
 
@@ -93,6 +96,7 @@ def shape_flags(call: str) -> list[str]:
 
 def test_file_names_are_the_installers() -> None:
     assert (plans.TENSORRT_CONFIG, plans.TENSORRT_BUILD) == (install.TENSORRT_CONFIG, install.TENSORRT_BUILD)
+    assert plans.ONNX_FILES["fp16"] == install.FP16_NETWORK == fp16.FP16_FILE
 
 
 @pytest.mark.parametrize("name", ["NextViT_small_224", "ViT_large_patch16_384"])
@@ -102,7 +106,7 @@ def test_trtexec_gets_every_profile_of_the_export(name: str, tmp_path: Path) -> 
     expected = configs.trtexec_profile_shapes(CATALOG[name])
     assert list(build.shapes) == expected
     assert build.profiles == configs.TRT_PROFILES
-    command = plans.trtexec_command("trtexec", Path("m.onnx"), Path("m.plan"), build.shapes, "fp16", 1024)
+    command = plans.trtexec_command("trtexec", Path("m.onnx"), Path("m.plan"), build.shapes, 1024)
     # trtexec's --profile=N takes the three shape flags right behind it (TensorRT 10 sampleOptions.cpp).
     start = command.index("--profile=0")
     assert command[start : start + 8] == ["--profile=0", *expected[:3], "--profile=1", *expected[3:]]
@@ -212,7 +216,7 @@ def test_stage_checks_the_rendered_copy_and_build_leaves_the_source_alone(tmp_pa
         model = network(work / plans.MODELS_DIR, name)
         config = configs.parse_pbtxt((model / "config.pbtxt").read_text())
         assert config == expected_plan_config(model, {"8.9": "model.plan"}, "model.plan")
-        assert not (model / "1" / "model.onnx").exists()
+        assert not [name for name in plans.ONNX_FILES.values() if (model / "1" / name).exists()]
     assert install.digest_tree(source) == before, "a build in the serving copy never writes through its links"
 
 
@@ -245,11 +249,12 @@ def test_build_switches_every_network_and_reuses_the_cache(tmp_path: Path, trtex
         for name in switched:
             model = work / "models" / name
             assert (model / "1" / "model.plan").read_bytes().startswith(b"plan for --onnx=")
-            assert not (model / "1" / "model.onnx").exists()
+            assert not [name for name in plans.ONNX_FILES.values() if (model / "1" / name).exists()]
             assert configs.parse_pbtxt((model / "config.pbtxt").read_text()).platform == "tensorrt_plan"
     calls = trtexec_log.read_text().splitlines()
     assert len(calls) == 2, "the warm start must take both plans from the cache"
-    assert all("--fp16" in call and "--memPoolSize=workspace:2048M" in call for call in calls)
+    assert all("--stronglyTyped" in call and "--memPoolSize=workspace:2048M" in call for call in calls)
+    assert all(call.split()[0].endswith(f"/1/{plans.ONNX_FILES['fp16']}") for call in calls)
     assert any(f"--maxShapes=CROPS:{configs.GPU_MAX_BATCH_SIZE}x384x384x3" in call for call in calls), calls
     cached = sorted(p.relative_to(cache).as_posix() for p in cache.rglob("*.plan"))
     assert [p.split("/")[:2] for p in cached] == [["NVIDIA-L4-sm8.9", "trt-10.5.0-fp16"]] * 2
@@ -261,8 +266,8 @@ def test_a_new_onnx_or_new_profiles_get_a_new_plan(tmp_path: Path, trtexec_log: 
     cache = tmp_path / "cache"
     for attempt in ("v1", "v2", "v3", "v3-again"):
         if attempt == "v2":
-            (model / "1" / "model.onnx").unlink()
-            (model / "1" / "model.onnx").write_bytes(b"re-exported")
+            (model / "1" / plans.ONNX_FILES["fp16"]).unlink()
+            (model / "1" / plans.ONNX_FILES["fp16"]).write_bytes(b"re-exported")
         if attempt == "v3":
             record = json.loads((model / plans.TENSORRT_BUILD).read_text())
             record["trtexec_shapes"][-1] = record["trtexec_shapes"][-1].replace("CROPS:128x", "CROPS:96x")
