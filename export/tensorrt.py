@@ -153,6 +153,7 @@ def to_ort_tensorrt(config: str, precision: str, engine_cache: str, workspace_mi
         raise trt_plans.PlanError(f"precision {precision!r}: expected one of {PRECISIONS}")
     message.ClearField("optimization")
     message.default_model_filename = trt_plans.ONNX_FILES[precision]
+    message.parameters[configs.PRECISION_PARAMETER].string_value = precision  # the smoke check's tolerance
     _price_queue(message, ("onnxruntime_tensorrt", precision))
     accelerator = message.optimization.execution_accelerators.gpu_execution_accelerator.add()
     accelerator.name = "tensorrt"

@@ -48,6 +48,7 @@ VERSION_FILE = "server-tensorrt-version"
 PLANS_RECORD = "plans.json"
 DEFAULT_PLAN = "model.plan"
 PRECISIONS = ("fp16", "fp32")
+PRECISION_PARAMETER = "precision"  # the network config's parameter naming it: configs.PRECISION_PARAMETER
 # The network each precision builds from, both written by the export beside each other in the
 # production network's version directory (export/fp16.py writes the FP16 one). TensorRT 11 has no
 # precision builder flags: a plan's precision is its ONNX file's, built strongly typed.
@@ -182,8 +183,12 @@ def read_build(model: Path) -> TensorrtBuild:
     return TensorrtBuild(shapes, low_opt_high)
 
 
-def tensorrt_config(model: Path, cc_files: dict[str, str], default: str) -> str:
+def tensorrt_config(model: Path, cc_files: dict[str, str], default: str, precision: str = "fp32") -> str:
     """config.pbtxt for plans: the exported tensorrt.pbtxt as it is, followed by its default and every GPU's plan.
+
+    The default plan's precision is appended as the `precision` parameter
+    (model_repository/configs.py, PRECISION_PARAMETER; this file cannot import it in the TensorRT
+    image): the helm test's smoke check reads it through the model-config API to pick its tolerance.
 
     tensorrt.pbtxt is Triton's ModelConfig in protobuf text format, written without either field
     (model_repository/configs.py, tensorrt_network_config); text format lets fields come in any
@@ -199,7 +204,10 @@ def tensorrt_config(model: Path, cc_files: dict[str, str], default: str) -> str:
         raise PlanError(f'{path} has no top-level platform: "tensorrt_plan": it is not a TensorRT config')
     if any(line.startswith(PLAN_FIELDS) for line in lines):
         raise PlanError(f"{path} names plan files already; they come from {PLANS_RECORD} only")
+    if precision not in PRECISIONS:
+        raise PlanError(f"precision {precision!r}: expected one of {PRECISIONS}")
     added = [f'default_model_filename: "{default}"']
+    added += ["parameters {", f'  key: "{PRECISION_PARAMETER}"', f'  value {{ string_value: "{precision}" }}', "}"]
     for capability, name in sorted(cc_files.items()):
         added += ["cc_model_filenames {", f'  key: "{capability}"', f'  value: "{name}"', "}"]
     return text.rstrip("\n") + "\n" + "\n".join(added) + "\n"
@@ -397,7 +405,7 @@ def add_plan(
     }
     _replace(version_dir / PLANS_RECORD, json.dumps(record, indent=2, sort_keys=True) + "\n")
     cc_files = {cc: entry["file"] for cc, entry in record["plans"].items()}
-    _replace(model / "config.pbtxt", tensorrt_config(model, cc_files, default=filename))
+    _replace(model / "config.pbtxt", tensorrt_config(model, cc_files, default=filename, precision=precision))
     return version_dir / filename
 
 

@@ -595,7 +595,8 @@ REFERENCE_PHOTO_PARAMETER = "reference_photo_sha256"
 REFERENCE_IDS_PARAMETER = "reference_class_ids"
 REFERENCE_SCORES_PARAMETER = "reference_scores"
 # Read from the network's config by the smoke check to pick its tolerance (catalog.models.SERVED_ATOL);
-# absent: fp32. A network served in another precision names it here.
+# absent: fp32. Plans (export/trt_plans.py, which keeps its own copy: it runs without this project in
+# the TensorRT image) and --ort-trt (export/tensorrt.py) write it.
 PRECISION_PARAMETER = "precision"
 
 

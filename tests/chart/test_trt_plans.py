@@ -81,10 +81,11 @@ def staged(source: Path, target: Path, version: str = "10.5.0") -> Path:
     return target
 
 
-def expected_plan_config(model: Path, cc_files: dict[str, str], default: str) -> object:
-    """tensorrt.pbtxt as the export (and renderer) wrote it, plus the plan files: what config.pbtxt must be."""
+def expected_plan_config(model: Path, cc_files: dict[str, str], default: str, precision: str = "fp32") -> object:
+    """tensorrt.pbtxt as the export (and renderer) wrote it, plus the plan files and their precision."""
     expected = configs.parse_pbtxt((model / plans.TENSORRT_CONFIG).read_text())
     expected.default_model_filename = default
+    expected.parameters[configs.PRECISION_PARAMETER].string_value = precision
     for capability, name in cc_files.items():
         expected.cc_model_filenames[capability] = name
     return expected
@@ -122,9 +123,24 @@ def test_the_written_config_is_the_exported_tensorrt_config_plus_plan_files(tmp_
     assert parsed.default_model_filename == "model_sm89.plan"
     parsed.ClearField("cc_model_filenames")
     parsed.ClearField("default_model_filename")
+    del parsed.parameters[configs.PRECISION_PARAMETER]
     assert parsed == generated, "the builder changes nothing but the plan files"
     exported = (model / plans.TENSORRT_CONFIG).read_text()
     assert plans.tensorrt_config(model, cc_files, "model_sm89.plan").startswith(exported), "appended, not edited"
+
+
+@pytest.mark.parametrize("precision", plans.PRECISIONS)
+def test_the_plan_config_names_its_precision_for_the_smoke_check(precision: str, tmp_path: Path) -> None:
+    """The helm test picks its tolerance from this parameter (client/smoke.py): an FP16 plan must say so."""
+    from catalog.models import served_atol
+
+    assert plans.PRECISION_PARAMETER == configs.PRECISION_PARAMETER  # the TensorRT image's copy of the name
+    model = network(source_repository(tmp_path / "src", ["ViT_base_patch16_224"]), "ViT_base_patch16_224")
+    parsed = configs.parse_pbtxt(plans.tensorrt_config(model, {"8.9": "model_sm89.plan"}, "model_sm89.plan", precision))
+    assert parsed.parameters[configs.PRECISION_PARAMETER].string_value == precision
+    assert served_atol(precision) > 0  # a tolerance exists for every precision a plan can name
+    with pytest.raises(plans.PlanError, match="precision 'int8'"):
+        plans.tensorrt_config(model, {}, "model.plan", "int8")
 
 
 def test_portable_networks_have_no_tensorrt_files(tmp_path: Path) -> None:
@@ -215,7 +231,7 @@ def test_stage_checks_the_rendered_copy_and_build_leaves_the_source_alone(tmp_pa
     for name in names:
         model = network(work / plans.MODELS_DIR, name)
         config = configs.parse_pbtxt((model / "config.pbtxt").read_text())
-        assert config == expected_plan_config(model, {"8.9": "model.plan"}, "model.plan")
+        assert config == expected_plan_config(model, {"8.9": "model.plan"}, "model.plan", "fp16")
         assert not [name for name in plans.ONNX_FILES.values() if (model / "1" / name).exists()]
     assert install.digest_tree(source) == before, "a build in the serving copy never writes through its links"
 
@@ -374,5 +390,8 @@ def test_the_chart_commands_run_the_builder_the_server_image_ships(tmp_path: Pat
     for name in names:
         model = network(volume / plans.MODELS_DIR, name)
         assert configs.parse_pbtxt((model / "config.pbtxt").read_text()) == expected_plan_config(
-            model, {"8.9": "model.plan"}, "model.plan"
+            model,
+            {"8.9": "model.plan"},
+            "model.plan",
+            "fp16",  # the chart's default trtPlans.precision
         )

@@ -241,6 +241,7 @@ def test_ort_tensorrt_provider_config(production: Path, capsys: pytest.CaptureFi
     config = network_config(production)
     # FP16 is the FP16 network, not a provider flag: trt_fp16_enable is TensorRT's FP16 builder flag.
     assert config.backend == "onnxruntime" and config.default_model_filename == fp16.FP16_FILE
+    assert config.parameters[configs.PRECISION_PARAMETER].string_value == "fp16"  # the smoke check's tolerance
     (accelerator,) = config.optimization.execution_accelerators.gpu_execution_accelerator
     # One profile over every batch of the TensorRT profiles: ONNX Runtime's provider runs profile 0 only.
     size = f"{ENTRY.input_size}x{ENTRY.input_size}x3"
@@ -266,6 +267,7 @@ def test_ort_tensorrt_provider_config(production: Path, capsys: pytest.CaptureFi
     assert main([*args, "--engine-cache", "/cache/ort", "--precision", "fp32"]) == 0  # rewriting replaces
     again = network_config(production)
     assert again.default_model_filename == "model.onnx"
+    assert again.parameters[configs.PRECISION_PARAMETER].string_value == "fp32"
     (rewritten,) = again.optimization.execution_accelerators.gpu_execution_accelerator
     assert dict(rewritten.parameters) == dict(accelerator.parameters)
 
