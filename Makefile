@@ -123,7 +123,7 @@ load: setup ## benchmark: Locust step load over gRPC, headless; CSV stats, failu
 	$(PY) -m perf load --model $(MODEL) --repository $(REPOSITORY) --out $(PERF_DIR)/load \
 		--step-users $(LOAD_STEP_USERS) --step-seconds $(LOAD_STEP_SECONDS) --steps $(LOAD_STEPS) $(PERF_SERVER)
 
-# Operations (issue 15, docs/operations.md): Triton Model Analyzer in its own environment, the response cache benchmark
+# Operations (docs/operations.md): Triton Model Analyzer in its own environment, the response cache benchmark
 MA_VENV := $(VENV)/model-analyzer
 MA_STAMP := $(MA_VENV)/.installed
 ANALYZE_DIR ?= build/analyze
@@ -195,7 +195,7 @@ DRILL_ARGS ?=
 drills: setup ## benchmark: overload 10x, SIGTERM, killed step, soak, slow clients vs a local server; docs/reliability.md
 	$(PY) -m perf.drills $(DRILLS) --model $(MODEL) --repository $(REPOSITORY) --out $(PERF_DIR)/drills --publish $(DRILL_ARGS)
 
-# Evaluation (issue 13): top-1/top-5 on a labelled set against a running server, vs the published figures
+# Evaluation: top-1/top-5 on a labelled set against a running server, vs the published figures
 LIST ?=
 ROOT ?=
 EVALUATE_ARGS ?=

@@ -64,7 +64,7 @@ POSTPROCESS = "postprocess"
 
 # GPU batching, decoupled from the wire contract: the dynamic batcher joins requests of 1-8 images
 # into batches of up to 128 for the production network. Published TensorRT FP16 throughput of
-# ViT-B/16 and NextViT saturates between batch 64 and 128 (../shared/reference/gpu-capacity.md),
+# ViT-B/16 and NextViT saturates between batch 64 and 128 (published anchors: docs/capacity.md),
 # and 128 crops of 384 px are 56 MB of uint8: larger batches add latency and memory, not images/s.
 GPU_MAX_BATCH_SIZE = 128
 GPU_MAX_QUEUE_DELAY_US = 1000  # at 8,000 img/s one millisecond gathers a batch of 8 at low load

@@ -1,4 +1,4 @@
-"""Secure by default (issue 11, docs/security.md), checked on the real tritonserver 2.51.0.
+"""Secure by default (docs/security.md), checked on the real tritonserver 2.51.0.
 
 The session server (`triton_server`, started by the project's launcher) restricts the
 shared-memory, model-repository, statistics, trace and logging APIs behind one admin key on HTTP

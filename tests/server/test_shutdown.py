@@ -1,7 +1,7 @@
 """`python -m model_repository.server` (what `make serve` runs) stops cleanly on SIGINT and on SIGTERM.
 
 The launcher forwards the signal to tritonserver and reaps it; it must exit within tritonserver's
-exit timeout plus 10 s and leave no tritonserver or Python backend stub behind (issue 12).
+exit timeout plus 10 s and leave no tritonserver or Python backend stub behind.
 """
 
 from __future__ import annotations
