@@ -40,7 +40,7 @@ import urllib.request
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from model_repository import configs, layout, procfs
+from model_repository import configs, layout, memory, procfs
 from preprocess import FAST_DECODE_MARGIN
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -291,6 +291,7 @@ class TritonServer:
     fast_decode: bool = False  # opt-in: large JPEGs decoded at a reduced DCT scale (docs/preprocessing.md)
     fast_decode_margin: float = FAST_DECODE_MARGIN  # fast decode only: decoded short side >= margin x target
     queue_policies: bool = True  # False: unbounded queues, for benchmarks only (layout.sized_config)
+    malloc: str = memory.DEFAULT_MALLOC  # preloaded into tritonserver and its steps, as production does (memory.py)
     process: subprocess.Popen | None = field(default=None, init=False)
     serving: dict | None = field(default=None, init=False)  # what layout.render wrote
     _serving_dir: Path | None = field(default=None, init=False)
@@ -359,6 +360,7 @@ class TritonServer:
             "--model-control-mode=none",
             "--disable-auto-complete-config",
             f"--exit-timeout-secs={self.exit_timeout_secs}",
+            *memory.frontend_flags(),
             *self._operation_flags(),
         ]
 
@@ -382,8 +384,13 @@ class TritonServer:
         from PATH; with this venv's bin/ first it finds the venv's pyvenv.cfg, so model.py imports
         numpy, OpenCV and ONNX Runtime from here. LD_LIBRARY_PATH gives it this interpreter's own
         libpython rather than the system's, so library and standard library versions match.
+        LD_PRELOAD and the allocator's settings come from `malloc` alone, never from the caller.
         """
-        env = dict(os.environ)
+        env = {k: v for k, v in os.environ.items() if k not in memory.MALLOC_VARIABLES}
+        try:
+            env |= memory.malloc_environment(self.malloc)
+        except (ValueError, FileNotFoundError) as err:
+            raise ServerError(str(err)) from None
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         libdir = sysconfig.get_config_var("LIBDIR")
         if libdir and Path(libdir, sysconfig.get_config_var("LDLIBRARY") or "").exists():

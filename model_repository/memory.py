@@ -1,0 +1,82 @@
+"""What bounds the server's memory, in one place: the allocator it runs, its frontend's flags, the pod formula.
+
+The launcher (model_repository/server.py) and the Helm chart take their allocator, its settings and
+the frontend's flags from here, and the chart's memory request and limit follow `pod_memory_bytes`
+(tests/chart/test_chart_memory.py ties them). Figures and their commands: docs/reliability.md, "Memory".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+MIB = 1 << 20
+
+# --- the allocator --------------------------------------------------------------------------------
+
+# The NVIDIA image preloads nothing itself but ships tcmalloc (gperftools) and jemalloc, and sets
+# TCMALLOC_RELEASE_RATE=200 (server repository, build.py); the chart preloads server.malloc into
+# tritonserver, and the Python backend forks every step with tritonserver's environment
+# (python_backend, src/stub_launcher.cc), so the steps run it too. Production runs tcmalloc, so the
+# local server does as well: Debian's libtcmalloc-minimal4 (`make setup` installs it) is the same
+# allocator without the heap profiler.
+MALLOCS = ("tcmalloc", "jemalloc", "system")
+DEFAULT_MALLOC = "tcmalloc"
+# Library file names, local (Debian) and in the NVIDIA image (Ubuntu); both multiarch x86-64.
+LIBRARY_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib")
+LOCAL_LIBRARIES = {"tcmalloc": ("libtcmalloc_minimal.so.4", "libtcmalloc.so.4"), "jemalloc": ("libjemalloc.so.2",)}
+IMAGE_LIBRARIES = {
+    "tcmalloc": "/usr/lib/x86_64-linux-gnu/libtcmalloc.so.4",
+    "jemalloc": "/usr/lib/x86_64-linux-gnu/libjemalloc.so",  # libjemalloc-dev's link, which the image installs
+}
+# The allocator's settings for tritonserver. tcmalloc keeps every freed span by default (a flood of
+# camera-photo requests left tritonserver 600-700 MB above idle for good, with or without the
+# image's release rate); aggressive decommit returns a span when it is freed. The frontend's buffers
+# are a request's bytes copied once, so the page faults cost little there; the decoding steps turn
+# it off for themselves and hand memory back when idle instead (preprocess/allocator.py).
+# jemalloc: purge freed pages within a second from a background thread.
+MALLOC_ENV = {
+    "tcmalloc": {"TCMALLOC_AGGRESSIVE_DECOMMIT": "true"},
+    "jemalloc": {"MALLOC_CONF": "background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0"},
+    "system": {},
+}
+
+
+MALLOC_VARIABLES = ("LD_PRELOAD", *{name for settings in MALLOC_ENV.values() for name in settings})
+
+
+def malloc_library(name: str) -> str | None:
+    """The local file to preload for `name` (None for the system malloc); an error says how to install it."""
+    if name not in MALLOCS:
+        raise ValueError(f"malloc must be one of {', '.join(MALLOCS)}, not {name!r}")
+    if name == "system":
+        return None
+    for directory in LIBRARY_DIRS:
+        for library in LOCAL_LIBRARIES[name]:
+            if Path(directory, library).is_file():
+                return str(Path(directory, library))
+    package = {"tcmalloc": "libtcmalloc-minimal4", "jemalloc": "libjemalloc2"}[name]
+    raise FileNotFoundError(
+        f"no {name} library on this machine ({', '.join(LOCAL_LIBRARIES[name])}): `make setup` installs it "
+        f"(apt-get install {package}), or serve with --malloc system"
+    )
+
+
+def malloc_environment(name: str) -> dict[str, str]:
+    """LD_PRELOAD and the allocator's settings for tritonserver (and so for every step it forks)."""
+    library = malloc_library(name)
+    return ({"LD_PRELOAD": library} if library else {}) | MALLOC_ENV[name]
+
+
+# --- the frontend -----------------------------------------------------------------------------------
+
+# tritonserver's gRPC frontend keeps up to --grpc-infer-allocation-pool-size (default 8) finished
+# request states for reuse, each still holding the whole request it carried, image bytes included:
+# State::Release leaves request_ alone, and only State::Reset clears it when the state is reused
+# (server repository, src/grpc/infer_handler.h, 2.51.0 and 2.73.0). Up to 8 requests of the largest
+# size stay allocated after a burst; 0 frees each request's state once it is answered.
+GRPC_STATE_POOL = 0
+
+
+def frontend_flags() -> list[str]:
+    """tritonserver flags that bound what its frontend keeps between requests (2.51 and 2.73 alike)."""
+    return [f"--grpc-infer-allocation-pool-size={GRPC_STATE_POOL}"]
