@@ -7,7 +7,11 @@ the frontend's flags from here, and the chart's memory request and limit follow 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+
+from preprocess.decoding import DEFAULT_MAX_PIXELS, DEFAULT_MAX_REQUEST_BYTES
+from preprocess.slots import LARGE_PIXELS, LARGE_SLOTS
 
 MIB = 1 << 20
 
@@ -80,3 +84,64 @@ GRPC_STATE_POOL = 0
 def frontend_flags() -> list[str]:
     """tritonserver flags that bound what its frontend keeps between requests (2.51 and 2.73 alike)."""
     return [f"--grpc-infer-allocation-pool-size={GRPC_STATE_POOL}"]
+
+
+# --- the bound: pod memory = f(instances, max request size, requests in flight) ---------------------
+
+# Proportional set sizes measured on the local server (docs/reliability.md, "Memory"), rounded up:
+# tritonserver without models' own memory, and each Python step process once warm and idle.
+SERVER_IDLE_MIB = 64
+STEP_IDLE_MIB = {"preprocess": 64, "pixels_preprocess": 64, "postprocess": 32, "network": 256}
+# While an image is decoded and resized a preprocess process holds 7 bytes per pixel (decoding.py,
+# DEFAULT_MAX_PIXELS): RGB and either the decoder's BGR or Pillow's RGBX copy.
+DECODE_BYTES_PER_PIXEL = 7
+# Each request in flight is held whole by the frontend, and once more as the step's own objects while
+# a preprocess instance works on it (its copy in the Python backend's pool is inside /dev/shm, counted
+# there). Every request a step holds is one of those in flight, so the batches add a copy of the
+# requests in flight, not one per instance.
+REQUEST_COPIES = 2
+# What the frontend may hold at once: requests received whole and not yet answered or refused. Triton
+# bounds neither connections nor streams (2.51 and 2.73), so this is the concurrency a gateway in
+# front of the pod must enforce; the local server's flood drill uses 40 connections.
+REQUESTS_IN_FLIGHT = 64
+# gpu mode, estimates unverified on a GPU: tritonserver with CUDA and the onnxruntime backend, and
+# the networks' host memory (at most their ONNX files: 7 GB for all 19 models).
+GPU_SERVER_GIB = 3
+GPU_NETWORKS_GIB = 7
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What the pod's memory depends on: its step processes and its request limits."""
+
+    preprocess_instances: int  # encoded-image instances, every preprocessing together
+    pixels_preprocess_instances: int
+    postprocess_instances: int
+    network_cpu_instances: int  # portable networks (Python steps); 0 in gpu mode
+    shm_bytes: int  # the /dev/shm volume's size limit (the Python backend's pools live there)
+    requests_in_flight: int = REQUESTS_IN_FLIGHT
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    large_pixels: int = LARGE_PIXELS
+    large_slots: int = LARGE_SLOTS
+    extra_bytes: int = 0  # gpu mode: server with CUDA, networks, pinned pool, response cache
+
+
+def step_bytes(deployment: Deployment) -> int:
+    """Every Python step process idle, plus one decode just below the large-image size on every preprocess instance."""
+    d = deployment
+    idle = (
+        d.preprocess_instances * STEP_IDLE_MIB["preprocess"]
+        + d.pixels_preprocess_instances * STEP_IDLE_MIB["pixels_preprocess"]
+        + d.postprocess_instances * STEP_IDLE_MIB["postprocess"]
+        + d.network_cpu_instances * STEP_IDLE_MIB["network"]
+    ) * MIB
+    return idle + (d.preprocess_instances + d.pixels_preprocess_instances) * DECODE_BYTES_PER_PIXEL * d.large_pixels
+
+
+def pod_memory_bytes(deployment: Deployment) -> int:
+    """The pod's bound; each term is one line of docs/reliability.md, "Memory"."""
+    d = deployment
+    requests = REQUEST_COPIES * d.requests_in_flight * d.max_request_bytes
+    large = d.large_slots * DECODE_BYTES_PER_PIXEL * (d.max_pixels - d.large_pixels)
+    return SERVER_IDLE_MIB * MIB + requests + step_bytes(d) + large + d.shm_bytes + d.extra_bytes

@@ -9,6 +9,7 @@ catalog through config.pbtxt; `decode` (exact unless the serving copy says fast)
 chart. Normalization is the network's first operation, not this step's.
 """
 
+import dataclasses
 import json
 import os
 
@@ -18,6 +19,7 @@ import triton_python_backend_utils as pb_utils
 
 from preprocess import Preprocessor, preprocess_requests
 from preprocess.allocator import IdleRelease, keep_large_buffers
+from preprocess.slots import DecodeSlots, server_directory
 
 
 def lower_priority(niceness: int) -> None:
@@ -45,7 +47,10 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config["parameters"].items()}
         lower_priority(int(params.get("niceness", 0)))
-        self.preprocessor = Preprocessor.from_parameters(params)
+        # Images above a full-frame photo's size share the server's few large-decode slots (preprocess/slots.py).
+        self.preprocessor = dataclasses.replace(
+            Preprocessor.from_parameters(params), slots=DecodeSlots(server_directory())
+        )
         ((self.input_name, input_type),) = ((tensor["name"], tensor["data_type"]) for tensor in config["input"])
         (self.output_name,) = (tensor["name"] for tensor in config["output"])
         # The input's type says which step this is: encoded bytes (TYPE_STRING) or RGB frames (TYPE_UINT8).
@@ -71,7 +76,8 @@ class TritonPythonModel:
         # only the request carrying it.
         self.release.busy()
         try:
-            outcomes = preprocess_requests([self._images(r) for r in requests], self.crop)
+            admit = self.preprocessor.check_request if self.encoded else None  # per-request limits
+            outcomes = preprocess_requests([self._images(r) for r in requests], self.crop, admit=admit)
         finally:
             self.release.idle()
         responses = []
