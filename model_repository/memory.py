@@ -10,6 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import catalog
+from model_repository import configs
+from model_repository.configs import Layout
 from preprocess.decoding import DEFAULT_MAX_PIXELS, DEFAULT_MAX_REQUEST_BYTES
 from preprocess.slots import LARGE_PIXELS, LARGE_SLOTS
 
@@ -125,6 +128,19 @@ class Deployment:
     large_pixels: int = LARGE_PIXELS
     large_slots: int = LARGE_SLOTS
     extra_bytes: int = 0  # gpu mode: server with CUDA, networks, pinned pool, response cache
+
+    @classmethod
+    def of(cls, layout: Layout, models: list[str], gpu: bool, shm_bytes: int, **limits: int) -> Deployment:
+        """A server running `layout` for these catalog models: steps once per preprocessing, networks per model."""
+        keys = len({configs.preprocess_key(catalog.get(name)) for name in models})
+        return cls(
+            preprocess_instances=keys * layout.preprocess_instances,
+            pixels_preprocess_instances=keys * layout.pixels_preprocess_instances,
+            postprocess_instances=layout.postprocess_instances,
+            network_cpu_instances=0 if gpu else len(models) * layout.network_cpu_instances,
+            shm_bytes=shm_bytes,
+            **limits,
+        )
 
 
 def step_bytes(deployment: Deployment) -> int:
