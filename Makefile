@@ -23,7 +23,15 @@ CORES ?= auto
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-setup: $(STAMP) ## create .venv and install the pinned dependencies (idempotent)
+setup: $(STAMP) $(MALLOC_LIBRARY) ## create .venv and install the pinned dependencies (idempotent)
+
+# The local server preloads tcmalloc into tritonserver and its steps, as production does
+# (model_repository/memory.py); jemalloc is there for `--malloc jemalloc` comparisons.
+MALLOC_LIBRARY := /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4
+MALLOC_PACKAGES := libtcmalloc-minimal4 libjemalloc2
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+$(MALLOC_LIBRARY):
+	$(SUDO) apt-get install -y -q $(MALLOC_PACKAGES) || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $(MALLOC_PACKAGES); }
 
 $(STAMP): $(REQUIREMENTS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

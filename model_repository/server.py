@@ -4,7 +4,7 @@ python -m model_repository.server [--repository DIR] [--models NAME ...] [--core
     [--preprocess-instances N ...] [--http-port 8000] [--grpc-port 8001] [--metrics-port 8002]
     [--listen-address 127.0.0.1] [--admin-key-file FILE]
     [--trace-mode triton|opentelemetry [--trace-rate N] [--trace-url URL] [--trace-resource KEY=VALUE ...]]
-    [--response-cache-bytes N] [--fast-decode [--fast-decode-margin M]]
+    [--response-cache-bytes N] [--fast-decode [--fast-decode-margin M]] [--malloc tcmalloc|jemalloc|system]
 
 The wheel ships the server, the Python backend and one backend stub per Python version; the
 server expects the stub inside the backend directory, so we assemble that directory (symlinks)
@@ -62,9 +62,9 @@ _KEY = re.compile(r"[A-Za-z0-9._~+/-]{16,512}")
 # releases added; its gRPC server accepts messages up to 2 GB, with no flag), and its Python backend
 # has no ceiling for its shared-memory pool (only shm-default-byte-size and shm-growth-byte-size:
 # the pool grows until /dev/shm is full, and that error names the pool's region). What bounds a
-# request here: the preprocess step refuses an encoded image over DEFAULT_MAX_IMAGE_BYTES and a
-# frame over DEFAULT_MAX_PIXELS before any work (preprocess/decoding.py); the size of /dev/shm and
-# a gateway's body limit bound the rest (docs/security.md).
+# request here: the preprocess step refuses a request over DEFAULT_MAX_REQUEST_BYTES or
+# DEFAULT_MAX_REQUEST_PIXELS before any decode (preprocess/decoding.py); what the frontend holds
+# meanwhile is requests in flight x their size, which a gateway bounds (model_repository/memory.py).
 
 
 class ServerError(RuntimeError):
@@ -495,6 +495,13 @@ def main(argv: list[str] | None = None) -> int:
         help=f"file holding the key of the restricted APIs (default ${ADMIN_KEY_ENV}, else a random key per run "
         f"written to {ADMIN_KEYS_DIR.relative_to(PROJECT)}/<http-port>.key, mode 0600)",
     )
+    parser.add_argument(
+        "--malloc",
+        choices=memory.MALLOCS,
+        default=memory.DEFAULT_MALLOC,
+        help=f"allocator preloaded into tritonserver and its steps (default {memory.DEFAULT_MALLOC}, as production; "
+        "docs/reliability.md, \"Memory\")",
+    )
     add_operation_arguments(parser)
     layout.add_arguments(parser)
     args = parser.parse_args(argv)
@@ -521,6 +528,7 @@ def main(argv: list[str] | None = None) -> int:
             response_cache_bytes=args.response_cache_bytes,
             fast_decode=args.fast_decode,
             fast_decode_margin=fast_decode_margin,
+            malloc=args.malloc,
         )
     except ServerError as err:
         print(f"error: {err}", file=sys.stderr)
