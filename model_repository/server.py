@@ -500,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
         choices=memory.MALLOCS,
         default=memory.DEFAULT_MALLOC,
         help=f"allocator preloaded into tritonserver and its steps (default {memory.DEFAULT_MALLOC}, as production; "
-        "docs/reliability.md, \"Memory\")",
+        'docs/reliability.md, "Memory")',
     )
     add_operation_arguments(parser)
     layout.add_arguments(parser)
