@@ -664,7 +664,7 @@ def huge_jpeg(side: int) -> bytes:
 
 
 def huge_images(args, progress) -> dict:
-    """A huge image on every instance and queue place at once, and as many requests of eight: peak PSS vs the bound."""
+    """Requests of eight huge images on every instance and queue place at once, then one each: peak PSS vs the bound."""
     huge = huge_jpeg(int(DEFAULT_MAX_PIXELS**0.5))
     with serving(args, "huge-images") as server:
         idle, pids = server.pss_mb(), {p.pid for p in procfs.descendants(server.process.pid)}
@@ -691,7 +691,9 @@ def huge_images(args, progress) -> dict:
                 {"images": len(images), "s": round(time.monotonic() - sent, 2), "kind": kind, "message": message}
             )
 
-        run_async(*(send([huge]) for _ in range(admitted)), *(send([huge] * 8) for _ in range(admitted)))
+        # Eight per request on every instance and queue place at once, then one each: the decodes themselves.
+        run_async(*(send([huge] * configs.MAX_BATCH_SIZE) for _ in range(admitted)))
+        run_async(*(send([huge]) for _ in range(admitted)))
         time.sleep(3)
         samples = sampler.stop()
         alive = {p.pid for p in procfs.descendants(server.process.pid)} >= pids
