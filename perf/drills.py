@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import io
 import json
+import multiprocessing
 import os
 import random
 import shutil
@@ -590,6 +591,12 @@ async def _flood_connections(url: str, model: str, data: list[bytes], connection
     await asyncio.gather(*(connection() for _ in range(connections)))
 
 
+def _flood_process(url: str, model: str, data: list[bytes], connections: int, seconds: float) -> list[dict]:
+    rows: list[dict] = []
+    run_async(_flood_connections(url, model, data, connections, seconds, rows))
+    return rows
+
+
 def _returned_after(samples: list[tuple[float, float]], end: float, idle: float, within: float = 150) -> float | None:
     """Seconds after the flood until PSS stays within `within` MB of idle."""
     after = [(t, mb) for t, mb in samples if t >= end]
@@ -607,12 +614,17 @@ def flood(args, progress) -> dict:
         capacity(server, args, progress)  # warm: every step has decoded camera photos once
         time.sleep(3)
         idle, pids = server.pss_mb(), {p.pid for p in procfs.descendants(server.process.pid)}
-        t0, load_rows = time.monotonic(), []
+        t0 = time.monotonic()
         probe = Requests(server, args, deadline=10.0, t0=t0)  # no cancellation (see _flood_connections)
         sampler = PssSampler(server, t0)
         sampler.start()
         url, model = server.grpc_url, args.triton_model
-        run_async(_flood_connections(url, model, data, FLOOD_CONNECTIONS, seconds, load_rows), probe.probe(seconds))
+        # The flood from a process of its own: in this one its 40 clients' serialization would delay the probe.
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(1) as pool:
+            flooding = pool.apply_async(_flood_process, (url, model, data, FLOOD_CONNECTIONS, seconds))
+            run_async(probe.probe(seconds))
+            load_rows = flooding.get()
         flood_end = time.monotonic() - t0
         time.sleep(quiet)
         samples = sampler.stop()
