@@ -42,6 +42,7 @@ from pathlib import Path
 
 from model_repository import configs, layout, memory, procfs
 from preprocess import FAST_DECODE_MARGIN
+from preprocess.slots import server_directory
 
 PROJECT = Path(__file__).resolve().parent.parent
 BACKENDS_DIR = PROJECT / "build" / "triton_backends"
@@ -454,6 +455,8 @@ class TritonServer:
                 self.process.kill()
                 self.process.wait()
         self._remove_serving_copy()
+        if self.process is not None:  # the steps' large-decode slots (preprocess/slots.py) die with the server
+            shutil.rmtree(server_directory(self.process.pid), ignore_errors=True)
         if self.generated_key_file is not None:  # a per-run key dies with its run
             self.generated_key_file.unlink(missing_ok=True)
             self.generated_key_file = None

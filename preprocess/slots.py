@@ -33,9 +33,9 @@ WAIT_S = 1.0  # about the preprocess queue's timeout: a request should not wait 
 _POLL_S = 0.02
 
 
-def server_directory() -> Path:
-    """The slot directory shared by the processes tritonserver forked (this process's parent)."""
-    return Path(tempfile.gettempdir()) / f"paddleclas-decode-slots-{os.getppid()}"
+def server_directory(server_pid: int | None = None) -> Path:
+    """The slot directory of a tritonserver; by default this process's parent's (a step's server)."""
+    return Path(tempfile.gettempdir()) / f"paddleclas-decode-slots-{server_pid or os.getppid()}"
 
 
 @dataclass(frozen=True)
