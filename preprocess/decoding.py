@@ -108,18 +108,27 @@ def declared_pixels(data: bytes) -> int:
         return 0
 
 
-def check_request(images: Sequence[bytes], max_request_bytes: int, max_request_pixels: int) -> None:
-    """Refuse a request whose images together exceed the byte or pixel limit, before any of them is decoded."""
-    size = sum(len(data) for data in images)
-    if size > max_request_bytes:
+def check_request(
+    images: Sequence[bytes],
+    max_request_bytes: int,
+    max_request_pixels: int,
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> None:
+    """Refuse a request whose images together exceed the byte or pixel limit, before any of them is decoded.
+
+    An image over its own limit is left out of the sums: its own check refuses it, naming it.
+    """
+    sizes = [len(data) for data in images if len(data) <= max_image_bytes]
+    if sum(sizes) > max_request_bytes:
         raise ImageDecodeError(
-            f"request of {len(images)} images, {size:,} bytes in all, over the limit of {max_request_bytes:,} "
+            f"request of {len(images)} images, {sum(sizes):,} bytes in all, over the limit of {max_request_bytes:,} "
             "bytes per request (the preprocess model's max_request_bytes parameter): send fewer images per request"
         )
-    pixels = sum(declared_pixels(data) for data in images)
-    if pixels > max_request_pixels:
+    pixels = [n for data in images if len(data) <= max_image_bytes and (n := declared_pixels(data)) <= max_pixels]
+    if sum(pixels) > max_request_pixels:
         raise ImageDecodeError(
-            f"request of {len(images)} images declaring {pixels:,} pixels in all, over the limit of "
+            f"request of {len(images)} images declaring {sum(pixels):,} pixels in all, over the limit of "
             f"{max_request_pixels:,} pixels per request (the preprocess model's max_request_pixels parameter): "
             "send fewer images per request"
         )

@@ -176,7 +176,7 @@ class Preprocessor:
 
     def check_request(self, images: Sequence[bytes]) -> None:
         """Refuse a request over this model's per-request byte or pixel limit before decoding any image."""
-        check_request(images, self.max_request_bytes, self.max_request_pixels)
+        check_request(images, self.max_request_bytes, self.max_request_pixels, self.max_image_bytes, self.max_pixels)
 
     def _crop_encoded(self, data: bytes) -> np.ndarray:
         if self.decode_mode == "exact":

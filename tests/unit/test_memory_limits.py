@@ -28,10 +28,13 @@ def test_a_request_over_the_pixel_limit_is_refused_on_its_headers() -> None:
     check_request([BIG_HEADER] * 4, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_REQUEST_PIXELS)  # 192 MP: at the limit
 
 
-def test_a_request_over_the_byte_limit_is_refused_and_unreadable_headers_are_left_to_the_image() -> None:
+def test_a_request_over_the_byte_limit_is_refused_and_images_over_their_own_limits_are_left_to_them() -> None:
     with pytest.raises(ImageDecodeError, match="bytes in all, over the limit of 100 bytes per request"):
         check_request([SMALL], 100, DEFAULT_MAX_REQUEST_PIXELS)
     check_request([b"not an image"], DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_REQUEST_PIXELS)
+    bomb = images.jpeg_declaring(images.sized(64, 48), 65_500, 65_500)  # over the per-image limit: its own error
+    check_request([bomb, SMALL], DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_REQUEST_PIXELS)
+    check_request([SMALL * 2], len(SMALL), DEFAULT_MAX_REQUEST_PIXELS, max_image_bytes=len(SMALL))
 
 
 def test_the_limits_fail_only_their_request() -> None:
