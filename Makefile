@@ -8,6 +8,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 REQUIREMENTS := $(wildcard requirements/*.txt)
 
+# Prometheus for tests/server/test_prometheus.py: Debian's package, unpacked (binary only, no service started).
+PROMETHEUS_DIR := $(VENV)/prometheus
+PROMETHEUS := $(PROMETHEUS_DIR)/usr/bin/prometheus
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
 MODEL ?= NextViT_small_224
 VARIANT ?= portable
 REPOSITORY ?= build/model_repository/$(VARIANT)
@@ -23,13 +28,14 @@ CORES ?= auto
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-setup: $(STAMP) $(MALLOC_LIBRARY) ## create .venv and install the pinned dependencies (idempotent)
-
 # The local server preloads tcmalloc into tritonserver and its steps, as production does
 # (model_repository/memory.py); jemalloc is there for `--malloc jemalloc` comparisons.
 MALLOC_LIBRARY := /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4
 MALLOC_PACKAGES := libtcmalloc-minimal4 libjemalloc2
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+setup: $(STAMP) $(PROMETHEUS) $(MALLOC_LIBRARY) ## create .venv and install the pinned dependencies (idempotent)
+
 $(MALLOC_LIBRARY):
 	$(SUDO) apt-get install -y -q $(MALLOC_PACKAGES) || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $(MALLOC_PACKAGES); }
 
@@ -40,6 +46,14 @@ $(STAMP): $(REQUIREMENTS)
 	$(PY) -m pip install --quiet --no-deps -r requirements/paddleclas.txt
 	rm -rf $(VENV)/newer-release
 	$(PY) -m pip install --quiet --no-deps --target $(VENV)/newer-release -r requirements/newer-release.txt
+	@touch $@
+
+# apt-get download needs no root; an old package list (a fresh machine) is refreshed once, then retried.
+$(PROMETHEUS): | $(STAMP)
+	rm -rf $(PROMETHEUS_DIR) && mkdir -p $(PROMETHEUS_DIR)
+	cd $(PROMETHEUS_DIR) && { apt-get download prometheus || { $(SUDO) apt-get update && apt-get download prometheus; }; }
+	dpkg-deb -x $(PROMETHEUS_DIR)/prometheus_*.deb $(PROMETHEUS_DIR) && rm $(PROMETHEUS_DIR)/prometheus_*.deb
+	$@ --version | head -1
 	@touch $@
 
 export: setup ## export MODEL (default NextViT_small_224) with random weights; ARGS= to override the source
@@ -145,8 +159,9 @@ bench-cache: setup ## benchmark: response cache hit vs miss latency, memory per 
 
 # Generated docs (docs/blocks.py): the blocks made from committed files; benchmark blocks come from their targets
 .PHONY: docs
-docs: setup ## rewrite the generated blocks made from committed files (helm values table, catalog table)
+docs: setup ## rewrite the generated blocks made from committed files (helm values and GPU cores tables, catalog table, the chart's plan build estimates)
 	$(PY) -m docs.blocks
+	$(PY) helm/gen_trt_build_seconds.py
 
 # Export (export/)
 # Every catalog model, official downloads, TensorRT, and the generated docs/models.md.
@@ -154,15 +169,25 @@ KIND ?= inference
 MIRROR ?=
 PRODUCTION_REPOSITORY ?= build/model_repository/production
 SERVER_TRT ?=
-.PHONY: export-all docs-models download trt-plans
+FP16_PRICE ?= build/fp16-price/results.json
+.PHONY: export-all docs-models download trt-plans gpu-memory gpu-memory-chart fp16-price
 
 export-all: setup ## export all 19 catalog models (random weights) into REPOSITORY, one process each
 	@set -e; for name in $$($(PY) -m export --list); do \
 		$(PY) -m export $$name --random-weights --variant $(VARIANT) --repository $(REPOSITORY); \
 	done
 
-docs-models: setup ## regenerate docs/models.md from the catalog and REPOSITORY's export records
-	$(PY) -m export.report --repository $(REPOSITORY) --output docs/models.md
+docs-models: setup ## regenerate docs/models.md from the catalog, REPOSITORY's export records and FP16_PRICE
+	$(PY) -m export.report --repository $(REPOSITORY) --output docs/models.md --fp16-price $(FP16_PRICE)
+
+fp16-price: setup ## benchmark: FP16 network against FP32 in ONNX Runtime CPU, every model of PRODUCTION_REPOSITORY (~30 min, 2 cores)
+	nice -n 10 $(PY) -m export.fp16_price --repository $(PRODUCTION_REPOSITORY) --output $(FP16_PRICE)
+
+gpu-memory: setup ## record each network's GPU memory estimate in REPOSITORY's export records (no re-export), rewrite its configs
+	$(PY) -m export.memory --repository $(REPOSITORY)
+
+gpu-memory-chart: setup ## the chart's files/network-memory.json from REPOSITORY's records (every model exported)
+	$(PY) -m export.memory --repository $(REPOSITORY) --chart
 
 download: setup ## fetch MODEL's official file into build/downloads (KIND=inference|weights, MIRROR=base URL)
 	$(PY) -m export $(MODEL) --download $(KIND) --download-only $(if $(MIRROR),--mirror $(MIRROR))

@@ -47,6 +47,7 @@ IMAGE_INPUT = "IMAGE"
 PIXELS_INPUT = "PIXELS"
 CROPS_INPUT = "CROPS"
 PIXELS_SUFFIX = "_pixels"
+NETWORK_SUFFIX = "_network"  # configs.network_name: the smoke check reads the served precision from its config
 TOP_K = 5  # labels per answer
 NUM_CLASSES = 1000
 
@@ -226,6 +227,10 @@ class Classifier:
                 "lower-cased PaddleClas name, e.g. nextvit_small_224"
             )
         return f"Triton {version} knows it but has not finished loading it (or it failed to load)"
+
+    def parameters(self, model: str | None = None) -> dict[str, str]:
+        """The string parameters of a model's config (this client's model by default): open model-config API."""
+        return self._parameters(model)
 
     def _parameters(self, model: str | None = None) -> dict[str, str]:
         config = self._client().get_model_config(model or self.model)

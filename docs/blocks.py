@@ -90,8 +90,54 @@ def _catalog_table() -> str:
     return report.catalog_table()
 
 
+def _per_core_rates() -> dict[tuple[str, str], int]:
+    """(anchor model, JPEG size) -> served images/s per core: the `make bench-capacity` block of docs/capacity.md."""
+    rates = {}
+    for line in (PROJECT / "docs" / "capacity.md").read_text(encoding="utf-8").splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and "(" in cells[0] and cells[2].isdigit():
+            rates[(cells[0].split("(")[1].rstrip(")"), cells[1])] = int(cells[2])
+    return rates
+
+
+GPU_CORES_ROWS = (  # runtime, how a release gets it
+    (("onnxruntime", "fp32"), "onnxruntime, FP32: the default (`trtPlans.enabled` false)"),
+    (("onnxruntime_tensorrt", "fp16"), "ONNX Runtime's TensorRT provider, FP16 (`python -m export --ort-trt`)"),
+    (("onnxruntime_tensorrt", "fp32"), "ONNX Runtime's TensorRT provider, FP32"),
+    (("tensorrt", "fp16"), "TensorRT plans, FP16 (`trtPlans.enabled`, `trtPlans.precision` fp16)"),
+    (("tensorrt", "fp32"), "TensorRT plans, FP32"),
+)
+
+
+def _gpu_cores_table() -> str:
+    """Cores one H100 needs per runtime: its estimated images/s (configs.py) over measured per-core rates."""
+    from model_repository import configs  # imported late: this module sits below the packages
+
+    per_core = _per_core_rates()
+    models = ("ViT_base_patch16_224", "NextViT_small_224")
+    head = "| network served by | one H100, ViT_base_patch16_224 / NextViT_small_224 (images/s) |"
+    lines = [head + " cores, ViT 500x375 | cores, NextViT 500x375 |", "| --- | --- | --- | --- |"]
+    for runtime, label in GPU_CORES_ROWS:
+        rates = [configs.gpu_images_per_s(model, runtime) for model in models]
+        gpu = " / ".join(f"{low:,}-{high:,}" for low, high in rates)
+        cores = [
+            f"{low / per_core[(m, '500x375')]:.0f}-{high / per_core[(m, '500x375')]:.0f}"
+            for m, (low, high) in zip(models, rates, strict=True)
+        ]
+        lines.append(f"| {label} | {gpu} | {cores[0]} | {cores[1]} |")
+    return "\n".join(lines)
+
+
+def _gpu_memory_table() -> str:
+    from export import memory  # imported late, as the catalog table
+
+    return memory.readme_table()
+
+
 COMMITTED_INPUTS = (
     Block(PROJECT / "helm" / "README.md", "values-table", _helm_values_table),
+    Block(PROJECT / "helm" / "README.md", "gpu-cores", _gpu_cores_table),
+    Block(PROJECT / "helm" / "README.md", "gpu-memory-table", _gpu_memory_table),
     Block(PROJECT / "docs" / "models.md", "catalog-table", _catalog_table),
 )
 

@@ -6,18 +6,28 @@ itself, see export/normalization.py); Paddle Inference gets PaddleClas's input, 
 normalized by PaddleClas's float32 formula and made channels first. So the comparison covers
 the normalization prefix as well as the conversion. The limit is the catalog's per-model
 `parity_atol`. A miss is an error and the export writes nothing.
+
+The same run records the reference answer of the smoke photograph (the server's warmup JPEG, which
+`python -m client smoke` and the helm test send): Paddle Inference's REFERENCE_DEPTH most probable
+classes and their probabilities, checked against ONNX Runtime like the sample photographs. The
+install writes them into the ensembles' parameters, where the smoke check reads them.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from catalog import ModelEntry
-from catalog.resolve import paddleclas_input, photo_crops
+from catalog.resolve import paddleclas_input, photo_crops, preprocessor
 from model_repository.configs import NETWORK_INPUT, TOP_K
+
+# Classes the smoke reference records: twice the served top-k, so the check can tell a class that
+# entered the served top-5 through a near-tie from one the reference ranks far below.
+REFERENCE_DEPTH = 2 * TOP_K
 
 
 class ParityError(RuntimeError):
@@ -74,13 +84,31 @@ def compare(onnx_probs: np.ndarray, paddle_probs: np.ndarray, atol: float) -> Pa
     )
 
 
-def check(entry: ModelEntry, program: Path, onnx_path: Path) -> ParityReport:
+def reference_answer(probabilities: np.ndarray, photo: bytes) -> dict[str, object]:
+    """The record of one photograph's reference answer: its hash and the REFERENCE_DEPTH best classes."""
+    best = np.argsort(-probabilities, kind="stable")[:REFERENCE_DEPTH]
+    return {
+        "photo_sha256": hashlib.sha256(photo).hexdigest(),
+        "engine": "Paddle Inference",
+        "class_ids": [int(c) for c in best],
+        "scores": [float(probabilities[c]) for c in best],
+    }
+
+
+def check(entry: ModelEntry, program: Path, onnx_path: Path, smoke_photo: bytes) -> tuple[ParityReport, dict]:
+    """Parity on the sample photographs, and the smoke photograph's reference answer (also within parity)."""
     from export.network import PaddlePredictor
 
     crops = photo_crops(entry)
-    onnx_probs = run_onnx(onnx_path, crops)
-    paddle_probs = PaddlePredictor(program, threads=2)(paddleclas_input(entry, crops))
-    report = compare(onnx_probs, paddle_probs, entry.parity_atol)
+    smoke_crop = preprocessor(entry).crop_encoded(smoke_photo)[None]
+    onnx_probs = run_onnx(onnx_path, np.concatenate([crops, smoke_crop]))
+    paddle_probs = PaddlePredictor(program, threads=2)(paddleclas_input(entry, np.concatenate([crops, smoke_crop])))
+    report = compare(onnx_probs[:-1], paddle_probs[:-1], entry.parity_atol)
     if not report.passed:
         raise ParityError(f"{entry.name}: ONNX Runtime disagrees with Paddle Inference: {report.summary()}")
-    return report
+    smoke = compare(onnx_probs[-1:], paddle_probs[-1:], entry.parity_atol)
+    if not smoke.passed:
+        raise ParityError(
+            f"{entry.name}: ONNX Runtime disagrees with Paddle Inference on the smoke photo: {smoke.summary()}"
+        )
+    return report, reference_answer(paddle_probs[-1], smoke_photo)

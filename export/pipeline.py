@@ -38,7 +38,15 @@ STEPS = (
     "parity",  # ONNX Runtime against Paddle Inference
     "install",  # atomic install into the repository
 )
-VERSIONED_PACKAGES = ("paddlepaddle", "paddleclas", "paddle2onnx", "onnx", "onnxsim", "onnxruntime")
+VERSIONED_PACKAGES = (
+    "paddlepaddle",
+    "paddleclas",
+    "paddle2onnx",
+    "onnx",
+    "onnxsim",
+    "onnxruntime",
+    "onnxconverter-common",  # the FP16 network (export/fp16.py)
+)
 
 
 @dataclass(frozen=True)
@@ -153,6 +161,7 @@ def _paddle_side(entry: ModelEntry, source: Source, work: Path, log: Path, progr
 def export_model(entry: ModelEntry, source: Source, repository: Path, variant: Variant) -> dict:
     """Export `entry` from `source` into `repository`; returns the export record."""
     from export import convert, parity
+    from export.memory import estimate
 
     progress = Progress(entry.name)
     repository.parent.mkdir(parents=True, exist_ok=True)
@@ -169,7 +178,9 @@ def export_model(entry: ModelEntry, source: Source, repository: Path, variant: V
             measured["macs_onnx"] = facts.pop("macs")
             progress.step("parity", "checking ONNX Runtime against Paddle Inference on sample photographs")
             with convert.output_to(log):
-                report = parity.check(entry, program, onnx_path)
+                report, reference = parity.check(entry, program, onnx_path, install.warmup_jpeg())
+                memory = estimate(onnx_path).as_record()
+            fp16 = _fp16_network(entry, onnx_path) if variant == "production" else None
             record = {
                 "model": entry.name,
                 "weights_note": source.describe(),
@@ -178,13 +189,19 @@ def export_model(entry: ModelEntry, source: Source, repository: Path, variant: V
                 "merge_bn": folded.as_dict() if folded else None,
                 "onnx": {"sha256": _sha256(onnx_path), "bytes": onnx_path.stat().st_size, **facts},
                 "parity": report.as_dict(),
+                "reference": reference,  # the smoke photograph's answer: the helm test compares the served one
+                "memory": memory,
+                "fp16": fp16,
                 "versions": {package: version(package) for package in VERSIONED_PACKAGES},
                 "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "duration_s": round(progress.elapsed, 1),
                 "process_peak_rss_mb": _peak_rss_mb(),
             }
             install.install(entry, onnx_path, record, repository, variant)
-            progress.step("install", f"{report.summary()}; installed {entry.triton_name} ({variant}) into {repository}")
+            fp16_note = f"; {fp16_summary(fp16)}" if fp16 else ""
+            progress.step(
+                "install", f"{report.summary()}{fp16_note}; installed {entry.triton_name} ({variant}) into {repository}"
+            )
         except Exception as err:
             with contextlib.suppress(OSError), log.open("a") as sink:
                 traceback.print_exc(file=sink)
@@ -193,6 +210,22 @@ def export_model(entry: ModelEntry, source: Source, repository: Path, variant: V
                 err.add_note(f"converter log: {kept}")
             raise
     return record
+
+
+def _fp16_network(entry: ModelEntry, onnx_path: Path) -> dict:
+    """The production variant's FP16 network, written beside model.onnx and checked (export/fp16.py)."""
+    from catalog.resolve import photo_crops
+    from export import fp16
+
+    return fp16.write(onnx_path, onnx_path.with_name(fp16.FP16_FILE), photo_crops(entry))
+
+
+def fp16_summary(record: dict) -> str:
+    photos = record["photographs"]
+    return (
+        f"FP16 network: max |p_fp16 - p_fp32| = {photos['max_abs_diff']:.2e} (limit {photos['atol']:.0e}), "
+        f"top-1 agreement {photos['top1_agreement']:.0%}"
+    )
 
 
 def _sha256(path: Path) -> str:

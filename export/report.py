@@ -1,7 +1,7 @@
 """python -m export.report [--repository DIR] [--output docs/models.md]
 
 Writes docs/models.md: the catalog, then measured parameters and FLOPs beside the published ones,
-then the parity of every export, all generated from the catalog and from the export records
+then the parity and the GPU memory estimate of every export, all generated from the catalog and from the export records
 (`<name>_network/export.json`) of a repository filled by real exports (`make export-all`).
 Nothing here is typed by hand, so the document cannot drift from the code or from the runs.
 """
@@ -17,10 +17,19 @@ from pathlib import Path
 import catalog
 from catalog import ModelEntry
 from docs import blocks
+from export.memory import CPU_LEVELS
+from model_repository.configs import (
+    GPU_MAX_BATCH_SIZE,
+    ORT_ARENA_ACTIVATION_HEADROOM,
+    ORT_ARENA_ROUND_BYTES,
+    ORT_ARENA_WORKSPACE_BYTES,
+    ort_gpu_mem_limit,
+)
 from model_repository.install import EXPORT_RECORD
 
 DEFAULT_REPOSITORY = Path("build/model_repository/portable")
 DEFAULT_OUTPUT = Path("docs/models.md")
+DEFAULT_FP16_PRICE = Path("build/fp16-price/results.json")  # python -m export.fp16_price (make fp16-price)
 CATALOG_BLOCK = "catalog-table"  # rewritten in place by `make docs` (docs/blocks.py), no export needed
 MISSING = "not exported"
 
@@ -208,6 +217,84 @@ def parity_table(records: dict[str, dict]) -> str:
     return _table(header, (parity_row(e, records.get(e.name)) for e in catalog.CATALOG.values()))
 
 
+MEMORY_TEXT = """## GPU memory per network instance (graph estimate, unverified on a GPU)
+
+What one production network instance (one ONNX Runtime session on the CUDA execution provider) holds
+at the largest batch the batcher forms, {batch}, from the served ONNX graph (`export/memory.py`):
+the weights (every initializer) and the peak of the activations alive at once when the nodes run in
+order, each tensor from the node that makes it to the last that reads it, shapes by ONNX shape
+inference at that batch. The cap is the config's ONNX Runtime `gpu_mem_limit`
+(`model_repository/configs.py`, "GPU memory"): weights + {headroom:g} x activations + {workspace} MiB
+for cuDNN workspaces, in whole {step} MiB; the Helm chart sums it per served model and instance
+against `gpu.memoryGiB` ([helm/README.md](../helm/README.md#gpu-memory-estimates-unverified-on-a-gpu)).
+None of this ran on a GPU. The activation figure was checked where ONNX Runtime on CPU is a fair
+proxy (the same graph and planner; its arena off, so the resident set follows the bytes alive): the
+last column is the estimate over what one run at a small batch held, as the exported graph and with
+the CPU provider's optimizations (`python -m export.memory --repository DIR --check-cpu NAME`, on
+one checked model per family). Above 1, ONNX Runtime held less than the walk counts (it writes an
+output over a dying input); below 1, more (its kernels' own scratch, which no graph shows). The
+cap's margin on the activations covers both.
+"""
+
+
+def _mib(count: int) -> str:
+    return f"{count / (1 << 20):,.0f}"
+
+
+def memory_row(entry: ModelEntry, record: dict | None) -> list[str]:
+    memory = (record or {}).get("memory")
+    if memory is None:
+        return [f"`{entry.name}`", MISSING, "", "", "", ""]
+    check = memory.get("cpu_check")
+    checked = "—"
+    if check:
+        ratios = " / ".join(f"{check[label]['estimate_over_held']:.2f}" for label in CPU_LEVELS)
+        checked = f"batch {check['batch']}: {ratios}"
+    limit = ort_gpu_mem_limit(memory["weights_bytes"], memory["activations_bytes"])
+    return [
+        f"`{entry.name}`",
+        _mib(memory["weights_bytes"]),
+        f"{_mib(memory['activations_bytes'])} (at `{memory['peak_node']}`)",
+        _mib(memory["largest_tensor_bytes"]),
+        _mib(limit),
+        checked,
+    ]
+
+
+def memory_table(records: dict[str, dict]) -> str:
+    header = [
+        "model",
+        "weights MiB",
+        f"activations at batch {GPU_MAX_BATCH_SIZE} MiB (peak at node)",
+        "largest tensor MiB",
+        "gpu_mem_limit MiB per instance",
+        "ORT CPU check: estimate / held (" + ", ".join(CPU_LEVELS) + ")",
+    ]
+    return _table(header, (memory_row(e, records.get(e.name)) for e in catalog.CATALOG.values()))
+
+
+def memory_text() -> str:
+    return MEMORY_TEXT.format(
+        batch=GPU_MAX_BATCH_SIZE,
+        headroom=ORT_ARENA_ACTIVATION_HEADROOM,
+        workspace=ORT_ARENA_WORKSPACE_BYTES >> 20,
+        step=ORT_ARENA_ROUND_BYTES >> 20,
+    )
+
+
+def cpu_check_machines(records: dict[str, dict]) -> str:
+    """Where the CPU checks ran: ONNX Runtime version, CPU and its instruction-set flags."""
+    checks = [r["memory"]["cpu_check"] for r in records.values() if "cpu_check" in r.get("memory", {})]
+    seen = sorted(
+        {
+            f"onnxruntime {c['onnxruntime']} on {c.get('cpu', {}).get('model', 'an unrecorded CPU')} "
+            f"({', '.join(c.get('cpu', {}).get('flags', [])) or 'flags not recorded'})"
+            for c in checks
+        }
+    )
+    return "CPU checks ran with " + ("; ".join(seen) if seen else "nothing (no model checked)") + "."
+
+
 def environment(records: dict[str, dict]) -> str:
     versions = sorted({json.dumps(r["versions"], sort_keys=True) for r in records.values()})
     lines = [", ".join(f"{k} {v}" for k, v in json.loads(v).items()) for v in versions]
@@ -221,7 +308,105 @@ def environment(records: dict[str, dict]) -> str:
     )
 
 
-def render(records: dict[str, dict], repository: Path) -> str:
+FP16_TEXT = """## FP16: the price of the FP16 network
+
+The production export writes `model.fp16.onnx` beside `model.onnx` ([export/fp16.py](../export/fp16.py)):
+the same network with FP16 weights and activations, except the normalization prefix, LayerNorm,
+Softmax and the graph's input and output, which stay FP32. TensorRT 11 has no precision flags, so
+FP16 is this file, built strongly typed: TensorRT plans (`python -m export --trt`, the chart's
+`trtPlans.precision`) and `--ort-trt` use it when the precision is `fp16`, **their default**; `fp32`
+uses `model.onnx`, exact to the parity above. This table is the price of that default.
+
+Measured by `{command}` (`make fp16-price`){others}, ONNX Runtime {ort} on CPU ({cpu}; flags {flags}; 2
+threads), both networks on the same uint8 crops: the {photos} sample photographs and variants made
+from them (random crops of 35-100 % of the area, scales 0.5-1.5x, horizontal flips one in two, then
+the served preprocessing), {derived} per model, fewer for heavy networks (about {budget:g} GFLOPs of
+variants each, at least {minimum}). *max abs diff* is over all 1000 probabilities of every image;
+*top-5 agreement* needs the same five classes in the same order. How peaked FP32's answers are
+(median top-1 probability) bounds the differences: the random ViT heads answer flatly, so their
+absolute differences are small whatever the precision. An `_ssld` name has the same
+random network as its base model (identical ONNX digest), so it shows its base model's figures.
+
+- **A floor, not the price of your model.** With random weights the activations are tame. Trained
+  ViTs carry activation outliers (a few channels far larger than the rest) that FP16 (largest
+  value 65504, 11 significant bits) can round coarsely or overflow. With real weights, price FP16
+  on your own labelled images: export with `--weights` or `--download` and `--variant production`,
+  serve one deployment with FP16 plans and one with FP32, and run
+  `python -m client evaluate LIST --model NAME --url FP16_HOST:8001 --against FP32_HOST:8001/NAME`
+  (top-1/top-5 of each, top-1 flips and the largest probability difference between them).
+- **CPU rounding, not GPU arithmetic.** ONNX Runtime's CPU provider has FP16 kernels for few
+  operators; around the others it inserts Casts and computes in FP32 (`InsertCastTransformer`,
+  onnxruntime/core/optimizer/insert_cast_transformer.cc). The figures are the FP16 rounding of
+  weights and of activations between operators, not FP16 accumulation inside a MatMul or a
+  convolution; what TensorRT's FP16 kernels add on a GPU is **unverified on a GPU**.
+"""
+
+
+def _share(value: float) -> str:
+    return f"{value:.1%}".replace(".0%", "%") if value < 1 else "100%"
+
+
+def fp16_row(entry: ModelEntry, result: dict | None) -> list[str]:
+    if result is None:
+        return [f"`{entry.name}`", "not measured", *[""] * 7]
+    every, photos = result["all"], result["photographs"]
+    median = result.get("fp32_top1_median")
+    return [
+        f"`{entry.name}`",
+        f"{photos['images']} + {result['derived_images']}",
+        f"{median:.2f}" if median is not None else "—",
+        f"{photos['max_abs_diff']:.1e}",
+        f"{every['max_abs_diff']:.1e}",
+        _share(every["top1_agreement"]),
+        _share(every["top5_agreement"]),
+        _share(every["top1_in_top5"]),
+        f"same network as `{result['same_network_as']}`"
+        if result.get("same_network_as")
+        else f"{result['seconds_fp32']:.0f} / {result['seconds_fp16']:.0f}",
+    ]
+
+
+def fp16_section(price: dict | None, source: Path) -> str:
+    """The FP16 price table from `python -m export.fp16_price`'s results, or where to get them."""
+    if not price or not price.get("models"):
+        return FP16_TEXT.split("\n\nMeasured by")[0] + f"\n\nNot measured yet: run `make fp16-price` ({source}).\n"
+    from export import fp16_price
+    from perf.machine import FLAGS
+
+    measured = [r for r in price["models"].values() if "machine" in r]
+    machine = measured[0]["machine"]
+    runs: dict[str, list[str]] = {}  # command -> the models it measured (a rerun adds models, keeps the others)
+    for name, result in price["models"].items():
+        runs.setdefault(result.get("command", price.get("command", "")).strip(), []).append(name)
+    command = max(runs, key=lambda run: len(runs[run]))
+    others = "".join(f"; {', '.join(names)} by `{run}`" for run, names in runs.items() if run != command)
+    text = FP16_TEXT.format(
+        command=command,
+        others=others,
+        ort=machine["versions"]["onnxruntime"],
+        cpu=machine["cpu_model"],
+        flags=", ".join(machine["cpu_flags"]) or "none of " + ", ".join(FLAGS),
+        photos=measured[0]["photographs"]["images"],
+        derived=max(r["derived_images"] for r in measured),
+        budget=fp16_price.BUDGET_GFLOP,
+        minimum=fp16_price.DERIVED_MIN,
+    )
+    header = [
+        "model",
+        "images (photographs + variants)",
+        "FP32 top-1 probability, median",
+        "max abs diff, photographs",
+        "max abs diff, all images",
+        "top-1 agreement",
+        "top-5 agreement",
+        "FP32 top-1 in FP16 top-5",
+        "CPU s, FP32 / FP16",
+    ]
+    rows = (fp16_row(e, price["models"].get(e.name)) for e in catalog.CATALOG.values())
+    return text + "\n" + _table(header, rows) + "\n"
+
+
+def render(records: dict[str, dict], repository: Path, price: dict | None = None, price_source: Path = Path()) -> str:
     exported = sum(1 for name in catalog.CATALOG if name in records)
     parts = [
         HEADER.format(repository=repository),
@@ -234,7 +419,11 @@ def render(records: dict[str, dict], repository: Path) -> str:
         figures_table(records) + "\n",
         PARITY_TEXT,
         parity_table(records) + "\n",
+        memory_text(),
+        memory_table(records) + "\n",
+        cpu_check_machines(records) + "\n",
         environment(records) + "\n",
+        fp16_section(price, price_source),
     ]
     return "\n".join(parts)
 
@@ -243,13 +432,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m export.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    parser.add_argument(
+        "--fp16-price", type=Path, default=DEFAULT_FP16_PRICE, help="python -m export.fp16_price's results"
+    )
     args = parser.parse_args(argv)
     records = load_records(args.repository)
     if not records:
         print(f"error: no export records in {args.repository}: run `make export-all` first", file=sys.stderr)
         return 1
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(render(records, args.repository), "utf-8")
+    price = json.loads(args.fp16_price.read_text("utf-8")) if args.fp16_price.is_file() else None
+    args.output.write_text(render(records, args.repository, price, args.fp16_price), "utf-8")
     missing = [name for name in catalog.CATALOG if name not in records]
     print(f"wrote {args.output} ({len(records)} records" + (f"; missing: {', '.join(missing)})" if missing else ")"))
     return 0

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from google.protobuf import text_format
 
+import catalog
 from catalog import ModelEntry
 from export import trt_plans
 from model_repository import configs, install
@@ -133,11 +134,16 @@ def to_ort_tensorrt(config: str, precision: str, engine_cache: str, workspace_mi
     """The production onnxruntime config with ONNX Runtime's TensorRT execution provider as its accelerator.
 
     `config` is the production onnxruntime config.pbtxt (or one this function wrote: its
-    optimization is replaced); `shapes` are the network's trtexec shape flags (tensorrt.json),
-    turned into the provider's one profile (ort_profile). Engines are built when the model loads
-    and cached in ``engine_cache`` (keep it on a volume so restarts reuse them); LayerNorm stays in
-    FP32 under FP16 (ViT loses accuracy otherwise), and the timing cache shares tactic timings
-    between models.
+    optimization and model file are replaced); `shapes` are the network's trtexec shape flags
+    (tensorrt.json), turned into the provider's one profile (ort_profile). Engines are built when
+    the model loads and cached in ``engine_cache`` (keep it on a volume so restarts reuse them),
+    and the timing cache shares tactic timings between models.
+
+    The precision is the model file's (trt_plans.ONNX_FILES: FP16 serves model.fp16.onnx, the export's
+    mixed-precision network with LayerNorm and Softmax in FP32), never a provider flag:
+    `trt_fp16_enable` (the backend's precision_mode FP16) sets TensorRT's FP16 builder flag, which
+    TensorRT 11 removed, and `trt_layer_norm_fp32_fallback` only acts together with it (ONNX
+    Runtime's tensorrt_execution_provider.cc reads it only when fp16_enable is set).
     """
     message = configs.parse_pbtxt(config)
     if message.backend != "onnxruntime":
@@ -146,21 +152,31 @@ def to_ort_tensorrt(config: str, precision: str, engine_cache: str, workspace_mi
     if precision not in PRECISIONS:
         raise trt_plans.PlanError(f"precision {precision!r}: expected one of {PRECISIONS}")
     message.ClearField("optimization")
+    message.default_model_filename = trt_plans.ONNX_FILES[precision]
+    message.parameters[configs.PRECISION_PARAMETER].string_value = precision  # the smoke check's tolerance
+    _price_queue(message, ("onnxruntime_tensorrt", precision))
     accelerator = message.optimization.execution_accelerators.gpu_execution_accelerator.add()
     accelerator.name = "tensorrt"
     accelerator.parameters.update(
         {
-            "precision_mode": precision.upper(),
             "max_workspace_size_bytes": str(workspace_mib << 20),
             "trt_engine_cache_enable": "1",
             "trt_engine_cache_path": engine_cache,
             "trt_timing_cache_enable": "1",
             "trt_timing_cache_path": engine_cache,
-            "trt_layer_norm_fp32_fallback": "1",
             **ort_profile(shapes),
         }
     )
     return text_format.MessageToString(message)
+
+
+def _price_queue(message: configs.model_config_pb2.ModelConfig, runtime: configs.GpuRuntime) -> None:
+    """The network's queue and timeout for the provider's rate (configs.gpu_ms_per_image), not the CUDA provider's."""
+    entry = catalog.get(message.name.removesuffix("_network"))
+    instances = sum(group.count for group in message.instance_group)
+    policy = message.dynamic_batching.default_queue_policy
+    policy.max_queue_size = configs.max_queue_size("network", instances, True, entry, runtime)
+    policy.default_timeout_microseconds = configs.network_timeout_us(entry, runtime)
 
 
 def use_ort_tensorrt(
@@ -173,6 +189,7 @@ def use_ort_tensorrt(
     model = _network_dir(entry, repository)
     config_path = model / "config.pbtxt"
     shapes = trt_plans.read_build(model).shapes
+    trt_plans.onnx_file(model / "1", precision)  # the FP16 network must be there: exports before it lack it
     text = to_ort_tensorrt(config_path.read_text("utf-8"), precision, engine_cache, workspace_mib, shapes)
     temporary = config_path.with_name(".config.pbtxt.tmp")
     temporary.write_text(text, "utf-8")

@@ -48,6 +48,16 @@ VERSION_FILE = "server-tensorrt-version"
 PLANS_RECORD = "plans.json"
 DEFAULT_PLAN = "model.plan"
 PRECISIONS = ("fp16", "fp32")
+PRECISION_PARAMETER = "precision"  # the network config's parameter naming it: configs.PRECISION_PARAMETER
+# The network each precision builds from, both written by the export beside each other in the
+# production network's version directory (export/fp16.py writes the FP16 one). TensorRT 11 has no
+# precision builder flags: a plan's precision is its ONNX file's, built strongly typed.
+ONNX_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx"}
+# trtexec's build flags, besides the profiles; every one is documented by trtexec of TensorRT 10.12+
+# and 11.x alike (tests/chart/test_trt_plans.py holds both lists, from samples/common/sampleOptions.cpp).
+# --stronglyTyped: TensorRT 10 builds the types the ONNX graph carries (NetworkDefinitionCreationFlag
+# kSTRONGLY_TYPED); TensorRT 11 always does and keeps the flag as a no-op.
+STRONGLY_TYPED = "--stronglyTyped"
 # Written by model_repository/install.py beside a production network's config.pbtxt.
 TENSORRT_CONFIG = "tensorrt.pbtxt"  # the TensorRT config, complete but for cc_model_filenames
 TENSORRT_BUILD = "tensorrt.json"  # {"trtexec_shapes": [...], "profiles": [[min, opt, max], ...]}
@@ -173,8 +183,12 @@ def read_build(model: Path) -> TensorrtBuild:
     return TensorrtBuild(shapes, low_opt_high)
 
 
-def tensorrt_config(model: Path, cc_files: dict[str, str], default: str) -> str:
+def tensorrt_config(model: Path, cc_files: dict[str, str], default: str, precision: str = "fp32") -> str:
     """config.pbtxt for plans: the exported tensorrt.pbtxt as it is, followed by its default and every GPU's plan.
+
+    The default plan's precision is appended as the `precision` parameter
+    (model_repository/configs.py, PRECISION_PARAMETER; this file cannot import it in the TensorRT
+    image): the helm test's smoke check reads it through the model-config API to pick its tolerance.
 
     tensorrt.pbtxt is Triton's ModelConfig in protobuf text format, written without either field
     (model_repository/configs.py, tensorrt_network_config); text format lets fields come in any
@@ -190,7 +204,10 @@ def tensorrt_config(model: Path, cc_files: dict[str, str], default: str) -> str:
         raise PlanError(f'{path} has no top-level platform: "tensorrt_plan": it is not a TensorRT config')
     if any(line.startswith(PLAN_FIELDS) for line in lines):
         raise PlanError(f"{path} names plan files already; they come from {PLANS_RECORD} only")
+    if precision not in PRECISIONS:
+        raise PlanError(f"precision {precision!r}: expected one of {PRECISIONS}")
     added = [f'default_model_filename: "{default}"']
+    added += ["parameters {", f'  key: "{PRECISION_PARAMETER}"', f'  value {{ string_value: "{precision}" }}', "}"]
     for capability, name in sorted(cc_files.items()):
         added += ["cc_model_filenames {", f'  key: "{capability}"', f'  value: "{name}"', "}"]
     return text.rstrip("\n") + "\n" + "\n".join(added) + "\n"
@@ -241,16 +258,32 @@ def find_trtexec() -> str:
     return found
 
 
+def onnx_file(version_dir: Path, precision: str) -> Path:
+    """The network a plan of `precision` is built from: model.onnx, or the export's FP16 model.fp16.onnx."""
+    if precision not in PRECISIONS:
+        raise PlanError(f"precision {precision!r}: expected one of {PRECISIONS}")
+    path = version_dir / ONNX_FILES[precision]
+    if not path.is_file():
+        raise PlanError(
+            f"{path} does not exist: an {precision} plan is built from it, and exports of this checkout with "
+            "--variant production write it beside model.onnx; re-export the model (or choose the other precision)"
+        )
+    return path
+
+
 def trtexec_command(
     trtexec: str,
     onnx: Path,
     engine: Path,
     shapes: Sequence[str],
-    precision: str,
     workspace_mib: int,
     timing_cache: Path | None = None,
 ) -> list[str]:
-    """The trtexec build command: one optimization profile per shape triple (profile_arguments).
+    """The trtexec build command: strongly typed, one optimization profile per shape triple (profile_arguments).
+
+    No precision flag: TensorRT 11's trtexec refuses --fp16, --int8, --best (they no longer parse),
+    so the plan's precision is that of `onnx` (onnx_file), built with --stronglyTyped, which
+    TensorRT 10 has too (since 10.0; samples/common/sampleOptions.cpp of v10.12.0 and v11.1).
 
     No --inputIOFormats: the network input is the uint8 NHWC crops, and trtexec (TensorRT 8.6 and
     10, sampleEngines.cpp, setupNetworkAndConfig) leaves a UINT8 input of the ONNX as it is, in the
@@ -259,12 +292,8 @@ def trtexec_command(
     tensor it reads as NCHW (S channels here). TensorRT's DataType documentation: uint8 network
     inputs are converted to float32/float16 before other layers, which the graph's own Cast does.
     """
-    if precision not in PRECISIONS:
-        raise PlanError(f"precision {precision!r}: expected one of {PRECISIONS}")
     command = [trtexec, f"--onnx={onnx}", f"--saveEngine={engine}", *profile_arguments(shapes)]
-    command += [f"--memPoolSize=workspace:{workspace_mib}M", "--skipInference"]
-    if precision == "fp16":
-        command.append("--fp16")
+    command += [f"--memPoolSize=workspace:{workspace_mib}M", "--skipInference", STRONGLY_TYPED]
     if timing_cache is not None:
         command.append(f"--timingCacheFile={timing_cache}")
     return command
@@ -274,7 +303,6 @@ def build_one(
     onnx: Path,
     plan: Path,
     shapes: Sequence[str],
-    precision: str,
     workspace_mib: int,
     trtexec: str,
     timing_cache: Path | None = None,
@@ -283,7 +311,7 @@ def build_one(
     plan.parent.mkdir(parents=True, exist_ok=True)
     handle, partial = tempfile.mkstemp(dir=plan.parent, suffix=".partial")
     os.close(handle)
-    command = trtexec_command(trtexec, onnx, Path(partial), shapes, precision, workspace_mib, timing_cache)
+    command = trtexec_command(trtexec, onnx, Path(partial), shapes, workspace_mib, timing_cache)
     print("running", " ".join(command), flush=True)
     try:
         subprocess.run(command, check=True)
@@ -338,16 +366,19 @@ def add_plan(
 ) -> Path:
     """Give `model` (a ``*_network`` directory holding 1/model.onnx) a plan for `gpu`, built or from the cache.
 
-    trtexec gets the profiles of the model's tensorrt.json; the plan is recorded in ``1/plans.json``,
+    trtexec gets the ONNX file of `precision` (onnx_file) and the profiles of the model's
+    tensorrt.json; the plan is recorded in ``1/plans.json``,
     and config.pbtxt becomes the model's tensorrt.pbtxt listing it in ``cc_model_filenames``
     together with the plans already recorded (other GPUs); it also becomes the default plan.
     """
     version_dir = model / "1"
-    onnx = version_dir / "model.onnx"
-    if not onnx.is_file():
-        raise PlanError(f"{onnx} does not exist: export the model with --variant production first")
+    if not (version_dir / ONNX_FILES["fp32"]).is_file():
+        raise PlanError(
+            f"{version_dir / ONNX_FILES['fp32']} does not exist: export the model with --variant production first"
+        )
     build = check_exported(model)  # a missing or foreign tensorrt.pbtxt stops before trtexec runs
     check_plans(version_dir, builder_version)  # plans of another TensorRT cannot sit beside this one
+    onnx = onnx_file(version_dir, precision)
     key = cache / gpu.key / f"trt-{builder_version}-{precision}"
     digest = file_digest(onnx)
     # The ONNX digest and the profiles are part of the name: a re-exported network, or one with other
@@ -356,7 +387,7 @@ def add_plan(
     if cached.is_file():
         print(f"{model.name}: plan from cache {cached}", flush=True)
     else:
-        build_one(onnx, cached, build.shapes, precision, workspace_mib, find_trtexec(), key / "timing.cache")
+        build_one(onnx, cached, build.shapes, workspace_mib, find_trtexec(), key / "timing.cache")
     filename = filename or plan_filename(gpu)
     (version_dir / filename).unlink(missing_ok=True)  # a new file, not a write through a link
     shutil.copyfile(cached, version_dir / filename)
@@ -366,6 +397,7 @@ def add_plan(
         "tensorrt": builder_version,
         "gpu": gpu.name,
         "precision": precision,
+        "onnx": onnx.name,
         "onnx_sha256_16": digest,
         "profiles": [list(batches) for batches in build.profiles],
         "trtexec_shapes": list(build.shapes),
@@ -373,7 +405,7 @@ def add_plan(
     }
     _replace(version_dir / PLANS_RECORD, json.dumps(record, indent=2, sort_keys=True) + "\n")
     cc_files = {cc: entry["file"] for cc, entry in record["plans"].items()}
-    _replace(model / "config.pbtxt", tensorrt_config(model, cc_files, default=filename))
+    _replace(model / "config.pbtxt", tensorrt_config(model, cc_files, default=filename, precision=precision))
     return version_dir / filename
 
 
@@ -423,12 +455,16 @@ def build(
             "the server's release (trtPlans.image.tag)"
         )
     target_gpu = gpu or query_gpu()
+    for model in sorted((repository / MODELS_DIR).glob("*_network")):  # every network's file, before any build
+        if (model / "1" / ONNX_FILES["fp32"]).is_file():
+            onnx_file(model / "1", precision)
     switched = []
     for model in sorted((repository / MODELS_DIR).glob("*_network")):
-        if not (model / "1" / "model.onnx").is_file():
+        if not (model / "1" / ONNX_FILES["fp32"]).is_file():
             continue
         add_plan(model, cache, precision, workspace_mib, builder_version, target_gpu, DEFAULT_PLAN)
-        (model / "1" / "model.onnx").unlink()  # the pod serves plans only (a link in a serving copy)
+        for name in ONNX_FILES.values():  # the pod serves plans only (links in a serving copy)
+            (model / "1" / name).unlink(missing_ok=True)
         switched.append(model.name)
     if not switched:
         raise PlanError(f"no *_network/1/model.onnx under {repository / MODELS_DIR}")

@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "upgrade":
         try:
             print(f"upgraded {', '.join(install.upgrade(args.repository))} in {args.repository}")
-        except (FileNotFoundError, FileExistsError, OSError) as err:
+        except (FileNotFoundError, FileExistsError, ValueError, OSError) as err:
             print(f"error: {err}; {args.repository} was left as it was", file=sys.stderr)
             return 1
         return 0

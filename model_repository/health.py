@@ -9,6 +9,10 @@ step serves fails. The serving copy records how many stub processes it asks for
 tritonserver's stubs and exits 1 when fewer run, so the chart's liveness probe restarts the
 container. It also asks Triton's own live endpoint when an HTTP port is given. Standard library
 only: the kubelet runs it every few seconds.
+
+The production release (2.73) fails strict readiness on a dead stub, so the readiness probe takes
+the pod out of the Service, but it restarts nothing either: this check stays the one that restarts
+(docs/security.md, "A dead Python step"; unverified on 2.73).
 """
 
 from __future__ import annotations

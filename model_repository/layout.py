@@ -93,10 +93,11 @@ def sized_config(
     config = configs.parse_pbtxt(text)
     kind = configs.step_kind(config.name)
     if kind == "ensemble":
-        if not response_cache:
-            return text
-        config.response_cache.enable = True
-        return configs.text_format.MessageToString(config)
+        # A production ensemble's in-flight bound follows the node's layout, as the steps' queues do.
+        inflight = None if configs.inflight_limit(text) is None else configs.ensemble_inflight_limit(layout)
+        if response_cache:
+            config.response_cache.enable = True
+        return configs.message_to_pbtxt(config, inflight)
     if not warmup:
         del config.model_warmup[:]
     installed_instances = sum(group.count for group in config.instance_group)

@@ -54,7 +54,14 @@ STUDY_TIMEOUT_S = 1200
 STALL_S = 240  # one measurement here takes 20-60 s
 # perf_analyzer windows Model Analyzer asks for: 10 requests, three in a row within 30 %, since a
 # 2-core machine shared with other work drifts more than the default 10 % allows (docs/operations.md).
-PERF_ANALYZER_FLAGS = {"measurement-mode": "count_windows", "measurement-request-count": 10, "stability-percentage": 30}
+PERF_ANALYZER_FLAGS = {
+    "measurement-mode": "count_windows",
+    "measurement-request-count": 10,
+    "stability-percentage": 30,
+    # Remote mode measures a deployment, which refuses client shared memory (a key Model Analyzer passes
+    # through: model_analyzer/perf_analyzer/perf_config.py perf_analyzer_args).
+    "shared-memory": analyzer.SHARED_MEMORY,
+}
 # The network study's levers: instances x ONNX Runtime intra-op threads x the batcher's queue delay.
 NETWORK_QUEUE_DELAYS_US = (500, 4000)
 NETWORK_CONCURRENCY = (2,)  # two requests in flight on two cores: overlap and batching both show

@@ -116,11 +116,18 @@ class Point:
     attempts: int = 1  # > 1 when earlier attempts were discarded because other processes were busy
 
 
+SHARED_MEMORY = "none"  # perf_analyzer --shared-memory: never client shared memory (see command)
+
+
 def command(target: Target, model: str, concurrency: int, input_data: Path, csv_path: Path) -> list[str]:
     """The common part of every invocation; measurement options are appended by the caller."""
     return [
         *(str(binary()), "-m", model, "-u", target.grpc_url, "-i", "grpc", "--input-data", str(input_data)),
         *("--concurrency-range", str(concurrency), "-f", str(csv_path), "--verbose-csv", "--collect-metrics"),
+        # Tensors travel in the requests: a production server (26.05 and later) refuses client shared
+        # memory unless started with --allow-client-shm (the chart's server.allowClientShm, off), and
+        # only a client on the server's node could use it. perf_analyzer's default, stated.
+        *("--shared-memory", SHARED_MEMORY),
         *("--metrics-url", target.metrics_url.removeprefix("http://")),
         # perf_analyzer reads the server's statistics API around each measurement: over gRPC, 2.51's
         # -H adds the header to the metadata too (its --help says otherwise; checked on the server).

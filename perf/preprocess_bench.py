@@ -36,9 +36,9 @@ from preprocess.decoding import FAST_DECODE_MARGIN, dct_scale
 
 DOCS = study.DOCS / "preprocessing.md"
 MODELS = ("NextViT_small_224", "ViT_base_patch16_224")  # one per family, the CI exports
-# Published TensorRT FP16 images/s of one H100 at batch 64-128, low and high: estimates from
-# ../shared/reference/gpu-capacity.md (no GPU runs here). The one copy; perf.capacity reads it too.
-H100_IMAGES_PER_S = {"NextViT_small_224": (12_000, 20_000), "ViT_base_patch16_224": (8_000, 12_000)}
+# Published TensorRT FP16 images/s of one H100 at batch 64-128, low and high: estimates, unverified on a
+# GPU. The one copy is model_repository/configs.py, which also prices the other runtimes.
+H100_IMAGES_PER_S = configs.H100_TENSORRT_FP16_IMAGES_PER_S
 NOISE_SIGMA = 3.0  # levels: a 12 MP file then has a camera's entropy-coded size (see photo_jpegs)
 Classify = Callable[[np.ndarray], np.ndarray]  # uint8 crops N x S x S x 3 -> probabilities N x classes
 SIZES = ((500, 375), (1920, 1080), (4000, 3000))  # a web photo, a video frame, a 12 MP camera photo

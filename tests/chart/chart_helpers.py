@@ -123,6 +123,20 @@ def flags(args: list[str]) -> dict[str, str]:
     return out
 
 
+# Every long option of tritonserver 2.73.0 (the production release), from its parser's source: the
+# file names the repository, file and commit.
+RELEASE_FLAGS_FILE = Path(__file__).resolve().parent / "data" / "tritonserver-2.73.0-flags.txt"
+# Flags the chart passes that the local 2.51.0 does not parse (it exits on an unknown flag): the test
+# that starts 2.51 with the chart's flags leaves these out, after checking 2.51 really lacks them.
+NEWER_RELEASE_ONLY = ("--allow-client-shm",)
+
+
+def release_flags() -> set[str]:
+    """The flag names (without dashes) tritonserver 2.73.0 parses."""
+    lines = RELEASE_FLAGS_FILE.read_text(encoding="utf-8").splitlines()
+    return {line.strip() for line in lines if line.strip() and not line.startswith("#")}
+
+
 def listed_after(args: list[str], flag: str) -> list[str]:
     """The values of an argparse ``nargs="+"`` flag: the words after it, up to the next flag."""
     if flag not in args:

@@ -36,6 +36,7 @@ from chart_helpers import (
 import catalog
 from model_repository import configs, install
 from model_repository.health import MARKER
+from tests.support.records import placeholder_record
 
 RENDER = "render-repository"
 SERVING_COPY = "/repository/models"
@@ -133,10 +134,10 @@ def test_models_and_explicit_counts_reach_the_render_step() -> None:
     assert "--network-cpu-instances" not in given and "--network-cpu-threads" not in given
 
 
-def test_defaults_pass_only_the_cores_and_the_gpu_instances() -> None:
+def test_defaults_pass_the_default_models_the_cores_and_the_gpu_instances() -> None:
     args = init_container(render_case("01-default-gpu-values.yaml"), RENDER)["args"]
-    assert "--models" not in args, "empty models: every installed model"
-    assert set(flags(args)) == {"--source", "--target", "--cores", "--network-gpu-instances"}
+    assert listed_after(args, "--models") == values_file()["models"], "the models that fit the default GPU"
+    assert set(flags(args)) == {"--source", "--target", "--models", "--cores", "--network-gpu-instances"}
     assert flags(args)["--network-gpu-instances"] == str(values_file()["capacity"]["networkGpuInstances"]) == "1"
 
 
@@ -197,7 +198,7 @@ def installed(root: Path, variant: configs.Variant, names: list[str]) -> Path:
     network = root / "placeholder.onnx"
     network.write_bytes(b"placeholder network")
     for name in names:
-        install.install(catalog.get(name), network, {"weights_note": "placeholder"}, root / variant, variant)
+        install.install(catalog.get(name), network, placeholder_record(catalog.get(name)), root / variant, variant)
     return root / variant
 
 
@@ -271,7 +272,7 @@ def test_rendered_command_sizes_the_portable_network(tmp_path: Path, image_code:
 def test_image_source_with_plans_copies_the_network_files(tmp_path: Path, image_code: Path) -> None:
     """The TensorRT image cannot see the server image's /models: the networks' files must be real files."""
     container = init_container(render_case("05-trt-plans-values.yaml"), RENDER)
-    source = installed(tmp_path / "installed", "production", ["NextViT_small_224"])
+    source = installed(tmp_path / "installed", "production", merged("05-trt-plans-values.yaml")["models"])
     volume, cwd = tmp_path / "volume", tmp_path / "cwd"
     volume.mkdir()
     cwd.mkdir()

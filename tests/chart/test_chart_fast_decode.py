@@ -49,7 +49,7 @@ def test_schema_refuses_a_margin_below_one() -> None:
 
 
 def test_rendered_command_switches_the_decoding_steps_only(tmp_path: Path) -> None:
-    values = {"mode": "cpu", "preprocessing": {"fastDecode": True, "fastDecodeMargin": 1.25}}
+    values = {"mode": "cpu", "models": list(SERVED), "preprocessing": {"fastDecode": True, "fastDecodeMargin": 1.25}}
     container = init_container(render(values), RENDER)
     source = installed(tmp_path / "installed", "portable", list(SERVED))
     volume, cwd = tmp_path / "volume", tmp_path / "cwd"
@@ -73,6 +73,7 @@ def test_rendered_command_switches_the_decoding_steps_only(tmp_path: Path) -> No
 def test_object_storage_cannot_take_it() -> None:
     values = {
         "preprocessing": {"fastDecode": True},
+        "models": [],
         "modelRepository": {"source": "objectStorage", "objectStorage": {"url": "s3://b/p"}},
     }
     with pytest.raises(helm.HelmRenderError, match=r"preprocessing\.fastDecode is applied by the render-repository"):

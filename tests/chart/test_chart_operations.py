@@ -97,6 +97,7 @@ def test_bad_values_are_refused(values: dict[str, Any], fragment: str) -> None:
 def test_the_cache_needs_a_rendered_repository() -> None:
     values = {
         "responseCache": {"enabled": True, "sizeMiB": 16},
+        "models": [],
         "modelRepository": {"source": "objectStorage", "objectStorage": {"url": "s3://bucket/models"}},
     }
     with pytest.raises(helm.HelmRenderError, match=r"responseCache\.enabled needs a mounted repository"):

@@ -53,13 +53,14 @@ TEMPLATE_ERRORS = [
     ({"modelRepository": {"source": "nfs"}}, "set modelRepository.nfs.server and"),
     ({"modelRepository": {"source": "objectStorage"}}, "must start with s3://, gs:// or as://"),
     (
-        {"modelRepository": {"source": "objectStorage", "objectStorage": {"url": "gs://b/p"}}},
+        {"models": [], "modelRepository": {"source": "objectStorage", "objectStorage": {"url": "gs://b/p"}}},
         "existingSecret is needed for gs://",
     ),
     ({"mode": "cpu", "trtPlans": {"enabled": True}}, "trtPlans.enabled needs mode gpu"),
     (
         {
             "trtPlans": {"enabled": True},
+            "models": [],
             "modelRepository": {"source": "objectStorage", "objectStorage": {"url": "s3://b/p"}},
         },
         "build the plans before uploading",
@@ -90,6 +91,7 @@ TEMPLATE_ERRORS = [
     (
         {
             "capacity": {"preprocessInstances": 4},
+            "models": [],
             "modelRepository": {"source": "objectStorage", "objectStorage": {"url": "s3://b/p"}},
         },
         "capacity is applied by the render-repository init container",
@@ -97,6 +99,7 @@ TEMPLATE_ERRORS = [
     (
         {
             "capacity": {"networkGpuInstances": 2},
+            "models": [],
             "modelRepository": {"source": "objectStorage", "objectStorage": {"url": "s3://b/p"}},
         },
         "render a sized copy before uploading",
@@ -156,5 +159,6 @@ def test_model_names_are_the_catalog() -> None:
 
 
 def test_objectstorage_without_selection_or_capacity_renders() -> None:
-    """The refusals above are about values that would be ignored; the plain object-storage install still works."""
-    render_files({"modelRepository": {"source": "objectStorage", "objectStorage": {"url": "s3://b/p"}}})
+    """The refusals above are about values that would be ignored; the plain object-storage install still works
+    (models set to [], as the default names the models that fit a 24 GiB GPU, which a bucket cannot select)."""
+    render_files({"models": [], "modelRepository": {"source": "objectStorage", "objectStorage": {"url": "s3://b/p"}}})

@@ -22,7 +22,16 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-from chart_helpers import CHART_DIR, HELM_DIR, image_code_tree, one, render_case, server_container
+from chart_helpers import (
+    CHART_DIR,
+    HELM_DIR,
+    NEWER_RELEASE_ONLY,
+    image_code_tree,
+    one,
+    release_flags,
+    render_case,
+    server_container,
+)
 
 import catalog
 from model_repository.server import TritonServer, free_port, server_binary
@@ -34,7 +43,8 @@ ADAPTER_VALUES = HELM_DIR / "monitoring" / "prometheus-adapter-values.yaml"
 SMOKED = [catalog.get(name).triton_name for name in SERVED_MODELS]
 # Reported only where NVML sees a GPU; this machine has none.
 GPU_ONLY = {"nv_gpu_utilization", "nv_gpu_memory_used_bytes", "nv_gpu_memory_total_bytes"}
-PROMQL_FUNCTIONS = {"sum", "max", "rate", "clamp_min", "label_values"}
+PROMQL_FUNCTIONS = {"sum", "max", "rate", "clamp_min", "max_over_time", "label_values"}
+PROMQL_KEYWORDS = r"\bbool\b"  # the comparison modifier, not a metric name
 # Flags that decide how models load; the local server the tests use must share them.
 LOADING_FLAGS = ("--model-control-mode", "--strict-readiness", "--disable-auto-complete-config")
 
@@ -47,6 +57,7 @@ def promql_metrics(expr: str) -> set[str]:
     expr = re.sub(r'"[^"]*"', "", expr)
     expr = re.sub(r"\{[^}]*\}|\[[^\]]*\]", "", expr)
     expr = re.sub(r"\b(by|without)\s*\([^)]*\)", "", expr)
+    expr = re.sub(PROMQL_KEYWORDS, "", expr)
     names = set()
     for match in re.finditer(r"(?<![\w.])([A-Za-z_:][\w:]*)(\s*\()?", expr):
         name, call = match.group(1), match.group(2)
@@ -100,11 +111,17 @@ def classify_once(server: Any) -> None:
 def test_promql_reader_finds_names() -> None:
     expr = (
         'sum by (pod) (rate(a_total{x="y"}[1m])) / clamp_min(sum by (<<.GroupBy>>) '
-        "(rate(b_us{<<.LabelMatchers>>}[$__rate_interval])), 1e-9) / 1000"
+        "(rate(b_us{<<.LabelMatchers>>}[$__rate_interval])), 1e-9) / 1000 * (max(c) > bool 0)"
     )
-    assert promql_metrics(expr) == {"a_total", "b_us"}
+    assert promql_metrics(expr) == {"a_total", "b_us", "c"}
     assert {"nv_inference_queue_duration_us", "nv_gpu_utilization"} <= dashboard_metrics()
-    assert adapter_metrics() == {"nv_inference_queue_duration_us", "nv_inference_compute_infer_duration_us"}
+    assert adapter_metrics() == {
+        "nv_inference_queue_duration_us",
+        "nv_inference_compute_infer_duration_us",
+        "nv_inference_request_failure",
+        "nv_inference_request_success",
+        "nv_inference_pending_request_count",
+    }
 
 
 def test_chart_flags_match_the_tested_server() -> None:
@@ -168,6 +185,10 @@ def test_rendered_flags_start_the_real_server(case: str, tmp_path: Path) -> None
     import tritonclient.grpc as grpcclient
 
     args = [a.replace("$(TRITON_ADMIN_KEY)", ADMIN_KEY) for a in server_container(render_case(case))["args"]]
+    newer = [a for a in args if a.partition("=")[0] in NEWER_RELEASE_ONLY]
+    assert {a.partition("=")[0].removeprefix("--") for a in newer} <= release_flags()
+    assert not any(flag in server_help() for flag in NEWER_RELEASE_ONLY)  # else it belongs under test here
+    args = [a for a in args if a not in newer]  # 2.73-only: checked against its parser's list instead
     http_on = "--allow-http=false" not in args
     assert args[0] == "tritonserver"
     empty = tmp_path / "models"  # no models: only the flags are under test
@@ -221,6 +242,12 @@ def test_rendered_flags_start_the_real_server(case: str, tmp_path: Path) -> None
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
+
+
+def server_help() -> str:
+    """The local tritonserver's --help: the flags 2.51 parses."""
+    result = subprocess.run([str(server_binary()), "--help"], capture_output=True, text=True, timeout=60)
+    return result.stdout + result.stderr
 
 
 def grpc_health(url: str, service: bytes = b"") -> bytes:

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from chart_helpers import REPO
+from chart_helpers import CHART_DIR, REPO
 
 from catalog import CATALOG
 from model_repository import configs
@@ -26,6 +26,7 @@ from model_repository import configs
 NEWER = REPO / ".venv" / "newer-release"
 NEWER_REQUIREMENTS = REPO / "requirements" / "newer-release.txt"
 PROTO = NEWER / "tritonclient" / "grpc" / "model_config_pb2.py"
+MEMORY = json.loads((CHART_DIR / "files" / "network-memory.json").read_text(encoding="utf-8"))["models"]
 
 # Loads model_config_pb2.py by path (tritonclient.grpc's __init__ would pull grpc in), then parses each
 # config with text_format.Parse: unknown fields and bad enum values raise. Prints what it ran on.
@@ -36,16 +37,28 @@ from google.protobuf import text_format
 spec = importlib.util.spec_from_file_location("newer_model_config_pb2", sys.argv[1])
 module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
-failures = {}
+failures, inflight = {}, {}
 configs = json.load(sys.stdin)
 for name, text in configs.items():
     try:
-        text_format.Parse(text, module.ModelConfig())
+        message = text_format.Parse(text, module.ModelConfig())
     except Exception as error:
         failures[name] = str(error)
+        continue
+    if message.ensemble_scheduling.max_inflight_requests:
+        inflight[name] = message.ensemble_scheduling.max_inflight_requests
 print(json.dumps({"protobuf": google.protobuf.__version__, "file": module.__file__,
-                  "parsed": len(configs), "failures": failures}))
+                  "parsed": len(configs), "failures": failures, "inflight": inflight}))
 """
+
+
+ENSEMBLES = {
+    lambda entry: entry.triton_name: configs.ensemble_config,
+    configs.pixels_ensemble_name: configs.pixels_ensemble_config,
+    configs.crop_ensemble_name: configs.crop_ensemble_config,
+}
+# A reference answer as the export records it (export/parity.py), so the parameters it adds are parsed too.
+REFERENCE = {"photo_sha256": "0" * 64, "class_ids": list(range(10)), "scores": [0.1] * 10}
 
 
 def pinned(name: str) -> str:
@@ -61,12 +74,15 @@ def generated_configs() -> dict[str, str]:
     texts: dict[str, str] = {}
     for entry in CATALOG.values():
         note = "random"
-        texts[entry.triton_name] = configs.to_pbtxt(configs.ensemble_config(entry, note))
-        texts[configs.pixels_ensemble_name(entry)] = configs.to_pbtxt(configs.pixels_ensemble_config(entry, note))
         for variant in ("portable", "production"):
+            # Installed production networks carry ONNX Runtime's gpu_mem_limit (from the export record;
+            # the chart's copy of the records gives the same figure here).
+            limit = MEMORY[entry.triton_name]["gpuMemLimitMiB"] << 20 if variant == "production" else None
+            for name, ensemble in ENSEMBLES.items():
+                texts[f"{variant}/{name(entry)}"] = configs.to_pbtxt(ensemble(entry, note, REFERENCE, variant))
             for name in [configs.network_name(entry), *configs.shared_steps(entry)]:
                 texts[f"{variant}/{name}"] = configs.to_pbtxt(
-                    configs.step_config(name, entry, variant, configs.Layout())
+                    configs.step_config(name, entry, variant, configs.Layout(), limit)
                 )
         texts[f"tensorrt/{configs.network_name(entry)}"] = configs.to_pbtxt(configs.tensorrt_network_config(entry))
     return texts
@@ -102,6 +118,32 @@ def test_every_generated_config_parses_with_the_newer_release_protobuf() -> None
     assert f"tritonclient-{pinned('tritonclient')}.dist-info" in os.listdir(NEWER)
     assert report["parsed"] == len(texts)
     assert report["failures"] == {}
+    assert all(
+        "gpu_mem_limit" in text for name, text in texts.items() if name.startswith("production/") and "_network" in name
+    )
+    # Production ensembles bound their in-flight requests, read by 2.73's own ModelConfig; portable ones
+    # (served by the local 2.51, whose ModelConfig lacks the field) never carry it.
+    production_ensembles = {f"production/{name(entry)}" for entry in CATALOG.values() for name in ENSEMBLES}
+    assert len(production_ensembles) == 3 * len(CATALOG)
+    limit = configs.ensemble_inflight_limit(configs.Layout())
+    assert report["inflight"] == dict.fromkeys(sorted(production_ensembles), limit)
+
+
+def test_the_production_ensembles_stay_readable_by_the_local_release() -> None:
+    """2.51's ModelConfig (this venv, the server image's render step) parses them; the bound survives a render."""
+    from model_repository import layout
+
+    entry = CATALOG["ViT_base_patch16_224"]
+    text = configs.to_pbtxt(configs.ensemble_config(entry, "random", REFERENCE, "production"))
+    assert "max_inflight_requests" not in configs.model_config_pb2.ModelEnsembling.DESCRIPTOR.fields_by_name
+    assert [step.model_name for step in configs.parse_pbtxt(text).ensemble_scheduling.step][
+        1
+    ] == "vit_base_patch16_224_network"
+    node = configs.Layout.for_cores(96)
+    rendered = layout.sized_config(text, node, response_cache=True)
+    assert configs.inflight_limit(rendered) == configs.ensemble_inflight_limit(node) > configs.inflight_limit(text)
+    report = parse_with_newer_release({"rendered": rendered})
+    assert report["failures"] == {} and report["inflight"] == {"rendered": configs.ensemble_inflight_limit(node)}
 
 
 def test_the_guard_refuses_a_field_the_newer_release_does_not_know() -> None:

@@ -21,9 +21,10 @@ import pytest
 from chart_helpers import case_values, image_code_tree, init_container, render
 
 from catalog import CATALOG
-from export import tensorrt
+from export import fp16, tensorrt
 from export import trt_plans as plans
 from model_repository import configs, install, layout
+from tests.support.records import placeholder_record
 
 FAKE_TRTEXEC = """#!{python}
 import os, sys
@@ -53,11 +54,14 @@ def trtexec_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def source_repository(root: Path, names: list[str]) -> Path:
-    """A production repository as model_repository.install writes it, with stand-in ONNX bytes."""
+    """A production repository as model_repository.install writes it, with stand-in bytes for both ONNX files."""
     for name in names:
-        onnx = root.parent / f"{name}.onnx"
-        onnx.write_bytes(f"onnx of {name}".encode())
-        install.install(CATALOG[name], onnx, {"weights_note": "stand-in bytes"}, root, "production")
+        work = root.parent / f"{name}-export"
+        work.mkdir(parents=True)
+        for precision, file in plans.ONNX_FILES.items():
+            (work / file).write_bytes(f"{precision} onnx of {name}".encode())
+        onnx = work / plans.ONNX_FILES["fp32"]
+        install.install(CATALOG[name], onnx, placeholder_record(CATALOG[name], "stand-in bytes"), root, "production")
     return root
 
 
@@ -77,10 +81,11 @@ def staged(source: Path, target: Path, version: str = "10.5.0") -> Path:
     return target
 
 
-def expected_plan_config(model: Path, cc_files: dict[str, str], default: str) -> object:
-    """tensorrt.pbtxt as the export (and renderer) wrote it, plus the plan files: what config.pbtxt must be."""
+def expected_plan_config(model: Path, cc_files: dict[str, str], default: str, precision: str = "fp32") -> object:
+    """tensorrt.pbtxt as the export (and renderer) wrote it, plus the plan files and their precision."""
     expected = configs.parse_pbtxt((model / plans.TENSORRT_CONFIG).read_text())
     expected.default_model_filename = default
+    expected.parameters[configs.PRECISION_PARAMETER].string_value = precision
     for capability, name in cc_files.items():
         expected.cc_model_filenames[capability] = name
     return expected
@@ -92,6 +97,7 @@ def shape_flags(call: str) -> list[str]:
 
 def test_file_names_are_the_installers() -> None:
     assert (plans.TENSORRT_CONFIG, plans.TENSORRT_BUILD) == (install.TENSORRT_CONFIG, install.TENSORRT_BUILD)
+    assert plans.ONNX_FILES["fp16"] == install.FP16_NETWORK == fp16.FP16_FILE
 
 
 @pytest.mark.parametrize("name", ["NextViT_small_224", "ViT_large_patch16_384"])
@@ -101,7 +107,7 @@ def test_trtexec_gets_every_profile_of_the_export(name: str, tmp_path: Path) -> 
     expected = configs.trtexec_profile_shapes(CATALOG[name])
     assert list(build.shapes) == expected
     assert build.profiles == configs.TRT_PROFILES
-    command = plans.trtexec_command("trtexec", Path("m.onnx"), Path("m.plan"), build.shapes, "fp16", 1024)
+    command = plans.trtexec_command("trtexec", Path("m.onnx"), Path("m.plan"), build.shapes, 1024)
     # trtexec's --profile=N takes the three shape flags right behind it (TensorRT 10 sampleOptions.cpp).
     start = command.index("--profile=0")
     assert command[start : start + 8] == ["--profile=0", *expected[:3], "--profile=1", *expected[3:]]
@@ -117,9 +123,24 @@ def test_the_written_config_is_the_exported_tensorrt_config_plus_plan_files(tmp_
     assert parsed.default_model_filename == "model_sm89.plan"
     parsed.ClearField("cc_model_filenames")
     parsed.ClearField("default_model_filename")
+    del parsed.parameters[configs.PRECISION_PARAMETER]
     assert parsed == generated, "the builder changes nothing but the plan files"
     exported = (model / plans.TENSORRT_CONFIG).read_text()
     assert plans.tensorrt_config(model, cc_files, "model_sm89.plan").startswith(exported), "appended, not edited"
+
+
+@pytest.mark.parametrize("precision", plans.PRECISIONS)
+def test_the_plan_config_names_its_precision_for_the_smoke_check(precision: str, tmp_path: Path) -> None:
+    """The helm test picks its tolerance from this parameter (client/smoke.py): an FP16 plan must say so."""
+    from catalog.models import served_atol
+
+    assert plans.PRECISION_PARAMETER == configs.PRECISION_PARAMETER  # the TensorRT image's copy of the name
+    model = network(source_repository(tmp_path / "src", ["ViT_base_patch16_224"]), "ViT_base_patch16_224")
+    parsed = configs.parse_pbtxt(plans.tensorrt_config(model, {"8.9": "model_sm89.plan"}, "model_sm89.plan", precision))
+    assert parsed.parameters[configs.PRECISION_PARAMETER].string_value == precision
+    assert served_atol(precision) > 0  # a tolerance exists for every precision a plan can name
+    with pytest.raises(plans.PlanError, match="precision 'int8'"):
+        plans.tensorrt_config(model, {}, "model.plan", "int8")
 
 
 def test_portable_networks_have_no_tensorrt_files(tmp_path: Path) -> None:
@@ -155,7 +176,7 @@ def test_a_malformed_build_record_is_refused(tmp_path: Path) -> None:
     with pytest.raises(plans.PlanError, match="triples"):
         plans.read_build(model)
     shapes = configs.trtexec_profile_shapes(CATALOG["NextViT_small_224"])
-    record = {"trtexec_shapes": shapes, "profiles": [[1, 8, 16], [17, 32, 128]]}  # 32: not --optShapes' batch
+    record = {"trtexec_shapes": shapes, "profiles": [[1, 8, 16], [1, 32, 128]]}  # 32: not --optShapes' batch
     (model / plans.TENSORRT_BUILD).write_text(json.dumps(record))
     with pytest.raises(plans.PlanError, match="batch 32"):
         plans.read_build(model)
@@ -210,8 +231,8 @@ def test_stage_checks_the_rendered_copy_and_build_leaves_the_source_alone(tmp_pa
     for name in names:
         model = network(work / plans.MODELS_DIR, name)
         config = configs.parse_pbtxt((model / "config.pbtxt").read_text())
-        assert config == expected_plan_config(model, {"8.9": "model.plan"}, "model.plan")
-        assert not (model / "1" / "model.onnx").exists()
+        assert config == expected_plan_config(model, {"8.9": "model.plan"}, "model.plan", "fp16")
+        assert not [name for name in plans.ONNX_FILES.values() if (model / "1" / name).exists()]
     assert install.digest_tree(source) == before, "a build in the serving copy never writes through its links"
 
 
@@ -244,11 +265,12 @@ def test_build_switches_every_network_and_reuses_the_cache(tmp_path: Path, trtex
         for name in switched:
             model = work / "models" / name
             assert (model / "1" / "model.plan").read_bytes().startswith(b"plan for --onnx=")
-            assert not (model / "1" / "model.onnx").exists()
+            assert not [name for name in plans.ONNX_FILES.values() if (model / "1" / name).exists()]
             assert configs.parse_pbtxt((model / "config.pbtxt").read_text()).platform == "tensorrt_plan"
     calls = trtexec_log.read_text().splitlines()
     assert len(calls) == 2, "the warm start must take both plans from the cache"
-    assert all("--fp16" in call and "--memPoolSize=workspace:2048M" in call for call in calls)
+    assert all("--stronglyTyped" in call and "--memPoolSize=workspace:2048M" in call for call in calls)
+    assert all(call.split()[0].endswith(f"/1/{plans.ONNX_FILES['fp16']}") for call in calls)
     assert any(f"--maxShapes=CROPS:{configs.GPU_MAX_BATCH_SIZE}x384x384x3" in call for call in calls), calls
     cached = sorted(p.relative_to(cache).as_posix() for p in cache.rglob("*.plan"))
     assert [p.split("/")[:2] for p in cached] == [["NVIDIA-L4-sm8.9", "trt-10.5.0-fp16"]] * 2
@@ -260,8 +282,8 @@ def test_a_new_onnx_or_new_profiles_get_a_new_plan(tmp_path: Path, trtexec_log: 
     cache = tmp_path / "cache"
     for attempt in ("v1", "v2", "v3", "v3-again"):
         if attempt == "v2":
-            (model / "1" / "model.onnx").unlink()
-            (model / "1" / "model.onnx").write_bytes(b"re-exported")
+            (model / "1" / plans.ONNX_FILES["fp16"]).unlink()
+            (model / "1" / plans.ONNX_FILES["fp16"]).write_bytes(b"re-exported")
         if attempt == "v3":
             record = json.loads((model / plans.TENSORRT_BUILD).read_text())
             record["trtexec_shapes"][-1] = record["trtexec_shapes"][-1].replace("CROPS:128x", "CROPS:96x")
@@ -368,5 +390,8 @@ def test_the_chart_commands_run_the_builder_the_server_image_ships(tmp_path: Pat
     for name in names:
         model = network(volume / plans.MODELS_DIR, name)
         assert configs.parse_pbtxt((model / "config.pbtxt").read_text()) == expected_plan_config(
-            model, {"8.9": "model.plan"}, "model.plan"
+            model,
+            {"8.9": "model.plan"},
+            "model.plan",
+            "fp16",  # the chart's default trtPlans.precision
         )

@@ -18,7 +18,8 @@ import pytest
 import yaml
 
 import catalog
-from export import trt_plans
+from catalog.resolve import photo_crops
+from export import fp16, trt_plans
 from export.__main__ import main
 from model_repository import configs, install, layout
 from tests.support.snapshots import snapshot
@@ -64,13 +65,22 @@ def set_gpu(bin_dir: Path, name: str, capability: str) -> None:
     _executable(bin_dir / "nvidia-smi", f"#!/bin/sh\necho '{name}, {capability}'\n")
 
 
-@pytest.fixture
-def production(exported_repository: Path, tmp_path: Path) -> Path:
-    """A production-variant repository holding the session's real NextViT_small_224 ONNX network."""
+@pytest.fixture(scope="module")
+def fp16_network(exported_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """The session's real NextViT_small_224 network with the FP16 network the production export writes beside it."""
     network = exported_repository / configs.network_name(ENTRY)
-    record = json.loads((network / install.EXPORT_RECORD).read_text())
+    work = tmp_path_factory.mktemp("fp16-network")
+    onnx = work / "model.onnx"
+    os.link(network / "1" / "model.onnx", onnx)
+    return onnx, fp16.write(onnx, work / fp16.FP16_FILE, photo_crops(ENTRY))
+
+
+@pytest.fixture
+def production(exported_repository: Path, fp16_network: tuple[Path, dict], tmp_path: Path) -> Path:
+    """A production-variant repository holding the session's real NextViT_small_224 network and its FP16 network."""
+    record = json.loads((exported_repository / configs.network_name(ENTRY) / install.EXPORT_RECORD).read_text())
     repository = tmp_path / "production"
-    install.install(ENTRY, network / "1" / "model.onnx", record, repository, "production")
+    install.install(ENTRY, fp16_network[0], record | {"fp16": fp16_network[1]}, repository, "production")
     return repository
 
 
@@ -117,16 +127,19 @@ def test_plan_build_arguments_profile_record_and_config(production: Path, tmp_pa
     for flag in (
         f"--minShapes={configs.NETWORK_INPUT}:1x{ENTRY.input_size}x{ENTRY.input_size}x3",
         f"--maxShapes={configs.NETWORK_INPUT}:{configs.GPU_MAX_BATCH_SIZE}x{ENTRY.input_size}x{ENTRY.input_size}x3",
-        "--fp16",
+        "--stronglyTyped",  # its types are the plan's precision: no precision flag (TensorRT 11 has none)
         "--memPoolSize=workspace:4096M",
         f"--timingCacheFile={cache}/NVIDIA-L4-sm8.9/trt-10.5.0-fp16/timing.cache",
     ):
         assert flag in arguments, (flag, call)
     assert not [a for a in arguments if a.startswith("--inputIOFormats")], "the uint8 input keeps its ONNX type"
+    assert not set(arguments) & {"--fp16", "--fp32", "--int8", "--best"}
+    (onnx,) = [a for a in arguments if a.startswith("--onnx=")]
+    assert onnx.endswith(f"/{configs.network_name(ENTRY)}/1/{fp16.FP16_FILE}"), "the FP16 network is the precision"
     model, exported = tensorrt_files(production)
     version_dir = model / "1"
     assert (version_dir / "model_sm89.plan").read_bytes().startswith(b"STAND-IN PLAN")
-    assert (version_dir / "model.onnx").is_file()  # kept: plans for other GPUs are built from it
+    assert (version_dir / "model.onnx").is_file() and (version_dir / fp16.FP16_FILE).is_file()  # other GPUs' plans
     (plan,) = json.loads((version_dir / trt_plans.PLANS_RECORD).read_text())["plans"].items()
     assert plan[0] == "8.9"
     assert plan[1] | {"built_at": None} == {
@@ -134,7 +147,8 @@ def test_plan_build_arguments_profile_record_and_config(production: Path, tmp_pa
         "tensorrt": "10.5.0",
         "gpu": "NVIDIA L4",
         "precision": "fp16",
-        "onnx_sha256_16": trt_plans.file_digest(version_dir / "model.onnx"),
+        "onnx": fp16.FP16_FILE,
+        "onnx_sha256_16": trt_plans.file_digest(version_dir / fp16.FP16_FILE),
         "profiles": [list(profile) for profile in configs.TRT_PROFILES],
         "trtexec_shapes": shapes,
         "built_at": None,
@@ -161,7 +175,7 @@ def test_a_second_gpu_adds_its_plan_beside_the_first(production: Path, tmp_path:
     set_gpu(tmp_path / "bin", "NVIDIA A100-SXM4-80GB", "8.0")
     assert trt(production, cache, "--server-tensorrt-version", "10.5.0", "--precision", "fp32") == 0
     calls = toolbox.read_text().splitlines()
-    assert len(calls) == 2 and not any("--fp16" in call for call in calls)
+    assert len(calls) == 2 and all("/1/model.onnx " in call and "--stronglyTyped" in call for call in calls)
     config = network_config(production)
     assert dict(config.cc_model_filenames) == {"8.0": "model_sm80.plan", "8.9": "model_sm89.plan"}
     _, expected = tensorrt_files(production)
@@ -225,27 +239,51 @@ def test_ort_tensorrt_provider_config(production: Path, capsys: pytest.CaptureFi
     args = [ENTRY.name, "--variant", "production", "--ort-trt", "--repository", str(production)]
     assert main([*args, "--engine-cache", "/cache/ort"]) == 0
     config = network_config(production)
-    assert config.backend == "onnxruntime" and config.default_model_filename == "model.onnx"
+    # FP16 is the FP16 network, not a provider flag: trt_fp16_enable is TensorRT's FP16 builder flag.
+    assert config.backend == "onnxruntime" and config.default_model_filename == fp16.FP16_FILE
+    assert config.parameters[configs.PRECISION_PARAMETER].string_value == "fp16"  # the smoke check's tolerance
     (accelerator,) = config.optimization.execution_accelerators.gpu_execution_accelerator
     # One profile over every batch of the TensorRT profiles: ONNX Runtime's provider runs profile 0 only.
     size = f"{ENTRY.input_size}x{ENTRY.input_size}x3"
     widest = max(configs.TRT_PROFILES, key=lambda profile: profile[2] - profile[0])
     assert accelerator.name == "tensorrt"
     assert dict(accelerator.parameters) == {
-        "precision_mode": "FP16",
         "max_workspace_size_bytes": str(4096 << 20),
         "trt_engine_cache_enable": "1",
         "trt_engine_cache_path": "/cache/ort",
         "trt_timing_cache_enable": "1",
         "trt_timing_cache_path": "/cache/ort",
-        "trt_layer_norm_fp32_fallback": "1",
         "trt_profile_min_shapes": f"{configs.NETWORK_INPUT}:1x{size}",
         "trt_profile_opt_shapes": f"{configs.NETWORK_INPUT}:{widest[1]}x{size}",
         "trt_profile_max_shapes": f"{configs.NETWORK_INPUT}:{configs.GPU_MAX_BATCH_SIZE}x{size}",
     }
+    # Queue and timeout priced at the provider's FP16 rate: longer than the CUDA provider's FP32 queue,
+    # and its last request still starts within the timeout.
+    policy, cuda = config.dynamic_batching.default_queue_policy, configs.network_config(ENTRY, "production")
+    ms = configs.gpu_ms_per_image(ENTRY, ("onnxruntime_tensorrt", "fp16"))
+    assert policy.max_queue_size > cuda["dynamic_batching"]["default_queue_policy"]["max_queue_size"]
+    images = configs.GPU_MAX_BATCH_SIZE + policy.max_queue_size * configs.MAX_BATCH_SIZE
+    assert images * ms * 1000 < policy.default_timeout_microseconds
     assert main([*args, "--engine-cache", "/cache/ort", "--precision", "fp32"]) == 0  # rewriting replaces
-    (again,) = network_config(production).optimization.execution_accelerators.gpu_execution_accelerator
-    assert again.parameters["precision_mode"] == "FP32"
+    again = network_config(production)
+    assert again.default_model_filename == "model.onnx"
+    assert again.parameters[configs.PRECISION_PARAMETER].string_value == "fp32"
+    (rewritten,) = again.optimization.execution_accelerators.gpu_execution_accelerator
+    assert dict(rewritten.parameters) == dict(accelerator.parameters)
+
+
+def test_fp16_without_the_fp16_network_says_to_re_export(
+    production: Path, tmp_path: Path, toolbox: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An export made before the FP16 network existed: FP16 is refused by both paths, FP32 still builds."""
+    (production / configs.network_name(ENTRY) / "1" / fp16.FP16_FILE).unlink()
+    before = snapshot(production)
+    assert trt(production, tmp_path / "cache", "--server-tensorrt-version", "10.5.0") == 1
+    assert main([ENTRY.name, "--variant", "production", "--ort-trt", "--repository", str(production)]) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert len(errors) == 2 and all(f"{fp16.FP16_FILE} does not exist" in e and "re-export" in e for e in errors)
+    assert toolbox.read_text() == "" and snapshot(production) == before
+    assert trt(production, tmp_path / "cache", "--server-tensorrt-version", "10.5.0", "--precision", "fp32") == 0
 
 
 def test_ort_tensorrt_without_the_build_record_says_to_re_export(

@@ -104,6 +104,14 @@ def test_perf_analyzer_gets_the_header_and_logs_redact_it() -> None:
     assert target.admin_headers() == {"triton-grpc-protocol-admin-key": KEY}
 
 
+def test_perf_analyzer_never_registers_client_shared_memory() -> None:
+    """A production server (26.05+) refuses client shared memory unless --allow-client-shm (chart: off)."""
+    from perf.analyze import PERF_ANALYZER_FLAGS
+
+    cmd = analyzer.command(analyzer.Target("127.0.0.1:1", "http://127.0.0.1:2/metrics"), MODEL, 1, Path("i"), Path("o"))
+    assert cmd[cmd.index("--shared-memory") + 1] == "none" == PERF_ANALYZER_FLAGS["shared-memory"]
+
+
 def test_oversized_image_is_refused_before_sniffing() -> None:
     with pytest.raises(ImageDecodeError, match=f"over the limit of {DEFAULT_MAX_IMAGE_BYTES:,} bytes"):
         decode(PHOTO + bytes(DEFAULT_MAX_IMAGE_BYTES))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -119,6 +120,16 @@ def test_step_kind_names_every_generated_model() -> None:
         }
 
 
+def test_the_step_pattern_matches_every_step_and_no_ensemble() -> None:
+    """The monitoring queries select steps with it (PromQL's =~ matches the whole name, as fullmatch does)."""
+    pattern, kinds = re.compile(configs.step_name_pattern()), set()
+    for entry in ENTRIES:
+        for name in configs.own_models(entry) + configs.shared_steps(entry):
+            kinds.add(configs.step_kind(name))
+            assert bool(pattern.fullmatch(name)) == (configs.step_kind(name) != "ensemble"), name
+    assert kinds == {"ensemble", "preprocess", "pixels_preprocess", "network", "postprocess"}
+
+
 @pytest.mark.parametrize("variant", configs.VARIANTS)
 def test_ensembles_never_send_more_than_a_step_takes(variant: configs.Variant) -> None:
     for entry in ENTRIES:
@@ -156,15 +167,64 @@ def test_tensorrt_config_profiles_batching_and_graphs_agree() -> None:
     assert (group.count, list(group.profile)) == (2, [str(i) for i in range(len(configs.TRT_PROFILES))])
     lows, opts, highs = zip(*configs.TRT_PROFILES, strict=True)
     assert lows[0] == 1 and highs[-1] == configs.GPU_MAX_BATCH_SIZE
-    assert all(high + 1 == low for high, low in zip(highs, lows[1:], strict=False))  # every batch size has a profile
+    assert all(low <= high + 1 for high, low in zip(highs, lows[1:], strict=False))  # every batch size has a profile
     assert list(config.dynamic_batching.preferred_batch_size) == list(opts)
     assert [spec.batch_size for spec in config.optimization.cuda.graph_spec] == list(configs.CUDA_GRAPH_BATCH_SIZES)
-    assert max(configs.CUDA_GRAPH_BATCH_SIZES) <= highs[0]  # graphs for the small profile only
     assert {w.batch_size for w in config.model_warmup} >= {1, *opts}
     flags = configs.trtexec_profile_shapes(entry)
     assert len(flags) == 3 * len(configs.TRT_PROFILES)
     assert flags[:3] == [
         f"--{k}Shapes=CROPS:{b}x224x224x3" for k, b in zip(("min", "opt", "max"), (1, 8, 16), strict=True)
+    ]
+
+
+def _nearest_profile(batch: int) -> int:
+    """Where the tensorrt backend runs `batch`: the nearest optimum that admits it (GetMostOptimizedProfile)."""
+    admitting = [i for i, (low, _, high) in enumerate(configs.TRT_PROFILES) if low <= batch <= high]
+    return min(admitting, key=lambda i: abs(configs.TRT_PROFILES[i][1] - batch))
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.name)
+def test_tensorrt_configs_load_clean(entry: catalog.ModelEntry) -> None:
+    """Every graph batch and lower bound lies in every profile of the group capturing it; 1-16 all have a graph."""
+    for layout in (configs.Layout(), configs.Layout(network_gpu_instances=2)):
+        config = configs.parse_pbtxt(configs.to_pbtxt(configs.tensorrt_network_config(entry, layout)))
+        assert configs.tensorrt_config_problems(config) == []
+        for group in config.instance_group:
+            for name in group.profile:
+                low, _, high = configs.TRT_PROFILES[int(name)]
+                for spec in config.optimization.cuda.graph_spec:
+                    assert low <= spec.graph_lower_bound.batch_size <= spec.batch_size <= high
+                    assert list(spec.input["CROPS"].dim) == list(spec.graph_lower_bound.input["CROPS"].dim)
+                    assert list(spec.input["CROPS"].dim) == [entry.input_size, entry.input_size, 3]
+        assert config.parameters["execution_context_allocation_strategy"].string_value == "ON_PROFILE_CHANGE"
+        covered = {
+            b
+            for s in config.optimization.cuda.graph_spec
+            for b in range(s.graph_lower_bound.batch_size, s.batch_size + 1)
+        }
+        assert covered == set(range(1, 17))
+    # Batches still split as before the profiles overlapped: 1-16 on the small one, the rest on the large one.
+    assert [_nearest_profile(b) for b in (1, 16, 17, 128)] == [0, 0, 1, 1]
+
+
+def test_the_check_names_what_the_backend_would_log() -> None:
+    """Configs the tensorrt backend would load with errors, or without a graph for a claimed batch, are named."""
+    entry = catalog.get("ViT_base_patch16_224")
+    good = configs.parse_pbtxt(configs.to_pbtxt(configs.tensorrt_network_config(entry)))
+    # The profiles of before: graphs 1-16 captured on a context of profile 17-128 fail to set their shape.
+    disjoint = configs.tensorrt_config_problems(good, profiles=((1, 8, 16), (17, 64, 128)))
+    assert len(disjoint) == len(configs.CUDA_GRAPH_BATCH_SIZES) and "outside profile 1 (17-128)" in disjoint[0]
+    missing_bound = configs.parse_pbtxt(configs.to_pbtxt(configs.tensorrt_network_config(entry)))
+    missing_bound.optimization.cuda.graph_spec[-1].ClearField("graph_lower_bound")  # 16 serves only 16
+    assert configs.tensorrt_config_problems(missing_bound) == ["batches [13, 14, 15] have no CUDA graph"]
+    shapeless = configs.parse_pbtxt(configs.to_pbtxt(configs.tensorrt_network_config(entry)))
+    shapeless.optimization.cuda.graph_spec[0].ClearField("input")
+    assert "input shapes" in configs.tensorrt_config_problems(shapeless)[0]
+    static = configs.parse_pbtxt(configs.to_pbtxt(configs.tensorrt_network_config(entry)))
+    del static.parameters["execution_context_allocation_strategy"]
+    assert configs.tensorrt_config_problems(static) == [
+        "execution_context_allocation_strategy is '', expected 'ON_PROFILE_CHANGE'"
     ]
 
 
@@ -272,13 +332,56 @@ def test_portable_network_queues_hold_a_second_of_work_and_timeouts_let_them_dra
     with pytest.raises(ValueError, match="give the entry"):
         configs.max_queue_size("network", 1)
     # Twice the drain of a full queue of 8-image requests and the running batch (8): 2 x (32 + 8) and 2 x (16 + 8).
-    assert 0.8 * 80 * 80_000 <= configs.network_timeout_us(nextvit, gpu=False) <= 1.2 * 80 * 80_000
-    assert 0.8 * 48 * 220_000 <= configs.network_timeout_us(vit, gpu=False) <= 1.2 * 48 * 220_000
-    # GPU: 256 x 8 + 128 images, twice, at 8,000 img/s for ViT-B (paper estimate): 0.54 s.
-    assert 0.5e6 <= configs.network_timeout_us(vit, gpu=True) <= 0.6e6
+    assert 0.8 * 80 * 80_000 <= configs.network_timeout_us(nextvit, None) <= 1.2 * 80 * 80_000
+    assert 0.8 * 48 * 220_000 <= configs.network_timeout_us(vit, None) <= 1.2 * 48 * 220_000
     layout = configs.Layout(preprocess_instances=3)
     assert (
         configs.preprocess_config(nextvit, layout)["dynamic_batching"]["default_queue_policy"]["max_queue_size"]
         == 3  # one request per instance
     )
-    assert configs.max_queue_size("network", 2, gpu=True) == 2 * configs.GPU_NETWORK_QUEUE_PER_INSTANCE
+
+
+def _served_runtime(config: configs.ConfigDict) -> configs.GpuRuntime:
+    """The runtime a generated GPU network config is served by, read from the config itself."""
+    if config.get("platform") == "tensorrt_plan":
+        return configs.TENSORRT_RUNTIME  # the plan's precision is picked after export: the slower one
+    assert config["backend"] == "onnxruntime" and "optimization" not in config  # CUDA provider, the FP32 export
+    return configs.ONNXRUNTIME_RUNTIME
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.name)
+def test_the_last_admitted_request_is_not_timed_out_on_the_served_runtime(entry: catalog.ModelEntry) -> None:
+    """A full queue of 8-image requests behind a full running batch drains within the timeout, at the served rate."""
+    for make in (configs.network_config, configs.tensorrt_network_config):
+        for instances in (1, 2):
+            layout = configs.Layout(network_gpu_instances=instances)
+            config = make(entry, "production", layout) if make is configs.network_config else make(entry, layout)
+            policy = configs.parse_pbtxt(configs.to_pbtxt(config)).dynamic_batching.default_queue_policy
+            per_instance_images = policy.max_queue_size // instances * configs.MAX_BATCH_SIZE
+            ms = configs.gpu_ms_per_image(entry, _served_runtime(config))
+            wait_us = (configs.GPU_MAX_BATCH_SIZE + per_instance_images) * ms * 1000
+            assert wait_us < policy.default_timeout_microseconds, (config["name"], instances)
+            # and the queue holds what the runtime runs in the budget, unless the floor or the cap rules
+            queued_ms = per_instance_images * ms
+            per_instance = policy.max_queue_size // instances
+            assert queued_ms <= configs.NETWORK_QUEUE_BUDGET_MS or per_instance == configs.MIN_NETWORK_QUEUE
+
+
+def test_the_default_network_is_priced_as_onnxruntime_fp32_not_tensorrt_fp16() -> None:
+    """The onnxruntime network's queue and timeout follow ONNX Runtime FP32 rates, several times TensorRT FP16's."""
+    vit_l = catalog.get("ViT_large_patch16_384")
+    ort = configs.network_config(vit_l, "production")["dynamic_batching"]["default_queue_policy"]
+    fp16_ms = configs.gpu_ms_per_image(vit_l, ("tensorrt", "fp16"))
+    fp32_ms = configs.gpu_ms_per_image(vit_l, configs.ONNXRUNTIME_RUNTIME)
+    assert fp32_ms > 5 * fp16_ms  # CUDA provider FP32 vs TensorRT FP16: 0.1 of its low rate
+    full = (configs.GPU_MAX_BATCH_SIZE + ort["max_queue_size"] * configs.MAX_BATCH_SIZE) * fp32_ms * 1000
+    assert full < ort["default_timeout_microseconds"]
+    assert ort["max_queue_size"] == configs.MIN_NETWORK_QUEUE  # its running batch alone is seconds at FP32
+    vit_b = catalog.get("ViT_base_patch16_224")
+    assert configs.gpu_images_per_s("ViT_base_patch16_224", ("tensorrt", "fp16")) == (8_000, 12_000)
+    assert configs.gpu_images_per_s("ViT_base_patch16_224", configs.ONNXRUNTIME_RUNTIME) == (800, 4_200)
+    assert configs.max_queue_size("network", 2, True, vit_b) == 2 * configs.gpu_network_queue(
+        vit_b, ("onnxruntime", "fp32")
+    )
+    with pytest.raises(ValueError, match="give the entry"):
+        configs.max_queue_size("network", 1, gpu=True)

@@ -13,6 +13,7 @@ import pytest
 import catalog
 from model_repository import __main__ as repository_cli
 from model_repository import configs, install
+from tests.support.records import placeholder_record
 from tests.support.snapshots import snapshot
 
 NEXTVIT_S, NEXTVIT_B = catalog.get("NextViT_small_224"), catalog.get("NextViT_base_224")
@@ -27,7 +28,7 @@ def network_file(tmp_path: Path) -> Path:
 
 
 def put(entry: catalog.ModelEntry, repository: Path, network_file: Path, variant: configs.Variant = "portable") -> None:
-    install.install(entry, network_file, {"weights_note": "placeholder"}, repository, variant)
+    install.install(entry, network_file, placeholder_record(entry), repository, variant)
 
 
 def test_models_of_one_preprocessing_share_their_steps(tmp_path: Path, network_file: Path) -> None:

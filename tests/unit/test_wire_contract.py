@@ -30,6 +30,7 @@ def test_client_constants_are_the_generated_configs(entry: catalog.ModelEntry) -
     assert tensors(crops, "input") == [(classify.CROPS_INPUT, "TYPE_UINT8")]
     assert pixels["name"] == entry.triton_name + classify.PIXELS_SUFFIX
     assert crops["name"] == entry.triton_name + classify.CROP_SUFFIX
+    assert configs.network_name(entry) == entry.triton_name + classify.NETWORK_SUFFIX
     for config in (image, pixels, crops):
         assert [name for name, _ in tensors(config, "output")] == list(classify.OUTPUTS)
         assert [tensor["dims"] for tensor in config["output"]] == [[classify.TOP_K]] * len(classify.OUTPUTS)

@@ -38,6 +38,25 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
+{{/*
+The helm test pod's own name and instance labels: no selector of the chart matches them. The pod has
+no controller, and a PodDisruptionBudget that selected it would allow no disruption while it exists
+(Kubernetes' disruption controller, KEP-85), blocking every drain of its node; a Service selecting it
+would route clients to it. The NetworkPolicy admits it by these labels.
+*/}}
+{{- define "paddleclas-triton.testSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "paddleclas-triton.name" . | trunc 58 | trimSuffix "-" }}-test
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "paddleclas-triton.testLabels" -}}
+helm.sh/chart: {{ include "paddleclas-triton.chart" . }}
+{{ include "paddleclas-triton.testSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: test
+{{- end }}
+
 {{- define "paddleclas-triton.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "paddleclas-triton.fullname" .) .Values.serviceAccount.name }}
@@ -170,7 +189,7 @@ with a sentence saying what to change.
 {{- fail "modelRepository.source is objectStorage: modelRepository.objectStorage.url must start with s3://, gs:// or as://" }}
 {{- end }}
 {{- if .Values.models }}
-{{- fail "models needs a mounted repository (modelRepository.source image, pvc or nfs), where the render-repository init container selects them; with objectStorage tritonserver serves every model in the bucket as installed: upload only the models this release serves, or leave models empty" }}
+{{- fail "models needs a mounted repository (modelRepository.source image, pvc or nfs), where the render-repository init container selects them; with objectStorage tritonserver serves every model in the bucket as installed: upload only the models this release serves (that fit the GPU: helm/README.md, GPU memory), and set models to [] (its default names the models that fit a 24 GiB GPU)" }}
 {{- end }}
 {{- $capacity := .Values.capacity }}
 {{- if or $capacity.cores $capacity.preprocessInstances $capacity.pixelsPreprocessInstances $capacity.postprocessInstances $capacity.networkCpuInstances $capacity.networkCpuThreads $capacity.preprocessQueue (ne (int $capacity.networkGpuInstances) 1) }}
@@ -194,6 +213,7 @@ with a sentence saying what to change.
 {{- end }}
 {{- end }}
 {{- end }}
+{{- include "paddleclas-triton.validateGpuMemory" . }}
 {{- if include "paddleclas-triton.rendered" . }}
 {{- /* Fails with its own message when neither capacity.cores nor a CPU limit says the cores. */}}
 {{- $_ := include "paddleclas-triton.cores" . }}
@@ -207,6 +227,10 @@ with a sentence saying what to change.
 {{- end }}
 {{- if eq (include "paddleclas-triton.variant" .) "portable" }}
 {{- fail "trtPlans.enabled builds plans for the production repository; unset modelRepository.variant or set it to production" }}
+{{- end }}
+{{- $cache := .Values.trtPlans.cacheVolume }}
+{{- if and (include "paddleclas-triton.trtCacheClaim" .) (not .Values.trtPlans.cacheClaimName) (ne $cache.accessMode "ReadWriteMany") (or .Values.autoscaling.enabled (gt (int .Values.replicaCount) 1)) }}
+{{- fail "trtPlans.cacheVolume.accessMode ReadWriteOnce mounts the plan cache on one node, but this release runs several pods (replicaCount, autoscaling): set it to ReadWriteMany with a storage class that offers it (trtPlans.cacheVolume.storageClassName), or name an existing ReadWriteMany claim in trtPlans.cacheClaimName" }}
 {{- end }}
 {{- end }}
 {{- if and (eq .Values.mode "cpu") (eq (include "paddleclas-triton.variant" .) "production") }}
@@ -279,4 +303,92 @@ tritonserver 2.51 accepts (its --help shows a comma before the key, which it ref
   port: 8002
   targetPort: metrics
   protocol: TCP
+{{- end }}
+
+{{/*
+The plan cache's claim: trtPlans.cacheClaimName, else the one the chart creates (pvc-trt-plans.yaml)
+when trtPlans.cacheVolume.persistent; empty for an emptyDir cache (plans rebuilt at every pod start).
+*/}}
+{{- define "paddleclas-triton.trtCacheClaim" -}}
+{{- if .Values.trtPlans.enabled }}
+{{- if .Values.trtPlans.cacheClaimName }}
+{{- .Values.trtPlans.cacheClaimName }}
+{{- else if .Values.trtPlans.cacheVolume.persistent }}
+{{- printf "%s-trt-plans" (include "paddleclas-triton.fullname" .) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Estimated seconds build-trt-plans spends on the served models' plans (an estimate, unverified on a
+GPU): files/trt-build-seconds.json, generated from model_repository/configs.py (trt_build_seconds) by
+helm/gen_trt_build_seconds.py, summed over `models` (every catalog network when empty); a name the
+file lacks counts as its largest estimate. 0 without trtPlans. With a filled cache the build is a copy,
+but the first start on a GPU type, which the deadline must allow for, builds them all.
+*/}}
+{{- define "paddleclas-triton.trtBuildSeconds" -}}
+{{- $total := 0 }}
+{{- if .Values.trtPlans.enabled }}
+{{- $estimates := .Files.Get "files/trt-build-seconds.json" | fromJson }}
+{{- $largest := 0 }}
+{{- range $estimates }}
+{{- $largest = max $largest (int .) }}
+{{- end }}
+{{- range (.Values.models | default (keys $estimates)) }}
+{{- $total = add $total (get $estimates (lower .) | default $largest | int) }}
+{{- end }}
+{{- end }}
+{{- $total }}
+{{- end }}
+
+{{/*
+The Deployment's progressDeadlineSeconds (Kubernetes' default of 600 s is shorter than the startup
+probe's own budget): image pulls and the render step (rollingUpdate.pullAndInitSeconds), the plan
+builds (trtBuildSeconds) and the startup probe's budget, one after the other.
+*/}}
+{{- define "paddleclas-triton.progressDeadlineSeconds" -}}
+{{- $startup := mul .Values.probes.startup.periodSeconds .Values.probes.startup.failureThreshold }}
+{{- add .Values.rollingUpdate.pullAndInitSeconds (include "paddleclas-triton.trtBuildSeconds" . | int) $startup }}
+{{- end }}
+
+{{/*
+GPU memory: every served production network runs capacity.networkGpuInstances ONNX Runtime sessions
+on each GPU, each session's CUDA arena capped by its config's gpu_mem_limit. Those caps come from the
+export's graph estimates (export/memory.py), copied per model into files/network-memory.json by
+`python -m export.memory --chart`. Their sum plus gpu.reservedMiB must fit in gpu.memoryGiB, or the
+render stops naming the total and the largest models. gpu mode with the production variant only.
+With objectStorage the chart cannot see which models the bucket holds (models must be empty there):
+no check. Estimates, unverified on a GPU; with trtPlans the ONNX Runtime figures stand in for the
+plans' memory, which is not estimated.
+*/}}
+{{- define "paddleclas-triton.validateGpuMemory" -}}
+{{- if and (eq .Values.mode "gpu") (eq (include "paddleclas-triton.variant" .) "production") (include "paddleclas-triton.rendered" .) }}
+{{- $figures := (.Files.Get "files/network-memory.json" | fromJson).models }}
+{{- $served := list }}
+{{- range (.Values.models | default (keys $figures | sortAlpha)) }}
+{{- $name := lower . }}
+{{- if not (hasKey $figures $name) }}
+{{- fail (printf "files/network-memory.json has no figure for %s: regenerate it (python -m export.memory --chart)" .) }}
+{{- end }}
+{{- $served = append $served $name }}
+{{- end }}
+{{- $instances := int .Values.capacity.networkGpuInstances }}
+{{- $networks := 0 }}
+{{- $ranked := list }}
+{{- range ($served | uniq) }}
+{{- $need := mul (int (get $figures .).gpuMemLimitMiB) $instances }}
+{{- $networks = add $networks $need }}
+{{- $ranked = append $ranked (printf "%09d %s" $need .) }}
+{{- end }}
+{{- $available := mul (int .Values.gpu.memoryGiB) 1024 }}
+{{- $total := add $networks (int .Values.gpu.reservedMiB) }}
+{{- if gt $total $available }}
+{{- $largest := list }}
+{{- range (slice (reverse (sortAlpha $ranked)) 0 (min 3 (len $ranked))) }}
+{{- $name := index (splitList " " .) 1 }}
+{{- $largest = append $largest (printf "%s %d MiB" $name (mul (int (get $figures $name).gpuMemLimitMiB) $instances)) }}
+{{- end }}
+{{- fail (printf "the served networks need %d MiB of GPU memory (%d models x %d instances, ONNX Runtime's gpu_mem_limit of each from files/network-memory.json: graph estimates, unverified on a GPU) plus gpu.reservedMiB %d = %d MiB, more than gpu.memoryGiB %d (%d MiB); largest: %s. Serve fewer models (models), fewer capacity.networkGpuInstances, or set gpu.memoryGiB to your GPU's memory (helm/README.md, Models and capacity)" $networks (len ($served | uniq)) $instances (int .Values.gpu.reservedMiB) $total (int .Values.gpu.memoryGiB) $available (join ", " $largest)) }}
+{{- end }}
+{{- end }}
 {{- end }}

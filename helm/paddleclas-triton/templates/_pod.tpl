@@ -107,10 +107,11 @@ topologySpreadConstraints:
     sizeLimit: {{ .Values.trtPlans.enabled | ternary .Values.trtPlans.stagingSizeLimit "64Mi" }}
 {{- end }}
 {{- if .Values.trtPlans.enabled }}
+# Built plans: on a claim by default, so a pod start after the first one on a GPU type copies them.
 - name: trt-cache
-  {{- if .Values.trtPlans.cacheClaimName }}
+  {{- with include "paddleclas-triton.trtCacheClaim" . }}
   persistentVolumeClaim:
-    claimName: {{ .Values.trtPlans.cacheClaimName }}
+    claimName: {{ . }}
   {{- else }}
   emptyDir: {}
   {{- end }}
