@@ -28,7 +28,16 @@ CORES ?= auto
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-setup: $(STAMP) $(PROMETHEUS) ## create .venv and install the pinned dependencies (idempotent)
+# The local server preloads tcmalloc into tritonserver and its steps, as production does
+# (model_repository/memory.py); jemalloc is there for `--malloc jemalloc` comparisons.
+MALLOC_LIBRARY := /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4
+MALLOC_PACKAGES := libtcmalloc-minimal4 libjemalloc2
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+setup: $(STAMP) $(PROMETHEUS) $(MALLOC_LIBRARY) ## create .venv and install the pinned dependencies (idempotent)
+
+$(MALLOC_LIBRARY):
+	$(SUDO) apt-get install -y -q $(MALLOC_PACKAGES) || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $(MALLOC_PACKAGES); }
 
 $(STAMP): $(REQUIREMENTS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -141,6 +150,10 @@ analyze: setup $(MA_STAMP) ## Model Analyzer on MODEL, local CPU: quick search o
 	$(PY) -m perf.analyze --model $(MODEL) --repository $(REPOSITORY) --out $(ANALYZE_DIR) \
 		--latency-budget-ms $(LATENCY_BUDGET_MS) $(PERF_SERVER) $(ANALYZE_ARGS)
 
+.PHONY: bench-allocators
+bench-allocators: setup ## benchmark: CPU per camera-photo crop and memory kept, per allocator; docs/reliability.md "Memory"
+	$(PY) -m perf.allocator_bench
+
 bench-cache: setup ## benchmark: response cache hit vs miss latency, memory per cached answer (local server); docs/operations.md
 	$(PY) -m perf.cache_bench --model $(MODEL) --repository $(REPOSITORY) --out $(PERF_DIR)/cache --publish
 
@@ -188,11 +201,12 @@ trt-plans: setup ## build MODEL's TensorRT plan into PRODUCTION_REPOSITORY (need
 bench-capacity: setup ## benchmark: images/s of one served preprocess instance, cores per GPU, processes, warmup; docs/capacity.md
 	$(PY) -m perf.capacity --repository $(REPOSITORY) --out $(PERF_DIR)/capacity --publish
 
-# Reliability drills: overload, SIGTERM drain, killed step, soak, slow clients; docs/reliability.md
+# Reliability drills: overload, SIGTERM drain, killed step, soak, slow clients, request floods and huge images
+# (memory); docs/reliability.md
 DRILLS ?=
 DRILL_ARGS ?=
 .PHONY: drills
-drills: setup ## benchmark: overload 10x, SIGTERM, killed step, soak, slow clients vs a local server; docs/reliability.md
+drills: setup ## benchmark: overload 10x, SIGTERM, killed step, soak, slow clients, floods, huge images vs a local server; docs/reliability.md
 	$(PY) -m perf.drills $(DRILLS) --model $(MODEL) --repository $(REPOSITORY) --out $(PERF_DIR)/drills --publish $(DRILL_ARGS)
 
 # Evaluation: top-1/top-5 on a labelled set against a running server, vs the published figures

@@ -49,3 +49,21 @@ def descendants(root_pid: int) -> list[Process]:
 def python_stubs(server_pid: int) -> list[Process]:
     """The Python-backend stub processes of a tritonserver: one per instance of every Python model."""
     return [process for process in descendants(server_pid) if STUB in process.command]
+
+
+def pss_kib(pid: int) -> int:
+    """Proportional set size of one process (its share of every page it maps, /dev/shm included), 0 once gone.
+
+    What a pod's memory cgroup charges comes closest to the sum of PSS over its processes: shared
+    pages (the Python backend's /dev/shm regions, libraries) count once, split among their users.
+    """
+    try:
+        text = (PROC / str(pid) / "smaps_rollup").read_text()
+    except OSError:
+        return 0
+    return next((int(line.split()[1]) for line in text.splitlines() if line.startswith("Pss:")), 0)
+
+
+def tree_pss_mib(root_pid: int) -> float:
+    """PSS of a process and every descendant, in MiB."""
+    return sum(pss_kib(process.pid) for process in descendants(root_pid)) / 1024

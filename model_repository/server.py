@@ -4,7 +4,7 @@ python -m model_repository.server [--repository DIR] [--models NAME ...] [--core
     [--preprocess-instances N ...] [--http-port 8000] [--grpc-port 8001] [--metrics-port 8002]
     [--listen-address 127.0.0.1] [--admin-key-file FILE]
     [--trace-mode triton|opentelemetry [--trace-rate N] [--trace-url URL] [--trace-resource KEY=VALUE ...]]
-    [--response-cache-bytes N] [--fast-decode [--fast-decode-margin M]]
+    [--response-cache-bytes N] [--fast-decode [--fast-decode-margin M]] [--malloc tcmalloc|jemalloc|system]
 
 The wheel ships the server, the Python backend and one backend stub per Python version; the
 server expects the stub inside the backend directory, so we assemble that directory (symlinks)
@@ -40,8 +40,9 @@ import urllib.request
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from model_repository import configs, layout, procfs
+from model_repository import configs, layout, memory, procfs
 from preprocess import FAST_DECODE_MARGIN
+from preprocess.slots import server_directory
 
 PROJECT = Path(__file__).resolve().parent.parent
 BACKENDS_DIR = PROJECT / "build" / "triton_backends"
@@ -62,9 +63,9 @@ _KEY = re.compile(r"[A-Za-z0-9._~+/-]{16,512}")
 # releases added; its gRPC server accepts messages up to 2 GB, with no flag), and its Python backend
 # has no ceiling for its shared-memory pool (only shm-default-byte-size and shm-growth-byte-size:
 # the pool grows until /dev/shm is full, and that error names the pool's region). What bounds a
-# request here: the preprocess step refuses an encoded image over DEFAULT_MAX_IMAGE_BYTES and a
-# frame over DEFAULT_MAX_PIXELS before any work (preprocess/decoding.py); the size of /dev/shm and
-# a gateway's body limit bound the rest (docs/security.md).
+# request here: the preprocess step refuses a request over DEFAULT_MAX_REQUEST_BYTES or
+# DEFAULT_MAX_REQUEST_PIXELS before any decode (preprocess/decoding.py); what the frontend holds
+# meanwhile is requests in flight x their size, which a gateway bounds (model_repository/memory.py).
 
 
 class ServerError(RuntimeError):
@@ -291,6 +292,7 @@ class TritonServer:
     fast_decode: bool = False  # opt-in: large JPEGs decoded at a reduced DCT scale (docs/preprocessing.md)
     fast_decode_margin: float = FAST_DECODE_MARGIN  # fast decode only: decoded short side >= margin x target
     queue_policies: bool = True  # False: unbounded queues, for benchmarks only (layout.sized_config)
+    malloc: str = memory.DEFAULT_MALLOC  # preloaded into tritonserver and its steps, as production does (memory.py)
     process: subprocess.Popen | None = field(default=None, init=False)
     serving: dict | None = field(default=None, init=False)  # what layout.render wrote
     _serving_dir: Path | None = field(default=None, init=False)
@@ -359,6 +361,7 @@ class TritonServer:
             "--model-control-mode=none",
             "--disable-auto-complete-config",
             f"--exit-timeout-secs={self.exit_timeout_secs}",
+            *memory.frontend_flags(),
             *self._operation_flags(),
         ]
 
@@ -382,8 +385,13 @@ class TritonServer:
         from PATH; with this venv's bin/ first it finds the venv's pyvenv.cfg, so model.py imports
         numpy, OpenCV and ONNX Runtime from here. LD_LIBRARY_PATH gives it this interpreter's own
         libpython rather than the system's, so library and standard library versions match.
+        LD_PRELOAD and the allocator's settings come from `malloc` alone, never from the caller.
         """
-        env = dict(os.environ)
+        env = {k: v for k, v in os.environ.items() if k not in memory.MALLOC_VARIABLES}
+        try:
+            env |= memory.malloc_environment(self.malloc)
+        except (ValueError, FileNotFoundError) as err:
+            raise ServerError(str(err)) from None
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         libdir = sysconfig.get_config_var("LIBDIR")
         if libdir and Path(libdir, sysconfig.get_config_var("LDLIBRARY") or "").exists():
@@ -447,6 +455,8 @@ class TritonServer:
                 self.process.kill()
                 self.process.wait()
         self._remove_serving_copy()
+        if self.process is not None:  # the steps' large-decode slots (preprocess/slots.py) die with the server
+            shutil.rmtree(server_directory(self.process.pid), ignore_errors=True)
         if self.generated_key_file is not None:  # a per-run key dies with its run
             self.generated_key_file.unlink(missing_ok=True)
             self.generated_key_file = None
@@ -488,6 +498,13 @@ def main(argv: list[str] | None = None) -> int:
         help=f"file holding the key of the restricted APIs (default ${ADMIN_KEY_ENV}, else a random key per run "
         f"written to {ADMIN_KEYS_DIR.relative_to(PROJECT)}/<http-port>.key, mode 0600)",
     )
+    parser.add_argument(
+        "--malloc",
+        choices=memory.MALLOCS,
+        default=memory.DEFAULT_MALLOC,
+        help=f"allocator preloaded into tritonserver and its steps (default {memory.DEFAULT_MALLOC}, as production; "
+        'docs/reliability.md, "Memory")',
+    )
     add_operation_arguments(parser)
     layout.add_arguments(parser)
     args = parser.parse_args(argv)
@@ -514,6 +531,7 @@ def main(argv: list[str] | None = None) -> int:
             response_cache_bytes=args.response_cache_bytes,
             fast_decode=args.fast_decode,
             fast_decode_margin=fast_decode_margin,
+            malloc=args.malloc,
         )
     except ServerError as err:
         print(f"error: {err}", file=sys.stderr)

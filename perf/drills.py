@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
+import multiprocessing
 import os
 import random
 import shutil
@@ -37,7 +39,7 @@ import yaml
 
 import catalog
 from client.classify import failure_kind
-from model_repository import configs, health, install, procfs
+from model_repository import configs, health, install, layout, memory, procfs
 from model_repository.configs import TOP_K_OUTPUTS
 from model_repository.server import TritonServer, free_port
 from perf import machine, study
@@ -45,18 +47,17 @@ from perf.input_data import image_tensor
 from perf.preprocess_bench import benchmark_jpegs
 from perf.serving import ensure_exported
 from perf.study import PROJECT
+from preprocess import DEFAULT_MAX_PIXELS
+from preprocess.decoding import DEFAULT_MAX_REQUEST_BYTES
 
 DOC = study.DOCS / "reliability.md"
-DRILLS = ("overload", "sigterm", "kill-step", "soak", "slow-clients")
+DRILLS = ("overload", "sigterm", "kill-step", "soak", "slow-clients", "flood", "huge-images")
 DEADLINE_S = 2.0  # the interactive deadline: answered within 2 s
 MIX = {(500, 375): 0.5, (1920, 1080): 0.35, (4000, 3000): 0.15}  # share of requests per JPEG size
 SMALL, CAMERA = (500, 375), (4000, 3000)
 OFFERED = (0.5, 1.0, 2.0, 5.0, 10.0)  # offered load, multiples of the measured capacity
 CHART_VALUES = PROJECT / "helm" / "paddleclas-triton" / "values.yaml"
-ALLOCATORS = {
-    "tcmalloc": ("libtcmalloc_minimal.so.4", "libtcmalloc.so.4"),
-    "jemalloc": ("libjemalloc.so.2",),
-}
+FLOOD_CONNECTIONS, FLOOD_S, FLOOD_AFTER_S = 40, 45.0, 30.0  # the flood drill: connections, seconds, then quiet
 
 
 # --- the server under drill ---------------------------------------------------------------------
@@ -65,15 +66,14 @@ ALLOCATORS = {
 class Launcher:
     """`python -m model_repository.server` as a subprocess: readiness, its process tree, signals."""
 
-    def __init__(self, repo: Path, model: str, log: Path, preload: str | None = None) -> None:
+    def __init__(self, repo: Path, model: str, log: Path, malloc: str = memory.DEFAULT_MALLOC) -> None:
         self.http, self.grpc, self.metrics = free_port(), free_port(), free_port()
         self.command = [sys.executable, "-m", "model_repository.server", "--repository", str(repo)]
         self.command += ["--models", model, "--http-port", str(self.http), "--grpc-port", str(self.grpc)]
-        self.command += ["--metrics-port", str(self.metrics)]
-        env = dict(os.environ) | ({"LD_PRELOAD": preload} if preload else {})
+        self.command += ["--metrics-port", str(self.metrics), "--malloc", malloc]
         log.parent.mkdir(parents=True, exist_ok=True)
         self.log = log.open("wb")
-        self.process = subprocess.Popen(self.command, cwd=PROJECT, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        self.process = subprocess.Popen(self.command, cwd=PROJECT, stdout=self.log, stderr=subprocess.STDOUT)
 
     @property
     def grpc_url(self) -> str:
@@ -102,6 +102,10 @@ class Launcher:
     def rss_mb(self) -> float:
         return sum(p.resident_kib for p in procfs.descendants(self.process.pid)) / 1024
 
+    def pss_mb(self) -> float:
+        """Proportional set size of tritonserver and its steps (the launcher's own Python excluded)."""
+        return procfs.tree_pss_mib(self.tritonserver()[0])
+
     def tritonserver(self) -> tuple[int, Path]:
         """tritonserver's pid and the serving copy it reads (from its command line)."""
         for process in procfs.descendants(self.process.pid):
@@ -129,7 +133,7 @@ class Launcher:
 @contextmanager
 def serving(args: argparse.Namespace, name: str) -> Iterator[Launcher]:
     """The drilled model served for one drill, always stopped afterwards; its log is <out>/<name>.server.log."""
-    server = Launcher(args.staged, args.model, args.out / f"{name}.server.log", args.preload)
+    server = Launcher(args.staged, args.model, args.out / f"{name}.server.log", args.allocator)
     try:
         server.wait_ready()
         yield server
@@ -530,6 +534,197 @@ def slow_clients(args, progress) -> dict:
     return result
 
 
+def largest_request(pool: dict[tuple[int, int], list[bytes]]) -> list[bytes]:
+    """As many camera photos as one request may carry: up to 8 images, their bytes within the request limit."""
+    photos = sorted(pool[CAMERA], key=len, reverse=True)
+    chosen: list[bytes] = []
+    for data in photos * configs.MAX_BATCH_SIZE:
+        if len(chosen) < configs.MAX_BATCH_SIZE and sum(map(len, chosen)) + len(data) <= DEFAULT_MAX_REQUEST_BYTES:
+            chosen.append(data)
+    return chosen
+
+
+class PssSampler(threading.Thread):
+    """Every `period` s: seconds since `t0`, PSS of tritonserver and its steps in MB."""
+
+    def __init__(self, server: Launcher, t0: float, period: float = 0.5) -> None:
+        super().__init__(daemon=True)
+        self.server, self.t0, self.period, self.rows, self.done = server, t0, period, [], threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            self.rows.append((time.monotonic() - self.t0, self.server.pss_mb()))
+            self.done.wait(self.period)
+
+    def stop(self) -> list[tuple[float, float]]:
+        self.done.set()
+        self.join()
+        return self.rows
+
+
+async def _flood_connections(url: str, model: str, data: list[bytes], connections: int, seconds: float, rows) -> None:
+    """`connections` clients, one TCP connection and one request in flight each, for `seconds`.
+
+    No client deadline: tritonserver 2.51 can crash when clients cancel under load (server issue
+    7368, fixed by PR 7840 in 2.53); the request's queue timeout still bounds its wait in the server.
+    """
+    tensor = grpcclient.InferInput(configs.IMAGE_INPUT, [len(data), 1], "BYTES")
+    tensor.set_data_from_numpy(np.array([[d] for d in data], dtype=object))
+    end = time.monotonic() + seconds
+
+    async def connection() -> None:
+        client = grpcclient.InferenceServerClient(url, channel_args=[("grpc.use_local_subchannel_pool", 1)])
+        try:
+            while time.monotonic() < end:
+                sent = time.monotonic()
+                try:
+                    await client.infer(model, [tensor], timeout=int(DEADLINE_S * 1e6))
+                    kind, message = "ok", ""
+                except Exception as err:  # every failure is a row, named by its cause
+                    kind, message = failure_kind(err), str(err)[:200]
+                rows.append({"sent": sent, "done": time.monotonic(), "kind": kind, "message": message})
+                if kind != "ok":
+                    await asyncio.sleep(0.05)
+        finally:
+            await client.close()
+
+    await asyncio.gather(*(connection() for _ in range(connections)))
+
+
+def _flood_process(url: str, model: str, data: list[bytes], connections: int, seconds: float) -> list[dict]:
+    rows: list[dict] = []
+    run_async(_flood_connections(url, model, data, connections, seconds, rows))
+    return rows
+
+
+def _returned_after(samples: list[tuple[float, float]], end: float, idle: float, within: float = 150) -> float | None:
+    """Seconds after the flood until PSS stays within `within` MB of idle."""
+    after = [(t, mb) for t, mb in samples if t >= end]
+    for index, (t, _) in enumerate(after):
+        if all(mb - idle <= within for _, mb in after[index:]):
+            return round(t - end, 1)
+    return None
+
+
+def flood(args, progress) -> dict:
+    """The largest requests the server accepts from many connections, then quiet: PSS and the interactive user."""
+    data = largest_request(args.pool)
+    seconds, quiet = FLOOD_S * args.scale, FLOOD_AFTER_S
+    with serving(args, "flood") as server:
+        capacity(server, args, progress)  # warm: every step has decoded camera photos once
+        time.sleep(3)
+        idle, pids = server.pss_mb(), {p.pid for p in procfs.descendants(server.process.pid)}
+        t0 = time.monotonic()
+        probe = Requests(server, args, deadline=10.0, t0=t0)  # no cancellation (see _flood_connections)
+        sampler = PssSampler(server, t0)
+        sampler.start()
+        url, model = server.grpc_url, args.triton_model
+        # The flood from a process of its own: in this one its 40 clients' serialization would delay the probe.
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(1) as pool:
+            flooding = pool.apply_async(_flood_process, (url, model, data, FLOOD_CONNECTIONS, seconds))
+            run_async(probe.probe(seconds))
+            load_rows = flooding.get()
+        flood_end = time.monotonic() - t0
+        time.sleep(quiet)
+        samples = sampler.stop()
+        alive = {p.pid for p in procfs.descendants(server.process.pid)} >= pids
+        after = Requests(server, args, t0=t0)
+        run_async(after.probe(1.0))
+    interactive = _interactive(probe.rows, flood_end)
+    interactive["answered_within_2s"] = all(
+        r["done"] - r["sent"] <= DEADLINE_S for r in probe.rows if r["kind"] == "ok"
+    )
+    result = {
+        "connections": FLOOD_CONNECTIONS,
+        "seconds": seconds,
+        "malloc": args.allocator,
+        "request_images": len(data),
+        "request_bytes": sum(map(len, data)),
+        "requests": len(load_rows),
+        "causes": dict(Counter(cause(r) for r in load_rows)),
+        "pss_idle_mb": round(idle),
+        "pss_peak_mb": round(max(mb for _, mb in samples)),
+        "pss_growth_mb": round(max(mb for _, mb in samples) - idle),
+        "pss_after_mb": round(samples[-1][1]),
+        "pss_after_minus_idle_mb": round(samples[-1][1] - idle),
+        "after_s": quiet,
+        "back_within_150mb_after_s": _returned_after(samples, flood_end, idle),
+        "bound_mb": round(memory.pod_memory_bytes(_deployment(args, FLOOD_CONNECTIONS)) / 2**20),
+        "interactive": interactive,
+        "processes_alive": alive,
+        "answered_after": dict(Counter(cause(r) for r in after.rows)),
+        "samples": [(round(t, 1), round(mb)) for t, mb in samples],
+    }
+    progress(f"  { ({k: v for k, v in result.items() if k != 'samples'}) }")
+    return result
+
+
+def _deployment(args, requests_in_flight: int) -> memory.Deployment:
+    """The drilled server as the memory formula sees it (the launcher's layout for this machine's cores)."""
+    _, resolved = layout.resolve(None)
+    return memory.Deployment.of(resolved, [args.model], False, 0, requests_in_flight=requests_in_flight)
+
+
+def huge_jpeg(side: int) -> bytes:
+    """A valid one-colour JPEG of side x side: a few hundred kB that decode to 3 x side^2 bytes."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (side, side), (200, 40, 40)).save(buffer, "JPEG", quality=50)
+    return buffer.getvalue()
+
+
+def huge_images(args, progress) -> dict:
+    """Requests of eight huge images on every instance and queue place at once, then one each: peak PSS vs the bound."""
+    huge = huge_jpeg(int(DEFAULT_MAX_PIXELS**0.5))
+    with serving(args, "huge-images") as server:
+        idle, pids = server.pss_mb(), {p.pid for p in procfs.descendants(server.process.pid)}
+        step = configs.preprocess_name(catalog.get(args.model))
+        instances = len(server.stubs(step)) - len(server.stubs("pixels_" + step))
+        admitted = instances + configs.max_queue_size("preprocess", instances)
+        t0, rows = time.monotonic(), []
+        sampler = PssSampler(server, t0, period=0.1)
+        sampler.start()
+
+        async def send(images: list[bytes]) -> None:
+            client = grpcclient.InferenceServerClient(server.grpc_url)
+            tensor = grpcclient.InferInput(configs.IMAGE_INPUT, [len(images), 1], "BYTES")
+            tensor.set_data_from_numpy(np.array([[d] for d in images], dtype=object))
+            sent = time.monotonic()
+            try:
+                await client.infer(args.triton_model, [tensor])
+                kind, message = "ok", ""
+            except Exception as err:
+                kind, message = failure_kind(err), str(err)[:160]
+            finally:
+                await client.close()
+            rows.append(
+                {"images": len(images), "s": round(time.monotonic() - sent, 2), "kind": kind, "message": message}
+            )
+
+        # Eight per request on every instance and queue place at once, then one each: the decodes themselves.
+        run_async(*(send([huge] * configs.MAX_BATCH_SIZE) for _ in range(admitted)))
+        run_async(*(send([huge]) for _ in range(admitted)))
+        time.sleep(3)
+        samples = sampler.stop()
+        alive = {p.pid for p in procfs.descendants(server.process.pid)} >= pids
+        after = Requests(server, args, t0=t0)
+        run_async(after.probe(1.0))
+    result = {
+        "image": f"{int(DEFAULT_MAX_PIXELS**0.5)}x{int(DEFAULT_MAX_PIXELS**0.5)} JPEG, {len(huge):,} bytes",
+        "requests": rows,
+        "pss_idle_mb": round(idle),
+        "pss_peak_mb": round(max(mb for _, mb in samples)),
+        "pss_after_3s_mb": round(samples[-1][1]),
+        "bound_mb": round(memory.pod_memory_bytes(_deployment(args, 2 * admitted)) / 2**20),
+        "processes_alive": alive,
+        "answered_after": dict(Counter(cause(r) for r in after.rows)),
+    }
+    progress(f"  {result}")
+    return result
+
+
 # --- figures ------------------------------------------------------------------------------------
 
 
@@ -594,7 +789,8 @@ def markdown(name: str, result: dict) -> list[str]:
             *study.table(SIGTERM_COLUMNS.split(" | "), rows),
         ]
     else:
-        shown = {k: v for k, v in result.items() if k not in ("points", "finished_at", "machine", "command")}
+        hidden = ("points", "samples", "finished_at", "machine", "command")
+        shown = {k: v for k, v in result.items() if k not in hidden}
         lines += ["```json", json.dumps(shown, indent=1), "```", ""]
     return lines
 
@@ -616,16 +812,6 @@ def publish(out: Path) -> Path:
 # --- command line -------------------------------------------------------------------------------
 
 
-def allocator_preload(name: str) -> str | None:
-    if name == "system":
-        return None
-    for directory in ("/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib"):
-        for library in ALLOCATORS[name]:
-            if Path(directory, library).is_file():
-                return str(Path(directory, library))
-    raise SystemExit(f"error: no {name} library on this machine ({', '.join(ALLOCATORS[name])}); use --malloc system")
-
-
 def reinstall(source: Path, dest: Path, entry: catalog.ModelEntry) -> Path:
     """`entry`'s exported network installed afresh into `dest`, so the drill serves today's configs."""
     network = source / configs.network_name(entry)
@@ -641,7 +827,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every phase's duration (0.1: a trial)")
     parser.add_argument("--soak-minutes", type=float, default=20.0, help="soak duration (default 20)")
     parser.add_argument("--sigterm-runs", type=int, default=3)
-    parser.add_argument("--malloc", dest="allocator", choices=("system", *ALLOCATORS), default="system")
+    parser.add_argument("--malloc", dest="allocator", choices=memory.MALLOCS, default=memory.DEFAULT_MALLOC)
     parser.add_argument("--publish", action="store_true", help="write docs/reliability.md from the drills' JSON")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.drills) - set(DRILLS))
@@ -652,7 +838,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {publish(args.out)}")
         return 0
     entry = catalog.get(args.model)
-    args.triton_model, args.preload = entry.triton_name, allocator_preload(args.allocator)
+    args.triton_model = entry.triton_name
     ensure_exported(args.repository, [entry])
     args.staged = reinstall(args.repository, args.out / "model_repository", entry)
     args.pool = benchmark_jpegs()

@@ -36,19 +36,23 @@ def preprocess_requests(
     requests: Sequence[Sequence[Item]],
     crop: Callable[[Item], np.ndarray],
     normalize: Callable[[np.ndarray], np.ndarray] | None = None,
+    admit: Callable[[Sequence[Item]], None] | None = None,
 ) -> list[np.ndarray | ImageDecodeError]:
     """For each request (a sequence of images), its N x C x C x 3 uint8 crops or the error of its first bad image.
 
     `crop` turns one image (encoded bytes or a decoded frame) into the uint8 crop; `normalize`, if
     given, turns the stack of crops into float network input (N x 3 x C x C) in one computation.
     The served step passes none: the network normalizes. A request stops at its first bad image:
-    the rest of it would be thrown away anyway.
+    the rest of it would be thrown away anyway. `admit`, if given, sees a request's images before any
+    is cropped and refuses the whole request by raising ImageDecodeError (the per-request limits).
     """
     outcomes: list[list[np.ndarray] | ImageDecodeError] = []
     for items in requests:
         try:
             if len(items) == 0:
                 raise ImageDecodeError("the request holds no image")
+            if admit is not None:
+                admit(items)
             outcomes.append(_crops(items, crop))
         except ImageDecodeError as err:
             outcomes.append(err)

@@ -25,6 +25,8 @@ small for a 1/2 scale, is decoded exactly. The pixels differ from the exact deco
 from __future__ import annotations
 
 import io
+import math
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -41,12 +43,21 @@ from preprocess.formats import ImageDecodeError, ImageFormat, header_size, sniff
 # must be served.
 DEFAULT_MAX_PIXELS = 120_000_000
 
-# 32 MiB per encoded image: well above a camera's largest JPEG (about 12 MB at 61 MP and top
-# quality) and a 24 MP PNG photograph, so one request of 8 images stays under 256 MiB. Checked
-# first, before the format is even sniffed, so an oversized image costs nothing but its copy.
-# tritonserver 2.51 itself bounds no request (docs/security.md); raise the `max_image_bytes`
-# model parameter for larger files.
-DEFAULT_MAX_IMAGE_BYTES = 32 * 1024 * 1024
+# 16 MiB per encoded image, the request limit below: above a camera's largest JPEG (about 12 MB at
+# 61 MP and top quality); a 24 MP PNG photograph (30-40 MB) is refused: send it as JPEG or as PIXELS.
+# Checked first, before the format is even sniffed, so an oversized image costs nothing but its copy.
+# tritonserver itself bounds no gRPC request below 2 GB (docs/reliability.md, "Memory"); raise the
+# `max_image_bytes` model parameter for larger files.
+DEFAULT_MAX_IMAGE_BYTES = 16 * 1024 * 1024
+
+# A request's images together (1 to 8 of them). Bytes: the request the frontend holds whole before any
+# step can refuse it, so the pod's memory bound counts it per request in flight (docs/reliability.md,
+# "Memory"): 16 MiB takes eight 2 MB camera JPEGs or one 12 MB 61-megapixel one. Pixels: what the
+# request makes one preprocess instance decode, one image after another: eight 24-megapixel
+# full-frame photos (about 2 s of one core); eight images at the per-image limit would hold an
+# instance for 10 s. Both are checked on the headers of every image before the first is decoded.
+DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_REQUEST_PIXELS = 8 * 24_000_000
 
 # Fast decode keeps the scaled short side at least twice the resize target: the model's own resize
 # then still shrinks by 2x or more, so its filter (antialiased bicubic for NextViT, bilinear for ViT)
@@ -86,6 +97,40 @@ def check_pixels(width: int, height: int, max_pixels: int, what: str) -> None:
         raise ImageDecodeError(
             f"{what} {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,} "
             "(the preprocess model's max_pixels parameter)"
+        )
+
+
+def declared_pixels(data: bytes) -> int:
+    """width x height as the header declares them; 0 where the header is unreadable (the image's own check says why)."""
+    try:
+        return math.prod(header_size(data, sniff(data)))
+    except ImageDecodeError:
+        return 0
+
+
+def check_request(
+    images: Sequence[bytes],
+    max_request_bytes: int,
+    max_request_pixels: int,
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> None:
+    """Refuse a request whose images together exceed the byte or pixel limit, before any of them is decoded.
+
+    An image over its own limit is left out of the sums: its own check refuses it, naming it.
+    """
+    sizes = [len(data) for data in images if len(data) <= max_image_bytes]
+    if sum(sizes) > max_request_bytes:
+        raise ImageDecodeError(
+            f"request of {len(images)} images, {sum(sizes):,} bytes in all, over the limit of {max_request_bytes:,} "
+            "bytes per request (the preprocess model's max_request_bytes parameter): send fewer images per request"
+        )
+    pixels = [n for data in images if len(data) <= max_image_bytes and (n := declared_pixels(data)) <= max_pixels]
+    if sum(pixels) > max_request_pixels:
+        raise ImageDecodeError(
+            f"request of {len(images)} images declaring {sum(pixels):,} pixels in all, over the limit of "
+            f"{max_request_pixels:,} pixels per request (the preprocess model's max_request_pixels parameter): "
+            "send fewer images per request"
         )
 
 

@@ -12,8 +12,8 @@ right/bottom; NormalizeImage computes float32 (x * float32(1/255) - mean) / std;
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -22,13 +22,18 @@ from PIL import Image
 from preprocess.decoding import (
     DEFAULT_MAX_IMAGE_BYTES,
     DEFAULT_MAX_PIXELS,
+    DEFAULT_MAX_REQUEST_BYTES,
+    DEFAULT_MAX_REQUEST_PIXELS,
     FAST_DECODE_MARGIN,
     check_fast_decode_margin,
     check_pixels,
+    check_request,
+    declared_pixels,
     decode,
     decode_reduced,
 )
 from preprocess.formats import ImageDecodeError
+from preprocess.slots import DecodeSlots
 
 RESIZE_BACKENDS = ("pillow-bicubic", "opencv-linear")
 # The preprocess model parameter choosing the decode: "exact" (PaddleClas's, the default) or "fast"
@@ -115,6 +120,9 @@ class Preprocessor:
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
     decode_mode: str = "exact"  # DECODE_MODES; "fast" only through an explicit opt-in
     fast_decode_margin: float = FAST_DECODE_MARGIN  # used by decode_mode "fast" only
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES  # all images of one request together
+    max_request_pixels: int = DEFAULT_MAX_REQUEST_PIXELS
+    slots: DecodeSlots | None = field(default=None, compare=False)  # the served step's; None: no shared limit
 
     def __post_init__(self) -> None:
         if self.decode_mode not in DECODE_MODES:
@@ -140,6 +148,8 @@ class Preprocessor:
             max_image_bytes=int(params.get("max_image_bytes", DEFAULT_MAX_IMAGE_BYTES)),
             decode_mode=params.get(DECODE_PARAMETER, "exact"),
             fast_decode_margin=float(params.get(FAST_DECODE_MARGIN_PARAMETER, FAST_DECODE_MARGIN)),
+            max_request_bytes=int(params.get("max_request_bytes", DEFAULT_MAX_REQUEST_BYTES)),
+            max_request_pixels=int(params.get("max_request_pixels", DEFAULT_MAX_REQUEST_PIXELS)),
         )
 
     def _statistics(self) -> tuple[np.ndarray, np.ndarray]:
@@ -156,8 +166,19 @@ class Preprocessor:
         """Encoded bytes -> the uint8 crop the network sees: what the IMAGE step serves, and client-side crops.
 
         Exact by default; with decode_mode "fast", a large JPEG is decoded at a reduced scale and
-        resized to the size the exact path would have given it.
+        resized to the size the exact path would have given it. With `slots`, an image above their
+        size waits for one of the server's large-decode slots (preprocess/slots.py).
         """
+        if self.slots is None:
+            return self._crop_encoded(data)
+        with self.slots.hold(declared_pixels(data)):
+            return self._crop_encoded(data)
+
+    def check_request(self, images: Sequence[bytes]) -> None:
+        """Refuse a request over this model's per-request byte or pixel limit before decoding any image."""
+        check_request(images, self.max_request_bytes, self.max_request_pixels, self.max_image_bytes, self.max_pixels)
+
+    def _crop_encoded(self, data: bytes) -> np.ndarray:
         if self.decode_mode == "exact":
             return self.pixels(self.decode(data))
         rgb, full_size = decode_reduced(

@@ -9,6 +9,7 @@ catalog through config.pbtxt; `decode` (exact unless the serving copy says fast)
 chart. Normalization is the network's first operation, not this step's.
 """
 
+import dataclasses
 import json
 import os
 
@@ -17,7 +18,8 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from preprocess import Preprocessor, preprocess_requests
-from preprocess.allocator import keep_large_buffers
+from preprocess.allocator import IdleRelease, keep_large_buffers
+from preprocess.slots import DecodeSlots, server_directory
 
 
 def lower_priority(niceness: int) -> None:
@@ -38,12 +40,17 @@ class TritonPythonModel:
         # One math thread per instance: Triton runs several instances side by side, and each
         # OpenCV thread pool would otherwise claim every core.
         cv2.setNumThreads(1)
-        # This stub process is ours alone: let malloc keep decode buffers of camera-sized photos.
-        keep_large_buffers()
+        # This stub process is ours alone: let malloc keep decode buffers while requests come, and
+        # hand them back after a second without one (preprocess/allocator.py).
+        allocator = keep_large_buffers()
+        self.release = IdleRelease()
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config["parameters"].items()}
         lower_priority(int(params.get("niceness", 0)))
-        self.preprocessor = Preprocessor.from_parameters(params)
+        # Images above a full-frame photo's size share the server's few large-decode slots (preprocess/slots.py).
+        self.preprocessor = dataclasses.replace(
+            Preprocessor.from_parameters(params), slots=DecodeSlots(server_directory())
+        )
         ((self.input_name, input_type),) = ((tensor["name"], tensor["data_type"]) for tensor in config["input"])
         (self.output_name,) = (tensor["name"] for tensor in config["output"])
         # The input's type says which step this is: encoded bytes (TYPE_STRING) or RGB frames (TYPE_UINT8).
@@ -54,7 +61,7 @@ class TritonPythonModel:
             self.crop = self.preprocessor.pixels
         else:
             raise ValueError(f"{args['model_name']}: input {self.input_name} must be TYPE_STRING or TYPE_UINT8")
-        pb_utils.Logger.log_info(f"{args['model_name']} ({self.input_name}): {self.preprocessor}")
+        pb_utils.Logger.log_info(f"{args['model_name']} ({self.input_name}): {self.preprocessor}, {allocator} malloc")
 
     def _crop_encoded(self, data: bytes) -> np.ndarray:
         return self.preprocessor.crop_encoded(bytes(data))  # exact, or fast decode when the config's `decode` says so
@@ -67,7 +74,12 @@ class TritonPythonModel:
     def execute(self, requests: list) -> list:
         # Decode and crop image by image, then one response per request, in order; a bad image fails
         # only the request carrying it.
-        outcomes = preprocess_requests([self._images(r) for r in requests], self.crop)
+        self.release.busy()
+        try:
+            admit = self.preprocessor.check_request if self.encoded else None  # per-request limits
+            outcomes = preprocess_requests([self._images(r) for r in requests], self.crop, admit=admit)
+        finally:
+            self.release.idle()
         responses = []
         for outcome in outcomes:
             if isinstance(outcome, np.ndarray):

@@ -201,7 +201,7 @@ def test_per_run_key_file_is_private_and_the_key_is_not_logged(triton_server: Tr
 def test_oversized_image_is_refused_and_the_server_stays_up(triton_server: TritonServer, protocol: str) -> None:
     client = clients(triton_server, protocol)
     module = grpcclient if protocol == "grpc" else httpclient
-    oversized = PHOTO + bytes(DEFAULT_MAX_IMAGE_BYTES)  # a valid JPEG start, 32 MiB of padding after it
+    oversized = PHOTO + bytes(DEFAULT_MAX_IMAGE_BYTES)  # a valid JPEG start, more padding than the limit
     with pytest.raises(InferenceServerException) as refused:
         client.infer(MODEL, image_inputs(module, PHOTO, oversized))
     message = str(refused.value)

@@ -85,3 +85,22 @@ def test_a_sweep_ends_at_the_first_overload_refusal_and_fails_on_anything_else(m
     for outcomes[:] in ([analyzer.PerfAnalyzerError(refusal)], [point, analyzer.PerfAnalyzerError("no such model")]):
         with pytest.raises(analyzer.PerfAnalyzerError):
             sweeper.sweep("m", [1, 2])
+
+
+def test_the_flood_sends_the_largest_request_the_server_accepts() -> None:
+    from perf.drills import CAMERA, largest_request
+    from preprocess.decoding import DEFAULT_MAX_REQUEST_BYTES
+
+    photos = [bytes(3_000_000), bytes(2_500_000), bytes(1_000_000)]
+    request = largest_request({CAMERA: photos})
+    # Largest first while they fit: 3 + 2.5 + 1 + 3 + 2.5 + 1 + 3 = 16 MB; one more byte-sized photo would not.
+    assert [len(p) for p in request] == [3_000_000, 2_500_000, 1_000_000] * 2 + [3_000_000]
+    assert sum(map(len, request)) + 1_000_000 > DEFAULT_MAX_REQUEST_BYTES
+
+
+def test_memory_is_back_only_once_it_stays_back() -> None:
+    from perf.drills import _returned_after
+
+    samples = [(0.0, 500.0), (10.0, 1200.0), (10.5, 560.0), (11.0, 900.0), (11.5, 600.0), (12.0, 590.0)]
+    assert _returned_after(samples, 10.0, idle=500.0) == 1.5  # 10.5 dipped back, 11.0 rose again
+    assert _returned_after(samples, 10.0, idle=300.0) is None

@@ -161,6 +161,17 @@ rounded up ("4" and "4000m" are 4, "1.5" and "1500m" are 2): the cores its cgrou
 {{- end }}
 {{- end }}
 
+{{/* The allocator's settings beside LD_PRELOAD (model_repository/memory.py, MALLOC_ENV): tcmalloc returns freed spans at once in tritonserver, whose decoding steps turn that off for themselves and release when idle; jemalloc purges within a second. */}}
+{{- define "paddleclas-triton.mallocEnv" -}}
+{{- if eq .Values.server.malloc "tcmalloc" }}
+- name: TCMALLOC_AGGRESSIVE_DECOMMIT
+  value: "true"
+{{- else if eq .Values.server.malloc "jemalloc" }}
+- name: MALLOC_CONF
+  value: background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0
+{{- end }}
+{{- end }}
+
 {{/*
 Value combinations the schema cannot express with a readable message stop the render here, each
 with a sentence saying what to change.

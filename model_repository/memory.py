@@ -1,0 +1,163 @@
+"""What bounds the server's memory, in one place: the allocator it runs, its frontend's flags, the pod formula.
+
+The launcher (model_repository/server.py) and the Helm chart take their allocator, its settings and
+the frontend's flags from here, and the chart's memory request and limit follow `pod_memory_bytes`
+(tests/chart/test_chart_memory.py ties them). Figures and their commands: docs/reliability.md, "Memory".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import catalog
+from model_repository import configs
+from model_repository.configs import Layout
+from preprocess.decoding import DEFAULT_MAX_PIXELS, DEFAULT_MAX_REQUEST_BYTES
+from preprocess.slots import LARGE_PIXELS, LARGE_SLOTS
+
+MIB = 1 << 20
+
+# --- the allocator --------------------------------------------------------------------------------
+
+# The NVIDIA image preloads nothing itself but ships tcmalloc (gperftools) and jemalloc, and sets
+# TCMALLOC_RELEASE_RATE=200 (server repository, build.py); the chart preloads server.malloc into
+# tritonserver, and the Python backend forks every step with tritonserver's environment
+# (python_backend, src/stub_launcher.cc), so the steps run it too. Production runs tcmalloc, so the
+# local server does as well: Debian's libtcmalloc-minimal4 (`make setup` installs it) is the same
+# allocator without the heap profiler.
+MALLOCS = ("tcmalloc", "jemalloc", "system")
+DEFAULT_MALLOC = "tcmalloc"
+# Library file names, local (Debian) and in the NVIDIA image (Ubuntu); both multiarch x86-64.
+LIBRARY_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib")
+LOCAL_LIBRARIES = {"tcmalloc": ("libtcmalloc_minimal.so.4", "libtcmalloc.so.4"), "jemalloc": ("libjemalloc.so.2",)}
+IMAGE_LIBRARIES = {
+    "tcmalloc": "/usr/lib/x86_64-linux-gnu/libtcmalloc.so.4",
+    "jemalloc": "/usr/lib/x86_64-linux-gnu/libjemalloc.so",  # libjemalloc-dev's link, which the image installs
+}
+# The allocator's settings for tritonserver. tcmalloc keeps every freed span by default (a flood of
+# camera-photo requests left tritonserver 600-700 MB above idle for good, with or without the
+# image's release rate); aggressive decommit returns a span when it is freed. The frontend's buffers
+# are a request's bytes copied once, so the page faults cost little there; the decoding steps turn
+# it off for themselves and hand memory back when idle instead (preprocess/allocator.py).
+# jemalloc: purge freed pages within a second from a background thread.
+MALLOC_ENV = {
+    "tcmalloc": {"TCMALLOC_AGGRESSIVE_DECOMMIT": "true"},
+    "jemalloc": {"MALLOC_CONF": "background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0"},
+    "system": {},
+}
+
+
+MALLOC_VARIABLES = ("LD_PRELOAD", *{name for settings in MALLOC_ENV.values() for name in settings})
+
+
+def malloc_library(name: str) -> str | None:
+    """The local file to preload for `name` (None for the system malloc); an error says how to install it."""
+    if name not in MALLOCS:
+        raise ValueError(f"malloc must be one of {', '.join(MALLOCS)}, not {name!r}")
+    if name == "system":
+        return None
+    for directory in LIBRARY_DIRS:
+        for library in LOCAL_LIBRARIES[name]:
+            if Path(directory, library).is_file():
+                return str(Path(directory, library))
+    package = {"tcmalloc": "libtcmalloc-minimal4", "jemalloc": "libjemalloc2"}[name]
+    raise FileNotFoundError(
+        f"no {name} library on this machine ({', '.join(LOCAL_LIBRARIES[name])}): `make setup` installs it "
+        f"(apt-get install {package}), or serve with --malloc system"
+    )
+
+
+def malloc_environment(name: str) -> dict[str, str]:
+    """LD_PRELOAD and the allocator's settings for tritonserver (and so for every step it forks)."""
+    library = malloc_library(name)
+    return ({"LD_PRELOAD": library} if library else {}) | MALLOC_ENV[name]
+
+
+# --- the frontend -----------------------------------------------------------------------------------
+
+# tritonserver's gRPC frontend keeps up to --grpc-infer-allocation-pool-size (default 8) finished
+# request states for reuse, each still holding the whole request it carried, image bytes included:
+# State::Release leaves request_ alone, and only State::Reset clears it when the state is reused
+# (server repository, src/grpc/infer_handler.h, 2.51.0 and 2.73.0). Up to 8 requests of the largest
+# size stay allocated after a burst; 0 frees each request's state once it is answered.
+GRPC_STATE_POOL = 0
+
+
+def frontend_flags() -> list[str]:
+    """tritonserver flags that bound what its frontend keeps between requests (2.51 and 2.73 alike)."""
+    return [f"--grpc-infer-allocation-pool-size={GRPC_STATE_POOL}"]
+
+
+# --- the bound: pod memory = f(instances, max request size, requests in flight) ---------------------
+
+# Proportional set sizes measured on the local server (docs/reliability.md, "Memory"), rounded up:
+# tritonserver without models' own memory, and each Python step process once warm and idle.
+SERVER_IDLE_MIB = 64
+STEP_IDLE_MIB = {"preprocess": 64, "pixels_preprocess": 64, "postprocess": 32, "network": 256}
+# While an image is decoded and resized a preprocess process holds 7 bytes per pixel (decoding.py,
+# DEFAULT_MAX_PIXELS): RGB and either the decoder's BGR or Pillow's RGBX copy.
+DECODE_BYTES_PER_PIXEL = 7
+# Each request in flight is held whole by the frontend, and once more as the step's own objects while
+# a preprocess instance works on it (its copy in the Python backend's pool is inside /dev/shm, counted
+# there). Every request a step holds is one of those in flight, so the batches add a copy of the
+# requests in flight, not one per instance.
+REQUEST_COPIES = 2
+# What the frontend may hold at once: requests received whole and not yet answered or refused. Triton
+# bounds neither connections nor streams (2.51 and 2.73), so this is the concurrency a gateway in
+# front of the pod must enforce; the local server's flood drill uses 40 connections.
+REQUESTS_IN_FLIGHT = 64
+# gpu mode, estimates unverified on a GPU: tritonserver with CUDA and the onnxruntime backend, and
+# the networks' host memory (at most their ONNX files: 7 GB for all 19 models).
+GPU_SERVER_GIB = 3
+GPU_NETWORKS_GIB = 7
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What the pod's memory depends on: its step processes and its request limits."""
+
+    preprocess_instances: int  # encoded-image instances, every preprocessing together
+    pixels_preprocess_instances: int
+    postprocess_instances: int
+    network_cpu_instances: int  # portable networks (Python steps); 0 in gpu mode
+    shm_bytes: int  # the /dev/shm volume's size limit (the Python backend's pools live there)
+    requests_in_flight: int = REQUESTS_IN_FLIGHT
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    large_pixels: int = LARGE_PIXELS
+    large_slots: int = LARGE_SLOTS
+    extra_bytes: int = 0  # gpu mode: server with CUDA, networks, pinned pool, response cache
+
+    @classmethod
+    def of(cls, layout: Layout, models: list[str], gpu: bool, shm_bytes: int, **limits: int) -> Deployment:
+        """A server running `layout` for these catalog models: steps once per preprocessing, networks per model."""
+        keys = len({configs.preprocess_key(catalog.get(name)) for name in models})
+        return cls(
+            preprocess_instances=keys * layout.preprocess_instances,
+            pixels_preprocess_instances=keys * layout.pixels_preprocess_instances,
+            postprocess_instances=layout.postprocess_instances,
+            network_cpu_instances=0 if gpu else len(models) * layout.network_cpu_instances,
+            shm_bytes=shm_bytes,
+            **limits,
+        )
+
+
+def step_bytes(deployment: Deployment) -> int:
+    """Every Python step process idle, plus one decode just below the large-image size on every preprocess instance."""
+    d = deployment
+    idle = (
+        d.preprocess_instances * STEP_IDLE_MIB["preprocess"]
+        + d.pixels_preprocess_instances * STEP_IDLE_MIB["pixels_preprocess"]
+        + d.postprocess_instances * STEP_IDLE_MIB["postprocess"]
+        + d.network_cpu_instances * STEP_IDLE_MIB["network"]
+    ) * MIB
+    return idle + (d.preprocess_instances + d.pixels_preprocess_instances) * DECODE_BYTES_PER_PIXEL * d.large_pixels
+
+
+def pod_memory_bytes(deployment: Deployment) -> int:
+    """The pod's bound; each term is one line of docs/reliability.md, "Memory"."""
+    d = deployment
+    requests = REQUEST_COPIES * d.requests_in_flight * d.max_request_bytes
+    large = d.large_slots * DECODE_BYTES_PER_PIXEL * (d.max_pixels - d.large_pixels)
+    return SERVER_IDLE_MIB * MIB + requests + step_bytes(d) + large + d.shm_bytes + d.extra_bytes
