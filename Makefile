@@ -32,7 +32,6 @@ help: ## list the targets
 # (model_repository/memory.py); jemalloc is there for `--malloc jemalloc` comparisons.
 MALLOC_LIBRARY := /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4
 MALLOC_PACKAGES := libtcmalloc-minimal4 libjemalloc2
-SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 setup: $(STAMP) $(PROMETHEUS) $(MALLOC_LIBRARY) ## create .venv and install the pinned dependencies (idempotent)
 
