@@ -128,7 +128,7 @@ def flags(args: list[str]) -> dict[str, str]:
 RELEASE_FLAGS_FILE = Path(__file__).resolve().parent / "data" / "tritonserver-2.73.0-flags.txt"
 # Flags the chart passes that the local 2.51.0 does not parse (it exits on an unknown flag): the test
 # that starts 2.51 with the chart's flags leaves these out, after checking 2.51 really lacks them.
-NEWER_RELEASE_ONLY = ("--allow-client-shm",)
+NEWER_RELEASE_ONLY = ("--allow-client-shm", "--http-max-input-size")  # flags 2.51 lacks (tritonserver --help)
 
 
 def release_flags() -> set[str]:

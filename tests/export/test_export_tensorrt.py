@@ -157,7 +157,8 @@ def test_plan_build_arguments_profile_record_and_config(production: Path, tmp_pa
     expected = exported
     expected.default_model_filename = "model_sm89.plan"
     expected.cc_model_filenames["8.9"] = "model_sm89.plan"
-    assert config == expected, "config.pbtxt is the exported tensorrt.pbtxt plus the plan files"
+    expected.parameters[configs.PRECISION_PARAMETER].string_value = "fp16"  # the helm test's tolerance
+    assert config == expected, "config.pbtxt is the exported tensorrt.pbtxt plus the plan files and precision"
     assert (config.platform, config.backend, config.max_batch_size) == ("tensorrt_plan", "tensorrt", 128)
     assert [list(group.profile) for group in config.instance_group] == [["0", "1"]]
     assert list(config.dynamic_batching.preferred_batch_size) == [opt for _, opt, _ in configs.TRT_PROFILES] == [8, 64]
@@ -181,6 +182,7 @@ def test_a_second_gpu_adds_its_plan_beside_the_first(production: Path, tmp_path:
     _, expected = tensorrt_files(production)
     expected.default_model_filename = "model_sm80.plan"  # the plan built last
     expected.cc_model_filenames.update({"8.0": "model_sm80.plan", "8.9": "model_sm89.plan"})
+    expected.parameters[configs.PRECISION_PARAMETER].string_value = "fp32"
     assert config == expected
     record = json.loads((production / configs.network_name(ENTRY) / "1" / trt_plans.PLANS_RECORD).read_text())
     assert {cc: p["gpu"] for cc, p in record["plans"].items()} == {"8.0": "NVIDIA A100-SXM4-80GB", "8.9": "NVIDIA L4"}
