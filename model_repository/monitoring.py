@@ -23,8 +23,9 @@ the refusals. Triton (2.51, core r24.10, and core's main alike) refuses a full q
 (src/scheduler_utils.cc, "Exceeds maximum queue size"), before the step counts anything, so the
 refusal appears only as a failure of the ensemble, with reason OTHER: the reason a broken image
 also gets (measured on 2.51: each failed ensemble request is counted twice, so a refused share r
-reads 2r / (1 + r)). Counting failures only while some step's queue held a request in the window
-keeps a client sending broken files to an idle pod from scaling it out: they fail without queueing.
+reads 2r / (1 + r)). Counting failures only while some step's queue held a request for at least half
+the window (QUEUE_HELD) keeps a client sending broken files from scaling a pod out: they fail without
+waiting.
 Measured figures: helm/README.md, "Autoscaling and monitoring".
 """
 
@@ -40,6 +41,11 @@ PENDING = "nv_inference_pending_request_count"  # gauge: requests in a model's q
 # not the bottleneck, and a few milliseconds of wait at a nearly idle step must not read as a ratio of 6
 # (measured: 2 postprocess requests in a minute read 6.5 with a floor of 1 us/s).
 ONE_BUSY_INSTANCE_US_PER_S = 1_000_000
+# Failures count as refusals only while some step's queue held a request at least half of the window
+# on average: a saturated step's queue stays full (it refuses because it is), while requests of a client
+# whose files fail pass through the queue in an instant. Any request seen in the queue was not enough:
+# one client sending broken JPEGs back to back was caught queued at some scrape and read 1.0.
+QUEUE_HELD = 0.5
 NO_TRAFFIC = "1e-9"  # the floor of a request rate, so an idle pod's refused share is 0, not NaN
 
 ADAPTER_MATCHERS, ADAPTER_GROUP_BY, ADAPTER_WINDOW = "<<.LabelMatchers>>", "<<.GroupBy>>", "1m"
@@ -72,13 +78,14 @@ def scaling_signal(matchers: str, group_by: str, window: str) -> str:
 
     busiest step   max over steps of rate(queue) / max(rate(compute), one busy instance)
     refused share  ensemble failures / (failures + successes), counted only while a step's queue
-                   held a request in the window (a full queue is what refuses; broken images sent
-                   to an idle pod fail without queueing and add nothing)
+                   held a request at least half the window on average (QUEUE_HELD: a full queue is
+                   what refuses; broken images fail without waiting and add nothing)
     """
     busiest = f"max by ({group_by}) ({step_ratios(matchers, group_by, window)})"
     failed = _rate(FAILURE, matchers, group_by, window, steps=False)
     answered = f"{failed} + {_rate(SUCCESS, matchers, group_by, window, steps=False)}"
-    queued = f"max by ({group_by}) (max_over_time({selector(PENDING, matchers, True)}[{window}])) > bool 0"
+    held = f"avg_over_time({selector(PENDING, matchers, True)}[{window}])"
+    queued = f"max by ({group_by}) ({held}) >= bool {QUEUE_HELD}"
     return f"{busiest} + {failed} / clamp_min({answered}, {NO_TRAFFIC}) * ({queued})"
 
 

@@ -43,7 +43,7 @@ ADAPTER_VALUES = HELM_DIR / "monitoring" / "prometheus-adapter-values.yaml"
 SMOKED = [catalog.get(name).triton_name for name in SERVED_MODELS]
 # Reported only where NVML sees a GPU; this machine has none.
 GPU_ONLY = {"nv_gpu_utilization", "nv_gpu_memory_used_bytes", "nv_gpu_memory_total_bytes"}
-PROMQL_FUNCTIONS = {"sum", "max", "rate", "clamp_min", "max_over_time", "label_values"}
+PROMQL_FUNCTIONS = {"sum", "max", "rate", "clamp_min", "avg_over_time", "label_values"}
 PROMQL_KEYWORDS = r"\bbool\b"  # the comparison modifier, not a metric name
 # Flags that decide how models load; the local server the tests use must share them.
 LOADING_FLAGS = ("--model-control-mode", "--strict-readiness", "--disable-auto-complete-config")
