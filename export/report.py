@@ -66,13 +66,9 @@ The remaining columns count differently, and the differences are exactly these:
 
 PARITY_TEXT = """## Parity: ONNX Runtime against Paddle Inference
 
-Each export runs the served ONNX network in ONNX Runtime and the Paddle inference model in Paddle
-Inference on the same preprocessed sample photographs, and refuses to install the model unless every
-probability agrees within the catalog's limit and the top-1 and top-5 classes agree. For NextViT the
-same check runs first between the network before and after `merge_bn()` (folded BatchNorms; limit in
-`export/fold.py`). Random weights are seeded and calibrated on the photographs (BatchNorm statistics
-and head scale), so the networks behave numerically like trained ones; with `--weights` or
-`--download`, the same table holds the trained networks.
+The check every export passes before it installs ([export/README.md](../export/README.md#what-an-export-does-pipelinepy)):
+the served ONNX network against Paddle Inference on the sample photographs, and for NextViT the network
+before and after `merge_bn()`. With `--weights` or `--download` the same table holds the trained networks.
 """
 
 
@@ -310,12 +306,8 @@ def environment(records: dict[str, dict]) -> str:
 
 FP16_TEXT = """## FP16: the price of the FP16 network
 
-The production export writes `model.fp16.onnx` beside `model.onnx` ([export/fp16.py](../export/fp16.py)):
-the same network with FP16 weights and activations, except the normalization prefix, LayerNorm,
-Softmax and the graph's input and output, which stay FP32. TensorRT 11 has no precision flags, so
-FP16 is this file, built strongly typed: TensorRT plans (`python -m export --trt`, the chart's
-`trtPlans.precision`) and `--ort-trt` use it when the precision is `fp16`, **their default**; `fp32`
-uses `model.onnx`, exact to the parity above. This table is the price of that default.
+The price of `model.fp16.onnx` ([export/README.md](../export/README.md#the-fp16-network-fp16py)), which
+TensorRT plans and `--ort-trt` serve at their **default** precision, `fp16`; `fp32` is exact to the parity above.
 
 Measured by `{command}` (`make fp16-price`){others}, ONNX Runtime {ort} on CPU ({cpu}; flags {flags}; 2
 threads), both networks on the same uint8 crops: the {photos} sample photographs and variants made
