@@ -66,9 +66,10 @@ The remaining columns count differently, and the differences are exactly these:
 
 PARITY_TEXT = """## Parity: ONNX Runtime against Paddle Inference
 
-The check every export passes before it installs ([export/README.md](../export/README.md#what-an-export-does-pipelinepy)):
-the served ONNX network against Paddle Inference on the sample photographs, and for NextViT the network
-before and after `merge_bn()`. With `--weights` or `--download` the same table holds the trained networks.
+The check every export passes before it installs: the served ONNX network against Paddle Inference on
+the sample photographs, and for NextViT the network before and after `merge_bn()`
+([export/README.md](../export/README.md#what-an-export-does-pipelinepy)). With `--weights` or `--download`
+the same table holds the trained networks.
 """
 
 
