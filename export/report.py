@@ -99,30 +99,24 @@ def catalog_table() -> str:
         rows.append(
             [
                 f"`{entry.name}`",
-                f"`{entry.triton_name}`",
                 entry.family,
-                f"3x{entry.input_size}x{entry.input_size}",
                 f"{p.resize_short} → {p.crop}",
                 p.resize,
                 f"{_triple(p.mean)} / {_triple(p.std)}",
                 f"{pub.top1:.4f}",
                 f"{pub.top5:.4f}" if pub.top5 is not None else "—",
                 _triple(pub.v100_trt_fp32_ms) if pub.v100_trt_fp32_ms else "—",
-                f"{entry.parity_atol:g}",
             ]
         )
     header = [
-        "PaddleClas name",
-        "Triton model",
+        "PaddleClas name (Triton: lower case)",
         "family",
-        "input",
         "resize short side → crop",
         "resize",
         "mean / std",
         "top-1",
         "top-5",
         "V100 TRT FP32 ms (batch 1, 4, 8)",
-        "parity limit",
     ]
     return _table(header, rows)
 
