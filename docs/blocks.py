@@ -132,7 +132,8 @@ def _gpu_memory_table() -> str:
     """The sums the chart checks; each model's cap is docs/models.md's, so its rows are left out here."""
     from export import memory  # imported late, as the catalog table
 
-    sums = [line.removesuffix(" | | |") + " |" for line in memory.readme_table().splitlines() if line.startswith("| **")]
+    rows = memory.readme_table().splitlines()
+    sums = [row.removesuffix(" | | |") + " |" for row in rows if row.startswith("| **")]
     return "\n".join(["| models served | sum of gpu_mem_limit per instance, MiB |", "|---|--:|", *sums])
 
 
