@@ -1,11 +1,10 @@
 """The values table of helm/README.md, made from the chart's values.yaml.
 
-A key is documented by a comment block right above it that starts with ``# --``; the table lists
-every documented key with its default and the comment's first sentence (the rest stays in values.yaml,
-where the reader of a value finds it). Generating the table keeps the README from drifting away
-from the values, the usual fate of hand-written chart docs. `make docs` (docs/blocks.py) writes it
-into the README's `values-table` block, and its drift check fails CI while the block is stale;
-tests/chart/test_chart_docs.py fails on a key without a comment.
+A key is documented by a comment block right above it that starts with ``# --``; the table lists every
+documented key with its default, and the comment stays beside the value. Generating the table keeps the
+README from drifting away from the values, the usual fate of hand-written chart docs. `make docs`
+(docs/blocks.py) writes it into the README's `values-table` block, and its drift check fails CI while the
+block is stale; tests/chart/test_chart_docs.py fails on a key without a comment.
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ VALUES = HELM_DIR / "paddleclas-triton" / "values.yaml"
 KEY = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z0-9_.\-/]+):(\s|$)")
 DOC_START = re.compile(r"^(?P<indent> *)# -- (?P<text>.*)$")
 DOC_MORE = re.compile(r"^(?P<indent> *)#(?: (?P<text>.*))?$")
-SENTENCE_END = re.compile(r"(?<!e\.g)(?<!i\.e)\.(?=\s|$)")
 
 
 def documented_keys(text: str) -> list[tuple[str, str]]:
@@ -73,18 +71,12 @@ def undocumented(text: str) -> list[str]:
     return [leaf for leaf in leaves(values) if not any(leaf == key or leaf.startswith(key + ".") for key in documented)]
 
 
-def first_sentence(description: str) -> str:
-    """The summary a table cell shows: up to the first full stop that ends a sentence (not "e.g." or "i.e.")."""
-    match = SENTENCE_END.search(description)
-    return description[: match.start() + 1] if match else description
-
-
 def table(text: str) -> str:
-    """Key, default and the first sentence of its comment; the whole comment stays in values.yaml, beside the key."""
+    """Each documented key and its default. The description stays the comment above the key in values.yaml
+    (what `helm show values` prints), so the README restates none of it."""
     values = yaml.safe_load(text)
-    lines = ["| Key | Default | Description |", "| --- | --- | --- |"]
-    for key, description in documented_keys(text):
-        default = json.dumps(lookup(values, key), separators=(", ", ": "))
-        cell = first_sentence(description).replace("|", "\\|")
-        lines.append(f"| `{key}` | `{default}` | {cell} |")
+    lines = ["| Key | Default |", "| --- | --- |"]
+    for key, _ in documented_keys(text):
+        default = json.dumps(lookup(values, key), separators=(", ", ": ")).replace("|", "\\|")
+        lines.append(f"| `{key}` | `{default}` |")
     return "\n".join(lines)
