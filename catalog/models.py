@@ -26,8 +26,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 HALF = (0.5, 0.5, 0.5)
 
 # Largest |difference| of any probability allowed between ONNX Runtime and Paddle Inference for
-# the same exported network. Measured differences are 1e-7 to 1e-5 (docs/models.md); a real
-# conversion error (a wrong epsilon, a dropped op) moves probabilities by 1e-3 or more.
+# the same exported network: far above float32 rounding (the measured differences are in docs/models.md,
+# "Parity"), far below a real conversion error (a wrong epsilon, a dropped op: 1e-3 or more).
 PARITY_ATOL = 1e-4
 # Largest |difference| of a served probability from the reference the export recorded for the smoke
 # photograph (Paddle Inference on the same crop; `python -m client smoke`, the helm test), by the

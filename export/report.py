@@ -66,13 +66,10 @@ The remaining columns count differently, and the differences are exactly these:
 
 PARITY_TEXT = """## Parity: ONNX Runtime against Paddle Inference
 
-Each export runs the served ONNX network in ONNX Runtime and the Paddle inference model in Paddle
-Inference on the same preprocessed sample photographs, and refuses to install the model unless every
-probability agrees within the catalog's limit and the top-1 and top-5 classes agree. For NextViT the
-same check runs first between the network before and after `merge_bn()` (folded BatchNorms; limit in
-`export/fold.py`). Random weights are seeded and calibrated on the photographs (BatchNorm statistics
-and head scale), so the networks behave numerically like trained ones; with `--weights` or
-`--download`, the same table holds the trained networks.
+The check every export passes before it installs: the served ONNX network against Paddle Inference on
+the sample photographs, and for NextViT the network before and after `merge_bn()`
+([export/README.md](../export/README.md#what-an-export-does-pipelinepy)). With `--weights` or `--download`
+the same table holds the trained networks.
 """
 
 
@@ -102,30 +99,24 @@ def catalog_table() -> str:
         rows.append(
             [
                 f"`{entry.name}`",
-                f"`{entry.triton_name}`",
                 entry.family,
-                f"3x{entry.input_size}x{entry.input_size}",
                 f"{p.resize_short} → {p.crop}",
                 p.resize,
                 f"{_triple(p.mean)} / {_triple(p.std)}",
                 f"{pub.top1:.4f}",
                 f"{pub.top5:.4f}" if pub.top5 is not None else "—",
                 _triple(pub.v100_trt_fp32_ms) if pub.v100_trt_fp32_ms else "—",
-                f"{entry.parity_atol:g}",
             ]
         )
     header = [
-        "PaddleClas name",
-        "Triton model",
+        "PaddleClas name (Triton: lower case)",
         "family",
-        "input",
         "resize short side → crop",
         "resize",
         "mean / std",
         "top-1",
         "top-5",
         "V100 TRT FP32 ms (batch 1, 4, 8)",
-        "parity limit",
     ]
     return _table(header, rows)
 
@@ -219,21 +210,15 @@ def parity_table(records: dict[str, dict]) -> str:
 
 MEMORY_TEXT = """## GPU memory per network instance (graph estimate, unverified on a GPU)
 
-What one production network instance (one ONNX Runtime session on the CUDA execution provider) holds
-at the largest batch the batcher forms, {batch}, from the served ONNX graph (`export/memory.py`):
-the weights (every initializer) and the peak of the activations alive at once when the nodes run in
-order, each tensor from the node that makes it to the last that reads it, shapes by ONNX shape
-inference at that batch. The cap is the config's ONNX Runtime `gpu_mem_limit`
-(`model_repository/configs.py`, "GPU memory"): weights + {headroom:g} x activations + {workspace} MiB
-for cuDNN workspaces, in whole {step} MiB; the Helm chart sums it per served model and instance
-against `gpu.memoryGiB` ([helm/README.md](../helm/README.md#gpu-memory-estimates-unverified-on-a-gpu)).
-None of this ran on a GPU. The activation figure was checked where ONNX Runtime on CPU is a fair
-proxy (the same graph and planner; its arena off, so the resident set follows the bytes alive): the
-last column is the estimate over what one run at a small batch held, as the exported graph and with
-the CPU provider's optimizations (`python -m export.memory --repository DIR --check-cpu NAME`, on
-one checked model per family). Above 1, ONNX Runtime held less than the walk counts (it writes an
-output over a dying input); below 1, more (its kernels' own scratch, which no graph shows). The
-cap's margin on the activations covers both.
+What one production network instance (one ONNX Runtime session on the CUDA provider) holds at batch
+{batch}, from the served graph (`export/memory.py`): every initializer, plus the peak of the activations
+alive at once when the nodes run in order (shapes by ONNX shape inference). The cap, `gpu_mem_limit`, is
+weights + {headroom:g} x activations + {workspace} MiB for cuDNN workspaces, in whole {step} MiB; the chart
+sums it ([helm/README.md](../helm/README.md#gpu-memory-estimates-unverified-on-a-gpu)). None of this ran
+on a GPU. The last column checks the activation walk on ONNX Runtime's CPU provider (same graph and
+planner, arena off): the estimate over what one small-batch run held (`python -m export.memory
+--repository DIR --check-cpu NAME`). Above 1 ONNX Runtime reused a dying input's buffer; below 1 its
+kernels needed scratch no graph shows; the cap's margin covers both.
 """
 
 
@@ -310,12 +295,8 @@ def environment(records: dict[str, dict]) -> str:
 
 FP16_TEXT = """## FP16: the price of the FP16 network
 
-The production export writes `model.fp16.onnx` beside `model.onnx` ([export/fp16.py](../export/fp16.py)):
-the same network with FP16 weights and activations, except the normalization prefix, LayerNorm,
-Softmax and the graph's input and output, which stay FP32. TensorRT 11 has no precision flags, so
-FP16 is this file, built strongly typed: TensorRT plans (`python -m export --trt`, the chart's
-`trtPlans.precision`) and `--ort-trt` use it when the precision is `fp16`, **their default**; `fp32`
-uses `model.onnx`, exact to the parity above. This table is the price of that default.
+The price of `model.fp16.onnx` ([export/README.md](../export/README.md#the-fp16-network-fp16py)), which
+TensorRT plans and `--ort-trt` serve at their **default** precision, `fp16`; `fp32` is exact to the parity above.
 
 Measured by `{command}` (`make fp16-price`){others}, ONNX Runtime {ort} on CPU ({cpu}; flags {flags}; 2
 threads), both networks on the same uint8 crops: the {photos} sample photographs and variants made
@@ -327,18 +308,14 @@ variants each, at least {minimum}). *max abs diff* is over all 1000 probabilitie
 absolute differences are small whatever the precision. An `_ssld` name has the same
 random network as its base model (identical ONNX digest), so it shows its base model's figures.
 
-- **A floor, not the price of your model.** With random weights the activations are tame. Trained
-  ViTs carry activation outliers (a few channels far larger than the rest) that FP16 (largest
-  value 65504, 11 significant bits) can round coarsely or overflow. With real weights, price FP16
-  on your own labelled images: export with `--weights` or `--download` and `--variant production`,
-  serve one deployment with FP16 plans and one with FP32, and run
-  `python -m client evaluate LIST --model NAME --url FP16_HOST:8001 --against FP32_HOST:8001/NAME`
-  (top-1/top-5 of each, top-1 flips and the largest probability difference between them).
-- **CPU rounding, not GPU arithmetic.** ONNX Runtime's CPU provider has FP16 kernels for few
-  operators; around the others it inserts Casts and computes in FP32 (`InsertCastTransformer`,
-  onnxruntime/core/optimizer/insert_cast_transformer.cc). The figures are the FP16 rounding of
-  weights and of activations between operators, not FP16 accumulation inside a MatMul or a
-  convolution; what TensorRT's FP16 kernels add on a GPU is **unverified on a GPU**.
+- **A floor, not the price of your model.** Random weights give tame activations; trained ViTs carry
+  outliers that FP16 (largest value 65504, 11 significant bits) can round coarsely or overflow. Price
+  it on your labelled images with real weights: serve FP16 and FP32 plans and run
+  `python -m client evaluate LIST --model NAME --url FP16_HOST:8001 --against FP32_HOST:8001/NAME`.
+- **CPU rounding, not GPU arithmetic.** ONNX Runtime's CPU provider computes most operators in FP32
+  between inserted Casts (`InsertCastTransformer`, onnxruntime/core/optimizer/insert_cast_transformer.cc),
+  so these are FP16 roundings of weights and activations between operators; what TensorRT's FP16
+  kernels add is **unverified on a GPU**.
 """
 
 

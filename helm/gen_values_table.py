@@ -1,10 +1,10 @@
 """The values table of helm/README.md, made from the chart's values.yaml.
 
-A key is documented by a comment block right above it that starts with ``# --``; the table lists
-every documented key with its default. Generating the table keeps the README from drifting away
-from the values, the usual fate of hand-written chart docs. `make docs` (docs/blocks.py) writes it
-into the README's `values-table` block, and its drift check fails CI while the block is stale;
-tests/chart/test_chart_docs.py fails on a key without a comment.
+A key is documented by a comment block right above it that starts with ``# --``; the table lists every
+documented key with its default, and the comment stays beside the value. Generating the table keeps the
+README from drifting away from the values, the usual fate of hand-written chart docs. `make docs`
+(docs/blocks.py) writes it into the README's `values-table` block, and its drift check fails CI while the
+block is stale; tests/chart/test_chart_docs.py fails on a key without a comment.
 """
 
 from __future__ import annotations
@@ -72,10 +72,11 @@ def undocumented(text: str) -> list[str]:
 
 
 def table(text: str) -> str:
+    """Each documented key and its default. The description stays the comment above the key in values.yaml
+    (what `helm show values` prints), so the README restates none of it."""
     values = yaml.safe_load(text)
-    lines = ["| Key | Default | Description |", "| --- | --- | --- |"]
-    for key, description in documented_keys(text):
-        default = json.dumps(lookup(values, key), separators=(", ", ": "))
-        cell = description.replace("|", "\\|")
-        lines.append(f"| `{key}` | `{default}` | {cell} |")
+    lines = ["| Key | Default |", "| --- | --- |"]
+    for key, _ in documented_keys(text):
+        default = json.dumps(lookup(values, key), separators=(", ", ": ")).replace("|", "\\|")
+        lines.append(f"| `{key}` | `{default}` |")
     return "\n".join(lines)

@@ -141,7 +141,7 @@ def report(results: dict) -> str:
         "its queue policy ([why](#half-second-stalls-triton-251-does-not-prefetch-behind-a-queue-policy)): the "
         "per-core rate a node gets. What each part costs in process is in [preprocessing.md](preprocessing.md#speed) "
         "(`make bench-preprocess`). *Cores per H100* = GPU images/s / served images/s, with "
-        f"{bench.gpu_rates()}; typical GPU nodes have 12-24 cores per GPU (`../shared/reference/gpu-capacity.md`).",
+        f"{bench.gpu_rates()}; typical GPU nodes have 12-24 cores per GPU.",
         "",
         *table(["family", "JPEG", "served step, images/s per core", "cores per H100"], per_core),
         "## Processes and memory",

@@ -1,13 +1,9 @@
 """Fast decodes under load, memory handed back when idle: per process, whatever malloc the process runs.
 
-A third of a large JPEG's decode time was page faults when every buffer came fresh from the kernel:
-a 12 MP photo needs two 36 MB buffers (decoder output, RGB copy) plus Pillow's 48 MB RGBX copy,
-and a malloc that returns each one at free faults in ~100 MB of new pages per photo. Measured on
-4000x3000 JPEGs, CPU time per exact crop (docs/reliability.md, "Memory"): 103 ms with buffers kept,
-122-127 ms with them returned at once (jemalloc's default, tcmalloc's aggressive decommit). Keeping
-buffers costs memory instead: glibc with the thresholds below kept 205 MB per decoding process,
-tcmalloc without aggressive decommit 780 MB (TCMALLOC_RELEASE_RATE=200 as the NVIDIA image sets it
-changes nothing), never given back.
+A 12 MP photo needs two 36 MB buffers (decoder output, RGB copy) plus Pillow's 48 MB RGBX copy, and a
+malloc that returns each one at free faults in ~100 MB of new pages per photo; a malloc that keeps them
+holds hundreds of MB per decoding process for good. Both prices, per allocator, are measured by
+`make bench-allocators` (docs/reliability.md, "Memory").
 
 So a step process does both: `keep_large_buffers` tells the allocator it runs on to reuse freed
 buffers, and `IdleRelease` hands every free page back once the step has been idle for a second.
