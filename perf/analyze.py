@@ -33,16 +33,10 @@ import yaml
 import catalog
 from catalog.reference import sample_photo_paths
 from model_repository import configs, layout, procfs
+from model_repository.admin import header_name, key_from_environment
 from model_repository.cores import usable_cores
-from model_repository.server import (
-    PROJECT,
-    TritonServer,
-    backend_directory,
-    free_port,
-    header_name,
-    key_from_environment,
-    server_binary,
-)
+from model_repository.server import TritonServer, free_port
+from model_repository.wheel import PROJECT, backend_directory, server_binary
 from perf import analyzer, machine
 from perf.input_data import write_input_data
 from perf.serving import ensure_exported

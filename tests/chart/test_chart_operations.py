@@ -1,7 +1,7 @@
 """Tracing and the response cache in the chart: the flags it renders, the values it refuses, and the real binary.
 
 The chart writes the same --trace-config / --cache-config flags as the launcher
-(model_repository/server.py trace_flags and cache_flags), which tests/server/test_tracing.py and
+(model_repository/flags.py trace_flags and cache_flags), which tests/server/test_tracing.py and
 tests/server/test_response_cache.py prove against a running server; here the rendered flags are compared
 with the launcher's and started on the real tritonserver 2.51.0.
 """
@@ -21,7 +21,9 @@ import helm_python as helm
 import pytest
 from chart_helpers import RELEASE, one, render, render_case, render_files, server_container
 
-from model_repository.server import Tracing, cache_directory, cache_flags, free_port, server_binary, trace_flags
+from model_repository.flags import Tracing, cache_flags, trace_flags
+from model_repository.server import free_port
+from model_repository.wheel import cache_directory, server_binary
 
 CASE = "14-operations-values.yaml"
 ADMIN_KEY = "test-admin-key-0123456789"

@@ -22,7 +22,7 @@ from tritonclient.utils import InferenceServerException
 
 from client import classify
 from model_repository import configs, health, layout, procfs
-from model_repository.server import TritonServer, free_port
+from model_repository.server import TritonServer
 from tests.support.processes import descendants
 
 QUEUE_SIZE, TIMEOUT_US = 2, configs.QUEUE_TIMEOUT_FLOOR_US
@@ -73,7 +73,7 @@ def sleeper(tmp_path: Path):
     (tmp_path / "repo" / "sleeper" / "1" / "model.py").write_text(SLEEPER_PY)
     stubs = layout.python_instances(tmp_path / "repo" / "sleeper" / "config.pbtxt")
     (tmp_path / "repo" / health.MARKER).write_text(json.dumps({"python_stub_processes": stubs}))
-    server = PlainServer(tmp_path / "repo", free_port(), free_port(), free_port(), log_path=tmp_path / "triton.log")
+    server = PlainServer.on_free_ports(tmp_path / "repo", tmp_path / "triton.log")
     with server:
         yield server
 
@@ -260,7 +260,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory):
         (repo / name / "1").mkdir(parents=True)
         (repo / name / "config.pbtxt").write_text(text)
     (repo / "patient" / "1" / "model.py").write_text(SLEEPER_PY)
-    server = PlainServer(repo, free_port(), free_port(), free_port(), log_path=repo.parent / "triton.log")
+    server = PlainServer.on_free_ports(repo, repo.parent / "triton.log")
     with server:
         yield server
 
