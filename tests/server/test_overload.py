@@ -137,7 +137,7 @@ def test_a_killed_step_process_fails_its_requests_but_the_server_stays_ready(sle
     assert all(r[0] == "overloaded" and r[1] < 3.0 for r in results), results
     assert any("Stub process 'sleeper_0_0' is not healthy" in r[2] for r in results), results
     # ...while every health endpoint still says 200: Triton's own probes cannot see it. The launcher's
-    # StepWatch does, and so does the chart's liveness check (model_repository/health.py).
+    # StepWatch and the chart's liveness check see it (both model_repository/health.py dead_steps).
     for path in ("/v2/health/live", "/v2/health/ready", "/v2/models/sleeper/ready"):
         with urllib.request.urlopen(f"http://{sleeper.http_url}{path}", timeout=5) as response:
             assert response.status == 200, path
