@@ -18,7 +18,8 @@ import importlib
 import sys
 from pathlib import Path
 
-DEFAULT_REPOSITORY = Path("build/model_repository/portable")
+from model_repository.wheel import DEFAULT_REPOSITORY
+
 # Subcommands whose module parses its own flags: name -> (module with main(argv), one line of help).
 DELEGATED = {
     "serve": ("model_repository.serve", "start tritonserver on an installed repository (make serve)"),

@@ -13,6 +13,7 @@ from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parent.parent
 BACKENDS_DIR = PROJECT / "build" / "triton_backends"
+DEFAULT_REPOSITORY = PROJECT / "build" / "model_repository" / "portable"  # what `make export` fills
 
 
 class ServerError(RuntimeError):
