@@ -59,7 +59,7 @@ export: setup ## export MODEL (default NextViT_small_224) with random weights; A
 	$(PY) -m export $(MODEL) $(or $(ARGS),--random-weights) --variant $(VARIANT) --repository $(REPOSITORY)
 
 serve: setup ## run tritonserver on REPOSITORY (MODELS="a b" to select, CORES=N to size; SERVE_ARGS= more)
-	$(PY) -m model_repository.server --repository $(REPOSITORY) $(if $(MODELS),--models $(MODELS)) \
+	$(PY) -m model_repository serve --repository $(REPOSITORY) $(if $(MODELS),--models $(MODELS)) \
 		--cores $(CORES) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT) $(SERVE_ARGS)
 
 demo: setup ## export NextViT_small_224, start a local server, classify the sample photos over gRPC, stop

@@ -1,6 +1,6 @@
 """What bounds the server's memory, in one place: the allocator it runs, its frontend's flags, the pod formula.
 
-The launcher (model_repository/server.py) and the Helm chart take their allocator, its settings and
+The launcher (model_repository/server.py, flags.py) and the Helm chart take their allocator, its settings and
 the frontend's flags from here, and the chart's memory request and limit follow `pod_memory_bytes`
 (tests/chart/test_chart_memory.py ties them). Figures and their commands: docs/reliability.md, "Memory".
 """

@@ -33,16 +33,10 @@ import yaml
 import catalog
 from catalog.reference import sample_photo_paths
 from model_repository import configs, layout, procfs
+from model_repository.admin import header_name, key_from_environment
 from model_repository.cores import usable_cores
-from model_repository.server import (
-    PROJECT,
-    TritonServer,
-    backend_directory,
-    free_port,
-    header_name,
-    key_from_environment,
-    server_binary,
-)
+from model_repository.server import Ports, TritonServer
+from model_repository.wheel import PROJECT, backend_directory, server_binary
 from perf import analyzer, machine
 from perf.input_data import write_input_data
 from perf.serving import ensure_exported
@@ -125,11 +119,14 @@ def study_files(out: Path, study: str) -> dict[str, Any]:
 
 def common_config(out: Path, study: str, server: LocalServer) -> dict[str, Any]:
     """Settings both local studies share: the real server on free loopback ports, results under `out/study`."""
-    http, grpc, metrics = free_port(), free_port(), free_port()
+    http, grpc, metrics = Ports.free()
     return study_files(out, study) | {
         "model_repository": str(out / "repository"),
         "triton_launch_mode": "local",
         "triton_server_path": str(server.path),
+        # Only the listener flags of model_repository/flags.py server_arguments: Model Analyzer loads and unloads
+        # its variants (it starts the server in explicit model-control mode) and reads statistics, which the
+        # launcher's fixed models and restricted APIs would refuse.
         "triton_server_flags": {
             "backend-directory": str(server.backends),
             "http-address": "127.0.0.1",

@@ -88,7 +88,9 @@ def run(model: str, repository: Path, out: Path, count: int, cache_mib: int) -> 
     images = distinct_images(count)
     out.mkdir(parents=True, exist_ok=True)
     facts, cache_bytes = machine.facts(), cache_mib << 20
-    server = serving.server(repository, [entry.name], out / "tritonserver.log", response_cache_bytes=cache_bytes)
+    server = TritonServer.on_free_ports(
+        repository, out / "tritonserver.log", models=[entry.name], response_cache_bytes=cache_bytes
+    )
     with server, grpcclient.InferenceServerClient(server.grpc_url) as client:
         assert server.process is not None
         infer_ms(client, entry.triton_name, distinct_images(count + 1)[-1])  # one miss before measuring

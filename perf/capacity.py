@@ -103,18 +103,22 @@ def run(repository: Path, out: Path, quick: bool, progress: Callable[[str], None
     serving.ensure_exported(repository, [catalog.get(name) for name in keys], progress)
     progress("one served preprocess instance")
     one_thread, log = configs.Layout(network_cpu_threads=1), out / "tritonserver-step.log"
-    with serving.server(repository, bench.MODELS, log, layout=one_thread, queue_policies=False) as server:
+    one_step = TritonServer.on_free_ports(
+        repository, log, models=list(bench.MODELS), layout=one_thread, queue_policies=False
+    )
+    with one_step as server:
         windows = QUICK_WINDOWS if quick else STEP_WINDOWS
         results["per_core"] = served_step(server, jpegs, windows, out, progress)
     progress("processes and memory, one model per preprocessing key")
-    with serving.server(repository, keys, out / "tritonserver-keys.log") as server:
+    with TritonServer.on_free_ports(repository, out / "tritonserver-keys.log", models=list(keys)) as server:
         time.sleep(2)
         results["footprint"] = footprint(server)
     progress("time to ready and first request, without and with warmup")
     results["readiness"] = []
     for warmup in (False, True):
         log = out / f"tritonserver-warmup-{warmup}.log"
-        server, start = serving.server(repository, bench.MODELS, log, warmup=warmup), time.monotonic()
+        server = TritonServer.on_free_ports(repository, log, models=list(bench.MODELS), warmup=warmup)
+        start = time.monotonic()
         with server:
             results["readiness"].append(first_requests(server, time.monotonic() - start, jpegs[500, 375][0]))
             progress(f"  warmup {warmup}: {results['readiness'][-1]}")

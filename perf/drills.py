@@ -1,7 +1,7 @@
 """Reliability drills against the real local server: benchmarks, not CI tests.
 
 Each drill (overload, sigterm, kill-step, soak, slow-clients; default: all) starts
-`python -m model_repository.server` (what `make serve` runs) on a copy of the repository staged
+`python -m model_repository serve` (what `make serve` runs) on a copy of the repository staged
 with today's configs (bounded queues included), on free loopback ports, and stops it afterwards.
 Traffic is mixed-size JPEGs (perf.preprocess_bench.benchmark_jpegs: 500x375, 1920x1080, 4000x3000),
 one image per request, every request with a deadline, so "goodput" is requests answered within it.
@@ -41,7 +41,9 @@ import catalog
 from client.classify import failure_kind
 from model_repository import configs, health, install, layout, memory, procfs
 from model_repository.configs import TOP_K_OUTPUTS
-from model_repository.server import TritonServer, free_port
+from model_repository.flags import GRACE_SPARE_SECONDS, termination_grace_seconds
+from model_repository.serve import serve_command
+from model_repository.server import Ports, TritonServer
 from perf import machine, study
 from perf.input_data import image_tensor
 from perf.preprocess_bench import benchmark_jpegs
@@ -64,13 +66,12 @@ FLOOD_CONNECTIONS, FLOOD_S, FLOOD_AFTER_S = 40, 45.0, 30.0  # the flood drill: c
 
 
 class Launcher:
-    """`python -m model_repository.server` as a subprocess: readiness, its process tree, signals."""
+    """`python -m model_repository serve` as a subprocess: readiness, its process tree, signals."""
 
     def __init__(self, repo: Path, model: str, log: Path, malloc: str = memory.DEFAULT_MALLOC) -> None:
-        self.http, self.grpc, self.metrics = free_port(), free_port(), free_port()
-        self.command = [sys.executable, "-m", "model_repository.server", "--repository", str(repo)]
-        self.command += ["--models", model, "--http-port", str(self.http), "--grpc-port", str(self.grpc)]
-        self.command += ["--metrics-port", str(self.metrics), "--malloc", malloc]
+        ports = Ports.free()
+        self.http, self.grpc, self.metrics = ports
+        self.command = serve_command(repo, ports, "--models", model, "--malloc", malloc)
         log.parent.mkdir(parents=True, exist_ok=True)
         self.log = log.open("wb")
         self.process = subprocess.Popen(self.command, cwd=PROJECT, stdout=self.log, stderr=subprocess.STDOUT)
@@ -362,7 +363,9 @@ def chart_arithmetic() -> dict:
     """server.exitTimeoutSeconds and preStopSleepSeconds from the chart, and the grace period it derives."""
     server = yaml.safe_load(CHART_VALUES.read_text())["server"]
     values = {key: int(server[key]) for key in ("exitTimeoutSeconds", "preStopSleepSeconds")}
-    values["terminationGracePeriodSeconds"] = values["preStopSleepSeconds"] + values["exitTimeoutSeconds"] + 10
+    values["terminationGracePeriodSeconds"] = termination_grace_seconds(
+        values["preStopSleepSeconds"], values["exitTimeoutSeconds"]
+    )
     return values
 
 
@@ -782,7 +785,7 @@ def markdown(name: str, result: dict) -> list[str]:
         rows = [[*(run[k] for k in counts), _causes(run["after_signal"]), run["drain_s"]] for run in result["runs"]]
         lines += [
             f"Chart: preStop sleep {chart['preStopSleepSeconds']} s + exit timeout "
-            f"{chart['exitTimeoutSeconds']} s + 10 s = terminationGracePeriodSeconds "
+            f"{chart['exitTimeoutSeconds']} s + {GRACE_SPARE_SECONDS} s = terminationGracePeriodSeconds "
             f"{chart['terminationGracePeriodSeconds']} s; the launcher's exit timeout is "
             f"{result['launcher_exit_timeout_s']} s.",
             "",

@@ -8,13 +8,14 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import catalog
 from model_repository import configs, install
-from model_repository.server import TritonServer, free_port, key_from_environment
+from model_repository.admin import key_from_environment
+from model_repository.server import TritonServer
 from perf.analyzer import Target
 
 
@@ -45,17 +46,10 @@ def target(server: TritonServer) -> Target:
     return Target(grpc_url=server.grpc_url, metrics_url=server.metrics_url, admin_key=server.admin_key)
 
 
-def server(repository: Path, models: Iterable[str], log_path: Path, **options) -> TritonServer:
-    """The launcher's server for `models` (catalog names) on free loopback ports; `options` as TritonServer takes."""
-    return TritonServer(
-        repository, free_port(), free_port(), free_port(), log_path=log_path, models=list(models), **options
-    )
-
-
 @contextlib.contextmanager
 def local(repository: Path, entries: list[catalog.ModelEntry], log_path: Path) -> Iterator[Target]:
     """tritonserver 2.51.0 serving `entries` from `repository` on free ports; its log goes to `log_path`."""
     ensure_exported(repository, entries)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with server(repository, [entry.name for entry in entries], log_path) as started:
+    with TritonServer.on_free_ports(repository, log_path, models=[entry.name for entry in entries]) as started:
         yield target(started)

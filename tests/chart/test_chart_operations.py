@@ -1,9 +1,9 @@
 """Tracing and the response cache in the chart: the flags it renders, the values it refuses, and the real binary.
 
 The chart writes the same --trace-config / --cache-config flags as the launcher
-(model_repository/server.py trace_flags and cache_flags), which tests/server/test_tracing.py and
-tests/server/test_response_cache.py prove against a running server; here the rendered flags are compared
-with the launcher's and started on the real tritonserver 2.51.0.
+(model_repository/flags.py trace_flags and cache_flags; test_chart_server_flags.py compares every
+argument), which tests/server/test_tracing.py and tests/server/test_response_cache.py prove against a
+running server; here the rendered flags are checked for other values and started on the real tritonserver 2.51.0.
 """
 
 from __future__ import annotations
@@ -19,9 +19,11 @@ from typing import Any
 
 import helm_python as helm
 import pytest
-from chart_helpers import RELEASE, one, render, render_case, render_files, server_container
+from chart_helpers import one, render, render_case, render_files, server_container
 
-from model_repository.server import Tracing, cache_directory, cache_flags, free_port, server_binary, trace_flags
+from model_repository.flags import Tracing, trace_flags
+from model_repository.server import free_port
+from model_repository.wheel import cache_directory, server_binary
 
 CASE = "14-operations-values.yaml"
 ADMIN_KEY = "test-admin-key-0123456789"
@@ -44,25 +46,9 @@ def test_off_by_default() -> None:
     assert "--response-cache" not in render_args(objects)
 
 
-def test_the_chart_writes_the_launchers_opentelemetry_flags() -> None:
-    objects = render_case(CASE)
-    resource = {
-        "deployment.environment": "staging",
-        "helm.release": RELEASE,
-        "paddleclas.models": "nextvit_small_224",
-        "service.name": f"{RELEASE}-paddleclas-triton",
-        "service.namespace": "vision",
-    }
-    rendered = operation_args(objects)
-    version = next(a for a in rendered if "service.version=" in a).rpartition("=")[2]
-    resource["service.version"] = version
-    tracing = Tracing(
-        rate=1,
-        url="http://otel-collector.observability.svc.cluster.local:4318/v1/traces",
-        resource=tuple(sorted(resource.items())),
-    )
-    assert rendered == trace_flags(tracing) + cache_flags(32 << 20)
-    assert "--response-cache" in render_args(objects)  # the ensembles' response_cache, in the serving copy
+def test_the_cache_case_renders_the_ensembles_with_the_cache() -> None:
+    """Its flags are the launcher's (test_chart_server_flags.py); response_cache is set in the serving copy."""
+    assert "--response-cache" in render_args(render_case(CASE))
 
 
 def test_triton_mode_writes_trace_files_in_the_pods_tmp() -> None:

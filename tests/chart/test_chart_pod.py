@@ -56,7 +56,7 @@ def test_probes_use_triton_health_endpoints_and_liveness_counts_the_python_steps
     for probe in ("startupProbe", "readinessProbe"):
         assert container[probe]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}, probe
     command = container["livenessProbe"]["exec"]["command"]
-    assert command[command.index("-m") + 1] == "model_repository.health"
+    assert command[command.index("-m") + 1 : command.index("-m") + 3] == ["model_repository", "health"]
     assert "--repository=/repository/models" in command and "--http-port=8000" in command
     assert f"--model-repository={command[-2].split('=', 1)[1]}" in container["args"]
     assert "PYTHONPATH=/opt/paddleclas" in command  # where the server image carries the project's packages
@@ -92,6 +92,7 @@ def test_startup_budget_is_sized_for_the_largest_catalog_model_and_its_warmup() 
 
 
 def test_graceful_shutdown_outlasts_the_exit_timeout(ci_case: str) -> None:
+    """The rendered numbers themselves (test_chart_server_flags.py ties the arithmetic to the launcher's)."""
     spec = pod_spec(render_case(ci_case))
     flags = args_of(server_container(render_case(ci_case)))
     sleep = int(server_container(render_case(ci_case))["lifecycle"]["preStop"]["exec"]["command"][1])

@@ -34,7 +34,8 @@ from chart_helpers import (
 )
 
 import catalog
-from model_repository.server import TritonServer, free_port, server_binary
+from model_repository.server import free_port
+from model_repository.wheel import server_binary
 from tests.support.deployment import SERVED_MODELS
 
 DASHBOARD = CHART_DIR / "files" / "grafana-dashboard.json"
@@ -45,8 +46,6 @@ SMOKED = [catalog.get(name).triton_name for name in SERVED_MODELS]
 GPU_ONLY = {"nv_gpu_utilization", "nv_gpu_memory_used_bytes", "nv_gpu_memory_total_bytes"}
 PROMQL_FUNCTIONS = {"sum", "max", "rate", "clamp_min", "avg_over_time", "label_values"}
 PROMQL_KEYWORDS = r"\bbool\b"  # the comparison modifier, not a metric name
-# Flags that decide how models load; the local server the tests use must share them.
-LOADING_FLAGS = ("--model-control-mode", "--strict-readiness", "--disable-auto-complete-config")
 
 
 def promql_metrics(expr: str) -> set[str]:
@@ -122,16 +121,6 @@ def test_promql_reader_finds_names() -> None:
         "nv_inference_request_success",
         "nv_inference_pending_request_count",
     }
-
-
-def test_chart_flags_match_the_tested_server() -> None:
-    """The local server the test suite runs loads models under the chart's loading flags."""
-    rendered = server_container(render_case("02-cpu-dev-values.yaml"))["args"]
-    launcher = TritonServer(Path("unused"))
-    launcher._serving_dir = Path("unused")  # start() sets it once it has rendered the serving copy
-    local = launcher.command()
-    for flag in LOADING_FLAGS:
-        assert [a for a in rendered if a.startswith(flag)] == [a for a in local if a.startswith(flag)]
 
 
 @pytest.mark.server

@@ -20,7 +20,7 @@ from PIL import Image
 
 import catalog
 from catalog.resolve import preprocessor as preprocessor_for
-from model_repository import configs, install, layout, server
+from model_repository import configs, install, layout, serve
 from preprocess import (
     DEFAULT_MAX_PIXELS,
     FAST_DECODE_MARGIN,
@@ -288,7 +288,7 @@ def test_a_margin_that_cannot_be_served_renders_nothing(
 
 def test_the_launcher_refuses_a_margin_without_fast_decode(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as stopped:
-        server.main(["--fast-decode-margin", "1.25"])
+        serve.main(["--fast-decode-margin", "1.25"])
     assert stopped.value.code == 2
     assert "--fast-decode-margin needs --fast-decode" in capsys.readouterr().err
 

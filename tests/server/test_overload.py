@@ -22,7 +22,7 @@ from tritonclient.utils import InferenceServerException
 
 from client import classify
 from model_repository import configs, health, layout, procfs
-from model_repository.server import TritonServer, free_port
+from model_repository.server import TritonServer
 from tests.support.processes import descendants
 
 QUEUE_SIZE, TIMEOUT_US = 2, configs.QUEUE_TIMEOUT_FLOOR_US
@@ -73,7 +73,7 @@ def sleeper(tmp_path: Path):
     (tmp_path / "repo" / "sleeper" / "1" / "model.py").write_text(SLEEPER_PY)
     stubs = layout.python_instances(tmp_path / "repo" / "sleeper" / "config.pbtxt")
     (tmp_path / "repo" / health.MARKER).write_text(json.dumps({"python_stub_processes": stubs}))
-    server = PlainServer(tmp_path / "repo", free_port(), free_port(), free_port(), log_path=tmp_path / "triton.log")
+    server = PlainServer.on_free_ports(tmp_path / "repo", tmp_path / "triton.log")
     with server:
         yield server
 
@@ -137,7 +137,7 @@ def test_a_killed_step_process_fails_its_requests_but_the_server_stays_ready(sle
     assert all(r[0] == "overloaded" and r[1] < 3.0 for r in results), results
     assert any("Stub process 'sleeper_0_0' is not healthy" in r[2] for r in results), results
     # ...while every health endpoint still says 200: Triton's own probes cannot see it. The launcher's
-    # StepWatch does, and so does the chart's liveness check (model_repository/health.py).
+    # StepWatch and the chart's liveness check see it (both model_repository/health.py dead_steps).
     for path in ("/v2/health/live", "/v2/health/ready", "/v2/models/sleeper/ready"):
         with urllib.request.urlopen(f"http://{sleeper.http_url}{path}", timeout=5) as response:
             assert response.status == 200, path
@@ -260,7 +260,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory):
         (repo / name / "1").mkdir(parents=True)
         (repo / name / "config.pbtxt").write_text(text)
     (repo / "patient" / "1" / "model.py").write_text(SLEEPER_PY)
-    server = PlainServer(repo, free_port(), free_port(), free_port(), log_path=repo.parent / "triton.log")
+    server = PlainServer.on_free_ports(repo, repo.parent / "triton.log")
     with server:
         yield server
 

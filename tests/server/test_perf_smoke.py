@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from model_repository.server import ADMIN_KEY_ENV
+from model_repository.admin import ADMIN_KEY_ENV
 
 PROJECT = Path(__file__).resolve().parents[2]
 MODEL = "NextViT_small_224"

@@ -18,7 +18,8 @@ from tritonclient.utils import InferenceServerException
 
 import catalog
 from model_repository import configs, layout
-from model_repository.server import TritonServer, cache_flags
+from model_repository.flags import cache_flags
+from model_repository.server import TritonServer
 from tests.support import images
 from tests.support.deployment import serve
 

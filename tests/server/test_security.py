@@ -14,7 +14,6 @@ import os
 import signal
 import stat
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,8 +23,10 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from model_repository import server as launcher
-from model_repository.server import RESTRICTED_GROUPS, ServerError, TritonServer, free_port, header_name
+from model_repository import admin
+from model_repository.admin import RESTRICTED_GROUPS, header_name
+from model_repository.serve import serve_command
+from model_repository.server import Ports, ServerError, TritonServer
 from perf import analyzer
 from preprocess import DEFAULT_MAX_IMAGE_BYTES, ImageDecodeError, decode
 from tests.support import images
@@ -81,14 +82,14 @@ def test_command_binds_loopback_disables_cloud_endpoints_and_restricts_with_the_
 
 def test_header_names_and_key_sources(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert header_name("http") == "admin-key" and header_name("grpc") == "triton-grpc-protocol-admin-key"
-    monkeypatch.setenv(launcher.ADMIN_KEY_ENV, KEY)
+    monkeypatch.setenv(admin.ADMIN_KEY_ENV, KEY)
     server = TritonServer(Path("unused"))
     assert server.admin_key == KEY and server.admin_headers("grpc") == {"triton-grpc-protocol-admin-key": KEY}
     assert KEY not in repr(server)
     key_file = tmp_path / "key"
     key_file.write_text("f" * 32 + "\n")
     assert TritonServer(Path("unused"), admin_key_file=key_file).admin_key == "f" * 32
-    monkeypatch.delenv(launcher.ADMIN_KEY_ENV)
+    monkeypatch.delenv(admin.ADMIN_KEY_ENV)
     random = TritonServer(Path("unused")).admin_key
     assert random and random != TritonServer(Path("unused")).admin_key  # random unless given
     for bad in ("short", "has,comma-and-long-enough", "a:b=c-long-enough-key"):
@@ -190,7 +191,7 @@ def test_listeners_bind_loopback_only(triton_server: TritonServer) -> None:
 @pytest.mark.server
 def test_per_run_key_file_is_private_and_the_key_is_not_logged(triton_server: TritonServer) -> None:
     key_file = triton_server.generated_key_file
-    assert key_file is not None and key_file.parent == launcher.ADMIN_KEYS_DIR
+    assert key_file is not None and key_file.parent == admin.ADMIN_KEYS_DIR
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     assert key_file.read_text().strip() == triton_server.admin_key
     assert triton_server.admin_key not in triton_server.log_path.read_text(errors="replace")
@@ -214,12 +215,9 @@ def test_oversized_image_is_refused_and_the_server_stays_up(triton_server: Trito
 @pytest.mark.server
 def test_malformed_restriction_stops_the_server(exported_repository: Path, tmp_path: Path) -> None:
     log = tmp_path / "triton.log"
-    server = TritonServer(
+    server = TritonServer.on_free_ports(
         exported_repository,
-        free_port(),
-        free_port(),
-        free_port(),
-        log_path=log,
+        log,
         models=["NextViT_small_224"],
         warmup=False,
         restricted_groups=(*RESTRICTED_GROUPS, "bogus"),
@@ -232,14 +230,12 @@ def test_malformed_restriction_stops_the_server(exported_repository: Path, tmp_p
 
 @pytest.mark.server
 def test_make_serve_prints_where_the_key_is_never_the_key(exported_repository: Path) -> None:
-    """`python -m model_repository.server`, as `make serve` runs it: the key file path, not the key."""
-    http_port = free_port()
-    cmd = [sys.executable, "-m", "model_repository.server", "--repository", str(exported_repository)]
-    cmd += ["--models", "NextViT_small_224", "--no-warmup", "--cores", "1", "--http-port", str(http_port)]
-    cmd += ["--grpc-port", str(free_port()), "--metrics-port", str(free_port())]
-    env = {k: v for k, v in os.environ.items() if k != launcher.ADMIN_KEY_ENV}
+    """`python -m model_repository serve`, as `make serve` runs it: the key file path, not the key."""
+    ports = Ports.free()
+    cmd = serve_command(exported_repository, ports, "--models", "NextViT_small_224", "--no-warmup", "--cores", "1")
+    env = {k: v for k, v in os.environ.items() if k != admin.ADMIN_KEY_ENV}
     process = subprocess.Popen(cmd, cwd=PROJECT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    key_file = launcher.ADMIN_KEYS_DIR / f"{http_port}.key"
+    key_file = admin.ADMIN_KEYS_DIR / f"{ports.http}.key"
     try:
         lines = []
         for line in process.stdout:

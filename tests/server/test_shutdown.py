@@ -1,4 +1,4 @@
-"""`python -m model_repository.server` (what `make serve` runs) stops cleanly on SIGINT and on SIGTERM.
+"""`python -m model_repository serve` (what `make serve` runs) stops cleanly on SIGINT and on SIGTERM.
 
 The launcher forwards the signal to tritonserver and reaps it; it must exit within tritonserver's
 exit timeout plus 10 s and leave no tritonserver or Python backend stub behind.
@@ -9,13 +9,15 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from model_repository.server import PROJECT, STEP_DIED_EXIT, TritonServer, free_port, is_ready
+from model_repository.health import is_ready
+from model_repository.serve import STEP_DIED_EXIT, serve_command
+from model_repository.server import Ports, TritonServer
+from model_repository.wheel import PROJECT
 from tests.support.processes import descendants
 
 # Each test starts `make serve`'s launcher itself (no server fixture): marked here.
@@ -44,14 +46,12 @@ def wait_ready(http_url: str, process: subprocess.Popen, timeout: float = 180.0)
 
 
 def start_launcher(repository: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
-    """`python -m model_repository.server` (what make serve runs) on free ports, ready, and its HTTP address."""
-    http_port = free_port()
-    command = [sys.executable, "-m", "model_repository.server", "--repository", str(repository)]
-    command += ["--models", "NextViT_small_224", "--cores", "2", "--no-warmup", "--http-port", str(http_port)]
-    command += ["--grpc-port", str(free_port()), "--metrics-port", str(free_port())]
+    """`python -m model_repository serve` (what make serve runs) on free ports, ready, and its HTTP address."""
+    ports = Ports.free()
+    command = serve_command(repository, ports, "--models", "NextViT_small_224", "--cores", "2", "--no-warmup")
     process = subprocess.Popen(command, cwd=PROJECT, stdout=log_path.open("wb"), stderr=subprocess.STDOUT)
-    wait_ready(f"127.0.0.1:{http_port}", process)
-    return process, f"127.0.0.1:{http_port}"
+    wait_ready(f"127.0.0.1:{ports.http}", process)
+    return process, f"127.0.0.1:{ports.http}"
 
 
 def assert_nothing_left(children: dict[int, str], stopped_s: float) -> None:
@@ -98,7 +98,7 @@ def test_a_dead_python_step_stops_the_launcher_loudly(exported_repository: Path,
         assert_nothing_left(children, time.monotonic() - start)
         output = log.read_text(errors="replace")
         assert code == STEP_DIED_EXIT, output[-2000:]
-        assert "1 of 5 Python step processes died" in output and "does not restart them" in output
+        assert "1 of 5 Python step processes died" in output and "neither restarts them" in output
         assert not is_ready(http_url)
     finally:
         if process.poll() is None:

@@ -30,7 +30,8 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 
 import catalog
 from model_repository import configs
-from model_repository.server import SERVICE_NAME, Tracing, TritonServer, parse_resource, trace_flags
+from model_repository.flags import SERVICE_NAME, Tracing, parse_resource, trace_flags
+from model_repository.server import TritonServer
 from tests.support.deployment import serve
 
 MODEL = catalog.get("NextViT_small_224")

@@ -2,7 +2,7 @@
 
 `export_models` runs the real export (PaddleClas network, paddle2onnx, parity check, atomic install)
 with seeded random weights; `serve` starts the real tritonserver 2.51.0 on free ports through the
-project's launcher (model_repository.server.TritonServer, secured as `make serve` is) and always
+project's launcher (model_repository.server.TritonServer.on_free_ports, secured as `make serve` is) and always
 stops it. tests/conftest.py builds the session fixtures from them (`exported_repository`,
 `triton_server`, `fast_decode_server`); a test module that needs other models or other server
 flags builds its own module-scoped fixture from the same two functions.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import catalog
 from model_repository.configs import Variant
-from model_repository.server import TritonServer, free_port
+from model_repository.server import TritonServer
 
 # The two models the vertical slice proves end to end: one per preprocessing family.
 SERVED_MODELS = ("NextViT_small_224", "ViT_base_patch16_224")
@@ -36,8 +36,5 @@ def export_models(repository: Path, names: Sequence[str], variant: Variant = "po
 def serve(repository: Path, log_dir: Path, **options: object) -> Iterator[TritonServer]:
     """The real tritonserver on free ports serving `repository` (launcher `options`: fast_decode, ...)."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    server = TritonServer(
-        repository, free_port(), free_port(), free_port(), log_path=log_dir / "tritonserver.log", **options
-    )
-    with server:
+    with TritonServer.on_free_ports(repository, log_dir / "tritonserver.log", **options) as server:
         yield server

@@ -279,7 +279,7 @@ each network pointed at its plan.
 
 {{/*
 Tracing and response-cache flags of tritonserver (docs/operations.md), in the form the launcher's
-model_repository/server.py trace_flags and cache_flags write (a chart test compares them). Nothing
+model_repository/flags.py trace_flags and cache_flags write (a chart test compares them). Nothing
 when both are off. The response cache needs the serving copy, where render-repository enables
 response_cache on the ensembles.
 */}}
