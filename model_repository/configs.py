@@ -1,4 +1,4 @@
-"""Triton model configurations, generated from the catalog.
+"""Triton model configurations, generated from the catalog and rendered when a server starts.
 
 Every catalog model has four models of its own and shares its Python steps with the others:
 
@@ -10,22 +10,13 @@ Every catalog model has four models of its own and shares its Python steps with 
     pixels_preprocess_KEY         Python backend, shared: RGB frames -> CROPS (same code, decoding skipped)
     postprocess                   Python backend, shared by all: PROBABILITIES -> top-k LABELS, SCORES, CLASS_IDS
 
-KEY names a distinct preprocessing (resize filter, resize_short, crop): the catalog has four, so all 19
-models are served by 8 preprocess models and one postprocess. Normalization (mean/std differ between
-families) is part of each network's graph (export/normalization.py), so the crops a preprocess step
-produces are the same uint8 pixels PaddleClas crops, and one step serves every model with its key.
+KEY names a distinct preprocessing (resize filter, resize_short, crop), so one step serves every model
+with its key. The network has two variants: "production" (onnxruntime backend on GPU, or TensorRT) and
+"portable" (the same ONNX file in ONNX Runtime inside the Python backend, for the local 2.51 server).
 
-The network config has two variants from one function: "production" (onnxruntime backend on GPU,
-batches formed across requests up to GPU_MAX_BATCH_SIZE) and "portable" (the same ONNX file run by
-ONNX Runtime inside the Python backend, on CPU, for the local server and CI, whose Triton build has
-only the Python backend). `tensorrt_network_config` gives the production network served from
-TensorRT plans (export/trt_plans.py fills in only the plan files of each GPU).
-
-How many copies of each step run is a `Layout`, resolved where the server runs
-(model_repository/layout.py), never at export: installed configs carry `Layout()`, one of each.
-
-Configs are written as dicts, then parsed into Triton's own ModelConfig protobuf before they are
-rendered, so a misspelt field or a wrong type fails here rather than at server start.
+Nothing here is written at export: model_repository/layout.py renders every config from these
+functions for the node's `Layout` when a server starts. Configs are dicts parsed into Triton's own
+ModelConfig protobuf before they are written, so a misspelt field or a wrong type fails here.
 """
 
 from __future__ import annotations
@@ -395,9 +386,6 @@ GPU_SPEED_VS_TENSORRT_FP16: dict[GpuRuntime, tuple[float, float]] = {
 }
 # The production onnxruntime config runs the exported FP32 graph on the CUDA provider.
 ONNXRUNTIME_RUNTIME: GpuRuntime = ("onnxruntime", "fp32")
-# tensorrt.pbtxt is written at export, before anyone picks the plan's precision (trtPlans.precision):
-# its queue follows the slower FP32 plan, so an FP16 plan's queue drains in about half the time.
-TENSORRT_RUNTIME: GpuRuntime = ("tensorrt", "fp32")
 
 
 def gpu_images_per_s(model: str, runtime: GpuRuntime) -> tuple[int, int]:
@@ -475,15 +463,22 @@ def ensemble_inflight_limit(layout: Layout) -> int:
     (no queue policy, load shedding above). Recomputed for the node's layout when the serving copy
     is rendered (layout.sized_config). Unverified on a GPU: 2.51 cannot load it.
     """
-    preprocess = layout.preprocess_instances * MAX_BATCH_SIZE + max_queue_size(
-        "preprocess", layout.preprocess_instances
-    )
-    pixels = layout.pixels_preprocess_instances * MAX_BATCH_SIZE + max_queue_size(
-        "pixels_preprocess", layout.pixels_preprocess_instances
+    preprocess, pixels = (
+        layout.instances(kind) * MAX_BATCH_SIZE + preprocess_queue_policy(kind, layout)["max_queue_size"]
+        for kind in ("preprocess", "pixels_preprocess")
     )
     gpu = layout.network_gpu_instances
     network = gpu * (GPU_MAX_BATCH_SIZE + GPU_NETWORK_QUEUE_PER_INSTANCE)  # the cap of any network's queue
     return max(preprocess, pixels, network)
+
+
+def preprocess_queue_policy(kind: StepKind, layout: Layout) -> ConfigDict:
+    """A preprocess step's queue policy: QUEUE_PER_INSTANCE, or the layout's preprocess_queue, per instance."""
+    instances = layout.instances(kind)
+    policy = queue_policy(kind, PREPROCESS_TIMEOUT_US, instances=instances)
+    if layout.preprocess_queue:
+        policy["max_queue_size"] = layout.preprocess_queue * instances
+    return policy
 
 
 def network_ms_per_image(entry: ModelEntry, runtime: GpuRuntime | None) -> float:
@@ -615,7 +610,11 @@ def reference_parameters(reference: dict | None) -> dict[str, str]:
 
 
 def ensemble_config(
-    entry: ModelEntry, weights_note: str, reference: dict | None = None, variant: Variant = "portable"
+    entry: ModelEntry,
+    weights_note: str,
+    reference: dict | None = None,
+    variant: Variant = "portable",
+    layout: Layout = Layout(),
 ) -> ConfigDict:
     """The public ensemble: preprocess, network, postprocess; production ones bound their in-flight requests."""
     steps = [
@@ -634,17 +633,21 @@ def ensemble_config(
                 {"model_name": model, "model_version": -1, "input_map": inputs, "output_map": outputs}
                 for model, inputs, outputs in steps
             ],
-            **({INFLIGHT_FIELD: ensemble_inflight_limit(Layout())} if variant == "production" else {}),
+            **({INFLIGHT_FIELD: ensemble_inflight_limit(layout)} if variant == "production" else {}),
         },
         "parameters": _params(paddleclas_name=entry.name, weights=weights_note, **reference_parameters(reference)),
     }
 
 
 def pixels_ensemble_config(
-    entry: ModelEntry, weights_note: str, reference: dict | None = None, variant: Variant = "portable"
+    entry: ModelEntry,
+    weights_note: str,
+    reference: dict | None = None,
+    variant: Variant = "portable",
+    layout: Layout = Layout(),
 ) -> ConfigDict:
     """ensemble_config with its first step swapped for the pixels preprocess; every later step is shared."""
-    config = copy.deepcopy(ensemble_config(entry, weights_note, reference, variant))
+    config = copy.deepcopy(ensemble_config(entry, weights_note, reference, variant, layout))
     config |= {"name": pixels_ensemble_name(entry), "input": [_pixels_input()]}
     first = config["ensemble_scheduling"]["step"][0]
     if first["model_name"] != preprocess_name(entry):
@@ -655,7 +658,11 @@ def pixels_ensemble_config(
 
 
 def crop_ensemble_config(
-    entry: ModelEntry, weights_note: str, reference: dict | None = None, variant: Variant = "portable"
+    entry: ModelEntry,
+    weights_note: str,
+    reference: dict | None = None,
+    variant: Variant = "portable",
+    layout: Layout = Layout(),
 ) -> ConfigDict:
     """ensemble_config without its preprocess step: client-side CROPS go straight to the network.
 
@@ -665,7 +672,7 @@ def crop_ensemble_config(
     needs no catalog. No warmup of its own: ensembles take none, and the network already warms with
     a real crop (WARMUP_CROP_FILE).
     """
-    config = copy.deepcopy(ensemble_config(entry, weights_note, reference, variant))
+    config = copy.deepcopy(ensemble_config(entry, weights_note, reference, variant, layout))
     steps = config["ensemble_scheduling"]["step"]
     first = steps.pop(0)
     if first["model_name"] != preprocess_name(entry):
@@ -685,11 +692,7 @@ def preprocess_config(entry: ModelEntry, layout: Layout = Layout()) -> ConfigDic
         "max_batch_size": MAX_BATCH_SIZE,
         "input": [{"name": IMAGE_INPUT, "data_type": "TYPE_STRING", "dims": [1]}],
         "output": [_crops_tensor(entry)],
-        "dynamic_batching": {
-            "default_queue_policy": queue_policy(
-                "preprocess", PREPROCESS_TIMEOUT_US, instances=layout.preprocess_instances
-            )
-        },
+        "dynamic_batching": {"default_queue_policy": preprocess_queue_policy("preprocess", layout)},
         "instance_group": _cpu_instances(layout.preprocess_instances),
         "parameters": _params(**resolve.preprocess_parameters(entry), **{NICENESS_PARAMETER: PREPROCESS_NICENESS}),
         "model_warmup": _warmup("real_photo", [1], image_warmup),
@@ -704,11 +707,7 @@ def pixels_preprocess_config(entry: ModelEntry, layout: Layout = Layout()) -> Co
     config |= {
         "name": pixels_preprocess_name(entry),
         "input": [_pixels_input() | {"allow_ragged_batch": True}],
-        "dynamic_batching": {
-            "default_queue_policy": queue_policy(
-                "pixels_preprocess", PREPROCESS_TIMEOUT_US, instances=layout.pixels_preprocess_instances
-            )
-        },
+        "dynamic_batching": {"default_queue_policy": preprocess_queue_policy("pixels_preprocess", layout)},
         "instance_group": _cpu_instances(layout.pixels_preprocess_instances),
         "model_warmup": _warmup("real_photo_frame", [1], {PIXELS_INPUT: frame}),
     }
@@ -768,36 +767,102 @@ def network_config(
     return config
 
 
-def tensorrt_network_config(entry: ModelEntry, layout: Layout = Layout()) -> ConfigDict:
-    """The production network served from TensorRT plans; the builder adds each GPU's plan files.
+def tensorrt_network_config(entry: ModelEntry, plan_files: PlanFiles, layout: Layout = Layout()) -> ConfigDict:
+    """The production network served from TensorRT plans (`plan_files`: which file each GPU loads).
 
-    Two optimization profiles (TRT_PROFILES), every instance may use both and Triton picks the one
-    that fits a batch; the batcher aims for the profiles' optima; the small profile's batch sizes
-    run as captured CUDA graphs (kernel launches dominate small batches); each context holds its own
-    profile's activation memory (TRT_CONTEXT_MEMORY). tensorrt_config_problems checks it on the way out.
+    Two optimization profiles (TRT_PROFILES), both on every instance; the batcher aims for their
+    optima; the small profile's batches run as CUDA graphs; each context holds only its own profile's
+    activation memory. tensorrt_config_problems checks the result against the backend's rules.
     """
     config = network_config(entry, "production", layout)
-    # The plan files depend on the GPU: the builder appends default_model_filename and
-    # cc_model_filenames (export/trt_plans.py, tensorrt_config), so this config names neither.
-    del config["backend"], config["parameters"], config["default_model_filename"]
+    del config["backend"], config["parameters"]
     profiles = [str(index) for index in range(len(TRT_PROFILES))]
     config |= {
         "platform": "tensorrt_plan",
         "backend": "tensorrt",
+        "default_model_filename": plan_files.default,
+        "cc_model_filenames": dict(plan_files.by_capability),
         "dynamic_batching": {
             "preferred_batch_size": [opt for _, opt, _ in TRT_PROFILES],
             "max_queue_delay_microseconds": GPU_MAX_QUEUE_DELAY_US,
-            "default_queue_policy": network_queue_policy(entry, layout.network_gpu_instances, TENSORRT_RUNTIME),
+            "default_queue_policy": network_queue_policy(
+                entry, layout.network_gpu_instances, ("tensorrt", plan_files.precision)
+            ),
         },
         "instance_group": [{"kind": "KIND_GPU", "count": layout.network_gpu_instances, "profile": profiles}],
         "optimization": {"cuda": {"graphs": True, "graph_spec": cuda_graph_specs(entry)}},
-        "parameters": _params(**{TRT_CONTEXT_MEMORY_PARAMETER: TRT_CONTEXT_MEMORY}),
+        "parameters": _params(
+            **{TRT_CONTEXT_MEMORY_PARAMETER: TRT_CONTEXT_MEMORY, PRECISION_PARAMETER: plan_files.precision}
+        ),
         "model_warmup": _network_warmup(entry, network_warmup_batches("production", tensorrt=True)),
     }
     problems = tensorrt_config_problems(json_format.ParseDict(config, model_config_pb2.ModelConfig()))
     if problems:
         raise ValueError(f"{network_name(entry)}: " + "; ".join(problems))
     return config
+
+
+@dataclass(frozen=True)
+class PlanFiles:
+    """The plans a TensorRT network loads: `default`, or the file of its GPU's compute capability."""
+
+    default: str
+    precision: Precision
+    by_capability: tuple[tuple[str, str], ...] = ()  # (compute capability, file), Triton's cc_model_filenames
+
+
+@dataclass(frozen=True)
+class OrtTensorrt:
+    """ONNX Runtime's TensorRT execution provider on the onnxruntime network (`python -m export NAME --ort-trt`)."""
+
+    precision: Precision
+    engine_cache: str  # engines and the timing cache; keep it on a volume so restarts reuse them
+    workspace_mib: int = 4096
+
+
+def ort_tensorrt_network_config(
+    entry: ModelEntry, model_file: str, ort: OrtTensorrt, layout: Layout = Layout(), gpu_mem_limit: int | None = None
+) -> ConfigDict:
+    """The production onnxruntime network with ONNX Runtime's TensorRT provider as its accelerator.
+
+    The precision is `model_file`'s (the export's FP16 network or model.onnx), never a provider flag:
+    trt_fp16_enable sets TensorRT's FP16 builder flag, which TensorRT 11 removed. The provider gets
+    one profile spanning TRT_PROFILES (ort_profile).
+    """
+    runtime: GpuRuntime = ("onnxruntime_tensorrt", ort.precision)
+    config = network_config(entry, "production", layout, gpu_mem_limit)
+    config["default_model_filename"] = model_file
+    config["parameters"] |= _params(**{PRECISION_PARAMETER: ort.precision})
+    config["dynamic_batching"]["default_queue_policy"] = network_queue_policy(
+        entry, layout.network_gpu_instances, runtime
+    )
+    accelerator = {
+        "name": "tensorrt",
+        "parameters": {
+            "max_workspace_size_bytes": str(ort.workspace_mib << 20),
+            "trt_engine_cache_enable": "1",
+            "trt_engine_cache_path": ort.engine_cache,
+            "trt_timing_cache_enable": "1",
+            "trt_timing_cache_path": ort.engine_cache,
+            **ort_profile(entry),
+        },
+    }
+    config["optimization"] = {"execution_accelerators": {"gpu_execution_accelerator": [accelerator]}}
+    return config
+
+
+def ort_profile(entry: ModelEntry) -> dict[str, str]:
+    """One provider profile covering every batch of TRT_PROFILES: the optimum of the widest one.
+
+    ONNX Runtime builds several profiles but keeps its execution context on profile 0, so a batch
+    outside it fails (onnxruntime tensorrt_execution_provider.cc; microsoft/onnxruntime#31624, open;
+    ORT 1.19 of Triton 24.10 lacks the switching). The widest profile is the saturating traffic,
+    where throughput is decided.
+    """
+    widest = max(TRT_PROFILES, key=lambda profile: profile[2] - profile[0])
+    batches = {"min": min(low for low, _, _ in TRT_PROFILES), "opt": widest[1], "max": max(p[2] for p in TRT_PROFILES)}
+    size = entry.input_size
+    return {f"trt_profile_{key}_shapes": f"{NETWORK_INPUT}:{batch}x{size}x{size}x3" for key, batch in batches.items()}
 
 
 def cuda_graph_specs(entry: ModelEntry) -> list[ConfigDict]:
@@ -866,17 +931,16 @@ def trt_build_seconds(entry: ModelEntry) -> int:
     return math.ceil(len(TRT_PROFILES) * per_profile)
 
 
-def trtexec_profile_shapes(entry: ModelEntry) -> list[str]:
-    """trtexec flags for TRT_PROFILES on the uint8 crops input, one min/opt/max triple per profile."""
-    size = entry.input_size
-    flags = []
-    for low, opt, high in TRT_PROFILES:
-        flags += [
-            f"--minShapes={NETWORK_INPUT}:{low}x{size}x{size}x3",
-            f"--optShapes={NETWORK_INPUT}:{opt}x{size}x{size}x3",
-            f"--maxShapes={NETWORK_INPUT}:{high}x{size}x{size}x3",
-        ]
-    return flags
+def trt_profiles(entry: ModelEntry) -> list[dict[str, dict[str, list[int]]]]:
+    """TRT_PROFILES as the network input's shapes, the numbers trtexec's profile flags are formatted from.
+
+    [{"min": {"CROPS": [1, S, S, 3]}, "opt": {...}, "max": {...}}, ...], one dict per profile.
+    """
+    dims = _crops_tensor(entry)["dims"]
+    return [
+        {key: {NETWORK_INPUT: [batch, *dims]} for key, batch in zip(("min", "opt", "max"), profile, strict=True)}
+        for profile in TRT_PROFILES
+    ]
 
 
 def postprocess_config(layout: Layout = Layout()) -> ConfigDict:
@@ -954,12 +1018,6 @@ def to_pbtxt(config: ConfigDict) -> str:
         limit = config.get("ensemble_scheduling", {}).pop(INFLIGHT_FIELD, None)
     message = json_format.ParseDict(config, model_config_pb2.ModelConfig())
     return with_inflight_limit(text_format.MessageToString(message), limit)
-
-
-def message_to_pbtxt(message: model_config_pb2.ModelConfig, inflight: int | None = None) -> str:
-    """A parsed config rendered back, with the max_inflight_requests parse_pbtxt left out (inflight_limit)."""
-    text = text_format.MessageToString(message)
-    return text if _local_model_config_has_inflight() else with_inflight_limit(text, inflight)
 
 
 def parse_pbtxt(text: str) -> model_config_pb2.ModelConfig:
