@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 import catalog
-from model_repository import __main__ as repository_cli
 from export import trt_plans
+from model_repository import __main__ as repository_cli
 from model_repository import configs, install, layout
 from tests.support.records import placeholder_record
 
