@@ -44,59 +44,36 @@ TOP_K_OUTPUTS = {"LABELS": "TYPE_STRING", "SCORES": "TYPE_FP32", "CLASS_IDS": "T
 TOP_K = 5
 MAX_BATCH_SIZE = 8  # images one request may carry
 
-# Internal tensors between the steps. The network's input is the uint8 crop, channels last, exactly
-# as the preprocess step produces it (a quarter of the bytes of float32 through shared memory and
-# host-to-GPU copies); NORMALIZED_IMAGE is the float32 N x 3 x S x S tensor inside the graph, after
-# the normalization export prepends, and the input of the network as PaddleClas exported it.
+# Between the steps: the uint8 crop, channels last, as the preprocess step makes it (a quarter of
+# float32's bytes through shared memory and host-to-GPU copies); the network normalizes it itself.
 NETWORK_INPUT = "CROPS"
 NORMALIZED_IMAGE = "NORMALIZED_IMAGE"
 NETWORK_OUTPUT = "PROBABILITIES"
 POSTPROCESS = "postprocess"
 
-# GPU batching, decoupled from the wire contract: the dynamic batcher joins requests of 1-8 images
-# into batches of up to 128 for the production network. Published TensorRT FP16 throughput of
-# ViT-B/16 and NextViT saturates between batch 64 and 128 (published anchors: docs/capacity.md),
-# and 128 crops of 384 px are 56 MB of uint8: larger batches add latency and memory, not images/s.
+# The production network's batches join requests up to 128 images, where published throughput
+# saturates (docs/capacity.md): larger batches add latency and memory, not images/s.
 GPU_MAX_BATCH_SIZE = 128
 GPU_MAX_QUEUE_DELAY_US = 1000  # at 8,000 img/s one millisecond gathers a batch of 8 at low load
-# TensorRT plans (unverified on a GPU; every rule below follows triton-inference-server/tensorrt_backend,
-# src/instance_state.cc and src/model_state.cc): a small profile (interactive traffic, served by CUDA
-# graphs) and a large one (saturating traffic), as (min, opt, max) batch; preferred batch sizes are the
-# optima. An instance holds one execution context per profile of its group and captures every
-# graph_spec on every context (InitializeCudaGraph); a graph batch outside a context's profile fails to
-# set its shape and logs "Failed to set cuda graph shape" at load (BuildCudaGraph). So both profiles
-# start at batch 1 and hold every graph. A batch runs on the context whose optimum is nearest among the
-# profiles that admit it (GetMostOptimizedProfile, Manhattan distance to opt): 1-16 still go to the
-# small profile, 17-128 to the large one, as when the large profile started at 17.
+# TensorRT plans, unverified on a GPU; rules from triton-inference-server/tensorrt_backend
+# src/instance_state.cc. Profiles as (min, opt, max) batch: a small one for interactive traffic
+# (served by CUDA graphs), a large one for saturating traffic. Both start at 1 because every graph
+# is captured on every context of an instance (InitializeCudaGraph) and a graph outside a context's
+# profile fails at load; a batch runs on the profile whose optimum is nearest (GetMostOptimizedProfile).
 TRT_PROFILES: tuple[tuple[int, int, int], ...] = ((1, 8, 16), (1, 64, GPU_MAX_BATCH_SIZE))
-# Every batch of the small profile runs as a CUDA graph (kernel launches dominate small batches). The
-# graphs are the sizes the backend captures by default (InitializeGraphSpecs: 1, 2, 3, 4, 6, 8, 12, 16),
-# each with graph_lower_bound at the size after the previous graph (model_config.proto GraphSpec): a
-# batch of 5 launches the graph of 6 (FindClosestCudaGraph), whose sixth row is uninitialized and
-# dropped; every operation of these networks works per image, so the other rows are unaffected.
+# The graphs are the backend's default sizes (InitializeGraphSpecs); each also serves the batches
+# down to the size after the previous one (graph_lower_bound; FindClosestCudaGraph pads the batch).
 CUDA_GRAPH_BATCH_SIZES = (1, 2, 3, 4, 6, 8, 12, 16)
 CUDA_GRAPH_BATCHES = range(1, TRT_PROFILES[0][2] + 1)  # the batches the config serves from graphs: 1-16
-# Execution context memory (backend parameter execution_context_allocation_strategy; model_state.cc
-# accepts "STATIC", the default, and "ON_PROFILE_CHANGE", nothing else). STATIC gives every context the
-# activation memory of the largest profile, so an instance holds the batch-128 activations twice.
-# ON_PROFILE_CHANGE sizes a context for its own profile; the backend selects each context's profile
-# once, when it creates the context (setOptimizationProfileAsync), before any graph is captured, so
-# the memory a graph captured never moves.
+# STATIC (the default) gives every context the largest profile's activations; ON_PROFILE_CHANGE sizes
+# each for its own profile, selected once before any graph is captured (model_state.cc).
 TRT_CONTEXT_MEMORY_PARAMETER = "execution_context_allocation_strategy"
 TRT_CONTEXT_MEMORY = "ON_PROFILE_CHANGE"
-# How long trtexec takes to build one network's plan: an estimate, unverified on a GPU (none of these
-# networks has a published build time). trtexec times candidate kernels of every layer for every
-# optimization profile, so a build grows with the profiles and with the work per image. Reports of
-# single-profile FP16 builds of ViT-B-sized ONNX networks on datacenter GPUs range over a few minutes,
-# and far longer on small GPUs or at higher builder optimization levels (NVIDIA/TensorRT issue 3075:
-# hours on a T4). Per profile: a minute of parsing and fixed work, plus 4 s per GFLOP of one image;
-# ViT_base_patch16_224 gets 255 s, ViT_large_patch16_384 1,518 s, all 19 models 1.9 h. The chart
-# sums it over the served models (helm/paddleclas-triton/files/trt-build-seconds.json) for the
-# Deployment's progress deadline.
+# trtexec's build time per profile, an estimate unverified on a GPU: fixed work plus time per GFLOP
+# of one image. The chart sums it for the Deployment's progress deadline (helm/README.md, TensorRT plans).
 TRT_BUILD_SECONDS_PER_PROFILE = 60
 TRT_BUILD_SECONDS_PER_GFLOP = 4.0
-# Triton's pinned host memory holds a batch on its way to the GPU: one being copied per GPU instance
-# while the next is formed. Default pool of Triton: 256 MB.
+# Triton's default pinned host memory pool; it holds batches on their way to the GPU.
 TRITON_DEFAULT_PINNED_POOL_BYTES = 256 << 20
 
 ConfigDict = dict[str, Any]
@@ -238,31 +215,20 @@ class Layout:
         }[kind]
 
 
-# Portable network layout on CPU, chosen by the tuning sweep (now retired for `make analyze`; its
-# figures: `git show 14987cc:docs/performance.md`, "Tuning") on 2 cores: one ONNX Runtime instance
-# whose intra-op pool has a thread per usable core. Model Analyzer's network sweep on a shared
-# machine (docs/operations.md) preferred 1-thread instances within its noise; unchanged until
-# measured on a quiet node. At
-# concurrency 1 it is as fast as the in-process pipeline (p50 +2 ms NextViT-S, -12 ms ViT-B).
-# One single-threaded instance per core serves 6 % (NextViT-S) and 3 % (ViT-B) more images/s at
-# saturation but doubles the p50 of a lone request (142 vs 80 ms, 414 vs 220 ms); two-threaded
-# instances whose idle threads block gain nothing over one.
+# The portable network: one ONNX Runtime instance whose spinning intra-op pool has a thread per
+# usable core, as fast as the in-process pipeline for a lone request; one single-threaded instance
+# per core served a few percent more images/s at saturation but doubled a lone request's latency
+# (docs/performance.md, "Decisions taken from earlier studies"; Model Analyzer: docs/operations.md).
 PORTABLE_NETWORK_INSTANCES = 1
 PORTABLE_NETWORK_SPINNING = True
 
 
 # --- GPU memory ---------------------------------------------------------------------------------
-# Each production network instance is one ONNX Runtime session whose CUDA arena holds its weights, the
-# activations of a run and cuDNN's workspaces (onnxruntime_backend src/onnxruntime.cc creates a session
-# per instance; onnxruntime core/framework/bfc_arena.cc never extends an arena past its limit). The
-# backend's `gpu_mem_limit` parameter (bytes, a string; onnxruntime_backend README, "CUDA Execution
-# Provider") caps that arena at the export's graph estimate (export/memory.py) plus a margin: the arena
-# keeps the regions of the warmup's smaller batches (1, 8, 64) beside those of 128, and convolution
-# workspaces are not in the graph. Without it a session may take the whole card and starve the other
-# networks. The margin is a choice, unverified on a GPU; what ONNX Runtime on CPU held in one run was
-# 0.71x (NextViT) to 1.08x (ViT) of the graph activations it multiplies (docs/models.md, "GPU memory").
-# arena_extend_strategy stays at its default (kNextPowerOfTwo): under a cap its last extension is
-# what is left (bfc_arena.cc, Extend), and fewer, larger regions fragment less across batch sizes.
+# Each production network instance is one ONNX Runtime session whose CUDA arena holds weights,
+# activations and cuDNN workspaces (onnxruntime_backend src/onnxruntime.cc; onnxruntime
+# bfc_arena.cc never extends past its limit). gpu_mem_limit caps it at the export's graph estimate
+# (export/memory.py) with a margin, so one session cannot starve the other networks; the margin is
+# a choice, unverified on a GPU (docs/models.md, GPU memory).
 ORT_ARENA_ACTIVATION_HEADROOM = 1.5
 ORT_ARENA_WORKSPACE_BYTES = 256 << 20
 ORT_ARENA_ROUND_BYTES = 64 << 20  # caps in whole 64 MiB
@@ -286,81 +252,28 @@ def pinned_pool_bytes(entries: list[ModelEntry], network_gpu_instances: int) -> 
     return max(TRITON_DEFAULT_PINNED_POOL_BYTES, math.ceil(needed / (1 << 20)) << 20)
 
 
-# --- load shedding ------------------------------------------------------------------------------
+# --- load shedding -------------------------------------------------------------------------------
 # Every step that can fall behind (preprocess, network) has a bounded queue whose excess is refused
-# at once: under overload a client gets UNAVAILABLE "Exceeds maximum queue size" (queue full) or
-# "Request timeout expired" (waited too long) within about a second, instead of an answer after a
-# minute that its deadline gave up on long before. Both are retryable; client/classify.py
-# recognises them.
-#
-# Any queue policy costs something on 2.51: the batcher prefetches (forms the next batch while an
-# execution runs) only when a step has no policy at all (no size, no timeout, no override), and
-# without prefetching a queued request waits until the batcher's 500 ms fallback wake-up whenever
-# it arrived while every instance was busy: the release of an instance wakes nothing. Measured on
-# single-instance steps with perf_analyzer (docs/capacity.md, "Half-second stalls"): p99 0.5 s and,
-# where the queue is short, refusals of requests the queue had room for (the next request of a
-# client arrives before the stranded one left the queue).
-#
-# Triton 2.51 has no ensemble back-pressure: its ModelEnsembling message holds only `step`
-# (`max_inflight_requests` arrived in later releases), so the steps' own queues are the only bound,
-# and a request refused by the network has already cost its preprocessing. The production ensembles
-# (Triton 2.73) carry the bound: ensemble_inflight_limit, below.
-#
-# Measured on 2.51 (tests/server/test_overload.py; make drills): a queued request whose timeout
-# expires while every instance is busy is refused at the batcher's next wake-up, 0.4-0.8 s after the
-# expiry (it wakes about every 500 ms), not only when the running execution ends as public reports
-# for 24.05 say. So the worst wait before a refusal is the timeout + 0.8 s, and timeouts below
-# QUEUE_TIMEOUT_FLOOR_US buy nothing.
+# at once (UNAVAILABLE, retryable), so an overloaded server answers in about a second instead of
+# after the client's deadline. Why each size and timeout, with the measurements behind them:
+# docs/reliability.md, "How load is shed". Any queue policy turns off 2.51's prefetching
+# (docs/capacity.md, "Half-second stalls"), so postprocess, fed only by bounded networks, has none.
+# A queued request whose timeout expires is refused at the batcher's next wake-up (about every
+# 500 ms), so timeouts below the floor buy nothing.
 QUEUE_TIMEOUT_FLOOR_US = 200_000
-# Requests (1-8 images each) that may wait per instance of a step. Measured step costs
-# (docs/capacity.md, docs/performance.md, 2 cores):
-# - preprocess: 1.4 ms (ViT 500x375, served) to 4 ms (NextViT 500x375) per small photo, 7-23 ms per
-#   1920x1080, 36-100 ms per 4000x3000 camera photo, and several times that on cores the network
-#   holds (the preprocess processes yield them: PREPROCESS_NICENESS). One request waits per
-#   instance: an admitted request starts after at most one execution (up to 8 images: 0.8 s of
-#   camera photos), and the rest is refused at the door, before any decode. With 8 per instance
-#   the queue itself outlived the deadline: in the overload drill at 10x, requests that waited
-#   there 1-2 s reached the network too late, and goodput fell to 2 % of its value at capacity (1
-#   per instance: 94 %, same run conditions). A full queue at capacity costs some refusals of
-#   bursts (13-15 % at 1x in that drill); batch traffic with loose deadlines may want more.
-#   PREPROCESS_TIMEOUT_US lets a request wait behind one execution of camera photos (a 200 ms
-#   timeout shed requests below capacity). 8 camera JPEGs (1.3 MB) are 10 MB of encoded bytes.
-# - networks: the queue holds what the network runs within NETWORK_QUEUE_BUDGET_MS at its cost per
-#   image, after the running batch: a request the queue admitted starts within half the 2 s an
-#   interactive client waits, leaving the rest for its preprocessing and transfer. The timeout only
-#   catches a stalled step: twice the time to drain a full queue of 8-image requests plus the running
-#   batch (network_timeout_us), so an admitted request is never timed out for waiting its turn.
-#   - portable network: one full batch of 8 is 0.64 s (NextViT-S, 80 ms per image) to 1.8 s (ViT-B,
-#     220 ms) on 2 cores (PORTABLE_MS_PER_GFLOP): 4 single-image requests may wait for NextViT-S,
-#     and at least MIN_NETWORK_QUEUE for any network (portable_network_queue). A queue of 8 let
-#     admitted requests wait past 2 s in the overload drill; a queue of 1 refused the second of two
-#     clients (ViT-B: perf_analyzer at concurrency 2 stopped at its first request), as the stranded
-#     request still held the only place when the first client's next request arrived.
-#   - production network (GPU): the same rule at the rate of the runtime the config is served by
-#     (gpu_ms_per_image: estimates, unverified on a GPU), at most GPU_NETWORK_QUEUE_PER_INSTANCE
-#     (256 requests, 2,048 images, 0.9 GB of 384-px uint8 crops in the worst case). The default
-#     onnxruntime network runs FP32: ViT_base_patch16_224 queues 35 requests, ViT_large_patch16_384
-#     MIN_NETWORK_QUEUE (at TensorRT FP16 rates: 256 and 33). The rates are one H100's: a slower GPU
-#     drains the same queue later, and its timeout (twice the drain) leaves it twice the time.
-# - postprocess: no queue policy. Its requests come only from networks whose queues are bounded,
-#   and it costs about a millisecond, so a bound would never refuse; but its policy turned off
-#   prefetching, and the step alone (1 instance, 4 requests in flight) answered 41 requests/s with a
-#   p99 of 0.51 s where without one it answers 2,836/s with a p99 of 2.7 ms. On a GPU node this step
-#   sees every image of the node.
+# Requests (1-8 images each) that may wait per instance: one per preprocess instance, so an admitted
+# request starts after at most one execution; networks hold what they run in NETWORK_QUEUE_BUDGET_MS.
 PREPROCESS_TIMEOUT_US = 1_000_000  # one full batch of 8 camera photos (8 x 100 ms) plus margin
 QUEUE_PER_INSTANCE: dict[str, int] = {"preprocess": 1, "pixels_preprocess": 1}
 MIN_NETWORK_QUEUE = 2  # per instance: a stranded request and the next one (load shedding, above)
 GPU_NETWORK_QUEUE_PER_INSTANCE = 256
 NETWORK_QUEUE_BUDGET_MS = 1000
-# Portable network cost per image on the 2-core reference machine: 80 ms for NextViT_small_224
-# (5.79 GFLOPs, 13.8 ms/GFLOP) and 220 ms for ViT_base_patch16_224 (17.6 GFLOPs, 12.5 ms/GFLOP).
+# Portable network cost per image on the 2-core reference machine (docs/performance.md).
 PORTABLE_MS_PER_GFLOP = 14.0
 
 # --- GPU rates (estimates, unverified on a GPU) ------------------------------------------------------
-# One H100 at batch 64-128, images/s, low-high, TensorRT FP16: published anchors (timm's TensorRT FP16
-# results, 7,800-8,400 ViT-B/16 img/s on an RTX PRO 6000 Blackwell; H100 dense FP16, 989 TFLOPS, at
-# 30-45 % use; NextViT about 2x ViT-B in PaddleClas's V100 table). The queues and timeouts use the low
-# end, the cores-per-GPU table in helm/README.md both ends.
+# One H100 at batch 64-128, images/s, low-high, TensorRT FP16 (anchors: helm/README.md, How many cores
+# a GPU needs). The queues and timeouts use the low end.
 H100_TENSORRT_FP16_IMAGES_PER_S: dict[str, tuple[int, int]] = {
     "NextViT_small_224": (12_000, 20_000),
     "ViT_base_patch16_224": (8_000, 12_000),
@@ -375,7 +288,7 @@ GPU_SPEED_VS_TENSORRT_FP16: dict[GpuRuntime, tuple[float, float]] = {
     # default, trtexec --noTF32 turns it off); H100 dense TF32 is half its dense FP16.
     ("tensorrt", "fp32"): (0.4, 0.5),
     # The same engines inside ONNX Runtime's TensorRT provider, one profile spanning batches 1-128
-    # (export/tensorrt.py, ort_profile) instead of one tuned for small batches.
+    # (ort_profile) instead of one tuned for small batches.
     ("onnxruntime_tensorrt", "fp16"): (0.8, 1.0),
     ("onnxruntime_tensorrt", "fp32"): (0.35, 0.5),
     # ONNX Runtime's CUDA provider: one cuDNN/cuBLAS kernel per ONNX operator, attention unfused (the
@@ -407,13 +320,9 @@ def gpu_ms_per_image(entry: ModelEntry, runtime: GpuRuntime) -> float:
     return entry.published.flops_g * ms_per_gflop
 
 
-# Under overload the preprocess processes would take the cores from the work nearest completion: on
-# a CPU node the network (whose batches then crawl past every deadline, the collapse the overload
-# drill measured), on any node tritonserver's own threads (which accept, refuse and answer health
-# probes). Their processes therefore run at a lower CPU priority: idle cores are theirs at full
-# speed, contended ones go to the network and the server first, so excess work waits, and is
-# refused, at the front of the pipeline, before it costs a decode. Raising one's own niceness needs
-# no privilege (also in a pod). 10 gives a CFS weight of 110 against the network's 1024.
+# Preprocess processes lower their own CPU priority, so under overload the network and
+# tritonserver's own threads keep the contended cores and excess work is refused before a decode
+# (docs/reliability.md, "How load is shed"). 10 gives a CFS weight of 110 against 1024.
 NICENESS_PARAMETER = "niceness"
 PREPROCESS_NICENESS = 10
 QUEUE_REJECTIONS = ("Exceeds maximum queue size", "Request timeout expired")  # Triton 2.51's words
@@ -460,8 +369,7 @@ def ensemble_inflight_limit(layout: Layout) -> int:
     refused. So the limit is what the busiest step admits on its own, one execution per instance (a
     batch of single-image requests) plus its bounded queue: the steps' queue policies go on refusing
     excess at once, as on 2.51, and the limit bounds what nothing else bounds, the postprocess step
-    (no queue policy, load shedding above). Recomputed for the node's layout when the serving copy
-    is rendered (layout.sized_config). Unverified on a GPU: 2.51 cannot load it.
+    (no queue policy, load shedding above). Unverified on a GPU: 2.51 cannot load it.
     """
     preprocess, pixels = (
         layout.instances(kind) * MAX_BATCH_SIZE + preprocess_queue_policy(kind, layout)["max_queue_size"]
@@ -590,8 +498,7 @@ REFERENCE_PHOTO_PARAMETER = "reference_photo_sha256"
 REFERENCE_IDS_PARAMETER = "reference_class_ids"
 REFERENCE_SCORES_PARAMETER = "reference_scores"
 # Read from the network's config by the smoke check to pick its tolerance (catalog.models.SERVED_ATOL);
-# absent: fp32. Plans (export/trt_plans.py, which keeps its own copy: it runs without this project in
-# the TensorRT image) and --ort-trt (export/tensorrt.py) write it.
+# absent: fp32. The TensorRT configs (plans, ONNX Runtime's provider) set it.
 PRECISION_PARAMETER = "precision"
 
 
@@ -980,11 +887,10 @@ def step_config(
 
 
 # --- a field of the production release that the local ModelConfig lacks -------------------------
-# ModelEnsembling.max_inflight_requests (ensemble_inflight_limit) exists from Triton 2.65 (25.11) on;
-# tritonclient 2.51's model_config_pb2, which this venv and the server image's render step use, has no
-# such field. So to_pbtxt writes it into the text after rendering the rest through ModelConfig, and
-# parse_pbtxt leaves it out before parsing (inflight_limit reads it from the text); the text is checked
-# by the 2.73 ModelConfig in tests/chart/test_newer_release.py. Portable ensembles never carry it.
+# ModelEnsembling.max_inflight_requests exists from Triton 2.65 on; tritonclient 2.51's ModelConfig
+# (this venv and the server image's render step) lacks it, so to_pbtxt writes it into the text after
+# rendering the rest through ModelConfig, and parse_pbtxt leaves it out. tests/chart/test_newer_release.py
+# parses the text with 2.73's ModelConfig.
 INFLIGHT_FIELD = "max_inflight_requests"
 _INFLIGHT_LINE = re.compile(rf"^[ \t]*{INFLIGHT_FIELD}:[ \t]*(\d+)[ \t]*\n", re.MULTILINE)
 ENSEMBLE_BLOCK = "ensemble_scheduling {\n"

@@ -227,7 +227,7 @@ def test_recorded_plans_of_another_tensorrt_are_refused(production: Path, tmp_pa
     with pytest.raises(trt_plans.PlanError, match=r"built by TensorRT 10\.5\.0, the server has 10\.6\.0"):
         trt_plans.check_plans(version_dir, "10.6.0")
     rendered = tmp_path / "rendered"  # the chart's order: a serving copy rendered first, then its stage step
-    layout.render(production, rendered / trt_plans.MODELS_DIR, None, configs.Layout(), 1)
+    layout.render(production, rendered / trt_plans.MODELS_DIR, None, configs.Layout(), 1, tensorrt_plans="fp16")
     with pytest.raises(trt_plans.PlanError, match=r"built by TensorRT 10\.5\.0, the server has 10\.6\.0"):
         trt_plans.stage(rendered, "10.6.0")
     trt_plans.stage(rendered, "10.5.0")
