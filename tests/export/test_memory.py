@@ -105,7 +105,7 @@ def test_the_memory_command_records_an_older_repository_and_its_next_start_caps_
     repository = tmp_path / "production"
     install.install(NEXTVIT, network / "1" / "model.onnx", exported, repository, "production")
     installed = repository / network.name
-    old = {key: value for key, value in exported.items() if key != "memory"}
+    old = {key: value for key, value in install.read_record(installed).items() if key != "memory"}
     (installed / install.EXPORT_RECORD).write_text(json.dumps(old))
     with pytest.raises(ValueError, match="no memory estimate"):
         layout.model_configs(repository, NEXTVIT, configs.Layout())  # such a repository cannot be served
