@@ -115,7 +115,7 @@ def model_configs(
         entry.triton_name: configs.ensemble_config(entry, note, reference, variant, layout),
         configs.pixels_ensemble_name(entry): configs.pixels_ensemble_config(entry, note, reference, variant, layout),
         configs.crop_ensemble_name(entry): configs.crop_ensemble_config(entry, note, reference, variant, layout),
-        network.name: network_config(entry, network, record, variant, layout, options.tensorrt_plans),
+        network.name: served_network_config(entry, network, record, variant, layout, options.tensorrt_plans),
         configs.preprocess_name(entry): configs.preprocess_config(entry, layout),
         configs.pixels_preprocess_name(entry): configs.pixels_preprocess_config(entry, layout),
         configs.POSTPROCESS: configs.postprocess_config(layout),
@@ -123,7 +123,7 @@ def model_configs(
     return {name: _with_options(config, options) for name, config in found.items()}
 
 
-def network_config(
+def served_network_config(
     entry: catalog.ModelEntry,
     network: Path,
     record: dict,
