@@ -627,7 +627,7 @@ def network_config(
     """One template, two runtimes: the tensors are identical in both variants, batching follows the hardware.
 
     gpu_mem_limit (production only): the cap of each instance's CUDA arena in bytes (ort_gpu_mem_limit of
-    the export's memory record); install always gives it, a config without it lets a session take the card.
+    the export's memory record); the renderer always gives it: without it a session may take the card.
     """
     config: ConfigDict = {
         "name": network_name(entry),
@@ -867,23 +867,6 @@ def postprocess_config(layout: Layout = Layout()) -> ConfigDict:
         "parameters": _params(top_k=TOP_K, labels_file="labels.txt"),
         "model_warmup": _warmup("random_probabilities", [1], warmup_input),
     }
-
-
-def step_config(
-    name: str, entry: ModelEntry | None, variant: Variant, layout: Layout, gpu_mem_limit: int | None = None
-) -> ConfigDict:
-    """The config of a shared step or a network by its repository name (install and tests use it)."""
-    kind = step_kind(name)
-    if kind == "postprocess":
-        return postprocess_config(layout)
-    assert entry is not None, f"{name} needs a catalog entry"
-    if kind == "preprocess":
-        return preprocess_config(entry, layout)
-    if kind == "pixels_preprocess":
-        return pixels_preprocess_config(entry, layout)
-    if kind == "network":
-        return network_config(entry, variant, layout, gpu_mem_limit)
-    raise ValueError(f"{name} is an ensemble; use ensemble_config or pixels_ensemble_config")
 
 
 # --- a field of the production release that the local ModelConfig lacks -------------------------

@@ -80,10 +80,14 @@ def generated_configs() -> dict[str, str]:
             limit = MEMORY[entry.triton_name]["gpuMemLimitMiB"] << 20 if variant == "production" else None
             for name, ensemble in ENSEMBLES.items():
                 texts[f"{variant}/{name(entry)}"] = configs.to_pbtxt(ensemble(entry, note, REFERENCE, variant))
-            for name in [configs.network_name(entry), *configs.shared_steps(entry)]:
-                texts[f"{variant}/{name}"] = configs.to_pbtxt(
-                    configs.step_config(name, entry, variant, configs.Layout(), limit)
-                )
+            steps = {
+                configs.network_name(entry): configs.network_config(entry, variant, gpu_mem_limit=limit),
+                configs.preprocess_name(entry): configs.preprocess_config(entry),
+                configs.pixels_preprocess_name(entry): configs.pixels_preprocess_config(entry),
+                configs.postprocess_name(): configs.postprocess_config(),
+            }
+            for name, config in steps.items():
+                texts[f"{variant}/{name}"] = configs.to_pbtxt(config)
         texts[f"tensorrt/{configs.network_name(entry)}"] = configs.to_pbtxt(
             configs.tensorrt_network_config(entry, configs.PlanFiles("model.plan", "fp16", (("8.9", "sm89.plan"),)))
         )
