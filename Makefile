@@ -21,9 +21,10 @@ GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
 MODELS ?=
 CORES ?= auto
+OUT ?= build/serving/$(VARIANT)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup export serve demo classify test test-unit test-all lint remove upgrade clean
+.PHONY: help setup export serve demo classify test test-unit test-all lint remove render clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -85,8 +86,8 @@ lint: setup ## ruff check and format check
 remove: setup ## remove MODEL from REPOSITORY (its shared steps stay while another model uses them)
 	$(PY) -m model_repository remove $(MODEL) --repository $(REPOSITORY)
 
-upgrade: setup ## rewrite every model in REPOSITORY with this checkout's configs and steps (networks kept; after a git pull)
-	$(PY) -m model_repository upgrade --repository $(REPOSITORY)
+render: setup ## write REPOSITORY's serving copy, every config rendered for CORES, into OUT (object storage)
+	$(PY) -m model_repository render --repository $(REPOSITORY) --out $(OUT) --cores $(CORES) $(if $(MODELS),--models $(MODELS))
 
 clean: ## remove build outputs (exported models, repositories); keeps .venv
 	rm -rf build .pytest_cache

@@ -1,6 +1,6 @@
 """GPU memory of one served network instance, estimated from its ONNX graph, and ONNX Runtime's CPU check of it.
 
-    python -m export.memory --repository DIR                    # record it for every network of DIR, then upgrade DIR
+    python -m export.memory --repository DIR                    # record it for every network of DIR
     python -m export.memory --repository DIR --check-cpu NAME   # ONNX Runtime on CPU against the estimate (batch 8)
     python -m export.memory --repository DIR --chart            # the chart's files/network-memory.json from DIR
 
@@ -416,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, figure in record_repository(args.repository).items():
             print(f"{name}: weights {figure.weights_bytes / MIB:,.0f} MiB, activations at batch {figure.batch} "
                   f"{figure.activations_bytes / MIB:,.0f} MiB (peak at {figure.peak_node})")  # fmt: skip
-        print(f"upgraded {', '.join(install.upgrade(args.repository))}: production networks carry gpu_mem_limit")
+        print("production networks carry gpu_mem_limit from their next start (configs are rendered at start)")
     except (ValueError, KeyError, FileExistsError, OSError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -9,13 +9,10 @@ One module, two callers, so plan building has one implementation:
   shared volume; `build` runs that copy in the TensorRT image, which has neither this project nor
   protobuf. Hence: standard library only, Python 3.10.
 
-Everything about the TensorRT model that does not depend on the GPU is generated at export by
-model_repository/configs.py and written beside each production network's config.pbtxt
-(model_repository/install.py): `tensorrt.pbtxt`, the complete TensorRT config except its plan
-files, and `tensorrt.json`, trtexec's optimization-profile flags. This builder only adds what does
-depend on the GPU: it runs trtexec with those flags, and writes config.pbtxt as tensorrt.pbtxt
-followed by the plan file of each GPU type (`default_model_filename`, `cc_model_filenames`). It
-never parses, edits or derives a config itself.
+The builder writes no config: the renderer (model_repository/layout.py) writes each network's
+TensorRT config, naming the plan files, and `tensorrt.json` beside it, the optimization profiles as
+shapes ({"profiles": [{"min": {"CROPS": [1, 224, 224, 3]}, "opt": ..., "max": ...}, ...]}). This
+builder formats trtexec's flags from those numbers, runs trtexec, and records each plan.
 
 A plan runs only on the TensorRT version and GPU architecture that built it. So each plan is
 recorded beside itself (`plans.json`: TensorRT version, GPU, compute capability, precision, ONNX
@@ -38,7 +35,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -48,7 +44,6 @@ VERSION_FILE = "server-tensorrt-version"
 PLANS_RECORD = "plans.json"
 DEFAULT_PLAN = "model.plan"
 PRECISIONS = ("fp16", "fp32")
-PRECISION_PARAMETER = "precision"  # the network config's parameter naming it: configs.PRECISION_PARAMETER
 # The network each precision builds from, both written by the export beside each other in the
 # production network's version directory (export/fp16.py writes the FP16 one). TensorRT 11 has no
 # precision builder flags: a plan's precision is its ONNX file's, built strongly typed.
@@ -58,11 +53,9 @@ ONNX_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx"}
 # --stronglyTyped: TensorRT 10 builds the types the ONNX graph carries (NetworkDefinitionCreationFlag
 # kSTRONGLY_TYPED); TensorRT 11 always does and keeps the flag as a no-op.
 STRONGLY_TYPED = "--stronglyTyped"
-# Written by model_repository/install.py beside a production network's config.pbtxt.
-TENSORRT_CONFIG = "tensorrt.pbtxt"  # the TensorRT config, complete but for cc_model_filenames
-TENSORRT_BUILD = "tensorrt.json"  # {"trtexec_shapes": [...], "profiles": [[min, opt, max], ...]}
-SHAPE_FLAGS = ("--minShapes", "--optShapes", "--maxShapes")  # one triple per profile, in this order
-PLAN_FIELDS = ("default_model_filename", "cc_model_filenames")  # the only fields this builder writes
+TENSORRT_BUILD = "tensorrt.json"  # the profiles as shapes, written by the renderer beside each production network
+SHAPE_FLAGS = {"min": "--minShapes", "opt": "--optShapes", "max": "--maxShapes"}  # trtexec's order within a profile
+SERVING_MARKER = ".serving-copy.json"  # model_repository/health.py's MARKER; this file imports nothing of the project
 BUILDER_FILE = "trt_plans.py"  # the copy `stage` leaves on the shared volume for `build`
 # Where libnvinfer lives in NVIDIA's images; the file name carries the full version.
 LIBNVINFER_GLOBS = (
@@ -118,123 +111,84 @@ def query_gpu(nvidia_smi: str = "nvidia-smi") -> Gpu:
     return Gpu(name, capability)
 
 
-# --- what the export generated: tensorrt.json and tensorrt.pbtxt ------------------------------------
+# --- the profiles: tensorrt.json -----------------------------------------------------------------
+
+Shapes = dict[str, list[int]]  # input name -> dims, batch first
+Profile = dict[str, Shapes]  # "min", "opt", "max" -> shapes
 
 
-def _not_exported_for_tensorrt(model: Path, name: str) -> PlanError:
+def _not_rendered_for_tensorrt(model: Path) -> PlanError:
     return PlanError(
-        f"{model / name} does not exist: {model.name} was exported without the TensorRT files the build "
-        "needs (an older export, or the portable variant); re-export it with --variant production"
+        f"{model / TENSORRT_BUILD} does not exist: {model.name} is not a production network of a serving copy "
+        "(python -m model_repository render writes it beside every production network)"
     )
-
-
-def shape_spec(flag: str) -> dict[str, list[int]]:
-    """``--minShapes=CROPS:1x224x224x3`` (several inputs comma-separated) as {"CROPS": [1, 224, 224, 3]}."""
-    shapes: dict[str, list[int]] = {}
-    for item in flag.partition("=")[2].split(","):
-        tensor, _, dims = item.rpartition(":")
-        sizes = dims.split("x")
-        if not tensor or not all(size.isdigit() for size in sizes):
-            raise PlanError(f"trtexec shape flag {flag!r} is not --xxxShapes=NAME:AxBx...")
-        shapes[tensor] = [int(size) for size in sizes]
-    return shapes
-
-
-def profile_triples(shapes: Sequence[str]) -> list[tuple[str, ...]]:
-    """The shape flags grouped per profile; each group must be exactly --minShapes, --optShapes, --maxShapes."""
-    triples = [tuple(shapes[index : index + 3]) for index in range(0, len(shapes), 3)]
-    if not triples or any(tuple(flag.partition("=")[0] for flag in triple) != SHAPE_FLAGS for triple in triples):
-        raise PlanError(f"trtexec shapes {list(shapes)} are not {', '.join(SHAPE_FLAGS)} triples, one per profile")
-    return triples
 
 
 @dataclass(frozen=True)
 class TensorrtBuild:
-    """A network's tensorrt.json: trtexec's shape flags and the batch range of each profile."""
+    """A network's optimization profiles, as the shapes of its inputs."""
 
-    shapes: tuple[str, ...]  # --minShapes/--optShapes/--maxShapes, one triple per profile
-    profiles: tuple[tuple[int, ...], ...]  # (min, opt, max) batch of each profile
+    profiles: tuple[Profile, ...]
 
     @property
     def key(self) -> str:
         """Cache key part: a plan built for other profiles never serves this config."""
-        return hashlib.sha256("\n".join(self.shapes).encode()).hexdigest()[:8]
+        return hashlib.sha256(json.dumps(self.profiles, sort_keys=True).encode()).hexdigest()[:8]
+
+    @property
+    def batches(self) -> list[list[int]]:
+        """(min, opt, max) batch of each profile: the first dimension of its inputs."""
+        return [[next(iter(profile[key].values()))[0] for key in SHAPE_FLAGS] for profile in self.profiles]
+
+
+def check_profiles(profiles: object, where: str) -> TensorrtBuild:
+    """`profiles` as a TensorrtBuild, refused unless every profile gives min, opt and max for the same inputs."""
+    try:
+        checked = tuple(
+            {
+                key: {str(name): [int(size) for size in dims] for name, dims in profile[key].items()}
+                for key in SHAPE_FLAGS
+            }
+            for profile in profiles  # type: ignore[union-attr]
+        )
+    except (TypeError, KeyError, ValueError, AttributeError) as error:
+        raise PlanError(f"{where}: profiles are not min/opt/max shapes ({error!r}); render the copy again") from error
+    for profile in checked:
+        ranks = [{name: len(dims) for name, dims in profile[key].items()} for key in SHAPE_FLAGS]
+        batches = {len({dims[0] for dims in profile[key].values()}) for key in SHAPE_FLAGS}
+        if not ranks[0] or ranks.count(ranks[0]) != len(ranks) or batches != {1}:
+            raise PlanError(f"{where}: profile {profile} does not give one batch to the same inputs at min, opt, max")
+    if not checked:
+        raise PlanError(f"{where}: no optimization profile")
+    return TensorrtBuild(checked)
 
 
 def read_build(model: Path) -> TensorrtBuild:
-    """The profiles the export generated for `model` (a ``*_network`` directory), checked for consistency."""
+    """The profiles the renderer wrote for `model` (a ``*_network`` directory), checked."""
     path = model / TENSORRT_BUILD
     if not path.is_file():
-        raise _not_exported_for_tensorrt(model, TENSORRT_BUILD)
+        raise _not_rendered_for_tensorrt(model)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        shapes = tuple(str(flag) for flag in data["trtexec_shapes"])
-        low_opt_high = tuple(tuple(int(size) for size in profile) for profile in data["profiles"])
+        profiles = json.loads(path.read_text(encoding="utf-8"))["profiles"]
     except (ValueError, KeyError, TypeError) as error:
-        message = f"{path} is not a TensorRT build record ({error!r}); re-export with --variant production"
-        raise PlanError(message) from error
-    triples = profile_triples(shapes)
-    if len(triples) != len(low_opt_high) or any(len(batches) != 3 for batches in low_opt_high):
-        raise PlanError(f"{path}: {len(triples)} shape triples but profiles {list(low_opt_high)}")
-    for triple, batches in zip(triples, low_opt_high, strict=True):
-        for flag, batch in zip(triple, batches, strict=True):
-            if any(dims[0] != batch for dims in shape_spec(flag).values()):
-                raise PlanError(f"{path}: {flag} does not start with the profile's batch {batch}")
-    return TensorrtBuild(shapes, low_opt_high)
+        raise PlanError(f"{path} is not a TensorRT build record ({error!r}); render the copy again") from error
+    return check_profiles(profiles, str(path))
 
 
-def tensorrt_config(model: Path, cc_files: dict[str, str], default: str, precision: str = "fp32") -> str:
-    """config.pbtxt for plans: the exported tensorrt.pbtxt as it is, followed by its default and every GPU's plan.
-
-    The default plan's precision is appended as the `precision` parameter
-    (model_repository/configs.py, PRECISION_PARAMETER; this file cannot import it in the TensorRT
-    image): the helm test's smoke check reads it through the model-config API to pick its tolerance.
-
-    tensorrt.pbtxt is Triton's ModelConfig in protobuf text format, written without either field
-    (model_repository/configs.py, tensorrt_network_config); text format lets fields come in any
-    order, so appending them is all it takes. Two top-level lines are looked at, as guards: the
-    platform (a TensorRT config at all) and the plan fields (absent, or appending would repeat them).
-    """
-    path = model / TENSORRT_CONFIG
-    if not path.is_file():
-        raise _not_exported_for_tensorrt(model, TENSORRT_CONFIG)
-    text = path.read_text(encoding="utf-8")
-    lines = text.splitlines()
-    if 'platform: "tensorrt_plan"' not in lines:
-        raise PlanError(f'{path} has no top-level platform: "tensorrt_plan": it is not a TensorRT config')
-    if any(line.startswith(PLAN_FIELDS) for line in lines):
-        raise PlanError(f"{path} names plan files already; they come from {PLANS_RECORD} only")
-    if precision not in PRECISIONS:
-        raise PlanError(f"precision {precision!r}: expected one of {PRECISIONS}")
-    added = [f'default_model_filename: "{default}"']
-    added += ["parameters {", f'  key: "{PRECISION_PARAMETER}"', f'  value {{ string_value: "{precision}" }}', "}"]
-    for capability, name in sorted(cc_files.items()):
-        added += ["cc_model_filenames {", f'  key: "{capability}"', f'  value: "{name}"', "}"]
-    return text.rstrip("\n") + "\n" + "\n".join(added) + "\n"
-
-
-def check_exported(model: Path) -> TensorrtBuild:
-    """Both TensorRT files of the export are there and usable: checked before any plan is built."""
-    build = read_build(model)
-    tensorrt_config(model, {}, DEFAULT_PLAN)
-    return build
-
-
-def profile_arguments(shapes: Sequence[str]) -> list[str]:
-    """trtexec's arguments for one optimization profile per shape triple: ``--profile=N`` and its three flags.
+def profile_arguments(build: TensorrtBuild) -> list[str]:
+    """trtexec's arguments for each optimization profile: ``--profile=N`` and its three shape flags.
 
     TensorRT 10's trtexec (`trtexec --help` of 10.5, Build Options; samples/common/sampleOptions.cpp,
-    getOptimizationProfiles): "--profile  Build with dynamic shapes using a profile with the
-    min/max/opt shapes provided. Can be specified multiple times to create multiple profiles with
-    contiguous index. (ex: --profile=0 --minShapes=<spec> --optShapes=<spec> --maxShapes=<spec>
-    --profile=1 ...)". The parser takes a profile's shape flags from the argument positions right
-    after its --profile, and refuses repeated shape flags without --profile ("Multiple
-    --minShapes/--optShapes/--maxShapes without --profile are not allowed"), so each --profile=N is
-    followed directly by its own three flags.
+    getOptimizationProfiles) takes a profile's shape flags from the positions right after its
+    --profile=N and refuses repeated shape flags without --profile, so each --profile=N is followed
+    directly by its own three flags (``--minShapes=CROPS:1x224x224x3``, inputs comma-separated).
     """
     arguments = []
-    for index, triple in enumerate(profile_triples(shapes)):
-        arguments += [f"--profile={index}", *triple]
+    for index, profile in enumerate(build.profiles):
+        arguments.append(f"--profile={index}")
+        for key, flag in SHAPE_FLAGS.items():
+            spec = ",".join(f"{name}:{'x'.join(map(str, dims))}" for name, dims in profile[key].items())
+            arguments.append(f"{flag}={spec}")
     return arguments
 
 
@@ -275,11 +229,11 @@ def trtexec_command(
     trtexec: str,
     onnx: Path,
     engine: Path,
-    shapes: Sequence[str],
+    build: TensorrtBuild,
     workspace_mib: int,
     timing_cache: Path | None = None,
 ) -> list[str]:
-    """The trtexec build command: strongly typed, one optimization profile per shape triple (profile_arguments).
+    """The trtexec build command: strongly typed, one optimization profile per profile of `build`.
 
     No precision flag: TensorRT 11's trtexec refuses --fp16, --int8, --best (they no longer parse),
     so the plan's precision is that of `onnx` (onnx_file), built with --stronglyTyped, which
@@ -292,7 +246,7 @@ def trtexec_command(
     tensor it reads as NCHW (S channels here). TensorRT's DataType documentation: uint8 network
     inputs are converted to float32/float16 before other layers, which the graph's own Cast does.
     """
-    command = [trtexec, f"--onnx={onnx}", f"--saveEngine={engine}", *profile_arguments(shapes)]
+    command = [trtexec, f"--onnx={onnx}", f"--saveEngine={engine}", *profile_arguments(build)]
     command += [f"--memPoolSize=workspace:{workspace_mib}M", "--skipInference", STRONGLY_TYPED]
     if timing_cache is not None:
         command.append(f"--timingCacheFile={timing_cache}")
@@ -302,7 +256,7 @@ def trtexec_command(
 def build_one(
     onnx: Path,
     plan: Path,
-    shapes: Sequence[str],
+    build: TensorrtBuild,
     workspace_mib: int,
     trtexec: str,
     timing_cache: Path | None = None,
@@ -311,7 +265,7 @@ def build_one(
     plan.parent.mkdir(parents=True, exist_ok=True)
     handle, partial = tempfile.mkstemp(dir=plan.parent, suffix=".partial")
     os.close(handle)
-    command = trtexec_command(trtexec, onnx, Path(partial), shapes, workspace_mib, timing_cache)
+    command = trtexec_command(trtexec, onnx, Path(partial), build, workspace_mib, timing_cache)
     print("running", " ".join(command), flush=True)
     try:
         subprocess.run(command, check=True)
@@ -362,21 +316,19 @@ def add_plan(
     workspace_mib: int,
     builder_version: str,
     gpu: Gpu,
+    build: TensorrtBuild,
     filename: str | None = None,
 ) -> Path:
     """Give `model` (a ``*_network`` directory holding 1/model.onnx) a plan for `gpu`, built or from the cache.
 
-    trtexec gets the ONNX file of `precision` (onnx_file) and the profiles of the model's
-    tensorrt.json; the plan is recorded in ``1/plans.json``,
-    and config.pbtxt becomes the model's tensorrt.pbtxt listing it in ``cc_model_filenames``
-    together with the plans already recorded (other GPUs); it also becomes the default plan.
+    trtexec gets the ONNX file of `precision` (onnx_file) and `build`'s profiles. The plan is
+    recorded in ``1/plans.json`` beside those of other GPUs, and becomes the record's default.
     """
     version_dir = model / "1"
     if not (version_dir / ONNX_FILES["fp32"]).is_file():
         raise PlanError(
             f"{version_dir / ONNX_FILES['fp32']} does not exist: export the model with --variant production first"
         )
-    build = check_exported(model)  # a missing or foreign tensorrt.pbtxt stops before trtexec runs
     check_plans(version_dir, builder_version)  # plans of another TensorRT cannot sit beside this one
     onnx = onnx_file(version_dir, precision)
     key = cache / gpu.key / f"trt-{builder_version}-{precision}"
@@ -387,7 +339,7 @@ def add_plan(
     if cached.is_file():
         print(f"{model.name}: plan from cache {cached}", flush=True)
     else:
-        build_one(onnx, cached, build.shapes, workspace_mib, find_trtexec(), key / "timing.cache")
+        build_one(onnx, cached, build, workspace_mib, find_trtexec(), key / "timing.cache")
     filename = filename or plan_filename(gpu)
     (version_dir / filename).unlink(missing_ok=True)  # a new file, not a write through a link
     shutil.copyfile(cached, version_dir / filename)
@@ -399,13 +351,12 @@ def add_plan(
         "precision": precision,
         "onnx": onnx.name,
         "onnx_sha256_16": digest,
-        "profiles": [list(batches) for batches in build.profiles],
-        "trtexec_shapes": list(build.shapes),
+        "profiles": build.batches,
+        "shapes": list(build.profiles),
         "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    record["default"] = gpu.capability
     _replace(version_dir / PLANS_RECORD, json.dumps(record, indent=2, sort_keys=True) + "\n")
-    cc_files = {cc: entry["file"] for cc, entry in record["plans"].items()}
-    _replace(model / "config.pbtxt", tensorrt_config(model, cc_files, default=filename, precision=precision))
     return version_dir / filename
 
 
@@ -415,9 +366,10 @@ def add_plan(
 def stage(target: Path, server_version: str | None) -> None:
     """Check the serving copy in ``target/models``, record the server's TensorRT version, leave the builder there.
 
-    ``target/models`` is the serving copy the render step wrote (python -m model_repository.layout).
-    Every network that still has its ONNX file must carry the export's TensorRT files, and every
-    plan already present must come from the server's TensorRT. This file is copied to
+    ``target/models`` is the serving copy the render step wrote (python -m model_repository render).
+    It must have been rendered for plans of some precision (--tensorrt-plans), every network that
+    still has its ONNX file must carry its profiles, and every plan already present must come from
+    the server's TensorRT. This file is copied to
     ``target/trt_plans.py``, outside the models, for `build` in the TensorRT image, which has no
     project code of its own.
     """
@@ -425,16 +377,29 @@ def stage(target: Path, server_version: str | None) -> None:
     if not models.is_dir():
         raise PlanError(
             f"{models} does not exist: render the serving copy there first "
-            f"(python -m model_repository.layout --target {models})"
+            f"(python -m model_repository render --out {models} --tensorrt-plans PRECISION)"
         )
+    rendered_precision(models)
     version = server_version or tensorrt_version()
     for model in sorted(models.glob("*_network")):
         if (model / "1" / "model.onnx").is_file():
-            check_exported(model)  # here in the server image, not after a TensorRT image was pulled
+            read_build(model)  # here in the server image, not after a TensorRT image was pulled
         check_plans(model / "1", version)  # plans shipped in the repository must fit this server
     shutil.copyfile(__file__, target / BUILDER_FILE)
     (target / VERSION_FILE).write_text(version + "\n", encoding="utf-8")
     print(f"checked the serving copy {models}; server TensorRT {version}", flush=True)
+
+
+def rendered_precision(models: Path) -> str:
+    """The plan precision the serving copy's configs name (render's --tensorrt-plans), from its marker."""
+    marker = models / SERVING_MARKER
+    precision = json.loads(marker.read_text(encoding="utf-8")).get("tensorrt_plans") if marker.is_file() else None
+    if precision not in PRECISIONS:
+        raise PlanError(
+            f"{models} was not rendered for plans: its networks' configs name no {DEFAULT_PLAN} "
+            "(python -m model_repository render --tensorrt-plans PRECISION)"
+        )
+    return precision
 
 
 def build(
@@ -445,7 +410,7 @@ def build(
     builder_version: str | None = None,
     gpu: Gpu | None = None,
 ) -> list[str]:
-    """Give every staged ``*_network`` a plan for this GPU as model.plan; returns the models switched."""
+    """Give every staged ``*_network`` with ONNX files a plan for this GPU as model.plan, the file its config names."""
     server_version = (repository / VERSION_FILE).read_text(encoding="utf-8").strip()
     builder_version = builder_version or tensorrt_version()
     if builder_version != server_version:
@@ -453,6 +418,11 @@ def build(
             f"TensorRT {builder_version} in the builder image but {server_version} in the server "
             "image: a plan only loads on the version that built it; pick the TensorRT image of "
             "the server's release (trtPlans.image.tag)"
+        )
+    if rendered_precision(repository / MODELS_DIR) != precision:
+        raise PlanError(
+            f"the configs in {repository / MODELS_DIR} name {rendered_precision(repository / MODELS_DIR)} plans, "
+            f"not {precision}: render and build with the same precision (trtPlans.precision)"
         )
     target_gpu = gpu or query_gpu()
     for model in sorted((repository / MODELS_DIR).glob("*_network")):  # every network's file, before any build
@@ -462,7 +432,8 @@ def build(
     for model in sorted((repository / MODELS_DIR).glob("*_network")):
         if not (model / "1" / ONNX_FILES["fp32"]).is_file():
             continue
-        add_plan(model, cache, precision, workspace_mib, builder_version, target_gpu, DEFAULT_PLAN)
+        build = read_build(model)
+        add_plan(model, cache, precision, workspace_mib, builder_version, target_gpu, build, DEFAULT_PLAN)
         for name in ONNX_FILES.values():  # the pod serves plans only (links in a serving copy)
             (model / "1" / name).unlink(missing_ok=True)
         switched.append(model.name)

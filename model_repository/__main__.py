@@ -1,11 +1,11 @@
-"""python -m model_repository serve|list|remove|upgrade|health: the package's one command line.
+"""python -m model_repository serve|render|list|remove|health: the package's one command line.
 
 serve: tritonserver on an installed repository, in the foreground (what `make serve` runs;
-model_repository/serve.py). list: the installed models and the shared steps each calls. remove: a
-model's own directories, and the shared steps no remaining model calls (model_repository/install.py);
-nothing else changes. upgrade: every installed model rewritten with this checkout's configs and step
-code, from its own exported network (no conversion), all at once; after a `git pull` that changed
-them. health: the chart's liveness check (model_repository/health.py).
+model_repository/serve.py). render: a serving copy with every config rendered from configs.py for a
+node (model_repository/layout.py), for object storage and the chart's init container. list: the
+installed models and the shared steps each calls. remove: a model's own directories, and the shared
+steps no remaining model calls (model_repository/install.py); nothing else changes. health: the
+chart's liveness check (model_repository/health.py).
 
 Each subcommand's module is imported only when it runs: `health` is the kubelet's probe, every few
 seconds, and stays on the standard library.
@@ -23,13 +23,14 @@ from model_repository.wheel import DEFAULT_REPOSITORY
 # Subcommands whose module parses its own flags: name -> (module with main(argv), one line of help).
 DELEGATED = {
     "serve": ("model_repository.serve", "start tritonserver on an installed repository (make serve)"),
+    "render": ("model_repository.layout", "write a serving copy with every config rendered for a node"),
     "health": ("model_repository.health", "liveness: tritonserver and every Python step process it needs running"),
 }
-REPOSITORY_COMMANDS = ("list", "remove", "upgrade")
+REPOSITORY_COMMANDS = ("list", "remove")
 
 
 def repository_command(command: str, argv: list[str]) -> int:
-    """list, remove and upgrade of an installed repository."""
+    """list and remove of an installed repository."""
     import catalog
     from model_repository import install
 
@@ -40,15 +41,7 @@ def repository_command(command: str, argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if command == "list":
         for name in install.installed_models(args.repository):
-            steps = install.referenced_models(args.repository, [name])
-            print(f"{name}: {', '.join(steps)}")
-        return 0
-    if command == "upgrade":
-        try:
-            print(f"upgraded {', '.join(install.upgrade(args.repository))} in {args.repository}")
-        except (FileNotFoundError, FileExistsError, ValueError, OSError) as err:
-            print(f"error: {err}; {args.repository} was left as it was", file=sys.stderr)
-            return 1
+            print(f"{name}: {', '.join(install.referenced_models([name]))}")
         return 0
     try:
         for name in args.names:

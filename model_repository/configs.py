@@ -1,4 +1,4 @@
-"""Triton model configurations, generated from the catalog.
+"""Triton model configurations, generated from the catalog and rendered when a server starts.
 
 Every catalog model has four models of its own and shares its Python steps with the others:
 
@@ -10,22 +10,13 @@ Every catalog model has four models of its own and shares its Python steps with 
     pixels_preprocess_KEY         Python backend, shared: RGB frames -> CROPS (same code, decoding skipped)
     postprocess                   Python backend, shared by all: PROBABILITIES -> top-k LABELS, SCORES, CLASS_IDS
 
-KEY names a distinct preprocessing (resize filter, resize_short, crop): the catalog has four, so all 19
-models are served by 8 preprocess models and one postprocess. Normalization (mean/std differ between
-families) is part of each network's graph (export/normalization.py), so the crops a preprocess step
-produces are the same uint8 pixels PaddleClas crops, and one step serves every model with its key.
+KEY names a distinct preprocessing (resize filter, resize_short, crop), so one step serves every model
+with its key. The network has two variants: "production" (onnxruntime backend on GPU, or TensorRT) and
+"portable" (the same ONNX file in ONNX Runtime inside the Python backend, for the local 2.51 server).
 
-The network config has two variants from one function: "production" (onnxruntime backend on GPU,
-batches formed across requests up to GPU_MAX_BATCH_SIZE) and "portable" (the same ONNX file run by
-ONNX Runtime inside the Python backend, on CPU, for the local server and CI, whose Triton build has
-only the Python backend). `tensorrt_network_config` gives the production network served from
-TensorRT plans (export/trt_plans.py fills in only the plan files of each GPU).
-
-How many copies of each step run is a `Layout`, resolved where the server runs
-(model_repository/layout.py), never at export: installed configs carry `Layout()`, one of each.
-
-Configs are written as dicts, then parsed into Triton's own ModelConfig protobuf before they are
-rendered, so a misspelt field or a wrong type fails here rather than at server start.
+Nothing here is written at export: model_repository/layout.py renders every config from these
+functions for the node's `Layout` when a server starts. Configs are dicts parsed into Triton's own
+ModelConfig protobuf before they are written, so a misspelt field or a wrong type fails here.
 """
 
 from __future__ import annotations
@@ -53,59 +44,36 @@ TOP_K_OUTPUTS = {"LABELS": "TYPE_STRING", "SCORES": "TYPE_FP32", "CLASS_IDS": "T
 TOP_K = 5
 MAX_BATCH_SIZE = 8  # images one request may carry
 
-# Internal tensors between the steps. The network's input is the uint8 crop, channels last, exactly
-# as the preprocess step produces it (a quarter of the bytes of float32 through shared memory and
-# host-to-GPU copies); NORMALIZED_IMAGE is the float32 N x 3 x S x S tensor inside the graph, after
-# the normalization export prepends, and the input of the network as PaddleClas exported it.
+# Between the steps: the uint8 crop, channels last, as the preprocess step makes it (a quarter of
+# float32's bytes through shared memory and host-to-GPU copies); the network normalizes it itself.
 NETWORK_INPUT = "CROPS"
 NORMALIZED_IMAGE = "NORMALIZED_IMAGE"
 NETWORK_OUTPUT = "PROBABILITIES"
 POSTPROCESS = "postprocess"
 
-# GPU batching, decoupled from the wire contract: the dynamic batcher joins requests of 1-8 images
-# into batches of up to 128 for the production network. Published TensorRT FP16 throughput of
-# ViT-B/16 and NextViT saturates between batch 64 and 128 (published anchors: docs/capacity.md),
-# and 128 crops of 384 px are 56 MB of uint8: larger batches add latency and memory, not images/s.
+# The production network's batches join requests up to 128 images, where published throughput
+# saturates (docs/capacity.md): larger batches add latency and memory, not images/s.
 GPU_MAX_BATCH_SIZE = 128
 GPU_MAX_QUEUE_DELAY_US = 1000  # at 8,000 img/s one millisecond gathers a batch of 8 at low load
-# TensorRT plans (unverified on a GPU; every rule below follows triton-inference-server/tensorrt_backend,
-# src/instance_state.cc and src/model_state.cc): a small profile (interactive traffic, served by CUDA
-# graphs) and a large one (saturating traffic), as (min, opt, max) batch; preferred batch sizes are the
-# optima. An instance holds one execution context per profile of its group and captures every
-# graph_spec on every context (InitializeCudaGraph); a graph batch outside a context's profile fails to
-# set its shape and logs "Failed to set cuda graph shape" at load (BuildCudaGraph). So both profiles
-# start at batch 1 and hold every graph. A batch runs on the context whose optimum is nearest among the
-# profiles that admit it (GetMostOptimizedProfile, Manhattan distance to opt): 1-16 still go to the
-# small profile, 17-128 to the large one, as when the large profile started at 17.
+# TensorRT plans, unverified on a GPU; rules from triton-inference-server/tensorrt_backend
+# src/instance_state.cc. Profiles as (min, opt, max) batch: a small one for interactive traffic
+# (served by CUDA graphs), a large one for saturating traffic. Both start at 1 because every graph
+# is captured on every context of an instance (InitializeCudaGraph) and a graph outside a context's
+# profile fails at load; a batch runs on the profile whose optimum is nearest (GetMostOptimizedProfile).
 TRT_PROFILES: tuple[tuple[int, int, int], ...] = ((1, 8, 16), (1, 64, GPU_MAX_BATCH_SIZE))
-# Every batch of the small profile runs as a CUDA graph (kernel launches dominate small batches). The
-# graphs are the sizes the backend captures by default (InitializeGraphSpecs: 1, 2, 3, 4, 6, 8, 12, 16),
-# each with graph_lower_bound at the size after the previous graph (model_config.proto GraphSpec): a
-# batch of 5 launches the graph of 6 (FindClosestCudaGraph), whose sixth row is uninitialized and
-# dropped; every operation of these networks works per image, so the other rows are unaffected.
+# The graphs are the backend's default sizes (InitializeGraphSpecs); each also serves the batches
+# down to the size after the previous one (graph_lower_bound; FindClosestCudaGraph pads the batch).
 CUDA_GRAPH_BATCH_SIZES = (1, 2, 3, 4, 6, 8, 12, 16)
 CUDA_GRAPH_BATCHES = range(1, TRT_PROFILES[0][2] + 1)  # the batches the config serves from graphs: 1-16
-# Execution context memory (backend parameter execution_context_allocation_strategy; model_state.cc
-# accepts "STATIC", the default, and "ON_PROFILE_CHANGE", nothing else). STATIC gives every context the
-# activation memory of the largest profile, so an instance holds the batch-128 activations twice.
-# ON_PROFILE_CHANGE sizes a context for its own profile; the backend selects each context's profile
-# once, when it creates the context (setOptimizationProfileAsync), before any graph is captured, so
-# the memory a graph captured never moves.
+# STATIC (the default) gives every context the largest profile's activations; ON_PROFILE_CHANGE sizes
+# each for its own profile, selected once before any graph is captured (model_state.cc).
 TRT_CONTEXT_MEMORY_PARAMETER = "execution_context_allocation_strategy"
 TRT_CONTEXT_MEMORY = "ON_PROFILE_CHANGE"
-# How long trtexec takes to build one network's plan: an estimate, unverified on a GPU (none of these
-# networks has a published build time). trtexec times candidate kernels of every layer for every
-# optimization profile, so a build grows with the profiles and with the work per image. Reports of
-# single-profile FP16 builds of ViT-B-sized ONNX networks on datacenter GPUs range over a few minutes,
-# and far longer on small GPUs or at higher builder optimization levels (NVIDIA/TensorRT issue 3075:
-# hours on a T4). Per profile: a minute of parsing and fixed work, plus 4 s per GFLOP of one image;
-# ViT_base_patch16_224 gets 255 s, ViT_large_patch16_384 1,518 s, all 19 models 1.9 h. The chart
-# sums it over the served models (helm/paddleclas-triton/files/trt-build-seconds.json) for the
-# Deployment's progress deadline.
+# trtexec's build time per profile, an estimate unverified on a GPU: fixed work plus time per GFLOP
+# of one image. The chart sums it for the Deployment's progress deadline (helm/README.md, TensorRT plans).
 TRT_BUILD_SECONDS_PER_PROFILE = 60
 TRT_BUILD_SECONDS_PER_GFLOP = 4.0
-# Triton's pinned host memory holds a batch on its way to the GPU: one being copied per GPU instance
-# while the next is formed. Default pool of Triton: 256 MB.
+# Triton's default pinned host memory pool; it holds batches on their way to the GPU.
 TRITON_DEFAULT_PINNED_POOL_BYTES = 256 << 20
 
 ConfigDict = dict[str, Any]
@@ -247,31 +215,20 @@ class Layout:
         }[kind]
 
 
-# Portable network layout on CPU, chosen by the tuning sweep (now retired for `make analyze`; its
-# figures: `git show 14987cc:docs/performance.md`, "Tuning") on 2 cores: one ONNX Runtime instance
-# whose intra-op pool has a thread per usable core. Model Analyzer's network sweep on a shared
-# machine (docs/operations.md) preferred 1-thread instances within its noise; unchanged until
-# measured on a quiet node. At
-# concurrency 1 it is as fast as the in-process pipeline (p50 +2 ms NextViT-S, -12 ms ViT-B).
-# One single-threaded instance per core serves 6 % (NextViT-S) and 3 % (ViT-B) more images/s at
-# saturation but doubles the p50 of a lone request (142 vs 80 ms, 414 vs 220 ms); two-threaded
-# instances whose idle threads block gain nothing over one.
+# The portable network: one ONNX Runtime instance whose spinning intra-op pool has a thread per
+# usable core, as fast as the in-process pipeline for a lone request; one single-threaded instance
+# per core served a few percent more images/s at saturation but doubled a lone request's latency
+# (docs/performance.md, "Decisions taken from earlier studies"; Model Analyzer: docs/operations.md).
 PORTABLE_NETWORK_INSTANCES = 1
 PORTABLE_NETWORK_SPINNING = True
 
 
 # --- GPU memory ---------------------------------------------------------------------------------
-# Each production network instance is one ONNX Runtime session whose CUDA arena holds its weights, the
-# activations of a run and cuDNN's workspaces (onnxruntime_backend src/onnxruntime.cc creates a session
-# per instance; onnxruntime core/framework/bfc_arena.cc never extends an arena past its limit). The
-# backend's `gpu_mem_limit` parameter (bytes, a string; onnxruntime_backend README, "CUDA Execution
-# Provider") caps that arena at the export's graph estimate (export/memory.py) plus a margin: the arena
-# keeps the regions of the warmup's smaller batches (1, 8, 64) beside those of 128, and convolution
-# workspaces are not in the graph. Without it a session may take the whole card and starve the other
-# networks. The margin is a choice, unverified on a GPU; what ONNX Runtime on CPU held in one run was
-# 0.71x (NextViT) to 1.08x (ViT) of the graph activations it multiplies (docs/models.md, "GPU memory").
-# arena_extend_strategy stays at its default (kNextPowerOfTwo): under a cap its last extension is
-# what is left (bfc_arena.cc, Extend), and fewer, larger regions fragment less across batch sizes.
+# Each production network instance is one ONNX Runtime session whose CUDA arena holds weights,
+# activations and cuDNN workspaces (onnxruntime_backend src/onnxruntime.cc; onnxruntime
+# bfc_arena.cc never extends past its limit). gpu_mem_limit caps it at the export's graph estimate
+# (export/memory.py) with a margin, so one session cannot starve the other networks; the margin is
+# a choice, unverified on a GPU (docs/models.md, GPU memory).
 ORT_ARENA_ACTIVATION_HEADROOM = 1.5
 ORT_ARENA_WORKSPACE_BYTES = 256 << 20
 ORT_ARENA_ROUND_BYTES = 64 << 20  # caps in whole 64 MiB
@@ -295,81 +252,28 @@ def pinned_pool_bytes(entries: list[ModelEntry], network_gpu_instances: int) -> 
     return max(TRITON_DEFAULT_PINNED_POOL_BYTES, math.ceil(needed / (1 << 20)) << 20)
 
 
-# --- load shedding ------------------------------------------------------------------------------
+# --- load shedding -------------------------------------------------------------------------------
 # Every step that can fall behind (preprocess, network) has a bounded queue whose excess is refused
-# at once: under overload a client gets UNAVAILABLE "Exceeds maximum queue size" (queue full) or
-# "Request timeout expired" (waited too long) within about a second, instead of an answer after a
-# minute that its deadline gave up on long before. Both are retryable; client/classify.py
-# recognises them.
-#
-# Any queue policy costs something on 2.51: the batcher prefetches (forms the next batch while an
-# execution runs) only when a step has no policy at all (no size, no timeout, no override), and
-# without prefetching a queued request waits until the batcher's 500 ms fallback wake-up whenever
-# it arrived while every instance was busy: the release of an instance wakes nothing. Measured on
-# single-instance steps with perf_analyzer (docs/capacity.md, "Half-second stalls"): p99 0.5 s and,
-# where the queue is short, refusals of requests the queue had room for (the next request of a
-# client arrives before the stranded one left the queue).
-#
-# Triton 2.51 has no ensemble back-pressure: its ModelEnsembling message holds only `step`
-# (`max_inflight_requests` arrived in later releases), so the steps' own queues are the only bound,
-# and a request refused by the network has already cost its preprocessing. The production ensembles
-# (Triton 2.73) carry the bound: ensemble_inflight_limit, below.
-#
-# Measured on 2.51 (tests/server/test_overload.py; make drills): a queued request whose timeout
-# expires while every instance is busy is refused at the batcher's next wake-up, 0.4-0.8 s after the
-# expiry (it wakes about every 500 ms), not only when the running execution ends as public reports
-# for 24.05 say. So the worst wait before a refusal is the timeout + 0.8 s, and timeouts below
-# QUEUE_TIMEOUT_FLOOR_US buy nothing.
+# at once (UNAVAILABLE, retryable), so an overloaded server answers in about a second instead of
+# after the client's deadline. Why each size and timeout, with the measurements behind them:
+# docs/reliability.md, "How load is shed". Any queue policy turns off 2.51's prefetching
+# (docs/capacity.md, "Half-second stalls"), so postprocess, fed only by bounded networks, has none.
+# A queued request whose timeout expires is refused at the batcher's next wake-up (about every
+# 500 ms), so timeouts below the floor buy nothing.
 QUEUE_TIMEOUT_FLOOR_US = 200_000
-# Requests (1-8 images each) that may wait per instance of a step. Measured step costs
-# (docs/capacity.md, docs/performance.md, 2 cores):
-# - preprocess: 1.4 ms (ViT 500x375, served) to 4 ms (NextViT 500x375) per small photo, 7-23 ms per
-#   1920x1080, 36-100 ms per 4000x3000 camera photo, and several times that on cores the network
-#   holds (the preprocess processes yield them: PREPROCESS_NICENESS). One request waits per
-#   instance: an admitted request starts after at most one execution (up to 8 images: 0.8 s of
-#   camera photos), and the rest is refused at the door, before any decode. With 8 per instance
-#   the queue itself outlived the deadline: in the overload drill at 10x, requests that waited
-#   there 1-2 s reached the network too late, and goodput fell to 2 % of its value at capacity (1
-#   per instance: 94 %, same run conditions). A full queue at capacity costs some refusals of
-#   bursts (13-15 % at 1x in that drill); batch traffic with loose deadlines may want more.
-#   PREPROCESS_TIMEOUT_US lets a request wait behind one execution of camera photos (a 200 ms
-#   timeout shed requests below capacity). 8 camera JPEGs (1.3 MB) are 10 MB of encoded bytes.
-# - networks: the queue holds what the network runs within NETWORK_QUEUE_BUDGET_MS at its cost per
-#   image, after the running batch: a request the queue admitted starts within half the 2 s an
-#   interactive client waits, leaving the rest for its preprocessing and transfer. The timeout only
-#   catches a stalled step: twice the time to drain a full queue of 8-image requests plus the running
-#   batch (network_timeout_us), so an admitted request is never timed out for waiting its turn.
-#   - portable network: one full batch of 8 is 0.64 s (NextViT-S, 80 ms per image) to 1.8 s (ViT-B,
-#     220 ms) on 2 cores (PORTABLE_MS_PER_GFLOP): 4 single-image requests may wait for NextViT-S,
-#     and at least MIN_NETWORK_QUEUE for any network (portable_network_queue). A queue of 8 let
-#     admitted requests wait past 2 s in the overload drill; a queue of 1 refused the second of two
-#     clients (ViT-B: perf_analyzer at concurrency 2 stopped at its first request), as the stranded
-#     request still held the only place when the first client's next request arrived.
-#   - production network (GPU): the same rule at the rate of the runtime the config is served by
-#     (gpu_ms_per_image: estimates, unverified on a GPU), at most GPU_NETWORK_QUEUE_PER_INSTANCE
-#     (256 requests, 2,048 images, 0.9 GB of 384-px uint8 crops in the worst case). The default
-#     onnxruntime network runs FP32: ViT_base_patch16_224 queues 35 requests, ViT_large_patch16_384
-#     MIN_NETWORK_QUEUE (at TensorRT FP16 rates: 256 and 33). The rates are one H100's: a slower GPU
-#     drains the same queue later, and its timeout (twice the drain) leaves it twice the time.
-# - postprocess: no queue policy. Its requests come only from networks whose queues are bounded,
-#   and it costs about a millisecond, so a bound would never refuse; but its policy turned off
-#   prefetching, and the step alone (1 instance, 4 requests in flight) answered 41 requests/s with a
-#   p99 of 0.51 s where without one it answers 2,836/s with a p99 of 2.7 ms. On a GPU node this step
-#   sees every image of the node.
+# Requests (1-8 images each) that may wait per instance: one per preprocess instance, so an admitted
+# request starts after at most one execution; networks hold what they run in NETWORK_QUEUE_BUDGET_MS.
 PREPROCESS_TIMEOUT_US = 1_000_000  # one full batch of 8 camera photos (8 x 100 ms) plus margin
 QUEUE_PER_INSTANCE: dict[str, int] = {"preprocess": 1, "pixels_preprocess": 1}
 MIN_NETWORK_QUEUE = 2  # per instance: a stranded request and the next one (load shedding, above)
 GPU_NETWORK_QUEUE_PER_INSTANCE = 256
 NETWORK_QUEUE_BUDGET_MS = 1000
-# Portable network cost per image on the 2-core reference machine: 80 ms for NextViT_small_224
-# (5.79 GFLOPs, 13.8 ms/GFLOP) and 220 ms for ViT_base_patch16_224 (17.6 GFLOPs, 12.5 ms/GFLOP).
+# Portable network cost per image on the 2-core reference machine (docs/performance.md).
 PORTABLE_MS_PER_GFLOP = 14.0
 
 # --- GPU rates (estimates, unverified on a GPU) ------------------------------------------------------
-# One H100 at batch 64-128, images/s, low-high, TensorRT FP16: published anchors (timm's TensorRT FP16
-# results, 7,800-8,400 ViT-B/16 img/s on an RTX PRO 6000 Blackwell; H100 dense FP16, 989 TFLOPS, at
-# 30-45 % use; NextViT about 2x ViT-B in PaddleClas's V100 table). The queues and timeouts use the low
-# end, the cores-per-GPU table in helm/README.md both ends.
+# One H100 at batch 64-128, images/s, low-high, TensorRT FP16 (anchors: helm/README.md, How many cores
+# a GPU needs). The queues and timeouts use the low end.
 H100_TENSORRT_FP16_IMAGES_PER_S: dict[str, tuple[int, int]] = {
     "NextViT_small_224": (12_000, 20_000),
     "ViT_base_patch16_224": (8_000, 12_000),
@@ -384,7 +288,7 @@ GPU_SPEED_VS_TENSORRT_FP16: dict[GpuRuntime, tuple[float, float]] = {
     # default, trtexec --noTF32 turns it off); H100 dense TF32 is half its dense FP16.
     ("tensorrt", "fp32"): (0.4, 0.5),
     # The same engines inside ONNX Runtime's TensorRT provider, one profile spanning batches 1-128
-    # (export/tensorrt.py, ort_profile) instead of one tuned for small batches.
+    # (ort_profile) instead of one tuned for small batches.
     ("onnxruntime_tensorrt", "fp16"): (0.8, 1.0),
     ("onnxruntime_tensorrt", "fp32"): (0.35, 0.5),
     # ONNX Runtime's CUDA provider: one cuDNN/cuBLAS kernel per ONNX operator, attention unfused (the
@@ -395,9 +299,6 @@ GPU_SPEED_VS_TENSORRT_FP16: dict[GpuRuntime, tuple[float, float]] = {
 }
 # The production onnxruntime config runs the exported FP32 graph on the CUDA provider.
 ONNXRUNTIME_RUNTIME: GpuRuntime = ("onnxruntime", "fp32")
-# tensorrt.pbtxt is written at export, before anyone picks the plan's precision (trtPlans.precision):
-# its queue follows the slower FP32 plan, so an FP16 plan's queue drains in about half the time.
-TENSORRT_RUNTIME: GpuRuntime = ("tensorrt", "fp32")
 
 
 def gpu_images_per_s(model: str, runtime: GpuRuntime) -> tuple[int, int]:
@@ -419,13 +320,9 @@ def gpu_ms_per_image(entry: ModelEntry, runtime: GpuRuntime) -> float:
     return entry.published.flops_g * ms_per_gflop
 
 
-# Under overload the preprocess processes would take the cores from the work nearest completion: on
-# a CPU node the network (whose batches then crawl past every deadline, the collapse the overload
-# drill measured), on any node tritonserver's own threads (which accept, refuse and answer health
-# probes). Their processes therefore run at a lower CPU priority: idle cores are theirs at full
-# speed, contended ones go to the network and the server first, so excess work waits, and is
-# refused, at the front of the pipeline, before it costs a decode. Raising one's own niceness needs
-# no privilege (also in a pod). 10 gives a CFS weight of 110 against the network's 1024.
+# Preprocess processes lower their own CPU priority, so under overload the network and
+# tritonserver's own threads keep the contended cores and excess work is refused before a decode
+# (docs/reliability.md, "How load is shed"). 10 gives a CFS weight of 110 against 1024.
 NICENESS_PARAMETER = "niceness"
 PREPROCESS_NICENESS = 10
 QUEUE_REJECTIONS = ("Exceeds maximum queue size", "Request timeout expired")  # Triton 2.51's words
@@ -472,18 +369,24 @@ def ensemble_inflight_limit(layout: Layout) -> int:
     refused. So the limit is what the busiest step admits on its own, one execution per instance (a
     batch of single-image requests) plus its bounded queue: the steps' queue policies go on refusing
     excess at once, as on 2.51, and the limit bounds what nothing else bounds, the postprocess step
-    (no queue policy, load shedding above). Recomputed for the node's layout when the serving copy
-    is rendered (layout.sized_config). Unverified on a GPU: 2.51 cannot load it.
+    (no queue policy, load shedding above). Unverified on a GPU: 2.51 cannot load it.
     """
-    preprocess = layout.preprocess_instances * MAX_BATCH_SIZE + max_queue_size(
-        "preprocess", layout.preprocess_instances
-    )
-    pixels = layout.pixels_preprocess_instances * MAX_BATCH_SIZE + max_queue_size(
-        "pixels_preprocess", layout.pixels_preprocess_instances
+    preprocess, pixels = (
+        layout.instances(kind) * MAX_BATCH_SIZE + preprocess_queue_policy(kind, layout)["max_queue_size"]
+        for kind in ("preprocess", "pixels_preprocess")
     )
     gpu = layout.network_gpu_instances
     network = gpu * (GPU_MAX_BATCH_SIZE + GPU_NETWORK_QUEUE_PER_INSTANCE)  # the cap of any network's queue
     return max(preprocess, pixels, network)
+
+
+def preprocess_queue_policy(kind: StepKind, layout: Layout) -> ConfigDict:
+    """A preprocess step's queue policy: QUEUE_PER_INSTANCE, or the layout's preprocess_queue, per instance."""
+    instances = layout.instances(kind)
+    policy = queue_policy(kind, PREPROCESS_TIMEOUT_US, instances=instances)
+    if layout.preprocess_queue:
+        policy["max_queue_size"] = layout.preprocess_queue * instances
+    return policy
 
 
 def network_ms_per_image(entry: ModelEntry, runtime: GpuRuntime | None) -> float:
@@ -595,8 +498,7 @@ REFERENCE_PHOTO_PARAMETER = "reference_photo_sha256"
 REFERENCE_IDS_PARAMETER = "reference_class_ids"
 REFERENCE_SCORES_PARAMETER = "reference_scores"
 # Read from the network's config by the smoke check to pick its tolerance (catalog.models.SERVED_ATOL);
-# absent: fp32. Plans (export/trt_plans.py, which keeps its own copy: it runs without this project in
-# the TensorRT image) and --ort-trt (export/tensorrt.py) write it.
+# absent: fp32. The TensorRT configs (plans, ONNX Runtime's provider) set it.
 PRECISION_PARAMETER = "precision"
 
 
@@ -615,7 +517,11 @@ def reference_parameters(reference: dict | None) -> dict[str, str]:
 
 
 def ensemble_config(
-    entry: ModelEntry, weights_note: str, reference: dict | None = None, variant: Variant = "portable"
+    entry: ModelEntry,
+    weights_note: str,
+    reference: dict | None = None,
+    variant: Variant = "portable",
+    layout: Layout = Layout(),
 ) -> ConfigDict:
     """The public ensemble: preprocess, network, postprocess; production ones bound their in-flight requests."""
     steps = [
@@ -634,17 +540,21 @@ def ensemble_config(
                 {"model_name": model, "model_version": -1, "input_map": inputs, "output_map": outputs}
                 for model, inputs, outputs in steps
             ],
-            **({INFLIGHT_FIELD: ensemble_inflight_limit(Layout())} if variant == "production" else {}),
+            **({INFLIGHT_FIELD: ensemble_inflight_limit(layout)} if variant == "production" else {}),
         },
         "parameters": _params(paddleclas_name=entry.name, weights=weights_note, **reference_parameters(reference)),
     }
 
 
 def pixels_ensemble_config(
-    entry: ModelEntry, weights_note: str, reference: dict | None = None, variant: Variant = "portable"
+    entry: ModelEntry,
+    weights_note: str,
+    reference: dict | None = None,
+    variant: Variant = "portable",
+    layout: Layout = Layout(),
 ) -> ConfigDict:
     """ensemble_config with its first step swapped for the pixels preprocess; every later step is shared."""
-    config = copy.deepcopy(ensemble_config(entry, weights_note, reference, variant))
+    config = copy.deepcopy(ensemble_config(entry, weights_note, reference, variant, layout))
     config |= {"name": pixels_ensemble_name(entry), "input": [_pixels_input()]}
     first = config["ensemble_scheduling"]["step"][0]
     if first["model_name"] != preprocess_name(entry):
@@ -655,7 +565,11 @@ def pixels_ensemble_config(
 
 
 def crop_ensemble_config(
-    entry: ModelEntry, weights_note: str, reference: dict | None = None, variant: Variant = "portable"
+    entry: ModelEntry,
+    weights_note: str,
+    reference: dict | None = None,
+    variant: Variant = "portable",
+    layout: Layout = Layout(),
 ) -> ConfigDict:
     """ensemble_config without its preprocess step: client-side CROPS go straight to the network.
 
@@ -665,7 +579,7 @@ def crop_ensemble_config(
     needs no catalog. No warmup of its own: ensembles take none, and the network already warms with
     a real crop (WARMUP_CROP_FILE).
     """
-    config = copy.deepcopy(ensemble_config(entry, weights_note, reference, variant))
+    config = copy.deepcopy(ensemble_config(entry, weights_note, reference, variant, layout))
     steps = config["ensemble_scheduling"]["step"]
     first = steps.pop(0)
     if first["model_name"] != preprocess_name(entry):
@@ -685,11 +599,7 @@ def preprocess_config(entry: ModelEntry, layout: Layout = Layout()) -> ConfigDic
         "max_batch_size": MAX_BATCH_SIZE,
         "input": [{"name": IMAGE_INPUT, "data_type": "TYPE_STRING", "dims": [1]}],
         "output": [_crops_tensor(entry)],
-        "dynamic_batching": {
-            "default_queue_policy": queue_policy(
-                "preprocess", PREPROCESS_TIMEOUT_US, instances=layout.preprocess_instances
-            )
-        },
+        "dynamic_batching": {"default_queue_policy": preprocess_queue_policy("preprocess", layout)},
         "instance_group": _cpu_instances(layout.preprocess_instances),
         "parameters": _params(**resolve.preprocess_parameters(entry), **{NICENESS_PARAMETER: PREPROCESS_NICENESS}),
         "model_warmup": _warmup("real_photo", [1], image_warmup),
@@ -704,11 +614,7 @@ def pixels_preprocess_config(entry: ModelEntry, layout: Layout = Layout()) -> Co
     config |= {
         "name": pixels_preprocess_name(entry),
         "input": [_pixels_input() | {"allow_ragged_batch": True}],
-        "dynamic_batching": {
-            "default_queue_policy": queue_policy(
-                "pixels_preprocess", PREPROCESS_TIMEOUT_US, instances=layout.pixels_preprocess_instances
-            )
-        },
+        "dynamic_batching": {"default_queue_policy": preprocess_queue_policy("pixels_preprocess", layout)},
         "instance_group": _cpu_instances(layout.pixels_preprocess_instances),
         "model_warmup": _warmup("real_photo_frame", [1], {PIXELS_INPUT: frame}),
     }
@@ -721,7 +627,7 @@ def network_config(
     """One template, two runtimes: the tensors are identical in both variants, batching follows the hardware.
 
     gpu_mem_limit (production only): the cap of each instance's CUDA arena in bytes (ort_gpu_mem_limit of
-    the export's memory record); install always gives it, a config without it lets a session take the card.
+    the export's memory record); the renderer always gives it: without it a session may take the card.
     """
     config: ConfigDict = {
         "name": network_name(entry),
@@ -768,36 +674,102 @@ def network_config(
     return config
 
 
-def tensorrt_network_config(entry: ModelEntry, layout: Layout = Layout()) -> ConfigDict:
-    """The production network served from TensorRT plans; the builder adds each GPU's plan files.
+def tensorrt_network_config(entry: ModelEntry, plan_files: PlanFiles, layout: Layout = Layout()) -> ConfigDict:
+    """The production network served from TensorRT plans (`plan_files`: which file each GPU loads).
 
-    Two optimization profiles (TRT_PROFILES), every instance may use both and Triton picks the one
-    that fits a batch; the batcher aims for the profiles' optima; the small profile's batch sizes
-    run as captured CUDA graphs (kernel launches dominate small batches); each context holds its own
-    profile's activation memory (TRT_CONTEXT_MEMORY). tensorrt_config_problems checks it on the way out.
+    Two optimization profiles (TRT_PROFILES), both on every instance; the batcher aims for their
+    optima; the small profile's batches run as CUDA graphs; each context holds only its own profile's
+    activation memory. tensorrt_config_problems checks the result against the backend's rules.
     """
     config = network_config(entry, "production", layout)
-    # The plan files depend on the GPU: the builder appends default_model_filename and
-    # cc_model_filenames (export/trt_plans.py, tensorrt_config), so this config names neither.
-    del config["backend"], config["parameters"], config["default_model_filename"]
+    del config["backend"], config["parameters"]
     profiles = [str(index) for index in range(len(TRT_PROFILES))]
     config |= {
         "platform": "tensorrt_plan",
         "backend": "tensorrt",
+        "default_model_filename": plan_files.default,
+        "cc_model_filenames": dict(plan_files.by_capability),
         "dynamic_batching": {
             "preferred_batch_size": [opt for _, opt, _ in TRT_PROFILES],
             "max_queue_delay_microseconds": GPU_MAX_QUEUE_DELAY_US,
-            "default_queue_policy": network_queue_policy(entry, layout.network_gpu_instances, TENSORRT_RUNTIME),
+            "default_queue_policy": network_queue_policy(
+                entry, layout.network_gpu_instances, ("tensorrt", plan_files.precision)
+            ),
         },
         "instance_group": [{"kind": "KIND_GPU", "count": layout.network_gpu_instances, "profile": profiles}],
         "optimization": {"cuda": {"graphs": True, "graph_spec": cuda_graph_specs(entry)}},
-        "parameters": _params(**{TRT_CONTEXT_MEMORY_PARAMETER: TRT_CONTEXT_MEMORY}),
+        "parameters": _params(
+            **{TRT_CONTEXT_MEMORY_PARAMETER: TRT_CONTEXT_MEMORY, PRECISION_PARAMETER: plan_files.precision}
+        ),
         "model_warmup": _network_warmup(entry, network_warmup_batches("production", tensorrt=True)),
     }
     problems = tensorrt_config_problems(json_format.ParseDict(config, model_config_pb2.ModelConfig()))
     if problems:
         raise ValueError(f"{network_name(entry)}: " + "; ".join(problems))
     return config
+
+
+@dataclass(frozen=True)
+class PlanFiles:
+    """The plans a TensorRT network loads: `default`, or the file of its GPU's compute capability."""
+
+    default: str
+    precision: Precision
+    by_capability: tuple[tuple[str, str], ...] = ()  # (compute capability, file), Triton's cc_model_filenames
+
+
+@dataclass(frozen=True)
+class OrtTensorrt:
+    """ONNX Runtime's TensorRT execution provider on the onnxruntime network (`python -m export NAME --ort-trt`)."""
+
+    precision: Precision
+    engine_cache: str  # engines and the timing cache; keep it on a volume so restarts reuse them
+    workspace_mib: int = 4096
+
+
+def ort_tensorrt_network_config(
+    entry: ModelEntry, model_file: str, ort: OrtTensorrt, layout: Layout = Layout(), gpu_mem_limit: int | None = None
+) -> ConfigDict:
+    """The production onnxruntime network with ONNX Runtime's TensorRT provider as its accelerator.
+
+    The precision is `model_file`'s (the export's FP16 network or model.onnx), never a provider flag:
+    trt_fp16_enable sets TensorRT's FP16 builder flag, which TensorRT 11 removed. The provider gets
+    one profile spanning TRT_PROFILES (ort_profile).
+    """
+    runtime: GpuRuntime = ("onnxruntime_tensorrt", ort.precision)
+    config = network_config(entry, "production", layout, gpu_mem_limit)
+    config["default_model_filename"] = model_file
+    config["parameters"] |= _params(**{PRECISION_PARAMETER: ort.precision})
+    config["dynamic_batching"]["default_queue_policy"] = network_queue_policy(
+        entry, layout.network_gpu_instances, runtime
+    )
+    accelerator = {
+        "name": "tensorrt",
+        "parameters": {
+            "max_workspace_size_bytes": str(ort.workspace_mib << 20),
+            "trt_engine_cache_enable": "1",
+            "trt_engine_cache_path": ort.engine_cache,
+            "trt_timing_cache_enable": "1",
+            "trt_timing_cache_path": ort.engine_cache,
+            **ort_profile(entry),
+        },
+    }
+    config["optimization"] = {"execution_accelerators": {"gpu_execution_accelerator": [accelerator]}}
+    return config
+
+
+def ort_profile(entry: ModelEntry) -> dict[str, str]:
+    """One provider profile covering every batch of TRT_PROFILES: the optimum of the widest one.
+
+    ONNX Runtime builds several profiles but keeps its execution context on profile 0, so a batch
+    outside it fails (onnxruntime tensorrt_execution_provider.cc; microsoft/onnxruntime#31624, open;
+    ORT 1.19 of Triton 24.10 lacks the switching). The widest profile is the saturating traffic,
+    where throughput is decided.
+    """
+    widest = max(TRT_PROFILES, key=lambda profile: profile[2] - profile[0])
+    batches = {"min": min(low for low, _, _ in TRT_PROFILES), "opt": widest[1], "max": max(p[2] for p in TRT_PROFILES)}
+    size = entry.input_size
+    return {f"trt_profile_{key}_shapes": f"{NETWORK_INPUT}:{batch}x{size}x{size}x3" for key, batch in batches.items()}
 
 
 def cuda_graph_specs(entry: ModelEntry) -> list[ConfigDict]:
@@ -866,17 +838,16 @@ def trt_build_seconds(entry: ModelEntry) -> int:
     return math.ceil(len(TRT_PROFILES) * per_profile)
 
 
-def trtexec_profile_shapes(entry: ModelEntry) -> list[str]:
-    """trtexec flags for TRT_PROFILES on the uint8 crops input, one min/opt/max triple per profile."""
-    size = entry.input_size
-    flags = []
-    for low, opt, high in TRT_PROFILES:
-        flags += [
-            f"--minShapes={NETWORK_INPUT}:{low}x{size}x{size}x3",
-            f"--optShapes={NETWORK_INPUT}:{opt}x{size}x{size}x3",
-            f"--maxShapes={NETWORK_INPUT}:{high}x{size}x{size}x3",
-        ]
-    return flags
+def trt_profiles(entry: ModelEntry) -> list[dict[str, dict[str, list[int]]]]:
+    """TRT_PROFILES as the network input's shapes, the numbers trtexec's profile flags are formatted from.
+
+    [{"min": {"CROPS": [1, S, S, 3]}, "opt": {...}, "max": {...}}, ...], one dict per profile.
+    """
+    dims = _crops_tensor(entry)["dims"]
+    return [
+        {key: {NETWORK_INPUT: [batch, *dims]} for key, batch in zip(("min", "opt", "max"), profile, strict=True)}
+        for profile in TRT_PROFILES
+    ]
 
 
 def postprocess_config(layout: Layout = Layout()) -> ConfigDict:
@@ -898,29 +869,11 @@ def postprocess_config(layout: Layout = Layout()) -> ConfigDict:
     }
 
 
-def step_config(
-    name: str, entry: ModelEntry | None, variant: Variant, layout: Layout, gpu_mem_limit: int | None = None
-) -> ConfigDict:
-    """The config of a shared step or a network by its repository name (install and tests use it)."""
-    kind = step_kind(name)
-    if kind == "postprocess":
-        return postprocess_config(layout)
-    assert entry is not None, f"{name} needs a catalog entry"
-    if kind == "preprocess":
-        return preprocess_config(entry, layout)
-    if kind == "pixels_preprocess":
-        return pixels_preprocess_config(entry, layout)
-    if kind == "network":
-        return network_config(entry, variant, layout, gpu_mem_limit)
-    raise ValueError(f"{name} is an ensemble; use ensemble_config or pixels_ensemble_config")
-
-
 # --- a field of the production release that the local ModelConfig lacks -------------------------
-# ModelEnsembling.max_inflight_requests (ensemble_inflight_limit) exists from Triton 2.65 (25.11) on;
-# tritonclient 2.51's model_config_pb2, which this venv and the server image's render step use, has no
-# such field. So to_pbtxt writes it into the text after rendering the rest through ModelConfig, and
-# parse_pbtxt leaves it out before parsing (inflight_limit reads it from the text); the text is checked
-# by the 2.73 ModelConfig in tests/chart/test_newer_release.py. Portable ensembles never carry it.
+# ModelEnsembling.max_inflight_requests exists from Triton 2.65 on; tritonclient 2.51's ModelConfig
+# (this venv and the server image's render step) lacks it, so to_pbtxt writes it into the text after
+# rendering the rest through ModelConfig, and parse_pbtxt leaves it out. tests/chart/test_newer_release.py
+# parses the text with 2.73's ModelConfig.
 INFLIGHT_FIELD = "max_inflight_requests"
 _INFLIGHT_LINE = re.compile(rf"^[ \t]*{INFLIGHT_FIELD}:[ \t]*(\d+)[ \t]*\n", re.MULTILINE)
 ENSEMBLE_BLOCK = "ensemble_scheduling {\n"
@@ -954,12 +907,6 @@ def to_pbtxt(config: ConfigDict) -> str:
         limit = config.get("ensemble_scheduling", {}).pop(INFLIGHT_FIELD, None)
     message = json_format.ParseDict(config, model_config_pb2.ModelConfig())
     return with_inflight_limit(text_format.MessageToString(message), limit)
-
-
-def message_to_pbtxt(message: model_config_pb2.ModelConfig, inflight: int | None = None) -> str:
-    """A parsed config rendered back, with the max_inflight_requests parse_pbtxt left out (inflight_limit)."""
-    text = text_format.MessageToString(message)
-    return text if _local_model_config_has_inflight() else with_inflight_limit(text, inflight)
 
 
 def parse_pbtxt(text: str) -> model_config_pb2.ModelConfig:

@@ -1,22 +1,23 @@
-"""Serve an installed repository sized for the node it runs on: select models, resolve capacity, render.
+"""Render a serving repository: the selected models, every config fresh from configs.py, sized for this node.
 
-Triton reads static config files, and capacity belongs to the node, not to the export. So at start
-the launcher (model_repository/server.py) and the Helm chart's init container both run `render`:
-it writes a serving copy of the repository that holds only the selected models and the steps they
-call, each config.pbtxt with its instance counts (and the portable network's threads) resolved from
-the cores the server may use, and every other file linked, not copied, from the installed repository.
-Triton then serves the copy with --model-control-mode=none, exactly as it would the original.
+The installed repository holds what export produced (model_repository/install.py): networks, their
+records, the shared steps' data. `render` writes a copy Triton serves with --model-control-mode=none:
+each config.pbtxt rendered from model_repository/configs.py for the node's cores (Layout) and the
+serving options, the Python steps' code copied from this checkout, every other file linked, not
+copied, from the installed repository. Nothing installed is parsed back, so nothing installed can
+be stale. The launcher (model_repository/server.py) renders at every start; `python -m
+model_repository render` does it for the Helm chart's init container and for object storage.
 
-python -m model_repository.layout --source DIR --target DIR [--models NAME ...] [--cores auto|N]
+python -m model_repository render --repository DIR --out DIR [--models NAME ...] [--cores auto|N]
     [--preprocess-instances N] [--pixels-preprocess-instances N] [--postprocess-instances N]
     [--network-cpu-instances N] [--network-cpu-threads N] [--network-gpu-instances N] [--preprocess-queue N]
-    [--response-cache]
-    [--fast-decode [--fast-decode-margin M]]
+    [--response-cache] [--fast-decode [--fast-decode-margin M]] [--tensorrt-plans fp16|fp32]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import shutil
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import catalog
+from export import trt_plans
 from model_repository import configs, health, install
 from model_repository.cores import usable_cores
 from preprocess import DECODE_PARAMETER, FAST_DECODE_MARGIN, FAST_DECODE_MARGIN_PARAMETER
@@ -38,6 +40,11 @@ LAYOUT_HELP = {
     "preprocess_queue": "requests that may wait per preprocess instance (default 1: refused rather than late "
     "under overload; more for batch traffic with loose deadlines)"
 }
+PYTHON_MODELS = Path(__file__).parent / "python_models"
+PREPROCESS_PACKAGE = Path(__file__).parent.parent / "preprocess"
+CORES_MODULE = Path(__file__).parent / "cores.py"
+# Written by render, never taken from the installed repository (older installs carried configs and code).
+RENDERED = {"config.pbtxt", "tensorrt.pbtxt", trt_plans.TENSORRT_BUILD}
 
 
 class LayoutError(RuntimeError):
@@ -49,6 +56,23 @@ class Resolved(NamedTuple):
 
     cores: int
     layout: configs.Layout
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """How the served configs differ from the defaults; every field off unless asked for."""
+
+    warmup: bool = True  # False drops model_warmup: a faster start, and "ready" no longer means warm
+    response_cache: bool = False  # response_cache on the public ensembles; the server needs --cache-config
+    fast_decode: bool = False  # large JPEGs decoded at a reduced DCT scale (preprocess/decoding.py)
+    fast_decode_margin: float = FAST_DECODE_MARGIN
+    # False drops every step's queue policy, the overload bound with it: only for measuring what the
+    # instances compute (Model Analyzer, `make bench-capacity`), as any policy turns off 2.51's
+    # prefetching (docs/capacity.md, "Half-second stalls"); never for serving.
+    queue_policies: bool = True
+    # The chart's build-trt-plans builds a plan of this precision (trt_plans.DEFAULT_PLAN) into every
+    # network that has its ONNX files; their configs name that plan.
+    tensorrt_plans: str | None = None
 
 
 def resolve(cores: int | None = None, **overrides: int | None) -> Resolved:
@@ -76,63 +100,121 @@ def select(source: Path, models: list[str] | None) -> list[str]:
     return sorted(set(chosen))
 
 
-def sized_config(
-    text: str, layout: configs.Layout, warmup: bool = True, response_cache: bool = False, queue_policies: bool = True
-) -> str:
-    """An installed config.pbtxt with its instance counts (and portable network threads) from `layout`.
-
-    A bounded step queue (configs.queue_policy) is resized to its instance count.
-    queue_policies=False drops every step's queue policy, the overload bound with it: only for measuring
-    what instances compute (Model Analyzer, `make bench-capacity`), as any policy turns off 2.51's
-    prefetching (docs/capacity.md, "Half-second stalls"); never for serving.
-
-    warmup=False drops model_warmup: a faster start for development, and the "before" of the warmup benchmark.
-    response_cache=True turns on Triton's response cache for the public ensembles (only they: a hit there
-    skips every step, and the steps' own answers are never looked up twice); the server needs --cache-config.
-    """
-    config = configs.parse_pbtxt(text)
-    kind = configs.step_kind(config.name)
-    if kind == "ensemble":
-        # A production ensemble's in-flight bound follows the node's layout, as the steps' queues do.
-        inflight = None if configs.inflight_limit(text) is None else configs.ensemble_inflight_limit(layout)
-        if response_cache:
-            config.response_cache.enable = True
-        return configs.message_to_pbtxt(config, inflight)
-    if not warmup:
-        del config.model_warmup[:]
-    installed_instances = sum(group.count for group in config.instance_group)
-    for group in config.instance_group:
-        group.count = layout.instances(kind, gpu=group.kind == group.KIND_GPU)
-    policy = config.dynamic_batching.default_queue_policy
-    if not queue_policies:
-        config.dynamic_batching.ClearField("default_queue_policy")
-    elif config.dynamic_batching.HasField("default_queue_policy") and policy.max_queue_size > 0:
-        # A bounded queue holds the same seconds of work on every node: its length follows the
-        # instances, at the length per instance configs.py gave it (configs.max_queue_size).
-        per_instance = max(1, policy.max_queue_size // max(1, installed_instances))
-        if kind in ("preprocess", "pixels_preprocess") and layout.preprocess_queue:
-            per_instance = layout.preprocess_queue
-        policy.max_queue_size = per_instance * sum(group.count for group in config.instance_group)
-    if kind == "network" and "intra_op_threads" in config.parameters:
-        config.parameters["intra_op_threads"].string_value = str(layout.network_cpu_threads)
-    return configs.text_format.MessageToString(config)
+# --- configs ------------------------------------------------------------------------------------
 
 
-def _link_model(
-    source: Path, target: Path, layout: configs.Layout, warmup: bool, response_cache: bool, queue_policies: bool
-) -> None:
-    """target/config.pbtxt sized; the version directory a real directory of links (plans may be added there)."""
-    target.mkdir()
+def model_configs(
+    source: Path, entry: catalog.ModelEntry, layout: configs.Layout, options: Options = Options()
+) -> dict[str, configs.ConfigDict]:
+    """Every config `entry` is served with, by directory name, from its installed record and `layout`."""
+    network = source / configs.network_name(entry)
+    record = install.read_record(network)
+    variant = install.installed_variant(network, record)
+    note, reference = record.get("weights_note", "unknown"), record.get("reference")
+    found = {
+        entry.triton_name: configs.ensemble_config(entry, note, reference, variant, layout),
+        configs.pixels_ensemble_name(entry): configs.pixels_ensemble_config(entry, note, reference, variant, layout),
+        configs.crop_ensemble_name(entry): configs.crop_ensemble_config(entry, note, reference, variant, layout),
+        network.name: served_network_config(entry, network, record, variant, layout, options.tensorrt_plans),
+        configs.preprocess_name(entry): configs.preprocess_config(entry, layout),
+        configs.pixels_preprocess_name(entry): configs.pixels_preprocess_config(entry, layout),
+        configs.POSTPROCESS: configs.postprocess_config(layout),
+    }
+    return {name: _with_options(config, options) for name, config in found.items()}
+
+
+def served_network_config(
+    entry: catalog.ModelEntry,
+    network: Path,
+    record: dict,
+    variant: configs.Variant,
+    layout: configs.Layout,
+    tensorrt_plans: str | None = None,
+) -> configs.ConfigDict:
+    """The network's config: portable; else from plans, ONNX Runtime's TensorRT provider, or onnxruntime on CUDA."""
+    if variant == "portable":
+        return configs.network_config(entry, "portable", layout)
+    plans = plan_files(network, tensorrt_plans)
+    if plans is not None:
+        return configs.tensorrt_network_config(entry, plans, layout)
+    limit = install.gpu_mem_limit(record)
+    ort = install.read_ort_tensorrt(network)
+    if ort is not None:
+        return configs.ort_tensorrt_network_config(entry, trt_plans.ONNX_FILES[ort.precision], ort, layout, limit)
+    return configs.network_config(entry, "production", layout, limit)
+
+
+def plan_files(network: Path, tensorrt_plans: str | None = None) -> configs.PlanFiles | None:
+    """The plans a production network is served from: the pod's build (tensorrt_plans), its record, or none."""
+    version = network / "1"
+    if tensorrt_plans is not None and (version / trt_plans.ONNX_FILES["fp32"]).is_file():
+        return configs.PlanFiles(trt_plans.DEFAULT_PLAN, tensorrt_plans)  # type: ignore[arg-type]
+    plans = trt_plans.read_record(version)
+    if not plans["plans"]:
+        return None
+    default = plans["plans"][plans.get("default") or max(plans["plans"])]
+    files = tuple(sorted((capability, plan["file"]) for capability, plan in plans["plans"].items()))
+    return configs.PlanFiles(default["file"], default["precision"], files)
+
+
+def _with_options(config: configs.ConfigDict, options: Options) -> configs.ConfigDict:
+    config = copy.deepcopy(config)
+    kind = configs.step_kind(config["name"])
+    if not options.warmup:
+        config.pop("model_warmup", None)
+    if not options.queue_policies:
+        config.get("dynamic_batching", {}).pop("default_queue_policy", None)
+    if options.response_cache and kind == "ensemble":
+        # Only the public ensembles: a hit there skips every step, and the steps' answers are never looked up twice.
+        config["response_cache"] = {"enable": True}
+    if options.fast_decode and kind == "preprocess":  # the PIXELS steps do not decode
+        margin = repr(float(options.fast_decode_margin))
+        config["parameters"] |= {
+            DECODE_PARAMETER: {"string_value": "fast"},
+            FAST_DECODE_MARGIN_PARAMETER: {"string_value": margin},
+        }
+    return config
+
+
+def python_instances(config: configs.ConfigDict) -> int:
+    """Stub processes a config starts: one per instance of a Python-backend model."""
+    return sum(group["count"] for group in config["instance_group"]) if config.get("backend") == "python" else 0
+
+
+# --- the serving copy ---------------------------------------------------------------------------
+
+
+def _code(name: str, config: configs.ConfigDict) -> dict[str, Path]:
+    """The Python a step runs, from this checkout: copied, so edits of the tree never reach a running server."""
+    kind = configs.step_kind(name)
+    if kind in ("preprocess", "pixels_preprocess"):
+        package = {f"preprocess/{path.name}": path for path in sorted(PREPROCESS_PACKAGE.glob("*.py"))}
+        return {"model.py": PYTHON_MODELS / "preprocess.py", **package}
+    if kind == "postprocess":
+        return {"model.py": PYTHON_MODELS / "postprocess.py"}
+    if kind == "network" and config.get("backend") == "python":
+        return {"model.py": PYTHON_MODELS / "onnx_network.py", "cores.py": CORES_MODULE}
+    return {}
+
+
+def _write_model(source: Path, target: Path, config: configs.ConfigDict, entry: catalog.ModelEntry) -> None:
+    """target/config.pbtxt and code; the installed files linked (the version directory a real one, plans go there)."""
+    (target / "1").mkdir(parents=True)
+    (target / "config.pbtxt").write_text(configs.to_pbtxt(config))
+    for name, path in _code(target.name, config).items():
+        (target / "1" / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target / "1" / name)
+    if configs.step_kind(target.name) == "network" and config.get("backend") != "python":
+        profiles = {"profiles": configs.trt_profiles(entry)}  # what the chart's plan builder reads
+        (target / trt_plans.TENSORRT_BUILD).write_text(json.dumps(profiles, indent=2) + "\n")
+    if not source.is_dir():
+        return  # an ensemble: nothing installed
     for item in sorted(source.iterdir()):
-        if item.suffix == ".pbtxt":  # config.pbtxt, and the TensorRT config a plan build switches to
-            sized = sized_config(item.read_text(), layout, warmup, response_cache, queue_policies)
-            (target / item.name).write_text(sized)
-        elif item.is_dir() and item.name.isdigit():
-            (target / item.name).mkdir()
-            for child in sorted(item.iterdir()):
-                (target / item.name / child.name).symlink_to(child.resolve())
-        else:
-            (target / item.name).symlink_to(item.resolve())
+        children = sorted(item.iterdir()) if item.name == "1" else [item]
+        for child in children:
+            link = target / child.relative_to(source)
+            if child.name not in RENDERED and not link.exists():
+                link.symlink_to(child.resolve())
 
 
 def _clear(target: Path) -> None:
@@ -153,70 +235,55 @@ def render(
     fast_decode: bool = False,
     fast_decode_margin: float = FAST_DECODE_MARGIN,
     queue_policies: bool = True,
+    tensorrt_plans: str | None = None,
 ) -> dict:
-    """Write the serving copy of `source` for `models` into `target`; returns what was rendered.
-
-    fast_decode=True sets every encoded-image preprocess step's `decode` parameter to "fast" (large
-    JPEGs decoded at a reduced DCT scale, preprocess/decoding.py) with `fast_decode_margin`; the
-    default leaves them exact.
-    """
+    """Write the serving copy of `source` for `models` into `target`; returns what was rendered (the marker)."""
+    options = Options(warmup, response_cache, fast_decode, fast_decode_margin, queue_policies, tensorrt_plans)
     if fast_decode:
         check_fast_decode_margin(fast_decode_margin)  # before anything is written
+    if tensorrt_plans is not None and tensorrt_plans not in trt_plans.PRECISIONS:
+        raise LayoutError(f"plan precision {tensorrt_plans!r}: expected one of {trt_plans.PRECISIONS}")
     source = source.resolve()
     chosen = select(source, models)
-    directories = [name for name in install.referenced_models(source, chosen) if _needed(source, name)]
-    missing = [name for name in directories if not (source / name / "config.pbtxt").is_file()]
+    entries = [catalog.get(name) for name in chosen]
+    rendered = {
+        name: (entry, config)
+        for entry in entries
+        for name, config in model_configs(source, entry, layout, options).items()
+    }
+    missing = [
+        name for name in sorted(rendered) if configs.step_kind(name) != "ensemble" and not (source / name).is_dir()
+    ]
     if missing:
         raise LayoutError(f"{source} lacks {', '.join(missing)}, which {', '.join(chosen)} call: re-export them")
     _clear(target)
     target.mkdir(parents=True, exist_ok=True)
-    for name in directories:
-        _link_model(source / name, target / name, layout, warmup, response_cache, queue_policies)
-    if fast_decode:
-        _use_fast_decode(target, directories, fast_decode_margin)
-    python_models = [name for name in directories if configs.step_kind(name) not in ("ensemble", "network")]
-    stubs = sum(python_instances(target / name / "config.pbtxt") for name in directories)
+    for name, (entry, config) in sorted(rendered.items()):
+        _write_model(source / name, target / name, config, entry)
     summary = {
         "source": str(source),
         "models": chosen,
         "cores": cores,
         "layout": dataclasses.asdict(layout),
-        "python_step_models": len(python_models),
-        "python_stub_processes": stubs,  # one process per instance of every Python-backend model
+        "python_step_models": len([n for n in rendered if configs.step_kind(n) not in ("ensemble", "network")]),
+        "python_stub_processes": sum(python_instances(config) for _, config in rendered.values()),
         "warmup": warmup,
         "response_cache": response_cache,
         "decode": "fast" if fast_decode else "exact",
     }
     if fast_decode:
         summary["fast_decode_margin"] = fast_decode_margin
+    if tensorrt_plans is not None:
+        summary["tensorrt_plans"] = tensorrt_plans
     (target / MARKER).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
-def python_instances(path: Path) -> int:
-    """Stub processes a config.pbtxt starts: one per instance of a Python-backend model."""
-    config = configs.parse_pbtxt(path.read_text())
-    return sum(group.count for group in config.instance_group) if config.backend == "python" else 0
-
-
-def _needed(source: Path, name: str) -> bool:
-    """False only for a `<model>_crop` entry point missing from a repository installed before it existed."""
-    return configs.step_kind(name) != "ensemble" or not name.endswith(configs.CROP_SUFFIX) or (source / name).is_dir()
-
-
-def _use_fast_decode(target: Path, directories: list[str], margin: float) -> None:
-    """Switch the encoded-image preprocess steps of the serving copy to fast decode (the PIXELS steps do not decode)."""
-    for name in directories:
-        if configs.step_kind(name) == "preprocess":
-            path = target / name / "config.pbtxt"
-            config = configs.parse_pbtxt(path.read_text())
-            config.parameters[DECODE_PARAMETER].string_value = "fast"
-            config.parameters[FAST_DECODE_MARGIN_PARAMETER].string_value = repr(float(margin))
-            path.write_text(configs.text_format.MessageToString(config))
+# --- command line -------------------------------------------------------------------------------
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The selection and capacity flags, shared by this module's command line and the server launcher's."""
+    """The selection and capacity flags, shared by `render` and the server launcher."""
     parser.add_argument("--models", nargs="+", metavar="NAME", help="catalog models to serve (default: all installed)")
     parser.add_argument(
         "--fast-decode",
@@ -253,21 +320,28 @@ def layout_from_arguments(args: argparse.Namespace) -> Resolved:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m model_repository.layout", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--source", type=Path, required=True, help="installed model repository (read only)")
-    parser.add_argument("--target", type=Path, required=True, help="where the serving copy is written")
+    """`python -m model_repository render`: a serving copy for object storage or the chart's init container."""
+    parser = argparse.ArgumentParser(prog="python -m model_repository render", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repository", type=Path, required=True, help="installed model repository (read only)")
+    parser.add_argument("--out", type=Path, required=True, help="where the serving copy is written")
     parser.add_argument(
         "--response-cache",
         action="store_true",
         help="enable response_cache on the public ensembles (the server then needs --cache-config)",
+    )
+    parser.add_argument(
+        "--tensorrt-plans",
+        choices=trt_plans.PRECISIONS,
+        help=f"networks with ONNX files are served from {trt_plans.DEFAULT_PLAN} of this precision, which the "
+        "chart's build-trt-plans builds into the copy",
     )
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:
         cores, layout = layout_from_arguments(args)
         summary = render(
-            args.source,
-            args.target,
+            args.repository,
+            args.out,
             args.models,
             layout,
             cores,
@@ -275,13 +349,10 @@ def main(argv: list[str] | None = None) -> int:
             args.response_cache,
             fast_decode=args.fast_decode,
             fast_decode_margin=fast_decode_margin(args),
+            tensorrt_plans=args.tensorrt_plans,
         )
     except (LayoutError, catalog.UnknownModelError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(json.dumps(summary), flush=True)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

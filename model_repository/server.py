@@ -100,7 +100,7 @@ class TritonServer:
     response_cache_bytes: int = 0  # 0: no response cache; N: a local cache of N bytes on the public ensembles
     fast_decode: bool = False  # opt-in: large JPEGs decoded at a reduced DCT scale (docs/preprocessing.md)
     fast_decode_margin: float = FAST_DECODE_MARGIN  # fast decode only: decoded short side >= margin x target
-    queue_policies: bool = True  # False: unbounded queues, for benchmarks only (layout.sized_config)
+    queue_policies: bool = True  # False: unbounded queues, for benchmarks only (layout.Options)
     malloc: str = memory.DEFAULT_MALLOC  # preloaded into tritonserver and its steps, as production does (memory.py)
     process: subprocess.Popen | None = field(default=None, init=False)
     serving: dict | None = field(default=None, init=False)  # what layout.render wrote

@@ -84,8 +84,8 @@ def test_render_runs_first_wherever_the_repository_is_mounted(ci_case: str) -> N
     assert first["name"] == RENDER
     assert first["image"] == server["image"], "the render step runs the code baked into the server image"
     assert first["command"][0] in ("python3", "/bin/sh")
-    assert "model_repository.layout" in " ".join(first["command"])
-    assert flags(first["args"])["--target"] == SERVING_COPY == repository_flag
+    assert "-m model_repository render" in " ".join(first["command"])
+    assert flags(first["args"])["--out"] == SERVING_COPY == repository_flag
     served = next(m for m in server["volumeMounts"] if m["name"] == "repository")
     assert served == {"name": "repository", "mountPath": "/repository", "readOnly": True}
 
@@ -137,7 +137,7 @@ def test_models_and_explicit_counts_reach_the_render_step() -> None:
 def test_defaults_pass_the_default_models_the_cores_and_the_gpu_instances() -> None:
     args = init_container(render_case("01-default-gpu-values.yaml"), RENDER)["args"]
     assert listed_after(args, "--models") == values_file()["models"], "the models that fit the default GPU"
-    assert set(flags(args)) == {"--source", "--target", "--models", "--cores", "--network-gpu-instances"}
+    assert set(flags(args)) == {"--repository", "--out", "--models", "--cores", "--network-gpu-instances"}
     assert flags(args)["--network-gpu-instances"] == str(values_file()["capacity"]["networkGpuInstances"]) == "1"
 
 
@@ -204,12 +204,12 @@ def installed(root: Path, variant: configs.Variant, names: list[str]) -> Path:
 
 def run_render(container: dict, source: Path, volume: Path, code: Path, cwd: Path) -> dict:
     """Run the init container's command here, its paths mapped to local ones; returns the layout's summary."""
-    chart_source = flags(container["args"])["--source"]
+    chart_source = flags(container["args"])["--repository"]
 
     def local(word: str) -> str:
         if word == "python3":
             return sys.executable
-        word = word.replace("python3 -m model_repository.layout", f"{sys.executable} -m model_repository.layout")
+        word = word.replace("python3 -m model_repository render", f"{sys.executable} -m model_repository render")
         return word.replace("/repository", str(volume)).replace(chart_source, str(source))
 
     command = [local(word) for word in container["command"] + container["args"]]
@@ -250,9 +250,11 @@ def test_rendered_command_writes_the_models_and_counts_asked_for(tmp_path: Path,
     queue = step.dynamic_batching.default_queue_policy.max_queue_size
     assert queue == capacity["preprocessInstances"] * capacity["preprocessQueue"]
     assert not (target / catalog.get("NextViT_small_224").triton_name).exists()
-    # Everything but the configs links into the installed repository (mounted at the same path in the pod).
-    model_py = target / configs.preprocess_name(vit224) / "1" / "model.py"
-    assert model_py.is_symlink() and model_py.resolve().is_relative_to(source.resolve())
+    # The step's code is the image's; the installed data is linked (the repository is mounted at the same path).
+    step = target / configs.preprocess_name(vit224)
+    model_py = step / "1" / "model.py"
+    assert model_py.read_bytes() == (image_code / "model_repository" / "python_models" / "preprocess.py").read_bytes()
+    assert (step / "warmup").is_symlink() and (step / "warmup").resolve().is_relative_to(source.resolve())
 
 
 def test_rendered_command_sizes_the_portable_network(tmp_path: Path, image_code: Path) -> None:
@@ -276,14 +278,16 @@ def test_image_source_with_plans_copies_the_network_files(tmp_path: Path, image_
     volume, cwd = tmp_path / "volume", tmp_path / "cwd"
     volume.mkdir()
     cwd.mkdir()
-    run_render(container, source, volume, image_code, cwd)
+    summary = run_render(container, source, volume, image_code, cwd)
+    assert summary["tensorrt_plans"] == merged("05-trt-plans-values.yaml")["trtPlans"]["precision"]
     entry = catalog.get("NextViT_small_224")
     network = volume / "models" / configs.network_name(entry)
+    assert configs.parse_pbtxt((network / "config.pbtxt").read_text()).default_model_filename == "model.plan"
     onnx = network / "1" / "model.onnx"
     assert onnx.is_file() and not onnx.is_symlink() and onnx.read_bytes() == b"placeholder network"
     assert not any(path.is_symlink() and path.is_file() for path in network.rglob("*")), "a network file left linked"
     # The other steps keep their links: only tritonserver, in the server image, reads them.
-    assert (volume / "models" / configs.preprocess_name(entry) / "1" / "model.py").is_symlink()
+    assert (volume / "models" / configs.preprocess_name(entry) / "warmup").is_symlink()
     assert (source / configs.network_name(entry) / "1" / "model.onnx").is_file(), "the source is untouched"
 
 

@@ -134,7 +134,7 @@ def test_cpu_mode_serves_portable_without_gpu() -> None:
     flags = args_of(server_container(objects))
     assert flags["--model-repository"] == "/repository/models"
     render_args = init_container(objects, "render-repository")["args"]
-    assert "--source=/models/portable" in render_args
+    assert "--repository=/models/portable" in render_args
     assert flags["--allow-gpu-metrics"] == "false"
     assert not [v for v in walk(objects) if isinstance(v, str) and "nvidia.com/gpu" in v]
     assert not any(isinstance(v, dict) and "nvidia.com/gpu" in v for v in walk(objects))
@@ -152,7 +152,7 @@ def test_pvc_source_mounts_the_claim_read_only() -> None:
     # The server reads the serving copy, whose links point into the claim mounted at the same place.
     assert args_of(server_container(objects))["--model-repository"] == "/repository/models"
     render_container = init_container(objects, "render-repository")
-    assert "--source=/models/production" in render_container["args"]
+    assert "--repository=/models/production" in render_container["args"]
     assert mount in render_container["volumeMounts"]
     assert one(objects, "Deployment")["spec"]["replicas"] == 2
 
@@ -197,7 +197,9 @@ def test_trt_init_containers_build_into_the_served_copy() -> None:
     served = next(m for m in server_container(objects)["volumeMounts"] if m["name"] == "repository")
     assert served["readOnly"] is True
     # render writes the copy; stage only checks it and records the server's TensorRT version.
-    assert flags_of(render_container["args"])["--target"] == "/repository/models"
+    assert flags_of(render_container["args"])["--out"] == "/repository/models"
+    # the configs it renders name the plan build-trt-plans writes, of the precision it builds
+    assert flags_of(render_container["args"])["--tensorrt-plans"] == flags_of(build["args"])["--precision"]
     assert stage["args"] == ["--target=/repository"]
     # Both run the builder the server image ships; stage leaves it on the volume for the TensorRT image.
     assert stage["command"] == ["python3", "-m", "export.trt_plans", "stage"]

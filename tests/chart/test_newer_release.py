@@ -70,7 +70,7 @@ def pinned(name: str) -> str:
 
 def generated_configs() -> dict[str, str]:
     """Every config text configs.py writes: each catalog model's ensembles, steps and network, both
-    variants, and the TensorRT network config."""
+    variants, and the TensorRT networks (plans, and ONNX Runtime's provider)."""
     texts: dict[str, str] = {}
     for entry in CATALOG.values():
         note = "random"
@@ -80,11 +80,21 @@ def generated_configs() -> dict[str, str]:
             limit = MEMORY[entry.triton_name]["gpuMemLimitMiB"] << 20 if variant == "production" else None
             for name, ensemble in ENSEMBLES.items():
                 texts[f"{variant}/{name(entry)}"] = configs.to_pbtxt(ensemble(entry, note, REFERENCE, variant))
-            for name in [configs.network_name(entry), *configs.shared_steps(entry)]:
-                texts[f"{variant}/{name}"] = configs.to_pbtxt(
-                    configs.step_config(name, entry, variant, configs.Layout(), limit)
-                )
-        texts[f"tensorrt/{configs.network_name(entry)}"] = configs.to_pbtxt(configs.tensorrt_network_config(entry))
+            steps = {
+                configs.network_name(entry): configs.network_config(entry, variant, gpu_mem_limit=limit),
+                configs.preprocess_name(entry): configs.preprocess_config(entry),
+                configs.pixels_preprocess_name(entry): configs.pixels_preprocess_config(entry),
+                configs.postprocess_name(): configs.postprocess_config(),
+            }
+            for name, config in steps.items():
+                texts[f"{variant}/{name}"] = configs.to_pbtxt(config)
+        texts[f"tensorrt/{configs.network_name(entry)}"] = configs.to_pbtxt(
+            configs.tensorrt_network_config(entry, configs.PlanFiles("model.plan", "fp16", (("8.9", "sm89.plan"),)))
+        )
+        ort = configs.OrtTensorrt("fp16", "/cache")
+        texts[f"ort-tensorrt/{configs.network_name(entry)}"] = configs.to_pbtxt(
+            configs.ort_tensorrt_network_config(entry, "model.fp16.onnx", ort, gpu_mem_limit=limit)
+        )
     return texts
 
 
@@ -130,9 +140,7 @@ def test_every_generated_config_parses_with_the_newer_release_protobuf() -> None
 
 
 def test_the_production_ensembles_stay_readable_by_the_local_release() -> None:
-    """2.51's ModelConfig (this venv, the server image's render step) parses them; the bound survives a render."""
-    from model_repository import layout
-
+    """2.51's ModelConfig (this venv, the server image's render step) parses them; the bound follows the node."""
     entry = CATALOG["ViT_base_patch16_224"]
     text = configs.to_pbtxt(configs.ensemble_config(entry, "random", REFERENCE, "production"))
     assert "max_inflight_requests" not in configs.model_config_pb2.ModelEnsembling.DESCRIPTOR.fields_by_name
@@ -140,7 +148,8 @@ def test_the_production_ensembles_stay_readable_by_the_local_release() -> None:
         1
     ] == "vit_base_patch16_224_network"
     node = configs.Layout.for_cores(96)
-    rendered = layout.sized_config(text, node, response_cache=True)
+    ensemble = configs.ensemble_config(entry, "random", REFERENCE, "production", node)
+    rendered = configs.to_pbtxt(ensemble | {"response_cache": {"enable": True}})
     assert configs.inflight_limit(rendered) == configs.ensemble_inflight_limit(node) > configs.inflight_limit(text)
     report = parse_with_newer_release({"rendered": rendered})
     assert report["failures"] == {} and report["inflight"] == {"rendered": configs.ensemble_inflight_limit(node)}

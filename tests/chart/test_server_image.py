@@ -3,8 +3,8 @@
 No container engine runs here, so the Dockerfile is read, not built: it must install exactly
 requirements/server.txt, and every third-party module the server-side Python code imports must come
 from a distribution pinned there. "Server-side" starts at the files that import
-triton_python_backend_utils, and at model_repository/layout.py (the chart's render-repository init
-container runs it in this image), and follows their imports of the project's own packages.
+triton_python_backend_utils, and at `python -m model_repository render` (the chart's render-repository
+init container runs it in this image), and follows their imports of the project's own packages.
 """
 
 from __future__ import annotations
@@ -21,20 +21,20 @@ import yaml
 from chart_helpers import CHART_DIR, HELM_DIR, REPO, dockerfile_code_copies, init_container, render_case
 from packaging.requirements import Requirement
 
-from model_repository import install
+from model_repository import layout
 
 DOCKERFILE = HELM_DIR / "image" / "Dockerfile"
 DOCKERIGNORE = HELM_DIR / "image" / "Dockerfile.dockerignore"
 SERVER_REQUIREMENTS = REPO / "requirements" / "server.txt"
 SOURCE_ROOTS = [REPO / "model_repository", REPO / "preprocess"]
-# Run in the image outside tritonserver: the render step of the chart (python3 -m model_repository.layout).
-IMAGE_ENTRY_POINTS = [REPO / "model_repository" / "layout.py"]
+# Run in the image outside tritonserver: the render step of the chart (python3 -m model_repository render).
+IMAGE_ENTRY_POINTS = [REPO / "model_repository" / "__main__.py", REPO / "model_repository" / "layout.py"]
 # Run by the TensorRT init containers, in the server image and then in the TensorRT image.
 PLAN_BUILDER = REPO / "export" / "trt_plans.py"
 BUILT_REPOSITORY = REPO / "build" / "model_repository"
 BACKEND_PROVIDED = {"triton_python_backend_utils"}
-# Modules install.py copies beside a model's model.py, so the model imports them as top-level names.
-SHIPPED_BESIDE_MODELS = {install.CORES_MODULE.stem: [install.CORES_MODULE]}
+# Modules the renderer copies beside a model's model.py, so the model imports them as top-level names.
+SHIPPED_BESIDE_MODELS = {layout.CORES_MODULE.stem: [layout.CORES_MODULE]}
 BASE_IMAGE = "nvcr.io/nvidia/tritonserver:26.09-py3"  # Triton 2.73.0, Python 3.12 (docs/security.md)
 CODE_DIR = "/opt/paddleclas"  # where the Dockerfile copies the project's packages
 
@@ -267,9 +267,10 @@ def test_image_carries_the_code_the_render_step_runs() -> None:
         words = [w for w in shlex.split(args) if not w.startswith("--")] if keyword == "COPY" else []
         if len(words) == 2 and words[1].startswith(CODE_DIR + "/") and words[0].endswith("/"):
             copies[words[0].rstrip("/")] = words[1].rstrip("/")
-    packages = {p.parent.relative_to(REPO).as_posix() for p in server_side_files([], IMAGE_ENTRY_POINTS)}
-    top_level = {p.split("/")[0] for p in packages}
-    assert top_level <= set(copies), f"the render step imports {sorted(top_level)}; the image copies {sorted(copies)}"
+    shipped = [source for source, _ in dockerfile_code_copies()]  # directories and single files alike
+    files = sorted(p.relative_to(REPO).as_posix() for p in server_side_files([], IMAGE_ENTRY_POINTS))
+    missing = [f for f in files if not any(f == source or f.startswith(source + "/") for source in shipped)]
+    assert missing == [], f"the render step imports {missing}, which the image does not copy"
     assert all(destination == f"{CODE_DIR}/{source}" for source, destination in copies.items()), copies
     render_env = {
         e["name"]: e["value"]

@@ -2,9 +2,9 @@
 
 TensorRT and GPUs are out of reach here, so trtexec and nvidia-smi are small stand-ins on PATH that
 record their arguments and write a plan file, and each network's ONNX file is a few stand-in bytes;
-everything else (the installed TensorRT files, the rendered serving copy, staging, version guard,
-cache keys, the written config parsed back through Triton's own ModelConfig message, the chart's
-own commands run against the code the server image ships) is the real code.
+everything else (the installed repository, the rendered serving copy with its profiles and plan
+configs, staging, version guard, cache keys, the chart's own commands run against the code the
+server image ships) is the real code.
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ from chart_helpers import case_values, image_code_tree, init_container, render
 from catalog import CATALOG
 from export import fp16, tensorrt
 from export import trt_plans as plans
-from model_repository import configs, install, layout
+from model_repository import configs, health, install, layout
 from tests.support.records import placeholder_record
+from tests.support.snapshots import snapshot
 
 FAKE_TRTEXEC = """#!{python}
 import os, sys
@@ -69,9 +70,9 @@ def network(root: Path, name: str) -> Path:
     return root / configs.network_name(CATALOG[name])
 
 
-def rendered(source: Path, target: Path) -> Path:
-    """The serving copy the chart's render init container writes into TARGET/models."""
-    layout.render(source, target / plans.MODELS_DIR, None, configs.Layout(), 1)
+def rendered(source: Path, target: Path, precision: str = "fp16") -> Path:
+    """The serving copy the chart's render init container writes into TARGET/models (trtPlans on)."""
+    layout.render(source, target / plans.MODELS_DIR, None, configs.Layout(), 1, tensorrt_plans=precision)
     return target
 
 
@@ -81,104 +82,111 @@ def staged(source: Path, target: Path, version: str = "10.5.0") -> Path:
     return target
 
 
-def expected_plan_config(model: Path, cc_files: dict[str, str], default: str, precision: str = "fp32") -> object:
-    """tensorrt.pbtxt as the export (and renderer) wrote it, plus the plan files and their precision."""
-    expected = configs.parse_pbtxt((model / plans.TENSORRT_CONFIG).read_text())
-    expected.default_model_filename = default
-    expected.parameters[configs.PRECISION_PARAMETER].string_value = precision
-    for capability, name in cc_files.items():
-        expected.cc_model_filenames[capability] = name
-    return expected
+def plan_config(name: str, precision: str = "fp16") -> object:
+    """The config a pod serves a network's plan with: what the render step writes for its build."""
+    files = configs.PlanFiles(plans.DEFAULT_PLAN, precision)  # type: ignore[arg-type]
+    return configs.parse_pbtxt(configs.to_pbtxt(configs.tensorrt_network_config(CATALOG[name], files)))
 
 
 def shape_flags(call: str) -> list[str]:
-    return [flag for flag in call.split() if flag.startswith(plans.SHAPE_FLAGS)]
+    return [flag for flag in call.split() if flag.startswith(tuple(plans.SHAPE_FLAGS.values()))]
 
 
-def test_file_names_are_the_installers() -> None:
-    assert (plans.TENSORRT_CONFIG, plans.TENSORRT_BUILD) == (install.TENSORRT_CONFIG, install.TENSORRT_BUILD)
+def expected_flags(name: str) -> list[str]:
+    """trtexec's shape flags for the catalog's profiles, written out by hand."""
+    size = CATALOG[name].input_size
+    return [
+        f"--{key}Shapes=CROPS:{batch}x{size}x{size}x3"
+        for profile in configs.TRT_PROFILES
+        for key, batch in zip(("min", "opt", "max"), profile, strict=True)
+    ]
+
+
+def profiles(name: str) -> plans.TensorrtBuild:
+    return plans.check_profiles(configs.trt_profiles(CATALOG[name]), name)
+
+
+def test_names_the_builder_keeps_its_own_copy_of() -> None:
+    """The builder runs in the TensorRT image without this project, so it cannot import these."""
     assert plans.ONNX_FILES["fp16"] == install.FP16_NETWORK == fp16.FP16_FILE
+    assert plans.SERVING_MARKER == health.MARKER
 
 
 @pytest.mark.parametrize("name", ["NextViT_small_224", "ViT_large_patch16_384"])
-def test_trtexec_gets_every_profile_of_the_export(name: str, tmp_path: Path) -> None:
-    model = network(source_repository(tmp_path / "src", [name]), name)
-    build = plans.read_build(model)
-    expected = configs.trtexec_profile_shapes(CATALOG[name])
-    assert list(build.shapes) == expected
-    assert build.profiles == configs.TRT_PROFILES
-    command = plans.trtexec_command("trtexec", Path("m.onnx"), Path("m.plan"), build.shapes, 1024)
+def test_trtexec_gets_every_profile_the_render_step_wrote(name: str, tmp_path: Path) -> None:
+    work = rendered(source_repository(tmp_path / "src", [name]), tmp_path / "work")
+    build = plans.read_build(network(work / plans.MODELS_DIR, name))
+    assert build == profiles(name) and build.batches == [list(profile) for profile in configs.TRT_PROFILES]
+    command = plans.trtexec_command("trtexec", Path("m.onnx"), Path("m.plan"), build, 1024)
     # trtexec's --profile=N takes the three shape flags right behind it (TensorRT 10 sampleOptions.cpp).
+    expected = expected_flags(name)
     start = command.index("--profile=0")
     assert command[start : start + 8] == ["--profile=0", *expected[:3], "--profile=1", *expected[3:]]
     assert not [arg for arg in command if arg.startswith(("--inputIOFormats", "--shapes"))]
 
 
-def test_the_written_config_is_the_exported_tensorrt_config_plus_plan_files(tmp_path: Path) -> None:
-    model = network(source_repository(tmp_path / "src", ["ViT_base_patch16_224"]), "ViT_base_patch16_224")
-    cc_files = {"8.9": "model_sm89.plan", "8.0": "model_sm80.plan"}
-    parsed = configs.parse_pbtxt(plans.tensorrt_config(model, cc_files, "model_sm89.plan"))  # unknown fields raise
-    assert parsed == expected_plan_config(model, cc_files, "model_sm89.plan")
-    generated = configs.parse_pbtxt(configs.to_pbtxt(configs.tensorrt_network_config(CATALOG["ViT_base_patch16_224"])))
-    assert parsed.default_model_filename == "model_sm89.plan"
-    parsed.ClearField("cc_model_filenames")
-    parsed.ClearField("default_model_filename")
-    del parsed.parameters[configs.PRECISION_PARAMETER]
-    assert parsed == generated, "the builder changes nothing but the plan files"
-    exported = (model / plans.TENSORRT_CONFIG).read_text()
-    assert plans.tensorrt_config(model, cc_files, "model_sm89.plan").startswith(exported), "appended, not edited"
-
-
 @pytest.mark.parametrize("precision", plans.PRECISIONS)
-def test_the_plan_config_names_its_precision_for_the_smoke_check(precision: str, tmp_path: Path) -> None:
-    """The helm test picks its tolerance from this parameter (client/smoke.py): an FP16 plan must say so."""
+def test_the_rendered_plan_config_names_its_plan_and_precision(
+    precision: str, tmp_path: Path, trtexec_log: Path
+) -> None:
+    """The helm test picks its tolerance from the precision parameter (client/smoke.py): an FP16 plan must say so."""
     from catalog.models import served_atol
 
-    assert plans.PRECISION_PARAMETER == configs.PRECISION_PARAMETER  # the TensorRT image's copy of the name
-    model = network(source_repository(tmp_path / "src", ["ViT_base_patch16_224"]), "ViT_base_patch16_224")
-    parsed = configs.parse_pbtxt(plans.tensorrt_config(model, {"8.9": "model_sm89.plan"}, "model_sm89.plan", precision))
-    assert parsed.parameters[configs.PRECISION_PARAMETER].string_value == precision
+    source = source_repository(tmp_path / "src", ["ViT_base_patch16_224"])
+    work = rendered(source, tmp_path / "work", precision)
+    plans.stage(work, "10.5.0")
+    model = network(work / plans.MODELS_DIR, "ViT_base_patch16_224")
+    before = (model / "config.pbtxt").read_text()
+    plans.build(work, tmp_path / "cache", precision, 1024, builder_version="10.5.0", gpu=plans.Gpu("G", "8.9"))
+    assert (model / "config.pbtxt").read_text() == before, "the builder writes no config"
+    served = configs.parse_pbtxt(before)
+    assert (
+        served == plan_config("ViT_base_patch16_224", precision)
+        and (model / "1" / served.default_model_filename).is_file()
+    )
+    assert served.parameters[configs.PRECISION_PARAMETER].string_value == precision
     assert served_atol(precision) > 0  # a tolerance exists for every precision a plan can name
-    with pytest.raises(plans.PlanError, match="precision 'int8'"):
-        plans.tensorrt_config(model, {}, "model.plan", "int8")
+    other = "fp32" if precision == "fp16" else "fp16"
+    with pytest.raises(plans.PlanError, match=f"name {precision} plans, not {other}"):
+        plans.build(work, tmp_path / "cache", other, 1024, builder_version="10.5.0", gpu=plans.Gpu("G", "8.9"))
 
 
-def test_portable_networks_have_no_tensorrt_files(tmp_path: Path) -> None:
+def test_portable_networks_have_no_tensorrt_profiles(tmp_path: Path) -> None:
     onnx = tmp_path / "m.onnx"
     onnx.write_bytes(b"onnx")
     install.install(CATALOG["ViT_base_patch16_224"], onnx, {}, tmp_path / "portable", "portable")
-    model = network(tmp_path / "portable", "ViT_base_patch16_224")
-    with pytest.raises(plans.PlanError, match="re-export it with --variant production"):
-        plans.read_build(model)
-    with pytest.raises(plans.PlanError, match="onnxruntime"):
-        tensorrt.to_ort_tensorrt((model / "config.pbtxt").read_text(), "fp16", "/c", 1024, [])
+    work = tmp_path / "work" / plans.MODELS_DIR
+    layout.render(tmp_path / "portable", work, None, configs.Layout(), 1)
+    with pytest.raises(plans.PlanError, match="not a production network of a serving copy"):
+        plans.read_build(network(work, "ViT_base_patch16_224"))
+    with pytest.raises(plans.PlanError, match="not a production network"):
+        tensorrt.use_ort_tensorrt(CATALOG["ViT_base_patch16_224"], tmp_path / "portable", "fp16", "/c", 1024)
 
 
-@pytest.mark.parametrize("missing", ["tensorrt.json", "tensorrt.pbtxt"])
-def test_a_network_without_the_tensorrt_files_stops_stage_and_build(
-    missing: str, tmp_path: Path, trtexec_log: Path
-) -> None:
+def test_a_copy_without_profiles_or_rendered_without_plans_stops_stage(tmp_path: Path, trtexec_log: Path) -> None:
     source = source_repository(tmp_path / "src", ["NextViT_small_224"])
-    (network(source, "NextViT_small_224") / missing).unlink()
-    with pytest.raises(plans.PlanError, match=rf"{missing} does not exist.*re-export it with --variant production"):
-        staged(source, tmp_path / "work")
-    model = network(source, "NextViT_small_224")
-    with pytest.raises(plans.PlanError, match="re-export it with --variant production"):
-        plans.add_plan(model, tmp_path / "cache", "fp16", 1024, "10.5.0", plans.Gpu("G", "9.0"))
-    assert trtexec_log.read_text() == "", "nothing may be built without the export's profiles"
+    work = rendered(source, tmp_path / "work")
+    (network(work / plans.MODELS_DIR, "NextViT_small_224") / plans.TENSORRT_BUILD).unlink()
+    with pytest.raises(plans.PlanError, match=r"tensorrt.json does not exist"):
+        plans.stage(work, "10.5.0")
+    layout.render(source, tmp_path / "plain" / plans.MODELS_DIR, None, configs.Layout(), 1)
+    with pytest.raises(plans.PlanError, match="was not rendered for plans"):
+        plans.stage(tmp_path / "plain", "10.5.0")
+    assert trtexec_log.read_text() == "", "nothing may be built without the profiles"
 
 
-def test_a_malformed_build_record_is_refused(tmp_path: Path) -> None:
-    model = network(source_repository(tmp_path / "src", ["NextViT_small_224"]), "NextViT_small_224")
+def test_malformed_profiles_are_refused(tmp_path: Path) -> None:
+    work = rendered(source_repository(tmp_path / "src", ["NextViT_small_224"]), tmp_path / "work")
+    model = network(work / plans.MODELS_DIR, "NextViT_small_224")
     record = json.loads((model / plans.TENSORRT_BUILD).read_text())
-    record["trtexec_shapes"] = record["trtexec_shapes"][:2] + record["trtexec_shapes"][3:]
+    del record["profiles"][0]["opt"]
     (model / plans.TENSORRT_BUILD).write_text(json.dumps(record))
-    with pytest.raises(plans.PlanError, match="triples"):
+    with pytest.raises(plans.PlanError, match="not min/opt/max shapes"):
         plans.read_build(model)
-    shapes = configs.trtexec_profile_shapes(CATALOG["NextViT_small_224"])
-    record = {"trtexec_shapes": shapes, "profiles": [[1, 8, 16], [1, 32, 128]]}  # 32: not --optShapes' batch
+    record = {"profiles": configs.trt_profiles(CATALOG["NextViT_small_224"])}
+    record["profiles"][1]["max"]["CROPS"] = [128, 224, 224]  # another rank than min and opt
     (model / plans.TENSORRT_BUILD).write_text(json.dumps(record))
-    with pytest.raises(plans.PlanError, match="batch 32"):
+    with pytest.raises(plans.PlanError, match="does not give one batch to the same inputs"):
         plans.read_build(model)
 
 
@@ -189,7 +197,7 @@ def test_ort_tensorrt_gets_one_profile_spanning_them_all() -> None:
     widest = max(configs.TRT_PROFILES, key=lambda profile: profile[2] - profile[0])
     lowest = min(low for low, _, _ in configs.TRT_PROFILES)
     highest = max(high for _, _, high in configs.TRT_PROFILES)
-    assert tensorrt.ort_profile(configs.trtexec_profile_shapes(entry)) == {
+    assert configs.ort_profile(entry) == {
         "trt_profile_min_shapes": f"CROPS:{lowest}x{size}x{size}x3",
         "trt_profile_opt_shapes": f"CROPS:{widest[1]}x{size}x{size}x3",
         "trt_profile_max_shapes": f"CROPS:{highest}x{size}x{size}x3",
@@ -216,24 +224,24 @@ def test_stage_checks_the_rendered_copy_and_build_leaves_the_source_alone(tmp_pa
     """The chart's order: render into TARGET/models, `stage --target`, `build` on it."""
     names = ["NextViT_small_224", "ViT_large_patch16_384"]
     source = source_repository(tmp_path / "src", names)
-    before = install.digest_tree(source)
+    before = snapshot(source)
     work = rendered(source, tmp_path / "work")
-    before_stage = install.digest_tree(work / plans.MODELS_DIR)
+    before_stage = snapshot(work / plans.MODELS_DIR)
     assert plans.main(["stage", f"--target={work}", "--server-tensorrt-version=10.5.0"]) == 0
     assert (work / plans.VERSION_FILE).read_text() == "10.5.0\n"
-    assert install.digest_tree(work / plans.MODELS_DIR) == before_stage, "stage changes nothing in the copy"
+    assert snapshot(work / plans.MODELS_DIR) == before_stage, "stage changes nothing in the copy"
     switched = plans.build(
         work, tmp_path / "cache", "fp16", 1024, builder_version="10.5.0", gpu=plans.Gpu("NVIDIA L4", "8.9")
     )
     assert switched == [configs.network_name(CATALOG[name]) for name in names]
     calls = trtexec_log.read_text().splitlines()
-    assert [shape_flags(call) for call in calls] == [configs.trtexec_profile_shapes(CATALOG[name]) for name in names]
+    assert [shape_flags(call) for call in calls] == [expected_flags(name) for name in names]
     for name in names:
         model = network(work / plans.MODELS_DIR, name)
-        config = configs.parse_pbtxt((model / "config.pbtxt").read_text())
-        assert config == expected_plan_config(model, {"8.9": "model.plan"}, "model.plan", "fp16")
+        assert configs.parse_pbtxt((model / "config.pbtxt").read_text()) == plan_config(name)
+        assert (model / "1" / plans.DEFAULT_PLAN).is_file()
         assert not [name for name in plans.ONNX_FILES.values() if (model / "1" / name).exists()]
-    assert install.digest_tree(source) == before, "a build in the serving copy never writes through its links"
+    assert snapshot(source) == before, "a build in the serving copy never writes through its links"
 
 
 def test_stage_refuses_a_plan_of_another_tensorrt(
@@ -241,7 +249,8 @@ def test_stage_refuses_a_plan_of_another_tensorrt(
 ) -> None:
     source = source_repository(tmp_path / "src", ["NextViT_small_224"])
     model = network(source, "NextViT_small_224")
-    plans.add_plan(model, tmp_path / "cache", "fp16", 1024, "10.5.0", plans.Gpu("G", "9.0"))
+    build = profiles("NextViT_small_224")
+    plans.add_plan(model, tmp_path / "cache", "fp16", 1024, "10.5.0", plans.Gpu("G", "9.0"), build)
     work = rendered(source, tmp_path / "work")
     assert plans.main(["stage", f"--target={work}", "--server-tensorrt-version=10.6.0"]) == 1
     (error,) = capsys.readouterr().err.splitlines()
@@ -284,12 +293,10 @@ def test_a_new_onnx_or_new_profiles_get_a_new_plan(tmp_path: Path, trtexec_log: 
         if attempt == "v2":
             (model / "1" / plans.ONNX_FILES["fp16"]).unlink()
             (model / "1" / plans.ONNX_FILES["fp16"]).write_bytes(b"re-exported")
-        if attempt == "v3":
-            record = json.loads((model / plans.TENSORRT_BUILD).read_text())
-            record["trtexec_shapes"][-1] = record["trtexec_shapes"][-1].replace("CROPS:128x", "CROPS:96x")
-            record["profiles"][-1][-1] = 96
-            (model / plans.TENSORRT_BUILD).write_text(json.dumps(record))
         staged(source, tmp_path / attempt)
+        if attempt.startswith("v3"):  # other profiles than the catalog's
+            record = tmp_path / attempt / plans.MODELS_DIR / model.name / plans.TENSORRT_BUILD
+            record.write_text(record.read_text().replace("128,", "96,"))
         plans.build(tmp_path / attempt, cache, "fp16", 1024, builder_version="10.5.0", gpu=plans.Gpu("G", "9.0"))
     calls = trtexec_log.read_text().splitlines()
     assert len(calls) == 3 and "--maxShapes=CROPS:96x224x224x3" in calls[2].split()
@@ -319,7 +326,7 @@ def test_a_failed_build_leaves_no_partial_plan(
     assert len(trtexec_log.read_text().splitlines()) == 1, "trtexec must have been called"
     assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file()] == []
     model = tmp_path / "work" / "models" / "nextvit_small_224_network"
-    assert configs.parse_pbtxt((model / "config.pbtxt").read_text()).backend == "onnxruntime"
+    assert not list((model / "1").glob("*.plan")) and (model / "1" / plans.ONNX_FILES["fp16"]).is_file()
 
 
 def test_command_line_reports_errors_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -329,7 +336,7 @@ def test_command_line_reports_errors_in_one_line(tmp_path: Path, capsys: pytest.
     models = missing / plans.MODELS_DIR
     assert capsys.readouterr().err == (
         f"error: {models} does not exist: render the serving copy there first "
-        f"(python -m model_repository.layout --target {models})\n"
+        f"(python -m model_repository render --out {models} --tensorrt-plans PRECISION)\n"
     )
 
 
@@ -389,9 +396,5 @@ def test_the_chart_commands_run_the_builder_the_server_image_ships(tmp_path: Pat
     assert len(trtexec_log.read_text().splitlines()) == len(names)
     for name in names:
         model = network(volume / plans.MODELS_DIR, name)
-        assert configs.parse_pbtxt((model / "config.pbtxt").read_text()) == expected_plan_config(
-            model,
-            {"8.9": "model.plan"},
-            "model.plan",
-            "fp16",  # the chart's default trtPlans.precision
-        )
+        assert configs.parse_pbtxt((model / "config.pbtxt").read_text()) == plan_config(name, "fp16")
+        assert (model / "1" / plans.DEFAULT_PLAN).is_file()

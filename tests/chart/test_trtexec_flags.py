@@ -63,8 +63,8 @@ def test_the_stored_lists_say_what_tensorrt_11_removed() -> None:
 def test_every_generated_flag_is_documented_by_both_and_none_is_a_precision_flag(
     name: str, timing_cache: Path | None
 ) -> None:
-    shapes = configs.trtexec_profile_shapes(CATALOG[name])  # what the export writes into tensorrt.json
-    command = plans.trtexec_command("trtexec", Path("m.onnx"), Path("m.plan"), shapes, 4096, timing_cache)
+    build = plans.check_profiles(configs.trt_profiles(CATALOG[name]), name)  # what render writes into tensorrt.json
+    command = plans.trtexec_command("trtexec", Path("m.onnx"), Path("m.plan"), build, 4096, timing_cache)
     names = flag_names(command)
     assert all(argument.startswith("--") for argument in command[1:]), command
     assert set(names) <= TRTEXEC_10_12 & TRTEXEC_11_1, sorted(set(names) - (TRTEXEC_10_12 & TRTEXEC_11_1))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import catalog
-from model_repository import configs
+from model_repository import configs, layout
 from perf import analyze
 
 MODEL = catalog.get("NextViT_small_224")
@@ -59,9 +59,10 @@ def test_the_choice_is_the_highest_throughput_within_the_budget() -> None:
     assert analyze.best(points, 100) is None
 
 
-def test_levers_are_read_from_the_configs_model_analyzer_wrote(exported_repository: Path) -> None:
-    levers = analyze.describe(exported_repository / configs.network_name(MODEL))
+def test_levers_are_read_from_the_configs_model_analyzer_wrote(exported_repository: Path, tmp_path: Path) -> None:
+    layout.render(exported_repository, tmp_path / "serving", [MODEL.name], configs.Layout(), 1)
+    levers = analyze.describe(tmp_path / "serving" / configs.network_name(MODEL))
     assert levers["instances"] == 1 and levers["max_batch_size"] == configs.MAX_BATCH_SIZE
-    threads = configs.Layout().network_cpu_threads  # what export installs; the serving copy resolves it
+    threads = configs.Layout().network_cpu_threads  # 0: the model resolves it from its cores
     assert levers["threads"] == threads and "queue_delay_us" in levers
     assert analyze.levers_text(levers).startswith(f"1 inst x {threads} thr, batch 8")

@@ -90,7 +90,24 @@ def trt(repository: Path, cache: Path, *extra: str) -> int:
 
 
 def network_config(repository: Path) -> object:
-    return configs.parse_pbtxt((repository / configs.network_name(ENTRY) / "config.pbtxt").read_text())
+    """The network's config as a server started on `repository` serves it (rendered, never installed)."""
+    serving = repository.parent / "serving"
+    layout.render(repository, serving, None, configs.Layout(), 1)
+    return configs.parse_pbtxt((serving / configs.network_name(ENTRY) / "config.pbtxt").read_text())
+
+
+def plan_config(default: str, precision: str, by_capability: dict[str, str]) -> object:
+    files = configs.PlanFiles(default, precision, tuple(sorted(by_capability.items())))  # type: ignore[arg-type]
+    return configs.parse_pbtxt(configs.to_pbtxt(configs.tensorrt_network_config(ENTRY, files)))
+
+
+def expected_shape_flags() -> list[str]:
+    size = ENTRY.input_size
+    return [
+        f"--{key}Shapes={configs.NETWORK_INPUT}:{batch}x{size}x{size}x3"
+        for profile in configs.TRT_PROFILES
+        for key, batch in zip(("min", "opt", "max"), profile, strict=True)
+    ]
 
 
 def test_without_trtexec_the_error_says_how_to_build_in_the_cluster(
@@ -108,18 +125,12 @@ def test_without_trtexec_the_error_says_how_to_build_in_the_cluster(
     assert snapshot(production) == before
 
 
-def tensorrt_files(repository: Path) -> tuple[Path, object]:
-    """The network directory and its exported tensorrt.pbtxt, parsed."""
-    model = repository / configs.network_name(ENTRY)
-    return model, configs.parse_pbtxt((model / install.TENSORRT_CONFIG).read_text())
-
-
 def test_plan_build_arguments_profile_record_and_config(production: Path, tmp_path: Path, toolbox: Path) -> None:
     cache = tmp_path / "cache"
     assert trt(production, cache, "--server-tensorrt-version", "10.5.0") == 0
     (call,) = toolbox.read_text().splitlines()
     arguments = call.split()
-    shapes = configs.trtexec_profile_shapes(ENTRY)  # what the export generated, one triple per profile
+    shapes = expected_shape_flags()  # the catalog's profiles, one triple per profile
     assert [a for a in arguments if a.startswith(("--minShapes", "--optShapes", "--maxShapes"))] == shapes
     assert len(shapes) == 3 * len(configs.TRT_PROFILES) == 6
     start = arguments.index("--profile=0")  # trtexec: each --profile=N directly followed by its three flags
@@ -136,12 +147,13 @@ def test_plan_build_arguments_profile_record_and_config(production: Path, tmp_pa
     assert not set(arguments) & {"--fp16", "--fp32", "--int8", "--best"}
     (onnx,) = [a for a in arguments if a.startswith("--onnx=")]
     assert onnx.endswith(f"/{configs.network_name(ENTRY)}/1/{fp16.FP16_FILE}"), "the FP16 network is the precision"
-    model, exported = tensorrt_files(production)
+    model = production / configs.network_name(ENTRY)
     version_dir = model / "1"
     assert (version_dir / "model_sm89.plan").read_bytes().startswith(b"STAND-IN PLAN")
     assert (version_dir / "model.onnx").is_file() and (version_dir / fp16.FP16_FILE).is_file()  # other GPUs' plans
-    (plan,) = json.loads((version_dir / trt_plans.PLANS_RECORD).read_text())["plans"].items()
-    assert plan[0] == "8.9"
+    record = json.loads((version_dir / trt_plans.PLANS_RECORD).read_text())
+    (plan,) = record["plans"].items()
+    assert plan[0] == record["default"] == "8.9"
     assert plan[1] | {"built_at": None} == {
         "file": "model_sm89.plan",
         "tensorrt": "10.5.0",
@@ -150,15 +162,13 @@ def test_plan_build_arguments_profile_record_and_config(production: Path, tmp_pa
         "onnx": fp16.FP16_FILE,
         "onnx_sha256_16": trt_plans.file_digest(version_dir / fp16.FP16_FILE),
         "profiles": [list(profile) for profile in configs.TRT_PROFILES],
-        "trtexec_shapes": shapes,
+        "shapes": configs.trt_profiles(ENTRY),
         "built_at": None,
     }
+    assert not (model / "config.pbtxt").exists(), "the build records its plan; the config is rendered at start"
     config = network_config(production)  # parsed by Triton's own ModelConfig message
-    expected = exported
-    expected.default_model_filename = "model_sm89.plan"
-    expected.cc_model_filenames["8.9"] = "model_sm89.plan"
-    expected.parameters[configs.PRECISION_PARAMETER].string_value = "fp16"  # the helm test's tolerance
-    assert config == expected, "config.pbtxt is the exported tensorrt.pbtxt plus the plan files and precision"
+    assert config == plan_config("model_sm89.plan", "fp16", {"8.9": "model_sm89.plan"})
+    assert config.parameters[configs.PRECISION_PARAMETER].string_value == "fp16"  # the helm test's tolerance
     assert (config.platform, config.backend, config.max_batch_size) == ("tensorrt_plan", "tensorrt", 128)
     assert [list(group.profile) for group in config.instance_group] == [["0", "1"]]
     assert list(config.dynamic_batching.preferred_batch_size) == [opt for _, opt, _ in configs.TRT_PROFILES] == [8, 64]
@@ -179,28 +189,25 @@ def test_a_second_gpu_adds_its_plan_beside_the_first(production: Path, tmp_path:
     assert len(calls) == 2 and all("/1/model.onnx " in call and "--stronglyTyped" in call for call in calls)
     config = network_config(production)
     assert dict(config.cc_model_filenames) == {"8.0": "model_sm80.plan", "8.9": "model_sm89.plan"}
-    _, expected = tensorrt_files(production)
-    expected.default_model_filename = "model_sm80.plan"  # the plan built last
-    expected.cc_model_filenames.update({"8.0": "model_sm80.plan", "8.9": "model_sm89.plan"})
-    expected.parameters[configs.PRECISION_PARAMETER].string_value = "fp32"
-    assert config == expected
+    # the plan built last is the default
+    assert config == plan_config("model_sm80.plan", "fp32", {"8.0": "model_sm80.plan", "8.9": "model_sm89.plan"})
     record = json.loads((production / configs.network_name(ENTRY) / "1" / trt_plans.PLANS_RECORD).read_text())
     assert {cc: p["gpu"] for cc, p in record["plans"].items()} == {"8.0": "NVIDIA A100-SXM4-80GB", "8.9": "NVIDIA L4"}
     assert trt(production, cache, "--server-tensorrt-version", "10.5.0", "--precision", "fp32") == 0
     assert len(toolbox.read_text().splitlines()) == 2, "the same GPU, TensorRT and ONNX must reuse the cached plan"
 
 
-@pytest.mark.parametrize("missing", [install.TENSORRT_BUILD, install.TENSORRT_CONFIG])
-def test_an_export_without_the_tensorrt_files_says_to_re_export(
-    missing: str, production: Path, tmp_path: Path, toolbox: Path, capsys: pytest.CaptureFixture[str]
+def test_plans_replace_an_earlier_provider_choice_and_refuse_a_later_one(
+    production: Path, tmp_path: Path, toolbox: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    (production / configs.network_name(ENTRY) / missing).unlink()
+    ort = [ENTRY.name, "--variant", "production", "--ort-trt", "--repository", str(production)]
+    assert main(ort) == 0 and network_config(production).optimization.execution_accelerators.gpu_execution_accelerator
+    assert trt(production, tmp_path / "cache", "--server-tensorrt-version", "10.5.0") == 0
+    assert network_config(production).platform == "tensorrt_plan"
+    assert not (production / configs.network_name(ENTRY) / install.ORT_TENSORRT_RECORD).exists()
     before = snapshot(production)
-    assert trt(production, tmp_path / "cache", "--server-tensorrt-version", "10.5.0") == 1
-    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
-    assert len(errors) == 1 and f"{missing} does not exist" in errors[0]
-    assert "re-export it with --variant production" in errors[0]
-    assert toolbox.read_text() == "" and snapshot(production) == before
+    assert main(ort) == 1 and "served from TensorRT plans" in capsys.readouterr().err
+    assert snapshot(production) == before
 
 
 def test_a_builder_tensorrt_other_than_the_servers_is_refused(
@@ -220,7 +227,7 @@ def test_recorded_plans_of_another_tensorrt_are_refused(production: Path, tmp_pa
     with pytest.raises(trt_plans.PlanError, match=r"built by TensorRT 10\.5\.0, the server has 10\.6\.0"):
         trt_plans.check_plans(version_dir, "10.6.0")
     rendered = tmp_path / "rendered"  # the chart's order: a serving copy rendered first, then its stage step
-    layout.render(production, rendered / trt_plans.MODELS_DIR, None, configs.Layout(), 1)
+    layout.render(production, rendered / trt_plans.MODELS_DIR, None, configs.Layout(), 1, tensorrt_plans="fp16")
     with pytest.raises(trt_plans.PlanError, match=r"built by TensorRT 10\.5\.0, the server has 10\.6\.0"):
         trt_plans.stage(rendered, "10.6.0")
     trt_plans.stage(rendered, "10.5.0")
@@ -286,16 +293,6 @@ def test_fp16_without_the_fp16_network_says_to_re_export(
     assert len(errors) == 2 and all(f"{fp16.FP16_FILE} does not exist" in e and "re-export" in e for e in errors)
     assert toolbox.read_text() == "" and snapshot(production) == before
     assert trt(production, tmp_path / "cache", "--server-tensorrt-version", "10.5.0", "--precision", "fp32") == 0
-
-
-def test_ort_tensorrt_without_the_build_record_says_to_re_export(
-    production: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    (production / configs.network_name(ENTRY) / install.TENSORRT_BUILD).unlink()
-    before = snapshot(production)
-    assert main([ENTRY.name, "--variant", "production", "--ort-trt", "--repository", str(production)]) == 1
-    assert "re-export it with --variant production" in capsys.readouterr().err
-    assert snapshot(production) == before
 
 
 def test_trt_needs_the_production_variant(capsys: pytest.CaptureFixture[str]) -> None:

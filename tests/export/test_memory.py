@@ -12,7 +12,7 @@ import pytest
 
 import catalog
 from export import memory
-from model_repository import configs, install
+from model_repository import configs, install, layout
 from tests.support.deployment import SERVED_MODELS
 
 VIT = catalog.get("ViT_base_patch16_224")
@@ -85,7 +85,8 @@ def test_production_install_writes_the_cap_and_refuses_a_record_without_an_estim
     exported = record(exported_repository, NEXTVIT)
     repository = tmp_path / "production"
     install.install(NEXTVIT, network / "1" / "model.onnx", exported, repository, "production")
-    config = configs.parse_pbtxt((repository / network.name / "config.pbtxt").read_text())
+    served = layout.model_configs(repository, NEXTVIT, configs.Layout())[network.name]
+    config = configs.parse_pbtxt(configs.to_pbtxt(served))
     memory_record = exported["memory"]
     expected = configs.ort_gpu_mem_limit(memory_record["weights_bytes"], memory_record["activations_bytes"])
     assert config.parameters["gpu_mem_limit"].string_value == str(expected)
@@ -95,7 +96,7 @@ def test_production_install_writes_the_cap_and_refuses_a_record_without_an_estim
     assert not (tmp_path / "other" / network.name).exists()
 
 
-def test_the_memory_command_records_an_older_repository_and_upgrades_its_configs(
+def test_the_memory_command_records_an_older_repository_and_its_next_start_caps_it(
     exported_repository: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A repository exported before the estimate existed: the command writes it and the cap, no re-export."""
@@ -104,16 +105,15 @@ def test_the_memory_command_records_an_older_repository_and_upgrades_its_configs
     repository = tmp_path / "production"
     install.install(NEXTVIT, network / "1" / "model.onnx", exported, repository, "production")
     installed = repository / network.name
-    old = {key: value for key, value in exported.items() if key != "memory"}
+    old = {key: value for key, value in install.read_record(installed).items() if key != "memory"}
     (installed / install.EXPORT_RECORD).write_text(json.dumps(old))
-    config = configs.parse_pbtxt((installed / "config.pbtxt").read_text())
-    del config.parameters["gpu_mem_limit"]
-    (installed / "config.pbtxt").write_text(configs.text_format.MessageToString(config))
+    with pytest.raises(ValueError, match="no memory estimate"):
+        layout.model_configs(repository, NEXTVIT, configs.Layout())  # such a repository cannot be served
     assert memory.main(["--repository", str(repository)]) == 0
     assert "NextViT_small_224: weights" in capsys.readouterr().out
     assert record(repository, NEXTVIT)["memory"]["activations_bytes"] == exported["memory"]["activations_bytes"]
-    config = configs.parse_pbtxt((installed / "config.pbtxt").read_text())
-    assert int(config.parameters["gpu_mem_limit"].string_value) > exported["memory"]["total_bytes"]
+    served = layout.model_configs(repository, NEXTVIT, configs.Layout())[network.name]
+    assert int(served["parameters"]["gpu_mem_limit"]["string_value"]) > exported["memory"]["total_bytes"]
 
 
 def test_the_chart_file_holds_these_networks_figures(exported_repository: Path, tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ import catalog
 from client.__main__ import main
 from client.classify import Prediction
 from client.smoke import PHOTO, answer_problems, reference_from_parameters
-from model_repository import configs, install
+from model_repository import configs, install, layout
 from model_repository.server import TritonServer, free_port
 from tests.support.deployment import SERVED_MODELS, serve
 from tests.support.wrong_network import reverse_colour_channels
@@ -83,8 +83,9 @@ def test_every_ensemble_publishes_the_reference_the_export_recorded(exported_rep
         record = json.loads((exported_repository / configs.network_name(entry) / install.EXPORT_RECORD).read_text())
         assert record["reference"]["photo_sha256"] == hashlib.sha256(PHOTO.read_bytes()).hexdigest()
         assert record["reference"]["engine"] == "Paddle Inference"
+        served = layout.model_configs(exported_repository, entry, configs.Layout())  # what a server start renders
         for ensemble in (entry.triton_name, configs.pixels_ensemble_name(entry), configs.crop_ensemble_name(entry)):
-            config = configs.parse_pbtxt((exported_repository / ensemble / "config.pbtxt").read_text())
+            config = configs.parse_pbtxt(configs.to_pbtxt(served[ensemble]))
             published = reference_from_parameters({k: v.string_value for k, v in config.parameters.items()})
             assert published is not None, ensemble
             assert published.class_ids == record["reference"]["class_ids"]

@@ -65,7 +65,7 @@ def test_crop_entry_is_the_image_entry_without_its_preprocess_step(entry: catalo
     }  # the process's, not the crop's
     assert served and all(crop.parameters[key] == value for key, value in served.items())
     assert crop.parameters["paddleclas_name"].string_value == entry.name
-    assert configs.crop_ensemble_name(entry) in install.model_dirs(entry)  # installed all or nothing with the rest
+    assert configs.crop_ensemble_name(entry) in install.model_dirs(entry)  # served with the rest
 
 
 def _placeholder_repository(tmp_path: Path, entry: catalog.ModelEntry) -> Path:
@@ -76,19 +76,17 @@ def _placeholder_repository(tmp_path: Path, entry: catalog.ModelEntry) -> Path:
     return repository
 
 
-def test_serving_copy_holds_the_crop_entry_and_tolerates_older_installs(tmp_path: Path) -> None:
+def test_serving_copy_holds_the_crop_entry_even_for_older_installs(tmp_path: Path) -> None:
+    """Ensembles are rendered, never installed: an install from before the crop entry point serves it too."""
     entry = catalog.get("ViT_base_patch16_224")
     repository = _placeholder_repository(tmp_path, entry)
     target = tmp_path / "serving"
     layout.render(repository, target, None, configs.Layout.for_cores(2), 2)
     served = configs.parse_pbtxt((target / configs.crop_ensemble_name(entry) / "config.pbtxt").read_text())
     assert served == _parsed(configs.crop_ensemble_config(entry, "placeholder"))
-    # A repository installed before the crop entry point existed still serves its other entry points.
-    shutil.rmtree(repository / configs.crop_ensemble_name(entry))
-    layout.render(repository, target, None, configs.Layout.for_cores(2), 2)
-    assert not (target / configs.crop_ensemble_name(entry)).exists() and (target / entry.triton_name).is_dir()
-    # Any other missing model is still an error.
-    shutil.rmtree(repository / configs.pixels_ensemble_name(entry))
+    assert not (repository / configs.crop_ensemble_name(entry)).exists()
+    # A shared step's data missing from the install is an error that says what to do.
+    shutil.rmtree(repository / configs.pixels_preprocess_name(entry))
     with pytest.raises(layout.LayoutError, match="re-export"):
         layout.render(repository, target, None, configs.Layout.for_cores(2), 2)
 

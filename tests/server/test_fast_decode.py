@@ -247,7 +247,7 @@ def _decode_parameters(target: Path) -> dict[str, str | None]:
 def test_serving_copy_switches_only_the_decoding_steps(placeholder_repository: Path, tmp_path: Path) -> None:
     exact_target, fast_target = tmp_path / "exact", tmp_path / "fast"
     layout.render(placeholder_repository, exact_target, None, configs.Layout.for_cores(2), 2)
-    assert layout.main(["--source", str(placeholder_repository), "--target", str(fast_target), "--fast-decode"]) == 0
+    assert layout.main(["--repository", str(placeholder_repository), "--out", str(fast_target), "--fast-decode"]) == 0
     assert set(_decode_parameters(exact_target).values()) == {None}
     steps = {configs.preprocess_name(entry) for entry in FAMILIES}
     assert {name for name, mode in _decode_parameters(fast_target).items() if mode == "fast"} == steps
@@ -258,7 +258,7 @@ def test_serving_copy_switches_only_the_decoding_steps(placeholder_repository: P
 
 
 def test_serving_copy_takes_the_chosen_margin(placeholder_repository: Path, tmp_path: Path) -> None:
-    args = ["--source", str(placeholder_repository), "--target", str(tmp_path / "fast")]
+    args = ["--repository", str(placeholder_repository), "--out", str(tmp_path / "fast")]
     assert layout.main([*args, "--fast-decode", "--fast-decode-margin", "1.25"]) == 0
     for entry in FAMILIES:
         config = configs.parse_pbtxt((tmp_path / "fast" / configs.preprocess_name(entry) / "config.pbtxt").read_text())
@@ -281,7 +281,7 @@ def test_a_margin_that_cannot_be_served_renders_nothing(
     placeholder_repository: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], message: str
 ) -> None:
     target = tmp_path / "fast"
-    assert layout.main(["--source", str(placeholder_repository), "--target", str(target), *flags]) == 1
+    assert layout.main(["--repository", str(placeholder_repository), "--out", str(target), *flags]) == 1
     assert message in capsys.readouterr().err
     assert not target.exists()  # refused before anything was written
 

@@ -71,7 +71,7 @@ def sleeper(tmp_path: Path):
     (tmp_path / "repo" / "sleeper" / "1").mkdir(parents=True)
     (tmp_path / "repo" / "sleeper" / "config.pbtxt").write_text(configs.to_pbtxt(sleeper_config()))
     (tmp_path / "repo" / "sleeper" / "1" / "model.py").write_text(SLEEPER_PY)
-    stubs = layout.python_instances(tmp_path / "repo" / "sleeper" / "config.pbtxt")
+    stubs = layout.python_instances(sleeper_config())
     (tmp_path / "repo" / health.MARKER).write_text(json.dumps({"python_stub_processes": stubs}))
     server = PlainServer.on_free_ports(tmp_path / "repo", tmp_path / "triton.log")
     with server:

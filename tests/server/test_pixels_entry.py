@@ -57,7 +57,7 @@ def test_pixels_entry_shares_everything_after_decoding(entry: catalog.ModelEntry
     assert list(frames.output) == list(decoder.output)
     assert frames.input[0].allow_ragged_batch  # frames of different sizes may share a batch
     new_models = {configs.pixels_ensemble_name(entry), configs.pixels_preprocess_name(entry)}
-    assert new_models <= set(install.model_dirs(entry))  # installed all or nothing with the rest
+    assert new_models <= set(install.model_dirs(entry))  # served with the rest
 
 
 # --- against the real server ---------------------------------------------------------------------

@@ -128,7 +128,7 @@ def test_the_production_config_carries_the_cap_and_the_portable_one_refuses_it()
     assert config.parameters["gpu_mem_limit"].string_value == str(limit)  # bytes, as onnxruntime_backend reads it
     with pytest.raises(ValueError, match="for production networks"):
         configs.network_config(entry, "portable", gpu_mem_limit=limit)
-    tensorrt = configs.tensorrt_network_config(entry)
+    tensorrt = configs.tensorrt_network_config(entry, configs.PlanFiles("model.plan", "fp16"))
     assert "gpu_mem_limit" not in tensorrt.get("parameters", {}), "TensorRT plans are not ONNX Runtime sessions"
 
 

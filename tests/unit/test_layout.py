@@ -1,14 +1,18 @@
-"""The serving copy: only the selected models and the steps they call, sized for the node, linked to the install."""
+"""The serving copy: only the selected models and the steps they call, every config rendered for the node."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
 import catalog
+from export import trt_plans
+from model_repository import __main__ as repository_cli
 from model_repository import configs, install, layout
+from tests.support.records import placeholder_record
 
 NEXTVIT, VIT = catalog.get("NextViT_small_224"), catalog.get("ViT_base_patch16_224")
 
@@ -45,21 +49,16 @@ def test_render_sizes_every_step_and_links_everything_else(repository: Path, tmp
     assert served_config(target, configs.postprocess_name()).instance_group[0].count == 1
     network = served_config(target, configs.network_name(VIT))
     assert network.instance_group[0].count == 1 and network.parameters["intra_op_threads"].string_value == "6"
-    # Everything but the sizes is the installed config, field for field.
-    installed = configs.parse_pbtxt((repository / configs.network_name(VIT) / "config.pbtxt").read_text())
-    installed.parameters["intra_op_threads"].string_value = "6"
-    assert network == installed
-    model_py = target / configs.preprocess_name(VIT) / "1" / "model.py"
-    assert (
-        model_py.is_symlink()
-        and model_py.resolve() == (repository / configs.preprocess_name(VIT) / "1" / "model.py").resolve()
-    )
-    assert (target / configs.preprocess_name(VIT) / "1").is_dir() and not (
-        target / configs.preprocess_name(VIT) / "1"
-    ).is_symlink()
-    assert (repository / configs.preprocess_name(NEXTVIT) / "config.pbtxt").read_text().count(
-        "count: 1"
-    ) == 1  # source untouched
+    assert network == configs.parse_pbtxt(configs.to_pbtxt(configs.network_config(VIT, "portable", sized)))
+    # The step's code is this checkout's, copied; the installed data (network, warmup) is linked.
+    step = target / configs.preprocess_name(VIT)
+    assert (step / "1" / "model.py").read_bytes() == (layout.PYTHON_MODELS / "preprocess.py").read_bytes()
+    assert not (step / "1" / "model.py").is_symlink() and (step / "1" / "preprocess" / "decoding.py").is_file()
+    warmup = step / "warmup"
+    assert warmup.is_symlink() and warmup.resolve() == (repository / configs.preprocess_name(VIT) / "warmup")
+    onnx = target / configs.network_name(VIT) / "1" / "model.onnx"
+    assert onnx.is_symlink() and (target / configs.network_name(VIT) / "1").is_dir()
+    assert not list(repository.glob("*/config.pbtxt")), "the installed repository holds no config"
 
 
 def test_explicit_counts_win_over_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -93,11 +92,12 @@ def test_render_never_clears_a_directory_it_did_not_write(repository: Path, tmp_
 
 def test_command_line_prints_what_it_rendered(repository: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     target = tmp_path / "serving"
-    argv = ["--source", str(repository), "--target", str(target), "--models", "nextvit_small_224", "--cores", "2"]
-    assert layout.main([*argv, "--postprocess-instances", "2"]) == 0
+    argv = ["render", "--repository", str(repository), "--out", str(target), "--models", "nextvit_small_224"]
+    assert repository_cli.main([*argv, "--cores", "2", "--postprocess-instances", "2"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["cores"] == 2 and summary["layout"]["postprocess_instances"] == 2
-    assert layout.main(["--source", str(tmp_path / "nothing"), "--target", str(target)]) == 1
+    assert served_config(target, configs.postprocess_name()).instance_group[0].count == 2
+    assert repository_cli.main(["render", "--repository", str(tmp_path / "nothing"), "--out", str(target)]) == 1
     assert "holds no exported model" in capsys.readouterr().err
 
 
@@ -118,7 +118,7 @@ def _queue(target: Path, name: str) -> int:
 def test_a_longer_preprocess_queue_lengthens_only_the_preprocess_steps(repository: Path, tmp_path: Path) -> None:
     default, longer = tmp_path / "default", tmp_path / "longer"
     layout.render(repository, default, None, configs.Layout.for_cores(6), 6)
-    argv = ["--source", str(repository), "--target", str(longer), "--cores", "6", "--preprocess-queue", "4"]
+    argv = ["--repository", str(repository), "--out", str(longer), "--cores", "6", "--preprocess-queue", "4"]
     assert layout.main(argv) == 0
     assert _queue(longer, configs.preprocess_name(NEXTVIT)) == 6 * 4
     assert _queue(longer, configs.pixels_preprocess_name(VIT)) == 3 * 4
@@ -147,3 +147,96 @@ def test_a_benchmark_copy_without_queue_policies_keeps_everything_else(repositor
             with_policy.dynamic_batching.ClearField("default_queue_policy")
         assert without == with_policy  # instances, threads, batching, warmup: the same served step
     assert served_config(bounded, configs.preprocess_name(NEXTVIT)).dynamic_batching.HasField("default_queue_policy")
+
+
+def test_a_longer_preprocess_queue_raises_the_production_ensembles_inflight_bound() -> None:
+    node = configs.Layout.for_cores(96)  # preprocessing, not the network, is the busiest step here
+    longer = dataclasses.replace(node, preprocess_queue=4)
+    assert configs.ensemble_inflight_limit(longer) - configs.ensemble_inflight_limit(node) == 96 * (4 - 1)
+    policy = configs.preprocess_config(NEXTVIT, longer)["dynamic_batching"]["default_queue_policy"]
+    assert policy["max_queue_size"] == 96 * 4  # the step's own config honours it, not only a renderer
+
+
+def test_stale_installed_configs_and_code_are_never_served(repository: Path, tmp_path: Path) -> None:
+    """An install of an older checkout (configs and step code in the repository) serves this checkout's."""
+    step = repository / configs.postprocess_name()
+    (step / "config.pbtxt").write_text('name: "postprocess"\nbackend: "python"\n')
+    (step / "1" / "model.py").write_text("raise SystemExit('an older step')\n")
+    ensemble = repository / VIT.triton_name
+    (ensemble / "1").mkdir(parents=True)
+    (ensemble / "config.pbtxt").write_text("not even a config")
+    target = tmp_path / "serving"
+    layout.render(repository, target, None, configs.Layout(), 1)
+    assert served_config(target, configs.postprocess_name()) == configs.parse_pbtxt(
+        configs.to_pbtxt(configs.postprocess_config())
+    )
+    assert (target / step.name / "1" / "model.py").read_bytes() == (
+        layout.PYTHON_MODELS / "postprocess.py"
+    ).read_bytes()
+    assert served_config(target, VIT.triton_name).name == VIT.triton_name
+    assert (target / step.name / "1" / install.LABELS_FILE).is_symlink()
+
+
+def test_response_cache_warmup_and_fast_decode_are_options_of_the_rendered_configs(
+    repository: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "serving"
+    layout.render(repository, target, None, configs.Layout(), 1, warmup=False, response_cache=True, fast_decode=True)
+    for path in sorted(target.glob("*/config.pbtxt")):
+        config = configs.parse_pbtxt(path.read_text())
+        assert not config.model_warmup, config.name
+        assert config.response_cache.enable == (configs.step_kind(config.name) == "ensemble"), config.name
+        fast = configs.step_kind(config.name) == "preprocess"
+        assert (config.parameters["decode"].string_value == "fast") == fast, config.name
+
+
+@pytest.fixture
+def production(tmp_path: Path) -> Path:
+    network = tmp_path / "placeholder.onnx"
+    network.write_bytes(b"placeholder")
+    network.with_name(install.FP16_NETWORK).write_bytes(b"placeholder fp16")
+    repo = tmp_path / "production"
+    install.install(VIT, network, placeholder_record(VIT), repo, "production")
+    return repo
+
+
+def test_a_production_network_is_rendered_from_its_record_plans_or_provider_choice(
+    production: Path, tmp_path: Path
+) -> None:
+    network = production / configs.network_name(VIT)
+    record = install.read_record(network)
+    node = configs.Layout.for_cores(8, network_gpu_instances=2)
+
+    def served() -> configs.model_config_pb2.ModelConfig:
+        target = tmp_path / "serving"
+        layout.render(production, target, None, node, 8)
+        return served_config(target, network.name)
+
+    onnxruntime = served()
+    assert onnxruntime.backend == "onnxruntime" and onnxruntime.instance_group[0].count == 2
+    assert int(onnxruntime.parameters["gpu_mem_limit"].string_value) == install.gpu_mem_limit(record)
+    assert json.loads((tmp_path / "serving" / network.name / trt_plans.TENSORRT_BUILD).read_text()) == {
+        "profiles": configs.trt_profiles(VIT)
+    }
+    install.write_ort_tensorrt(network, configs.OrtTensorrt("fp16", "/cache"))
+    provider = served()
+    assert provider.default_model_filename == install.FP16_NETWORK
+    (accelerator,) = provider.optimization.execution_accelerators.gpu_execution_accelerator
+    assert accelerator.parameters["trt_engine_cache_path"] == "/cache"
+    install.write_ort_tensorrt(network, None)
+    plans = {"plans": {"8.9": {"file": "model_sm89.plan", "precision": "fp32"}}, "default": "8.9"}
+    (network / "1" / trt_plans.PLANS_RECORD).write_text(json.dumps(plans))
+    plan = served()
+    assert plan.platform == "tensorrt_plan" and dict(plan.cc_model_filenames) == {"8.9": "model_sm89.plan"}
+    assert plan.default_model_filename == "model_sm89.plan" and plan.parameters["precision"].string_value == "fp32"
+    assert plan.instance_group[0].count == 2 and configs.tensorrt_config_problems(plan) == []
+
+
+def test_plans_built_in_the_pod_are_named_by_the_render_step(production: Path, tmp_path: Path) -> None:
+    target = tmp_path / "serving"
+    summary = layout.render(production, target, None, configs.Layout(), 1, tensorrt_plans="fp16")
+    plan = served_config(target, configs.network_name(VIT))
+    assert plan.default_model_filename == trt_plans.DEFAULT_PLAN and not plan.cc_model_filenames
+    assert plan.parameters["precision"].string_value == "fp16" and summary["tensorrt_plans"] == "fp16"
+    with pytest.raises(layout.LayoutError, match="plan precision 'int8'"):
+        layout.render(production, target, None, configs.Layout(), 1, tensorrt_plans="int8")

@@ -14,6 +14,7 @@ from model_repository import configs
 from tests.support.ensembles import assert_wired
 
 ENTRIES = list(catalog.CATALOG.values())
+PLANS = configs.PlanFiles("model.plan", "fp16")  # what a pod builds (render --tensorrt-plans fp16)
 
 
 def _all_configs(entry: catalog.ModelEntry, variant: configs.Variant) -> dict[str, configs.ConfigDict]:
@@ -156,7 +157,7 @@ def test_every_step_warms_up_within_its_batch_limit(variant: configs.Variant) ->
 def test_tensorrt_config_profiles_batching_and_graphs_agree() -> None:
     entry = catalog.get("NextViT_small_224")
     config = configs.parse_pbtxt(
-        configs.to_pbtxt(configs.tensorrt_network_config(entry, configs.Layout(network_gpu_instances=2)))
+        configs.to_pbtxt(configs.tensorrt_network_config(entry, PLANS, configs.Layout(network_gpu_instances=2)))
     )
     assert (config.platform, config.backend, config.max_batch_size) == (
         "tensorrt_plan",
@@ -171,11 +172,14 @@ def test_tensorrt_config_profiles_batching_and_graphs_agree() -> None:
     assert list(config.dynamic_batching.preferred_batch_size) == list(opts)
     assert [spec.batch_size for spec in config.optimization.cuda.graph_spec] == list(configs.CUDA_GRAPH_BATCH_SIZES)
     assert {w.batch_size for w in config.model_warmup} >= {1, *opts}
-    flags = configs.trtexec_profile_shapes(entry)
-    assert len(flags) == 3 * len(configs.TRT_PROFILES)
-    assert flags[:3] == [
-        f"--{k}Shapes=CROPS:{b}x224x224x3" for k, b in zip(("min", "opt", "max"), (1, 8, 16), strict=True)
-    ]
+    profiles = configs.trt_profiles(entry)
+    assert len(profiles) == len(configs.TRT_PROFILES)
+    assert profiles[0] == {
+        "min": {"CROPS": [1, 224, 224, 3]},
+        "opt": {"CROPS": [8, 224, 224, 3]},
+        "max": {"CROPS": [16, 224, 224, 3]},
+    }
+    assert config.default_model_filename == PLANS.default and config.parameters["precision"].string_value == "fp16"
 
 
 def _nearest_profile(batch: int) -> int:
@@ -188,7 +192,7 @@ def _nearest_profile(batch: int) -> int:
 def test_tensorrt_configs_load_clean(entry: catalog.ModelEntry) -> None:
     """Every graph batch and lower bound lies in every profile of the group capturing it; 1-16 all have a graph."""
     for layout in (configs.Layout(), configs.Layout(network_gpu_instances=2)):
-        config = configs.parse_pbtxt(configs.to_pbtxt(configs.tensorrt_network_config(entry, layout)))
+        config = configs.parse_pbtxt(configs.to_pbtxt(configs.tensorrt_network_config(entry, PLANS, layout)))
         assert configs.tensorrt_config_problems(config) == []
         for group in config.instance_group:
             for name in group.profile:
@@ -211,17 +215,17 @@ def test_tensorrt_configs_load_clean(entry: catalog.ModelEntry) -> None:
 def test_the_check_names_what_the_backend_would_log() -> None:
     """Configs the tensorrt backend would load with errors, or without a graph for a claimed batch, are named."""
     entry = catalog.get("ViT_base_patch16_224")
-    good = configs.parse_pbtxt(configs.to_pbtxt(configs.tensorrt_network_config(entry)))
+    good = configs.parse_pbtxt(configs.to_pbtxt(configs.tensorrt_network_config(entry, PLANS)))
     # The profiles of before: graphs 1-16 captured on a context of profile 17-128 fail to set their shape.
     disjoint = configs.tensorrt_config_problems(good, profiles=((1, 8, 16), (17, 64, 128)))
     assert len(disjoint) == len(configs.CUDA_GRAPH_BATCH_SIZES) and "outside profile 1 (17-128)" in disjoint[0]
-    missing_bound = configs.parse_pbtxt(configs.to_pbtxt(configs.tensorrt_network_config(entry)))
+    missing_bound = configs.parse_pbtxt(configs.to_pbtxt(configs.tensorrt_network_config(entry, PLANS)))
     missing_bound.optimization.cuda.graph_spec[-1].ClearField("graph_lower_bound")  # 16 serves only 16
     assert configs.tensorrt_config_problems(missing_bound) == ["batches [13, 14, 15] have no CUDA graph"]
-    shapeless = configs.parse_pbtxt(configs.to_pbtxt(configs.tensorrt_network_config(entry)))
+    shapeless = configs.parse_pbtxt(configs.to_pbtxt(configs.tensorrt_network_config(entry, PLANS)))
     shapeless.optimization.cuda.graph_spec[0].ClearField("input")
     assert "input shapes" in configs.tensorrt_config_problems(shapeless)[0]
-    static = configs.parse_pbtxt(configs.to_pbtxt(configs.tensorrt_network_config(entry)))
+    static = configs.parse_pbtxt(configs.to_pbtxt(configs.tensorrt_network_config(entry, PLANS)))
     del static.parameters["execution_context_allocation_strategy"]
     assert configs.tensorrt_config_problems(static) == [
         "execution_context_allocation_strategy is '', expected 'ON_PROFILE_CHANGE'"
@@ -307,7 +311,7 @@ def test_network_threads_auto_shares_the_cores_between_instances(monkeypatch: py
 @pytest.mark.parametrize("variant", configs.VARIANTS)
 def test_every_step_that_can_fall_behind_has_a_bounded_rejecting_queue(variant: configs.Variant) -> None:
     entry = catalog.get("NextViT_small_224")
-    steps = [configs.network_config(entry, variant), configs.tensorrt_network_config(entry)]
+    steps = [configs.network_config(entry, variant), configs.tensorrt_network_config(entry, PLANS)]
     steps += [configs.preprocess_config(entry), configs.pixels_preprocess_config(entry)]
     for config in steps:
         policy = configs.parse_pbtxt(configs.to_pbtxt(config)).dynamic_batching.default_queue_policy
@@ -344,7 +348,7 @@ def test_portable_network_queues_hold_a_second_of_work_and_timeouts_let_them_dra
 def _served_runtime(config: configs.ConfigDict) -> configs.GpuRuntime:
     """The runtime a generated GPU network config is served by, read from the config itself."""
     if config.get("platform") == "tensorrt_plan":
-        return configs.TENSORRT_RUNTIME  # the plan's precision is picked after export: the slower one
+        return ("tensorrt", config["parameters"]["precision"]["string_value"])
     assert config["backend"] == "onnxruntime" and "optimization" not in config  # CUDA provider, the FP32 export
     return configs.ONNXRUNTIME_RUNTIME
 
@@ -355,7 +359,7 @@ def test_the_last_admitted_request_is_not_timed_out_on_the_served_runtime(entry:
     for make in (configs.network_config, configs.tensorrt_network_config):
         for instances in (1, 2):
             layout = configs.Layout(network_gpu_instances=instances)
-            config = make(entry, "production", layout) if make is configs.network_config else make(entry, layout)
+            config = make(entry, "production", layout) if make is configs.network_config else make(entry, PLANS, layout)
             policy = configs.parse_pbtxt(configs.to_pbtxt(config)).dynamic_batching.default_queue_policy
             per_instance_images = policy.max_queue_size // instances * configs.MAX_BATCH_SIZE
             ms = configs.gpu_ms_per_image(entry, _served_runtime(config))

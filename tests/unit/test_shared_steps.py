@@ -1,4 +1,4 @@
-"""Shared steps in a repository: identical ones are reused, conflicting ones refused, used ones never removed.
+"""What an installed repository holds: networks with their records, one copy of each shared step's data.
 
 Repository bookkeeping only: the network file is installed as given (linked), never run, so these
 tests use a placeholder file instead of an export; tests/export/test_install_atomic.py installs a real one.
@@ -38,61 +38,31 @@ def test_models_of_one_preprocessing_share_their_steps(tmp_path: Path, network_f
     put(NEXTVIT_B, repository, network_file)
     put(VIT, repository, network_file)
     names = sorted(p.name for p in repository.iterdir())
-    expected = {*configs.own_models(NEXTVIT_S), *configs.own_models(NEXTVIT_B), *configs.own_models(VIT)}
+    expected = {configs.network_name(e) for e in (NEXTVIT_S, NEXTVIT_B, VIT)}
     expected |= {*configs.shared_steps(NEXTVIT_S), *configs.shared_steps(VIT)}
     assert names == sorted(expected)
     assert len([n for n in names if configs.step_kind(n) not in ("ensemble", "network")]) == 5  # 2 keys x 2 + top-k
     assert snapshot(repository / configs.preprocess_name(NEXTVIT_S)) == steps_before
     assert install.installed_models(repository) == sorted(e.triton_name for e in (NEXTVIT_S, NEXTVIT_B, VIT))
+    assert not list(repository.rglob("*.pbtxt")) and not list(repository.rglob("*.py")), "data only, no configs or code"
 
 
-def test_reinstalling_an_identical_step_is_a_no_op(tmp_path: Path, network_file: Path) -> None:
+def test_reinstalling_keeps_the_installed_shared_steps(tmp_path: Path, network_file: Path) -> None:
     repository = tmp_path / "repo"
     put(NEXTVIT_S, repository, network_file)
-    shared = configs.preprocess_name(NEXTVIT_S)
-    inode = (repository / shared / "config.pbtxt").stat().st_ino
+    labels = repository / configs.postprocess_name() / "1" / install.LABELS_FILE
+    inode = labels.stat().st_ino
     put(NEXTVIT_S, repository, network_file)
-    assert (repository / shared / "config.pbtxt").stat().st_ino == inode  # not rewritten, not swapped
-
-
-def test_a_conflicting_shared_step_is_refused_and_nothing_changes(tmp_path: Path, network_file: Path) -> None:
-    repository = tmp_path / "repo"
-    put(NEXTVIT_S, repository, network_file)
-    config = repository / configs.postprocess_name() / "config.pbtxt"
-    config.write_text(config.read_text().replace("count: 1", "count: 3"))  # someone else's definition
-    before = snapshot(repository)
-    with pytest.raises(install.SharedStepConflictError, match=r"postprocess.*nextvit_small_224.*config\.pbtxt"):
-        put(VIT, repository, network_file)
-    assert snapshot(repository) == before
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging left behind
-
-
-def test_bytecode_a_served_step_wrote_is_not_a_conflict(tmp_path: Path, network_file: Path) -> None:
-    repository = tmp_path / "repo"
-    put(NEXTVIT_S, repository, network_file)
-    cache = repository / configs.postprocess_name() / "1" / "__pycache__"
-    cache.mkdir()
-    (cache / "model.cpython-311.pyc").write_bytes(b"written by the stub's Python at serve time")
-    put(VIT, repository, network_file)  # shares postprocess with NextViT_small_224: identical source, kept
-    assert configs.network_name(VIT) in [p.name for p in repository.iterdir()]
-
-
-def test_reexporting_the_only_user_of_a_changed_step_updates_it(tmp_path: Path, network_file: Path) -> None:
-    repository = tmp_path / "repo"
-    put(NEXTVIT_S, repository, network_file)
-    config = repository / configs.postprocess_name() / "config.pbtxt"
-    ours = config.read_text()
-    config.write_text(ours.replace("count: 1", "count: 3"))  # an older release's definition
-    put(NEXTVIT_S, repository, network_file)  # nobody else calls it: the upgrade replaces it
-    assert config.read_text() == ours
+    assert labels.stat().st_ino == inode  # not rewritten, not swapped: a running server's links stay valid
 
 
 def test_removing_a_model_keeps_the_steps_others_use(tmp_path: Path, network_file: Path) -> None:
     repository = tmp_path / "repo"
     for entry in (NEXTVIT_S, NEXTVIT_B, VIT):
         put(entry, repository, network_file)
+    (repository / NEXTVIT_S.triton_name).mkdir()  # an ensemble directory an older checkout installed
     removed = install.remove(NEXTVIT_S, repository)
-    assert sorted(removed) == sorted(configs.own_models(NEXTVIT_S))  # NextViT_base still uses its steps
+    assert removed == [NEXTVIT_S.triton_name, configs.network_name(NEXTVIT_S)]  # NextViT_base still uses its steps
     assert all((repository / name).is_dir() for name in configs.shared_steps(NEXTVIT_B))
     removed = install.remove(NEXTVIT_B, repository)
     assert configs.preprocess_name(NEXTVIT_B) in removed and configs.pixels_preprocess_name(NEXTVIT_B) in removed
@@ -102,13 +72,29 @@ def test_removing_a_model_keeps_the_steps_others_use(tmp_path: Path, network_fil
         install.remove(VIT, repository)
 
 
-def test_production_networks_carry_their_tensorrt_build(tmp_path: Path, network_file: Path) -> None:
+def test_the_list_command_names_each_models_directories(tmp_path: Path, network_file: Path, capsys) -> None:
     repository = tmp_path / "repo"
+    put(VIT, repository, network_file)
+    assert repository_cli.main(["list", "--repository", str(repository)]) == 0
+    assert capsys.readouterr().out == f"{VIT.triton_name}: {', '.join(install.referenced_models([VIT.triton_name]))}\n"
+
+
+def test_production_networks_carry_both_precisions_and_their_variant(tmp_path: Path, network_file: Path) -> None:
+    repository = tmp_path / "repo"
+    network_file.with_name(install.FP16_NETWORK).write_bytes(b"the FP16 network")
     put(VIT, repository, network_file, "production")
     network = repository / configs.network_name(VIT)
-    tensorrt = configs.parse_pbtxt((network / install.TENSORRT_CONFIG).read_text())
-    assert tensorrt == configs.parse_pbtxt(configs.to_pbtxt(configs.tensorrt_network_config(VIT)))
-    assert not (network / "1" / "model.py").exists()
+    assert (network / "1" / install.FP16_NETWORK).read_bytes() == b"the FP16 network"
+    assert install.installed_variant(network) == "production" and not (network / "1" / "model.py").exists()
+
+
+def test_a_production_record_without_its_memory_estimate_is_refused_before_anything_changes(
+    tmp_path: Path, network_file: Path
+) -> None:
+    repository = tmp_path / "repo"
+    with pytest.raises(ValueError, match="no memory estimate"):
+        install.install(VIT, network_file, {"weights_note": "placeholder"}, repository, "production")
+    assert not repository.exists() or not list(repository.iterdir())
 
 
 def test_warmup_data_is_a_real_photograph_in_each_steps_form(tmp_path: Path, network_file: Path) -> None:
@@ -132,42 +118,3 @@ def test_warmup_data_is_a_real_photograph_in_each_steps_form(tmp_path: Path, net
     assert len(crop) == expected.nbytes == 224 * 224 * 3
     # The crop comes from the lossless original, the JPEG from its re-encoding: close, not equal.
     assert np.abs(np.frombuffer(crop, np.uint8).astype(int) - expected.reshape(-1).astype(int)).mean() < 3
-
-
-def test_upgrade_rewrites_a_stale_shared_step_that_a_reinstall_refuses(tmp_path: Path, network_file: Path) -> None:
-    repository = tmp_path / "repo"
-    put(NEXTVIT_S, repository, network_file)
-    put(VIT, repository, network_file)
-    config = repository / configs.postprocess_name() / "config.pbtxt"
-    current = config.read_text()
-    config.write_text(current.replace("dynamic_batching {", "dynamic_batching {\n  max_queue_delay_microseconds: 7"))
-    with pytest.raises(install.SharedStepConflictError):
-        put(VIT, repository, network_file)  # an older checkout's step, shared by two models
-    network = repository / configs.network_name(VIT) / "1" / "model.onnx"
-    inode = network.stat().st_ino
-    assert install.upgrade(repository) == sorted([NEXTVIT_S.triton_name, VIT.triton_name])
-    assert config.read_text() == current  # today's definition
-    assert network.stat().st_ino == inode  # the exported network is linked again, not converted or copied
-    assert install.installed_models(repository) == sorted([NEXTVIT_S.triton_name, VIT.triton_name])
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
-
-
-def test_upgrade_refuses_to_drop_a_built_plan_and_changes_nothing(tmp_path: Path, network_file: Path) -> None:
-    repository = tmp_path / "repo"
-    put(VIT, repository, network_file, "production")
-    (repository / configs.network_name(VIT) / "1" / "model.plan").write_bytes(b"a TensorRT plan built for one GPU")
-    before = snapshot(repository)
-    with pytest.raises(FileExistsError, match=r"1/model\.plan"):
-        install.upgrade(repository)
-    assert snapshot(repository) == before
-    with pytest.raises(FileNotFoundError, match="no exported model"):
-        install.upgrade(tmp_path / "empty")
-
-
-def test_the_upgrade_command_says_what_it_rewrote(tmp_path: Path, network_file: Path, capsys) -> None:
-    repository = tmp_path / "repo"
-    put(VIT, repository, network_file)
-    assert repository_cli.main(["upgrade", "--repository", str(repository)]) == 0
-    assert VIT.triton_name in capsys.readouterr().out
-    assert repository_cli.main(["upgrade", "--repository", str(tmp_path / "empty")]) == 1
-    assert "left as it was" in capsys.readouterr().err

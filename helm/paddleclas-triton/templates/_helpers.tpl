@@ -196,7 +196,7 @@ with a sentence saying what to change.
 {{- fail "capacity is applied by the render-repository init container, which needs a mounted repository (modelRepository.source image, pvc or nfs); with objectStorage the installed configs serve as they are: render a sized copy before uploading (helm/README.md, Models and capacity), and leave capacity at its defaults" }}
 {{- end }}
 {{- if .Values.preprocessing.fastDecode }}
-{{- fail "preprocessing.fastDecode is applied by the render-repository init container, which needs a mounted repository (modelRepository.source image, pvc or nfs); with objectStorage render a copy with python -m model_repository.layout --fast-decode before uploading" }}
+{{- fail "preprocessing.fastDecode is applied by the render-repository init container, which needs a mounted repository (modelRepository.source image, pvc or nfs); with objectStorage render a copy with python -m model_repository render --fast-decode before uploading" }}
 {{- end }}
 {{- end }}
 {{- if and (not .Values.preprocessing.fastDecode) (not (kindIs "invalid" .Values.preprocessing.fastDecodeMargin)) }}

@@ -121,7 +121,7 @@ topologySpreadConstraints:
 {{/*
 "render-repository" (the server image, which carries the project's catalog/, model_repository/
 and preprocess/ under /opt/paddleclas) writes the serving copy of the installed repository: the
-models this release serves and the steps they call, each config sized for the server container's
+models this release serves and the steps they call, each config rendered for the server container's
 cores (model_repository/layout.py), every other file a link into the installed repository.
 */}}
 {{- define "paddleclas-triton.renderInitContainer" -}}
@@ -136,7 +136,7 @@ cores (model_repository/layout.py), every other file a link into the installed r
     - /bin/sh
     - -ec
     - |
-      python3 -m model_repository.layout "$@"
+      python3 -m model_repository render "$@"
       # build-trt-plans runs in the TensorRT image, where this image's files do not exist: the
       # networks' file links become copies on the shared volume (ONNX, records). Directory links
       # (warmup data) and the other steps' links stay: only tritonserver, in this image, reads them.
@@ -145,11 +145,11 @@ cores (model_repository/layout.py), every other file a link into the installed r
       done
     - render-repository
   {{- else }}
-  command: ["python3", "-m", "model_repository.layout"]
+  command: ["python3", "-m", "model_repository", "render"]
   {{- end }}
   args:
-    - --source={{ include "paddleclas-triton.installedRepository" . }}
-    - --target=/repository/models
+    - --repository={{ include "paddleclas-triton.installedRepository" . }}
+    - --out=/repository/models
     - --cores={{ include "paddleclas-triton.cores" . }}
     {{- with .Values.models }}
     - --models
@@ -168,6 +168,9 @@ cores (model_repository/layout.py), every other file a link into the installed r
     {{- end }}
     {{- if .Values.responseCache.enabled }}
     - --response-cache
+    {{- end }}
+    {{- if .Values.trtPlans.enabled }}
+    - --tensorrt-plans={{ .Values.trtPlans.precision }}
     {{- end }}
     {{- if .Values.preprocessing.fastDecode }}
     - --fast-decode
