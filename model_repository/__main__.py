@@ -18,7 +18,7 @@ import importlib
 import sys
 from pathlib import Path
 
-from model_repository.wheel import DEFAULT_REPOSITORY
+from model_repository.paths import DEFAULT_REPOSITORY
 
 # Subcommands whose module parses its own flags: name -> (module with main(argv), one line of help).
 DELEGATED = {

@@ -11,7 +11,8 @@ import os
 import re
 from pathlib import Path
 
-from model_repository.wheel import PROJECT, ServerError
+from model_repository.paths import PROJECT
+from model_repository.wheel import ServerError
 
 # Health, metadata, model-config and inference stay open: probes and clients need nothing but the address.
 RESTRICTED_GROUPS = ("shared-memory", "model-repository", "statistics", "trace", "logging")

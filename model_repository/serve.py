@@ -26,8 +26,9 @@ from model_repository import layout, memory
 from model_repository.admin import ADMIN_KEY_ENV, ADMIN_KEYS_DIR, header_name
 from model_repository.flags import DEFAULT_OTLP_URL, SERVICE_NAME, TRACE_MODES, Tracing, cache_flags, parse_resource
 from model_repository.health import StepWatch
+from model_repository.paths import DEFAULT_REPOSITORY, PROJECT
 from model_repository.server import TRACES_DIR, Ports, TritonServer
-from model_repository.wheel import DEFAULT_REPOSITORY, PROJECT, ServerError
+from model_repository.wheel import ServerError
 
 STEP_DIED_EXIT = 3  # the exit code when the server was stopped because a Python step died
 

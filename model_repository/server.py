@@ -43,9 +43,9 @@ from model_repository.admin import (
 )
 from model_repository.flags import SERVICE_NAME, ServerSettings, Tracing, server_arguments
 from model_repository.health import is_ready
+from model_repository.paths import PROJECT
 from model_repository.wheel import (
     BACKENDS_DIR,
-    PROJECT,
     ServerError,
     backend_directory,
     cache_directory,

@@ -11,9 +11,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-PROJECT = Path(__file__).resolve().parent.parent
+from model_repository.paths import PROJECT
+
 BACKENDS_DIR = PROJECT / "build" / "triton_backends"
-DEFAULT_REPOSITORY = PROJECT / "build" / "model_repository" / "portable"  # what `make export` fills
 
 
 class ServerError(RuntimeError):

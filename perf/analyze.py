@@ -36,7 +36,8 @@ from model_repository import configs, layout, procfs
 from model_repository.admin import header_name, key_from_environment
 from model_repository.cores import usable_cores
 from model_repository.server import Ports, TritonServer
-from model_repository.wheel import PROJECT, backend_directory, server_binary
+from model_repository.paths import PROJECT
+from model_repository.wheel import backend_directory, server_binary
 from perf import analyzer, machine
 from perf.input_data import write_input_data
 from perf.serving import ensure_exported
