@@ -35,8 +35,8 @@ from catalog.reference import sample_photo_paths
 from model_repository import configs, layout, procfs
 from model_repository.admin import header_name, key_from_environment
 from model_repository.cores import usable_cores
-from model_repository.server import Ports, TritonServer
 from model_repository.paths import PROJECT
+from model_repository.server import Ports, TritonServer
 from model_repository.wheel import backend_directory, server_binary
 from perf import analyzer, machine
 from perf.input_data import write_input_data

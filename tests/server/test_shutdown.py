@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from model_repository.health import is_ready
+from model_repository.paths import PROJECT
 from model_repository.serve import STEP_DIED_EXIT, serve_command
 from model_repository.server import Ports, TritonServer
-from model_repository.paths import PROJECT
 from tests.support.processes import descendants
 
 # Each test starts `make serve`'s launcher itself (no server fixture): marked here.
