@@ -357,6 +357,17 @@ QUEUE_TIMEOUT_FLOOR_US = 200_000
 #   p99 of 0.51 s where without one it answers 2,836/s with a p99 of 2.7 ms. On a GPU node this step
 #   sees every image of the node.
 PREPROCESS_TIMEOUT_US = 1_000_000  # one full batch of 8 camera photos (8 x 100 ms) plus margin
+# Interactive requests: a client that must hear within 2 s sends priority INTERACTIVE_PRIORITY. Every
+# step with a queue policy has two priority levels (model_config.proto: priority_levels,
+# default_priority_level, priority_queue_policy; a request without a priority gets the default), and
+# the ensemble hands each step its request's priority (core, src/ensemble_scheduler/ensemble_scheduler.cc,
+# 24.10 and later). Level 1 has a queue of its own, so a flood of the largest requests never fills it,
+# and is served before any queued request of level 2; its preprocess timeout is the floor, so a refusal
+# comes within the floor + the batcher's 0.4-0.8 s wake-up (under 1 s), and an admitted request waits
+# behind at most the running execution of each step (perf/drills.py flood measures it).
+PRIORITY_LEVELS = 2
+INTERACTIVE_PRIORITY = 1
+INTERACTIVE_TIMEOUT_US = QUEUE_TIMEOUT_FLOOR_US
 QUEUE_PER_INSTANCE: dict[str, int] = {"preprocess": 1, "pixels_preprocess": 1}
 MIN_NETWORK_QUEUE = 2  # per instance: a stranded request and the next one (load shedding, above)
 GPU_NETWORK_QUEUE_PER_INSTANCE = 256
@@ -504,12 +515,26 @@ def network_timeout_us(entry: ModelEntry, runtime: GpuRuntime | None) -> int:
     return max(QUEUE_TIMEOUT_FLOOR_US, math.ceil(2 * drain_us / 1000.0) * 1000)
 
 
+def _network_batching(batching: ConfigDict, policy: ConfigDict) -> ConfigDict:
+    """A network's batching: both priority levels under its policy, each in a queue of its own."""
+    return with_interactive_level(batching | {"default_queue_policy": policy}, dict(policy))
+
+
 def network_queue_policy(entry: ModelEntry, instances: int, runtime: GpuRuntime | None) -> ConfigDict:
     """The network's queue policy for the runtime that serves it (None: portable, on CPU)."""
     gpu_runtime = runtime or ONNXRUNTIME_RUNTIME  # unused on CPU
     return queue_policy(
         "network", network_timeout_us(entry, runtime), instances, runtime is not None, entry, gpu_runtime
     )
+
+
+def with_interactive_level(batching: ConfigDict, interactive: ConfigDict) -> ConfigDict:
+    """dynamic_batching with the interactive priority level (INTERACTIVE_PRIORITY) queued apart under `interactive`."""
+    return batching | {
+        "priority_levels": PRIORITY_LEVELS,
+        "default_priority_level": PRIORITY_LEVELS,
+        "priority_queue_policy": {str(INTERACTIVE_PRIORITY): interactive},
+    }
 
 
 def queue_policy(
@@ -685,11 +710,10 @@ def preprocess_config(entry: ModelEntry, layout: Layout = Layout()) -> ConfigDic
         "max_batch_size": MAX_BATCH_SIZE,
         "input": [{"name": IMAGE_INPUT, "data_type": "TYPE_STRING", "dims": [1]}],
         "output": [_crops_tensor(entry)],
-        "dynamic_batching": {
-            "default_queue_policy": queue_policy(
-                "preprocess", PREPROCESS_TIMEOUT_US, instances=layout.preprocess_instances
-            )
-        },
+        "dynamic_batching": with_interactive_level(
+            {"default_queue_policy": queue_policy("preprocess", PREPROCESS_TIMEOUT_US, layout.preprocess_instances)},
+            queue_policy("preprocess", INTERACTIVE_TIMEOUT_US, layout.preprocess_instances),
+        ),
         "instance_group": _cpu_instances(layout.preprocess_instances),
         "parameters": _params(**resolve.preprocess_parameters(entry), **{NICENESS_PARAMETER: PREPROCESS_NICENESS}),
         "model_warmup": _warmup("real_photo", [1], image_warmup),
@@ -704,11 +728,14 @@ def pixels_preprocess_config(entry: ModelEntry, layout: Layout = Layout()) -> Co
     config |= {
         "name": pixels_preprocess_name(entry),
         "input": [_pixels_input() | {"allow_ragged_batch": True}],
-        "dynamic_batching": {
-            "default_queue_policy": queue_policy(
-                "pixels_preprocess", PREPROCESS_TIMEOUT_US, instances=layout.pixels_preprocess_instances
-            )
-        },
+        "dynamic_batching": with_interactive_level(
+            {
+                "default_queue_policy": queue_policy(
+                    "pixels_preprocess", PREPROCESS_TIMEOUT_US, layout.pixels_preprocess_instances
+                )
+            },
+            queue_policy("pixels_preprocess", INTERACTIVE_TIMEOUT_US, layout.pixels_preprocess_instances),
+        ),
         "instance_group": _cpu_instances(layout.pixels_preprocess_instances),
         "model_warmup": _warmup("real_photo_frame", [1], {PIXELS_INPUT: frame}),
     }
@@ -735,10 +762,10 @@ def network_config(
             "default_model_filename": "model.onnx",
             "max_batch_size": GPU_MAX_BATCH_SIZE,
             # One engine, every batch size: let the batcher fill up to the maximum.
-            "dynamic_batching": {
-                "max_queue_delay_microseconds": GPU_MAX_QUEUE_DELAY_US,
-                "default_queue_policy": network_queue_policy(entry, layout.network_gpu_instances, ONNXRUNTIME_RUNTIME),
-            },
+            "dynamic_batching": _network_batching(
+                {"max_queue_delay_microseconds": GPU_MAX_QUEUE_DELAY_US},
+                network_queue_policy(entry, layout.network_gpu_instances, ONNXRUNTIME_RUNTIME),
+            ),
             "instance_group": [{"kind": "KIND_GPU", "count": layout.network_gpu_instances}],
             # cuDNN's exhaustive convolution search runs for every new input shape (hundreds of ms
             # each); the heuristic choice keeps a batch size the warmup missed from stalling a request.
@@ -750,10 +777,9 @@ def network_config(
         config |= {
             "backend": "python",
             "max_batch_size": MAX_BATCH_SIZE,
-            "dynamic_batching": {
-                "max_queue_delay_microseconds": 500,
-                "default_queue_policy": network_queue_policy(entry, layout.network_cpu_instances, None),
-            },
+            "dynamic_batching": _network_batching(
+                {"max_queue_delay_microseconds": 500}, network_queue_policy(entry, layout.network_cpu_instances, None)
+            ),
             "instance_group": _cpu_instances(layout.network_cpu_instances),
             "parameters": _params(
                 onnx_file="model.onnx",
@@ -784,11 +810,13 @@ def tensorrt_network_config(entry: ModelEntry, layout: Layout = Layout()) -> Con
     config |= {
         "platform": "tensorrt_plan",
         "backend": "tensorrt",
-        "dynamic_batching": {
-            "preferred_batch_size": [opt for _, opt, _ in TRT_PROFILES],
-            "max_queue_delay_microseconds": GPU_MAX_QUEUE_DELAY_US,
-            "default_queue_policy": network_queue_policy(entry, layout.network_gpu_instances, TENSORRT_RUNTIME),
-        },
+        "dynamic_batching": _network_batching(
+            {
+                "preferred_batch_size": [opt for _, opt, _ in TRT_PROFILES],
+                "max_queue_delay_microseconds": GPU_MAX_QUEUE_DELAY_US,
+            },
+            network_queue_policy(entry, layout.network_gpu_instances, TENSORRT_RUNTIME),
+        ),
         "instance_group": [{"kind": "KIND_GPU", "count": layout.network_gpu_instances, "profile": profiles}],
         "optimization": {"cuda": {"graphs": True, "graph_spec": cuda_graph_specs(entry)}},
         "parameters": _params(**{TRT_CONTEXT_MEMORY_PARAMETER: TRT_CONTEXT_MEMORY}),

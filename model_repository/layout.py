@@ -103,16 +103,20 @@ def sized_config(
     installed_instances = sum(group.count for group in config.instance_group)
     for group in config.instance_group:
         group.count = layout.instances(kind, gpu=group.kind == group.KIND_GPU)
-    policy = config.dynamic_batching.default_queue_policy
+    batching = config.dynamic_batching
     if not queue_policies:
-        config.dynamic_batching.ClearField("default_queue_policy")
-    elif config.dynamic_batching.HasField("default_queue_policy") and policy.max_queue_size > 0:
-        # A bounded queue holds the same seconds of work on every node: its length follows the
-        # instances, at the length per instance configs.py gave it (configs.max_queue_size).
-        per_instance = max(1, policy.max_queue_size // max(1, installed_instances))
-        if kind in ("preprocess", "pixels_preprocess") and layout.preprocess_queue:
-            per_instance = layout.preprocess_queue
-        policy.max_queue_size = per_instance * sum(group.count for group in config.instance_group)
+        for field in ("default_queue_policy", "priority_queue_policy", "priority_levels", "default_priority_level"):
+            batching.ClearField(field)
+    # Each priority level's queue too (configs.with_interactive_level).
+    policies = [batching.default_queue_policy] if batching.HasField("default_queue_policy") else []
+    for policy in [*policies, *batching.priority_queue_policy.values()]:
+        if policy.max_queue_size > 0:
+            # A bounded queue holds the same seconds of work on every node: its length follows the
+            # instances, at the length per instance configs.py gave it (configs.max_queue_size).
+            per_instance = max(1, policy.max_queue_size // max(1, installed_instances))
+            if kind in ("preprocess", "pixels_preprocess") and layout.preprocess_queue:
+                per_instance = layout.preprocess_queue
+            policy.max_queue_size = per_instance * sum(group.count for group in config.instance_group)
     if kind == "network" and "intra_op_threads" in config.parameters:
         config.parameters["intra_op_threads"].string_value = str(layout.network_cpu_threads)
     return configs.text_format.MessageToString(config)

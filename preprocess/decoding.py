@@ -134,6 +134,21 @@ def check_request(
         )
 
 
+def check_request_frames(frames: np.ndarray, max_request_bytes: int) -> None:
+    """Refuse a PIXELS request (N x H x W x 3 uint8) whose frames together exceed the request byte limit.
+
+    The same limit as an encoded request's (DEFAULT_MAX_REQUEST_BYTES): the frontend holds either
+    whole, so the pod's memory bound counts one size per request in flight. 16 MiB holds two
+    1920x1080 frames or eight 800x600 ones.
+    """
+    if frames.nbytes > max_request_bytes:
+        raise ImageDecodeError(
+            f"request of {len(frames)} frames, {frames.nbytes:,} bytes in all, over the limit of "
+            f"{max_request_bytes:,} bytes per request (the preprocess model's max_request_bytes parameter): "
+            "send fewer or smaller frames per request"
+        )
+
+
 def _decode_opencv(data: bytes, format_name: str, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
     bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
     if bgr is None:

@@ -76,7 +76,8 @@ class TritonPythonModel:
         # only the request carrying it.
         self.release.busy()
         try:
-            admit = self.preprocessor.check_request if self.encoded else None  # per-request limits
+            # The per-request limits, checked before any decode or resize.
+            admit = self.preprocessor.check_request if self.encoded else self.preprocessor.check_frames
             outcomes = preprocess_requests([self._images(r) for r in requests], self.crop, admit=admit)
         finally:
             self.release.idle()
