@@ -59,13 +59,6 @@ def _infer(port: int, datas: tuple[bytes, ...]) -> object:
             return err
 
 
-def test_the_chart_serves_what_the_module_writes() -> None:
-    assert front  # the fixture runs the same text, with the test's ports
-    text = gateway.nginx_conf()
-    assert f"client_max_body_size {memory.gateway_body_bytes()};" in text
-    assert f"limit_conn inflight {memory.REQUESTS_IN_FLIGHT};" in text
-
-
 def test_grpc_over_the_body_limit_is_refused_by_the_gateway_and_under_it_answered(
     front: gateway.Gateway, sample_photos: list[Path]
 ) -> None:
