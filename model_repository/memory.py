@@ -1,8 +1,9 @@
 """What bounds the server's memory, in one place: the allocator it runs, its frontend's flags, the pod formula.
 
 The launcher (model_repository/server.py) and the Helm chart take their allocator, its settings and
-the frontend's flags from here, and the chart's memory request and limit follow `pod_memory_bytes`
-(tests/chart/test_chart_memory.py ties them). Figures and their commands: docs/reliability.md, "Memory".
+the frontend's flags from here, the chart's memory request and limit follow `pod_memory_bytes`
+(tests/chart/test_chart_memory.py ties them), and the chart's gateway enforces REQUESTS_IN_FLIGHT and
+gateway_body_bytes (model_repository/gateway.py). Figures and their commands: docs/reliability.md, "Memory".
 """
 
 from __future__ import annotations

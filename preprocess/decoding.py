@@ -52,7 +52,8 @@ DEFAULT_MAX_IMAGE_BYTES = 16 * 1024 * 1024
 
 # A request's images together (1 to 8 of them). Bytes: the request the frontend holds whole before any
 # step can refuse it, so the pod's memory bound counts it per request in flight (docs/reliability.md,
-# "Memory"): 16 MiB takes eight 2 MB camera JPEGs or one 12 MB 61-megapixel one. Pixels: what the
+# "Memory"), and the chart's gateway refuses larger bodies (model_repository/gateway.py): 16 MiB takes
+# eight 2 MB camera JPEGs or one 12 MB 61-megapixel one; a PIXELS request's frames share the limit. Pixels: what the
 # request makes one preprocess instance decode, one image after another: eight 24-megapixel
 # full-frame photos (about 2 s of one core); eight images at the per-image limit would hold an
 # instance for 10 s. Both are checked on the headers of every image before the first is decoded.
