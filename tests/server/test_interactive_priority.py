@@ -1,8 +1,8 @@
 """The interactive priority level on the real tritonserver 2.51.0: queued apart, served first, refused early.
 
 Every step with a queue policy has two priority levels (configs.with_interactive_level); a client
-that must hear within 2 s sends priority configs.INTERACTIVE_PRIORITY. With the sleeper of
-test_overload.py standing in for a busy step, the checks are orderings, not timings: through an
+that must hear within 2 s sends priority configs.INTERACTIVE_PRIORITY. With the sleeper
+(tests/support/sleeper.py) standing in for a busy step, the checks are orderings, not timings: through an
 ensemble (which hands its steps the request's priority), an interactive request queued after a
 batch request is answered before it; and with production's interactive policy, an interactive
 request behind a running execution is refused before that execution ends. The latency goal itself
@@ -22,7 +22,7 @@ from tritonclient.utils import InferenceServerException
 
 from model_repository import configs
 from model_repository.server import free_port
-from tests.server.test_overload import SLEEPER_PY, PlainServer, sleeper_config
+from tests.support.sleeper import SLEEPER_PY, PlainServer, sleeper_config
 
 PATIENT_US = 30_000_000  # long enough that nothing here is refused for waiting
 
