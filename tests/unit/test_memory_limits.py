@@ -114,4 +114,7 @@ def test_the_formula_grows_with_each_of_its_inputs() -> None:
     base = memory.Deployment(2, 1, 1, 1, shm_bytes=0)
     assert memory.pod_memory_bytes(base) < memory.pod_memory_bytes(memory.Deployment(4, 1, 1, 1, shm_bytes=0))
     more_requests = memory.Deployment(2, 1, 1, 1, shm_bytes=0, requests_in_flight=65)
-    assert memory.pod_memory_bytes(more_requests) - memory.pod_memory_bytes(base) == 2 * DEFAULT_MAX_REQUEST_BYTES
+    # One more request in flight: its body (the request limit + its envelope) at the frontend and in the step.
+    body = DEFAULT_MAX_REQUEST_BYTES + memory.ENVELOPE_BYTES
+    assert memory.pod_memory_bytes(more_requests) - memory.pod_memory_bytes(base) == 2 * body
+    assert memory.gateway_body_bytes() == body  # what the chart's gateway admits (model_repository/gateway.py)
