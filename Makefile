@@ -11,6 +11,9 @@ REQUIREMENTS := $(wildcard requirements/*.txt)
 # Prometheus for tests/server/test_prometheus.py: Debian's package, unpacked (binary only, no service started).
 PROMETHEUS_DIR := $(VENV)/prometheus
 PROMETHEUS := $(PROMETHEUS_DIR)/usr/bin/prometheus
+# nginx for tests/server/test_gateway.py (the chart's gateway): Debian's package, unpacked the same way.
+NGINX_DIR := $(VENV)/nginx
+NGINX := $(NGINX_DIR)/usr/sbin/nginx
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 MODEL ?= NextViT_small_224
@@ -34,7 +37,7 @@ help: ## list the targets
 MALLOC_LIBRARY := /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4
 MALLOC_PACKAGES := libtcmalloc-minimal4 libjemalloc2
 
-setup: $(STAMP) $(PROMETHEUS) $(MALLOC_LIBRARY) ## create .venv and install the pinned dependencies (idempotent)
+setup: $(STAMP) $(PROMETHEUS) $(NGINX) $(MALLOC_LIBRARY) ## create .venv and install the pinned dependencies (idempotent)
 
 $(MALLOC_LIBRARY):
 	$(SUDO) apt-get install -y -q $(MALLOC_PACKAGES) || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $(MALLOC_PACKAGES); }
@@ -54,6 +57,13 @@ $(PROMETHEUS): | $(STAMP)
 	cd $(PROMETHEUS_DIR) && { apt-get download prometheus || { $(SUDO) apt-get update && apt-get download prometheus; }; }
 	dpkg-deb -x $(PROMETHEUS_DIR)/prometheus_*.deb $(PROMETHEUS_DIR) && rm $(PROMETHEUS_DIR)/prometheus_*.deb
 	$@ --version | head -1
+	@touch $@
+
+$(NGINX): | $(STAMP)
+	rm -rf $(NGINX_DIR) && mkdir -p $(NGINX_DIR)
+	cd $(NGINX_DIR) && { apt-get download nginx || { $(SUDO) apt-get update && apt-get download nginx; }; }
+	dpkg-deb -x $(NGINX_DIR)/nginx_*.deb $(NGINX_DIR) && rm $(NGINX_DIR)/nginx_*.deb
+	$@ -v
 	@touch $@
 
 export: setup ## export MODEL (default NextViT_small_224) with random weights; ARGS= to override the source

@@ -264,6 +264,19 @@ QUEUE_TIMEOUT_FLOOR_US = 200_000
 # Requests (1-8 images each) that may wait per instance: one per preprocess instance, so an admitted
 # request starts after at most one execution; networks hold what they run in NETWORK_QUEUE_BUDGET_MS.
 PREPROCESS_TIMEOUT_US = 1_000_000  # one full batch of 8 camera photos (8 x 100 ms) plus margin
+# Interactive requests: a client that must hear within 2 s sends priority INTERACTIVE_PRIORITY. Every
+# step with a queue policy has two priority levels (model_config.proto: priority_levels,
+# default_priority_level, priority_queue_policy; a request without a priority gets the default), and
+# the ensemble hands each step its request's priority (core, src/ensemble_scheduler/ensemble_scheduler.cc,
+# 24.10 and later). Level 1 has a queue of its own, so a flood of the largest requests never fills it,
+# and is served before any queued request of level 2, so an admitted request waits behind at most the
+# running execution of each step. Its preprocess timeout is short: while every instance is busy the
+# batcher checks timeouts every 500 ms (core, src/dynamic_batch_scheduler.cc,
+# WaitForPayloadSlotAvailable, 24.10), so a refusal comes within 0.6 s plus scheduling delays (1,041 ms
+# with 200 ms on a machine at load 11), under the interactive goal of 1 s; perf/drills.py flood measures it.
+PRIORITY_LEVELS = 2
+INTERACTIVE_PRIORITY = 1
+INTERACTIVE_TIMEOUT_US = 100_000
 QUEUE_PER_INSTANCE: dict[str, int] = {"preprocess": 1, "pixels_preprocess": 1}
 MIN_NETWORK_QUEUE = 2  # per instance: a stranded request and the next one (load shedding, above)
 GPU_NETWORK_QUEUE_PER_INSTANCE = 256
@@ -389,6 +402,14 @@ def preprocess_queue_policy(kind: StepKind, layout: Layout) -> ConfigDict:
     return policy
 
 
+def preprocess_batching(kind: StepKind, layout: Layout) -> ConfigDict:
+    """A preprocess step's batching: both priority levels, each in a queue of its own the same length."""
+    policy = preprocess_queue_policy(kind, layout)
+    return with_interactive_level(
+        {"default_queue_policy": policy}, policy | {"default_timeout_microseconds": INTERACTIVE_TIMEOUT_US}
+    )
+
+
 def network_ms_per_image(entry: ModelEntry, runtime: GpuRuntime | None) -> float:
     """Milliseconds per image of the network: the portable measurement (runtime None) or a GPU estimate."""
     return entry.published.flops_g * PORTABLE_MS_PER_GFLOP if runtime is None else gpu_ms_per_image(entry, runtime)
@@ -407,12 +428,26 @@ def network_timeout_us(entry: ModelEntry, runtime: GpuRuntime | None) -> int:
     return max(QUEUE_TIMEOUT_FLOOR_US, math.ceil(2 * drain_us / 1000.0) * 1000)
 
 
+def _network_batching(batching: ConfigDict, policy: ConfigDict) -> ConfigDict:
+    """A network's batching: both priority levels under its policy, each in a queue of its own."""
+    return with_interactive_level(batching | {"default_queue_policy": policy}, dict(policy))
+
+
 def network_queue_policy(entry: ModelEntry, instances: int, runtime: GpuRuntime | None) -> ConfigDict:
     """The network's queue policy for the runtime that serves it (None: portable, on CPU)."""
     gpu_runtime = runtime or ONNXRUNTIME_RUNTIME  # unused on CPU
     return queue_policy(
         "network", network_timeout_us(entry, runtime), instances, runtime is not None, entry, gpu_runtime
     )
+
+
+def with_interactive_level(batching: ConfigDict, interactive: ConfigDict) -> ConfigDict:
+    """dynamic_batching with the interactive priority level (INTERACTIVE_PRIORITY) queued apart under `interactive`."""
+    return batching | {
+        "priority_levels": PRIORITY_LEVELS,
+        "default_priority_level": PRIORITY_LEVELS,
+        "priority_queue_policy": {str(INTERACTIVE_PRIORITY): interactive},
+    }
 
 
 def queue_policy(
@@ -599,7 +634,7 @@ def preprocess_config(entry: ModelEntry, layout: Layout = Layout()) -> ConfigDic
         "max_batch_size": MAX_BATCH_SIZE,
         "input": [{"name": IMAGE_INPUT, "data_type": "TYPE_STRING", "dims": [1]}],
         "output": [_crops_tensor(entry)],
-        "dynamic_batching": {"default_queue_policy": preprocess_queue_policy("preprocess", layout)},
+        "dynamic_batching": preprocess_batching("preprocess", layout),
         "instance_group": _cpu_instances(layout.preprocess_instances),
         "parameters": _params(**resolve.preprocess_parameters(entry), **{NICENESS_PARAMETER: PREPROCESS_NICENESS}),
         "model_warmup": _warmup("real_photo", [1], image_warmup),
@@ -614,7 +649,7 @@ def pixels_preprocess_config(entry: ModelEntry, layout: Layout = Layout()) -> Co
     config |= {
         "name": pixels_preprocess_name(entry),
         "input": [_pixels_input() | {"allow_ragged_batch": True}],
-        "dynamic_batching": {"default_queue_policy": preprocess_queue_policy("pixels_preprocess", layout)},
+        "dynamic_batching": preprocess_batching("pixels_preprocess", layout),
         "instance_group": _cpu_instances(layout.pixels_preprocess_instances),
         "model_warmup": _warmup("real_photo_frame", [1], {PIXELS_INPUT: frame}),
     }
@@ -641,10 +676,10 @@ def network_config(
             "default_model_filename": "model.onnx",
             "max_batch_size": GPU_MAX_BATCH_SIZE,
             # One engine, every batch size: let the batcher fill up to the maximum.
-            "dynamic_batching": {
-                "max_queue_delay_microseconds": GPU_MAX_QUEUE_DELAY_US,
-                "default_queue_policy": network_queue_policy(entry, layout.network_gpu_instances, ONNXRUNTIME_RUNTIME),
-            },
+            "dynamic_batching": _network_batching(
+                {"max_queue_delay_microseconds": GPU_MAX_QUEUE_DELAY_US},
+                network_queue_policy(entry, layout.network_gpu_instances, ONNXRUNTIME_RUNTIME),
+            ),
             "instance_group": [{"kind": "KIND_GPU", "count": layout.network_gpu_instances}],
             # cuDNN's exhaustive convolution search runs for every new input shape (hundreds of ms
             # each); the heuristic choice keeps a batch size the warmup missed from stalling a request.
@@ -656,10 +691,9 @@ def network_config(
         config |= {
             "backend": "python",
             "max_batch_size": MAX_BATCH_SIZE,
-            "dynamic_batching": {
-                "max_queue_delay_microseconds": 500,
-                "default_queue_policy": network_queue_policy(entry, layout.network_cpu_instances, None),
-            },
+            "dynamic_batching": _network_batching(
+                {"max_queue_delay_microseconds": 500}, network_queue_policy(entry, layout.network_cpu_instances, None)
+            ),
             "instance_group": _cpu_instances(layout.network_cpu_instances),
             "parameters": _params(
                 onnx_file="model.onnx",
@@ -689,13 +723,13 @@ def tensorrt_network_config(entry: ModelEntry, plan_files: PlanFiles, layout: La
         "backend": "tensorrt",
         "default_model_filename": plan_files.default,
         "cc_model_filenames": dict(plan_files.by_capability),
-        "dynamic_batching": {
-            "preferred_batch_size": [opt for _, opt, _ in TRT_PROFILES],
-            "max_queue_delay_microseconds": GPU_MAX_QUEUE_DELAY_US,
-            "default_queue_policy": network_queue_policy(
-                entry, layout.network_gpu_instances, ("tensorrt", plan_files.precision)
-            ),
-        },
+        "dynamic_batching": _network_batching(
+            {
+                "preferred_batch_size": [opt for _, opt, _ in TRT_PROFILES],
+                "max_queue_delay_microseconds": GPU_MAX_QUEUE_DELAY_US,
+            },
+            network_queue_policy(entry, layout.network_gpu_instances, ("tensorrt", plan_files.precision)),
+        ),
         "instance_group": [{"kind": "KIND_GPU", "count": layout.network_gpu_instances, "profile": profiles}],
         "optimization": {"cuda": {"graphs": True, "graph_spec": cuda_graph_specs(entry)}},
         "parameters": _params(
@@ -740,8 +774,9 @@ def ort_tensorrt_network_config(
     config = network_config(entry, "production", layout, gpu_mem_limit)
     config["default_model_filename"] = model_file
     config["parameters"] |= _params(**{PRECISION_PARAMETER: ort.precision})
-    config["dynamic_batching"]["default_queue_policy"] = network_queue_policy(
-        entry, layout.network_gpu_instances, runtime
+    config["dynamic_batching"] = _network_batching(
+        {key: value for key, value in config["dynamic_batching"].items() if "priority" not in key},
+        network_queue_policy(entry, layout.network_gpu_instances, runtime),
     )
     accelerator = {
         "name": "tensorrt",

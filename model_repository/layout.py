@@ -163,7 +163,9 @@ def _with_options(config: configs.ConfigDict, options: Options) -> configs.Confi
     if not options.warmup:
         config.pop("model_warmup", None)
     if not options.queue_policies:
-        config.get("dynamic_batching", {}).pop("default_queue_policy", None)
+        batching = config.get("dynamic_batching", {})
+        for field in ("default_queue_policy", "priority_queue_policy", "priority_levels", "default_priority_level"):
+            batching.pop(field, None)
     if options.response_cache and kind == "ensemble":
         # Only the public ensembles: a hit there skips every step, and the steps' answers are never looked up twice.
         config["response_cache"] = {"enable": True}

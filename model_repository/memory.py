@@ -1,8 +1,9 @@
 """What bounds the server's memory, in one place: the allocator it runs, its frontend's flags, the pod formula.
 
 The launcher (model_repository/server.py, flags.py) and the Helm chart take their allocator, its settings and
-the frontend's flags from here, and the chart's memory request and limit follow `pod_memory_bytes`
-(tests/chart/test_chart_memory.py ties them). Figures and their commands: docs/reliability.md, "Memory".
+the frontend's flags from here, the chart's memory request and limit follow `pod_memory_bytes`
+(tests/chart/test_chart_memory.py ties them), and the chart's gateway enforces REQUESTS_IN_FLIGHT and
+gateway_body_bytes (model_repository/gateway.py). Figures and their commands: docs/reliability.md, "Memory".
 """
 
 from __future__ import annotations
@@ -104,9 +105,18 @@ DECODE_BYTES_PER_PIXEL = 7
 # requests in flight, not one per instance.
 REQUEST_COPIES = 2
 # What the frontend may hold at once: requests received whole and not yet answered or refused. Triton
-# bounds neither connections nor streams (2.51 and 2.73), so this is the concurrency a gateway in
-# front of the pod must enforce; the local server's flood drill uses 40 connections.
+# bounds neither connections nor streams (2.51 and 2.73), so the chart's gateway enforces it
+# (model_repository/gateway.py: nginx's limit_conn counts each HTTP/2 stream); the local server's
+# flood drill uses 40 connections.
 REQUESTS_IN_FLIGHT = 64
+# Around a request's image bytes (every entry's, PIXELS included: preprocess/decoding.py), its body
+# carries tensor names, shapes, parameters and the 4-byte length of each BYTES element; the gateway
+# admits bodies up to the request limit plus this. A JSON request without the binary tensor extension
+# is several times its bytes and is refused: send binary tensors.
+ENVELOPE_BYTES = 64 * 1024
+# The gateway container's own memory: nginx idle is 12 MB RSS (Debian's 1.22.1, master and one worker,
+# measured with gateway.nginx_conf), plus a few 64 KiB buffers per request in flight (bodies stream through).
+GATEWAY_MIB = 64
 # gpu mode, estimates unverified on a GPU: tritonserver with CUDA and the onnxruntime backend, and
 # the networks' host memory (at most their ONNX files: 7 GB for all 19 models).
 GPU_SERVER_GIB = 3
@@ -123,7 +133,7 @@ class Deployment:
     network_cpu_instances: int  # portable networks (Python steps); 0 in gpu mode
     shm_bytes: int  # the /dev/shm volume's size limit (the Python backend's pools live there)
     requests_in_flight: int = REQUESTS_IN_FLIGHT
-    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES  # encoded images or PIXELS frames alike
     max_pixels: int = DEFAULT_MAX_PIXELS
     large_pixels: int = LARGE_PIXELS
     large_slots: int = LARGE_SLOTS
@@ -143,6 +153,11 @@ class Deployment:
         )
 
 
+def gateway_body_bytes(max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> int:
+    """The largest request body the gateway forwards: the per-request limit of every entry plus its envelope."""
+    return max_request_bytes + ENVELOPE_BYTES
+
+
 def step_bytes(deployment: Deployment) -> int:
     """Every Python step process idle, plus one decode just below the large-image size on every preprocess instance."""
     d = deployment
@@ -158,6 +173,6 @@ def step_bytes(deployment: Deployment) -> int:
 def pod_memory_bytes(deployment: Deployment) -> int:
     """The pod's bound; each term is one line of docs/reliability.md, "Memory"."""
     d = deployment
-    requests = REQUEST_COPIES * d.requests_in_flight * d.max_request_bytes
+    requests = REQUEST_COPIES * d.requests_in_flight * gateway_body_bytes(d.max_request_bytes)
     large = d.large_slots * DECODE_BYTES_PER_PIXEL * (d.max_pixels - d.large_pixels)
     return SERVER_IDLE_MIB * MIB + requests + step_bytes(d) + large + d.shm_bytes + d.extra_bytes

@@ -19,6 +19,7 @@ import json
 import multiprocessing
 import os
 import random
+import secrets
 import shutil
 import signal
 import socket
@@ -34,17 +35,19 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import tritonclient.grpc as syncgrpc
 import tritonclient.grpc.aio as grpcclient
 import yaml
 
 import catalog
 from client.classify import failure_kind
 from model_repository import configs, health, install, layout, memory, procfs
+from model_repository.admin import ADMIN_KEY_ENV, admin_headers
 from model_repository.configs import TOP_K_OUTPUTS
 from model_repository.flags import GRACE_SPARE_SECONDS, termination_grace_seconds
 from model_repository.serve import serve_command
 from model_repository.server import Ports, TritonServer
-from perf import machine, study
+from perf import machine, study, triton_stats
 from perf.input_data import image_tensor
 from perf.preprocess_bench import benchmark_jpegs
 from perf.serving import ensure_exported
@@ -55,6 +58,7 @@ from preprocess.decoding import DEFAULT_MAX_REQUEST_BYTES
 DOC = study.DOCS / "reliability.md"
 DRILLS = ("overload", "sigterm", "kill-step", "soak", "slow-clients", "flood", "huge-images")
 DEADLINE_S = 2.0  # the interactive deadline: answered within 2 s
+REFUSED_WITHIN_S = 1.0  # or refused within 1 s (the flood's goal)
 MIX = {(500, 375): 0.5, (1920, 1080): 0.35, (4000, 3000): 0.15}  # share of requests per JPEG size
 SMALL, CAMERA = (500, 375), (4000, 3000)
 OFFERED = (0.5, 1.0, 2.0, 5.0, 10.0)  # offered load, multiples of the measured capacity
@@ -74,11 +78,21 @@ class Launcher:
         self.command = serve_command(repo, ports, "--models", model, "--malloc", malloc)
         log.parent.mkdir(parents=True, exist_ok=True)
         self.log = log.open("wb")
-        self.process = subprocess.Popen(self.command, cwd=PROJECT, stdout=self.log, stderr=subprocess.STDOUT)
+        self.admin_key = secrets.token_urlsafe(24)  # the drill reads per-step statistics (a restricted API)
+        env = os.environ | {ADMIN_KEY_ENV: self.admin_key}
+        self.process = subprocess.Popen(self.command, cwd=PROJECT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
 
     @property
     def grpc_url(self) -> str:
         return f"127.0.0.1:{self.grpc}"
+
+    def statistics(self) -> dict[str, triton_stats.ModelCounters]:
+        """Triton's cumulative per-model counters (perf.triton_stats), read with the drill's admin key."""
+        client = syncgrpc.InferenceServerClient(self.grpc_url)
+        try:
+            return triton_stats.snapshot(client, admin_headers("grpc", self.admin_key))
+        finally:
+            client.close()
 
     def health(self, path: str = "/v2/health/ready") -> int:
         """The HTTP status of a health endpoint, 0 when nothing answers."""
@@ -168,8 +182,11 @@ class Sampler(threading.Thread):
 class Requests:
     """Requests to the drilled model with one deadline; each becomes a row: sent and done (s since t0), outcome."""
 
-    def __init__(self, server: Launcher, args, deadline: float = DEADLINE_S, t0: float | None = None) -> None:
+    def __init__(
+        self, server: Launcher, args, deadline: float = DEADLINE_S, t0: float | None = None, priority: int = 0
+    ) -> None:
         self.url, self.model, self.pool, self.deadline = server.grpc_url, args.triton_model, args.pool, deadline
+        self.priority = priority  # 0: the steps' default level; configs.INTERACTIVE_PRIORITY: queued apart
         self.t0 = time.monotonic() if t0 is None else t0
         self.rows: list[dict] = []
 
@@ -179,7 +196,14 @@ class Requests:
             outputs = [grpcclient.InferRequestedOutput(name) for name in TOP_K_OUTPUTS]
             # As client/classify.py does: the deadline also travels as the request's queue timeout.
             tensor, timeout_us = image_tensor(grpcclient, data), int(self.deadline * 1e6)
-            await client.infer(self.model, [tensor], outputs=outputs, client_timeout=self.deadline, timeout=timeout_us)
+            await client.infer(
+                self.model,
+                [tensor],
+                outputs=outputs,
+                client_timeout=self.deadline,
+                timeout=timeout_us,
+                priority=self.priority,
+            )
             kind, message = "ok", ""
         except Exception as err:  # every failure is a row, named by its cause
             kind, message = failure_kind(err), str(err)[:200]
@@ -600,6 +624,23 @@ def _flood_process(url: str, model: str, data: list[bytes], connections: int, se
     return rows
 
 
+def interactive_goal_met(interactive: dict) -> bool:
+    """The flood's goal for the interactive user: every request answered within 2 s or refused within 1 s."""
+    answered, refused = interactive["answered_max_ms"] or 0, interactive["refused_max_ms"] or 0
+    return answered <= DEADLINE_S * 1000 and refused <= REFUSED_WITHIN_S * 1000
+
+
+def _step_counts(delta: dict[str, triton_stats.ModelCounters]) -> dict[str, dict]:
+    """Per model during the flood: answered and failed requests, mean queueing and compute ms per answered one."""
+    counts = {}
+    for name, c in sorted(delta.items()):
+        if c.success or c.fail:
+            compute = c.compute_input + c.compute_infer + c.compute_output
+            queue_ms, compute_ms = (round(ns / c.success / 1e6, 1) if c.success else None for ns in (c.queue, compute))
+            counts[name] = {"success": c.success, "fail": c.fail, "queue_ms": queue_ms, "compute_ms": compute_ms}
+    return counts
+
+
 def _returned_after(samples: list[tuple[float, float]], end: float, idle: float, within: float = 150) -> float | None:
     """Seconds after the flood until PSS stays within `within` MB of idle."""
     after = [(t, mb) for t, mb in samples if t >= end]
@@ -617,8 +658,11 @@ def flood(args, progress) -> dict:
         capacity(server, args, progress)  # warm: every step has decoded camera photos once
         time.sleep(3)
         idle, pids = server.pss_mb(), {p.pid for p in procfs.descendants(server.process.pid)}
+        before = server.statistics()
         t0 = time.monotonic()
-        probe = Requests(server, args, deadline=10.0, t0=t0)  # no cancellation (see _flood_connections)
+        # The interactive user asks for the interactive priority level (configs.INTERACTIVE_PRIORITY); no
+        # cancellation (see _flood_connections): its deadline of 10 s only caps the steps' own timeouts.
+        probe = Requests(server, args, deadline=10.0, t0=t0, priority=configs.INTERACTIVE_PRIORITY)
         sampler = PssSampler(server, t0)
         sampler.start()
         url, model = server.grpc_url, args.triton_model
@@ -629,15 +673,14 @@ def flood(args, progress) -> dict:
             run_async(probe.probe(seconds))
             load_rows = flooding.get()
         flood_end = time.monotonic() - t0
+        steps = _step_counts(triton_stats.difference(before, server.statistics()))
         time.sleep(quiet)
         samples = sampler.stop()
         alive = {p.pid for p in procfs.descendants(server.process.pid)} >= pids
         after = Requests(server, args, t0=t0)
         run_async(after.probe(1.0))
     interactive = _interactive(probe.rows, flood_end)
-    interactive["answered_within_2s"] = all(
-        r["done"] - r["sent"] <= DEADLINE_S for r in probe.rows if r["kind"] == "ok"
-    )
+    interactive["goal_met"] = interactive_goal_met(interactive)
     result = {
         "connections": FLOOD_CONNECTIONS,
         "seconds": seconds,
@@ -655,11 +698,13 @@ def flood(args, progress) -> dict:
         "back_within_150mb_after_s": _returned_after(samples, flood_end, idle),
         "bound_mb": round(memory.pod_memory_bytes(_deployment(args, FLOOD_CONNECTIONS)) / 2**20),
         "interactive": interactive,
+        "steps": steps,
         "processes_alive": alive,
         "answered_after": dict(Counter(cause(r) for r in after.rows)),
         "samples": [(round(t, 1), round(mb)) for t, mb in samples],
+        "probe": [(round(r["sent"], 1), cause(r), round((r["done"] - r["sent"]) * 1000)) for r in probe.rows],
     }
-    progress(f"  { ({k: v for k, v in result.items() if k != 'samples'}) }")
+    progress(f"  { ({k: v for k, v in result.items() if k not in ('samples', 'probe')}) }")
     return result
 
 
@@ -792,7 +837,7 @@ def markdown(name: str, result: dict) -> list[str]:
             *study.table(SIGTERM_COLUMNS.split(" | "), rows),
         ]
     else:
-        hidden = ("points", "samples", "finished_at", "machine", "command")
+        hidden = ("points", "samples", "probe", "finished_at", "machine", "command")
         shown = {k: v for k, v in result.items() if k not in hidden}
         lines += ["```json", json.dumps(shown, indent=1), "```", ""]
     return lines

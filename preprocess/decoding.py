@@ -52,7 +52,8 @@ DEFAULT_MAX_IMAGE_BYTES = 16 * 1024 * 1024
 
 # A request's images together (1 to 8 of them). Bytes: the request the frontend holds whole before any
 # step can refuse it, so the pod's memory bound counts it per request in flight (docs/reliability.md,
-# "Memory"): 16 MiB takes eight 2 MB camera JPEGs or one 12 MB 61-megapixel one. Pixels: what the
+# "Memory"), and the chart's gateway refuses larger bodies (model_repository/gateway.py): 16 MiB takes
+# eight 2 MB camera JPEGs or one 12 MB 61-megapixel one; a PIXELS request's frames share the limit. Pixels: what the
 # request makes one preprocess instance decode, one image after another: eight 24-megapixel
 # full-frame photos (about 2 s of one core); eight images at the per-image limit would hold an
 # instance for 10 s. Both are checked on the headers of every image before the first is decoded.
@@ -131,6 +132,21 @@ def check_request(
             f"request of {len(images)} images declaring {sum(pixels):,} pixels in all, over the limit of "
             f"{max_request_pixels:,} pixels per request (the preprocess model's max_request_pixels parameter): "
             "send fewer images per request"
+        )
+
+
+def check_request_frames(frames: np.ndarray, max_request_bytes: int) -> None:
+    """Refuse a PIXELS request (N x H x W x 3 uint8) whose frames together exceed the request byte limit.
+
+    The same limit as an encoded request's (DEFAULT_MAX_REQUEST_BYTES): the frontend holds either
+    whole, so the pod's memory bound counts one size per request in flight. 16 MiB holds two
+    1920x1080 frames or eight 800x600 ones.
+    """
+    if frames.nbytes > max_request_bytes:
+        raise ImageDecodeError(
+            f"request of {len(frames)} frames, {frames.nbytes:,} bytes in all, over the limit of "
+            f"{max_request_bytes:,} bytes per request (the preprocess model's max_request_bytes parameter): "
+            "send fewer or smaller frames per request"
         )
 
 

@@ -28,6 +28,7 @@ from preprocess.decoding import (
     check_fast_decode_margin,
     check_pixels,
     check_request,
+    check_request_frames,
     declared_pixels,
     decode,
     decode_reduced,
@@ -177,6 +178,10 @@ class Preprocessor:
     def check_request(self, images: Sequence[bytes]) -> None:
         """Refuse a request over this model's per-request byte or pixel limit before decoding any image."""
         check_request(images, self.max_request_bytes, self.max_request_pixels, self.max_image_bytes, self.max_pixels)
+
+    def check_frames(self, frames: np.ndarray) -> None:
+        """Refuse a PIXELS request over this model's per-request byte limit before resizing any frame."""
+        check_request_frames(frames, self.max_request_bytes)
 
     def _crop_encoded(self, data: bytes) -> np.ndarray:
         if self.decode_mode == "exact":

@@ -23,14 +23,17 @@ from preprocess.slots import DecodeSlots, server_directory
 
 
 def lower_priority(niceness: int) -> None:
-    """Every thread of this stub process at `niceness` (configs.PREPROCESS_NICENESS says why).
+    """Every thread of this stub process `niceness` below tritonserver's priority (configs.PREPROCESS_NICENESS: why).
 
-    Linux keeps a nice value per thread: the threads the stub started before this call keep theirs
-    unless set one by one; threads started later inherit it.
+    Relative to the server (this stub's parent), so the steps still yield to it when the whole server
+    runs niced (a benchmark under `nice`, a container runtime's setting). Linux keeps a nice value per
+    thread: the threads the stub started before this call keep theirs unless set one by one; threads
+    started later inherit it.
     """
+    target = min(19, os.getpriority(os.PRIO_PROCESS, os.getppid()) + niceness)
     for thread in map(int, os.listdir("/proc/self/task")):
         try:  # never below the current value: lowering niceness needs a privilege the stub lacks
-            os.setpriority(os.PRIO_PROCESS, thread, max(niceness, os.getpriority(os.PRIO_PROCESS, thread)))
+            os.setpriority(os.PRIO_PROCESS, thread, max(target, os.getpriority(os.PRIO_PROCESS, thread)))
         except ProcessLookupError:  # a thread that ended meanwhile
             continue
 
@@ -76,7 +79,8 @@ class TritonPythonModel:
         # only the request carrying it.
         self.release.busy()
         try:
-            admit = self.preprocessor.check_request if self.encoded else None  # per-request limits
+            # The per-request limits, checked before any decode or resize.
+            admit = self.preprocessor.check_request if self.encoded else self.preprocessor.check_frames
             outcomes = preprocess_requests([self._images(r) for r in requests], self.crop, admit=admit)
         finally:
             self.release.idle()

@@ -45,19 +45,21 @@ def test_server_flags_default() -> None:
     assert flags["--strict-readiness"] == "true"
     assert "--disable-auto-complete-config" in flags
     assert flags["--exit-timeout-secs"] == str(values_file()["server"]["exitTimeoutSeconds"])
-    assert (flags["--http-port"], flags["--grpc-port"], flags["--metrics-port"]) == ("8000", "8001", "8002")
+    # Behind the gateway (model_repository/gateway.py): loopback ports; the gateway holds the pod's 8000/8001.
+    assert (flags["--http-port"], flags["--grpc-port"], flags["--metrics-port"]) == ("18000", "18001", "8002")
     assert flags["--allow-gpu-metrics"] == "true"
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"http": 8000, "grpc": 8001, "metrics": 8002}
+    assert ports == {"metrics": 8002}
 
 
 def test_probes_use_triton_health_endpoints_and_liveness_counts_the_python_steps() -> None:
     container = server_container(render_case("01-default-gpu-values.yaml"))
     for probe in ("startupProbe", "readinessProbe"):
-        assert container[probe]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}, probe
+        # Through the gateway, whose health routes are exempt from its in-flight limit.
+        assert container[probe]["httpGet"] == {"path": "/v2/health/ready", "port": 8000}, probe
     command = container["livenessProbe"]["exec"]["command"]
     assert command[command.index("-m") + 1 : command.index("-m") + 3] == ["model_repository", "health"]
-    assert "--repository=/repository/models" in command and "--http-port=8000" in command
+    assert "--repository=/repository/models" in command and "--http-port=18000" in command
     assert f"--model-repository={command[-2].split('=', 1)[1]}" in container["args"]
     assert "PYTHONPATH=/opt/paddleclas" in command  # where the server image carries the project's packages
 

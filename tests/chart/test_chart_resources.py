@@ -35,7 +35,7 @@ def test_service_exposes_the_three_named_ports() -> None:
     ports = {p["name"]: p for p in service["spec"]["ports"]}
     assert {name: p["port"] for name, p in ports.items()} == {"http": 8000, "grpc": 8001, "metrics": 8002}
     assert ports["grpc"]["appProtocol"] == "kubernetes.io/h2c"
-    container_ports = {p["name"] for p in server_container(objects)["ports"]}
+    container_ports = {p["name"] for c in pod_spec(objects)["containers"] for p in c["ports"]}  # gateway's too
     assert {p["targetPort"] for p in ports.values()} <= container_ports
 
 
@@ -151,7 +151,7 @@ def test_network_policy_admits_clients_and_scrapers_only() -> None:
     policy = one(objects, "NetworkPolicy")
     assert selects(policy["spec"]["podSelector"]["matchLabels"], pod_labels(objects))
     assert policy["spec"]["policyTypes"] == ["Ingress"]
-    named = {p["name"] for p in server_container(objects)["ports"]}
+    named = {p["name"] for c in pod_spec(objects)["containers"] for p in c["ports"]}  # gateway's too
     inference, scrape = policy["spec"]["ingress"]
     assert {p["port"] for p in inference["ports"]} == {"http", "grpc"} <= named
     assert {p["port"] for p in scrape["ports"]} == {"metrics"}

@@ -6,7 +6,7 @@ import base64
 import re
 
 import yaml
-from chart_helpers import CHART_DIR, CI_CASES, one, render, render_case, server_container, walk
+from chart_helpers import CHART_DIR, CI_CASES, one, pod_spec, render, render_case, server_container, walk
 
 RESTRICTED = "shared-memory,model-repository,statistics,trace,logging"
 KEY_REF = "$(TRITON_ADMIN_KEY)"
@@ -95,7 +95,7 @@ def test_grpc_only_turns_http_off_everywhere_and_probes_over_grpc() -> None:
     assert "--allow-http=false" in server["args"]
     assert not [a for a in server["args"] if a.startswith(("--http-port", "--http-restricted-api"))]
     assert f"--grpc-restricted-protocol={RESTRICTED}:admin-key={KEY_REF}" in server["args"]
-    assert {p["name"] for p in server["ports"]} == {"grpc", "metrics"}
+    assert {p["name"] for c in pod_spec(objects)["containers"] for p in c["ports"]} == {"grpc", "metrics"}
     for probe in ("startupProbe", "readinessProbe"):
         assert server[probe]["grpc"] == {"port": 8001}, probe
         assert "httpGet" not in server[probe]
@@ -112,7 +112,7 @@ def test_grpc_only_turns_http_off_everywhere_and_probes_over_grpc() -> None:
 
 def test_http_stays_on_by_default_with_http_probes() -> None:
     server = server_container(render_case("01-default-gpu-values.yaml"))
-    assert "--allow-http=true" in server["args"] and "--http-port=8000" in server["args"]
+    assert "--allow-http=true" in server["args"] and "--http-port=18000" in server["args"]  # behind the gateway
     assert server["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
 
 

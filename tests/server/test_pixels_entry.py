@@ -18,6 +18,7 @@ from tritonclient.utils import InferenceServerException
 import catalog
 from model_repository import configs, install
 from preprocess import decode
+from preprocess.decoding import DEFAULT_MAX_REQUEST_BYTES
 from tests.support import bursts, images
 from tests.support.deployment import SERVED_MODELS
 from tests.support.ensembles import TYPE_UINT8, assert_wired
@@ -132,3 +133,14 @@ def test_wrong_pixel_type_is_refused_by_the_server(client) -> None:
     tensor.set_data_from_numpy(np.zeros((1, 8, 8, 3), np.float32))
     with pytest.raises(InferenceServerException, match=r"(?i)data.?type|UINT8"):
         client.infer("nextvit_small_224_pixels", [tensor])
+
+
+@pytest.mark.server
+def test_a_request_of_frames_over_the_byte_limit_is_refused_and_the_next_answered(client) -> None:
+    # Three 1920x1080 frames: 18.7 MB, over the 16 MiB every request may carry (preprocess/decoding.py).
+    frames = np.zeros((3, 1080, 1920, 3), np.uint8)
+    assert frames.nbytes > DEFAULT_MAX_REQUEST_BYTES >= frames[:2].nbytes
+    with pytest.raises(InferenceServerException, match=f"over the limit of {DEFAULT_MAX_REQUEST_BYTES:,} bytes per"):
+        client.infer("nextvit_small_224_pixels", _frames_request(frames))
+    answer = client.infer("nextvit_small_224_pixels", _frames_request(frames[:2]))
+    assert answer.as_numpy("CLASS_IDS").shape == (2, 5)

@@ -144,7 +144,8 @@ def test_a_benchmark_copy_without_queue_policies_keeps_everything_else(repositor
         )
         assert not without.dynamic_batching.HasField("default_queue_policy"), without.name
         if with_policy.HasField("dynamic_batching"):  # ensembles have none
-            with_policy.dynamic_batching.ClearField("default_queue_policy")
+            for field in ("default_queue_policy", "priority_queue_policy", "priority_levels", "default_priority_level"):
+                with_policy.dynamic_batching.ClearField(field)
         assert without == with_policy  # instances, threads, batching, warmup: the same served step
     assert served_config(bounded, configs.preprocess_name(NEXTVIT)).dynamic_batching.HasField("default_queue_policy")
 
@@ -240,3 +241,15 @@ def test_plans_built_in_the_pod_are_named_by_the_render_step(production: Path, t
     assert plan.parameters["precision"].string_value == "fp16" and summary["tensorrt_plans"] == "fp16"
     with pytest.raises(layout.LayoutError, match="plan precision 'int8'"):
         layout.render(production, target, None, configs.Layout(), 1, tensorrt_plans="int8")
+
+
+def test_the_interactive_level_has_a_queue_of_its_own_sized_like_the_default(repository: Path, tmp_path: Path) -> None:
+    layout.render(repository, tmp_path / "copy", None, configs.Layout.for_cores(4), 4)
+    for name in (configs.preprocess_name(NEXTVIT), configs.network_name(NEXTVIT)):
+        batching = served_config(tmp_path / "copy", name).dynamic_batching
+        interactive = batching.priority_queue_policy[configs.INTERACTIVE_PRIORITY]
+        assert (batching.priority_levels, batching.default_priority_level) == (2, 2), name
+        assert interactive.max_queue_size == batching.default_queue_policy.max_queue_size > 0, name
+    preprocess = served_config(tmp_path / "copy", configs.preprocess_name(NEXTVIT)).dynamic_batching
+    assert preprocess.default_queue_policy.max_queue_size == 4  # one per instance on 4 cores
+    assert preprocess.priority_queue_policy[configs.INTERACTIVE_PRIORITY].default_timeout_microseconds == 100_000

@@ -6,6 +6,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from model_repository import memory
@@ -42,6 +43,15 @@ def test_the_limits_fail_only_their_request() -> None:
     outcomes = preprocess_requests([[SMALL], [SMALL] * 4], crop.crop_encoded, admit=crop.check_request)
     assert outcomes[0].shape == (1, 224, 224, 3)
     assert isinstance(outcomes[1], ImageDecodeError) and "pixels per request" in str(outcomes[1])
+
+
+def test_a_request_of_frames_over_the_byte_limit_is_refused_before_any_resize() -> None:
+    crop = Preprocessor(256, 224, "pillow-bicubic", max_request_bytes=2 * 480 * 640 * 3)
+    two, three = np.zeros((2, 480, 640, 3), np.uint8), np.zeros((3, 480, 640, 3), np.uint8)
+    outcomes = preprocess_requests([two, three], crop.pixels, admit=crop.check_frames)
+    assert outcomes[0].shape == (2, 224, 224, 3)
+    assert isinstance(outcomes[1], ImageDecodeError)
+    assert "request of 3 frames, 2,764,800 bytes in all, over the limit of 1,843,200 bytes" in str(outcomes[1])
 
 
 def test_large_images_share_the_slots_and_the_last_is_refused_saying_so(tmp_path: Path) -> None:
@@ -104,4 +114,7 @@ def test_the_formula_grows_with_each_of_its_inputs() -> None:
     base = memory.Deployment(2, 1, 1, 1, shm_bytes=0)
     assert memory.pod_memory_bytes(base) < memory.pod_memory_bytes(memory.Deployment(4, 1, 1, 1, shm_bytes=0))
     more_requests = memory.Deployment(2, 1, 1, 1, shm_bytes=0, requests_in_flight=65)
-    assert memory.pod_memory_bytes(more_requests) - memory.pod_memory_bytes(base) == 2 * DEFAULT_MAX_REQUEST_BYTES
+    # One more request in flight: its body (the request limit + its envelope) at the frontend and in the step.
+    body = DEFAULT_MAX_REQUEST_BYTES + memory.ENVELOPE_BYTES
+    assert memory.pod_memory_bytes(more_requests) - memory.pod_memory_bytes(base) == 2 * body
+    assert memory.gateway_body_bytes() == body  # what the chart's gateway admits (model_repository/gateway.py)

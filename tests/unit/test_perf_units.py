@@ -104,3 +104,18 @@ def test_memory_is_back_only_once_it_stays_back() -> None:
     samples = [(0.0, 500.0), (10.0, 1200.0), (10.5, 560.0), (11.0, 900.0), (11.5, 600.0), (12.0, 590.0)]
     assert _returned_after(samples, 10.0, idle=500.0) == 1.5  # 10.5 dipped back, 11.0 rose again
     assert _returned_after(samples, 10.0, idle=300.0) is None
+
+
+def test_the_interactive_goal_is_answered_within_2_s_or_refused_within_1_s() -> None:
+    from perf.drills import _interactive, interactive_goal_met
+
+    probe = [
+        {"sent": 0.0, "done": 1.9, "kind": "ok", "message": ""},
+        {"sent": 1.0, "done": 1.8, "kind": "overloaded", "message": "Request timeout expired"},
+        {"sent": 9.0, "done": 12.0, "kind": "ok", "message": ""},  # after the flood: not counted
+    ]
+    during = _interactive(probe, burst_end=5.0)
+    assert (during["answered"], during["answered_max_ms"], during["refused_max_ms"]) == (1, 1900, 800)
+    assert interactive_goal_met(during)
+    late_refusal = _interactive([*probe[:1], {**probe[1], "done": 2.1}], burst_end=5.0)
+    assert not interactive_goal_met(late_refusal)  # refused after 1.1 s

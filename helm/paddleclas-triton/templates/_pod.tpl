@@ -318,3 +318,48 @@ response_cache on the ensembles.
 - --cache-config=local,size={{ mul .Values.responseCache.sizeMiB 1048576 }}
 {{- end }}
 {{- end }}
+
+{{/*
+The gateway (gateway.enabled): nginx in front of tritonserver in the same pod, holding the two limits
+the pod's memory bound assumes (model_repository/memory.py): the request body size and the requests
+in flight, which tritonserver does not bound. Its configuration is files/gateway/*.conf, written by
+model_repository/gateway.py from memory.py (a chart test checks they are current); it listens on the
+pod's ports 8000/8001 and forwards to tritonserver on loopback ports 18000/18001.
+*/}}
+{{- define "paddleclas-triton.gatewayContainer" -}}
+- name: gateway
+  image: {{ printf "%s:%s" .Values.gateway.image.repository .Values.gateway.image.tag }}
+  imagePullPolicy: {{ .Values.gateway.image.pullPolicy }}
+  command: ["nginx", "-e", "stderr", "-c", "/etc/paddleclas-gateway/nginx.conf", "-g", "daemon off;"]
+  ports:
+    {{- if .Values.server.httpEnabled }}
+    - name: http
+      containerPort: 8000
+      protocol: TCP
+    {{- end }}
+    - name: grpc
+      containerPort: 8001
+      protocol: TCP
+  resources:
+    {{- toYaml .Values.gateway.resources | nindent 4 }}
+  securityContext:
+    {{- toYaml .Values.securityContext | nindent 4 }}
+  volumeMounts:
+    - name: gateway-config
+      mountPath: /etc/paddleclas-gateway
+      readOnly: true
+    - name: gateway-state
+      mountPath: /tmp/nginx
+{{- end }}
+
+{{- define "paddleclas-triton.gatewayVolumes" -}}
+- name: gateway-config
+  configMap:
+    name: {{ include "paddleclas-triton.fullname" . }}-gateway
+    items:
+      - key: {{ .Values.server.httpEnabled | ternary "nginx.conf" "nginx-grpc-only.conf" }}
+        path: nginx.conf
+- name: gateway-state
+  emptyDir:
+    sizeLimit: 64Mi
+{{- end }}
