@@ -127,6 +127,9 @@ class ServerSettings:
     exit_timeout_secs: int = 10
     http: bool = True  # False: gRPC only, no HTTP listener at all
     listen_address: str | None = None
+    # HTTP and gRPC alone on another address: the chart's gateway keeps them on loopback behind nginx
+    # (model_repository/gateway.py) while metrics stay on the pod's address for the scrapers.
+    inference_address: str | None = None
     http_port: int = 8000
     grpc_port: int = 8001
     metrics_port: int = 8002
@@ -148,7 +151,8 @@ def server_arguments(settings: ServerSettings) -> list[str]:
     s = settings
 
     def address(listener: str) -> list[str]:
-        return [f"--{listener}-address={s.listen_address}"] if s.listen_address else []
+        bound = s.listen_address if listener == "metrics" else (s.inference_address or s.listen_address)
+        return [f"--{listener}-address={bound}"] if bound else []
 
     http = [*address("http"), f"--http-port={s.http_port}"] if s.http else []
     client_shm = [] if s.allow_client_shm is None else [f"--allow-client-shm={_on(s.allow_client_shm)}"]

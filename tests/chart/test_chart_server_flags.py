@@ -26,6 +26,7 @@ from chart_helpers import (
 )
 
 from model_repository.flags import ServerSettings, Tracing, server_arguments, termination_grace_seconds
+from model_repository.gateway import UPSTREAM_GRPC_PORT, UPSTREAM_HTTP_PORT
 from preprocess.decoding import DEFAULT_MAX_REQUEST_BYTES
 
 MIB = 1 << 20
@@ -75,8 +76,12 @@ def chart_settings(values: dict[str, Any]) -> ServerSettings:
     rendered = repository["source"] != "objectStorage"
     variant = repository.get("variant") or ("production" if gpu else "portable")
     location = "/repository/models" if rendered else f"{repository['objectStorage']['url'].rstrip('/')}/{variant}"
+    gateway = values["gateway"]["enabled"]
     return ServerSettings(
         model_repository=location,
+        inference_address="127.0.0.1" if gateway else None,
+        http_port=UPSTREAM_HTTP_PORT if gateway else 8000,
+        grpc_port=UPSTREAM_GRPC_PORT if gateway else 8001,
         admin_key="$(TRITON_ADMIN_KEY)",  # expanded by the kubelet from the key's Secret
         exit_timeout_secs=server["exitTimeoutSeconds"],
         http=server["httpEnabled"],
