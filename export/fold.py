@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import paddle
 
+from export.errors import FoldError
 from export.network import BATCHNORMS
 
 # Largest |difference| of any probability between the folded and the unfolded network: ten times
@@ -22,10 +23,6 @@ from export.network import BATCHNORMS
 # of the reordered arithmetic, docs/models.md); leaving one block unfolded, or folding a BatchNorm
 # into the wrong layer, moves probabilities by 1e-2 or more (tests/unit/test_export_fold.py).
 FOLD_ATOL = 1e-5
-
-
-class FoldError(RuntimeError):
-    """The folded network does not compute what the unfolded one did; nothing is exported."""
 
 
 @dataclass(frozen=True)

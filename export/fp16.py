@@ -30,6 +30,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+from export.errors import Fp16Error
 from export.normalization import PREFIX
 from export.trt_plans import ONNX_FILES
 
@@ -43,10 +44,6 @@ FP16_MAX = float(np.finfo(np.float16).max)  # weights are clamped here, not at t
 # photographs the export checks; a conversion error (overflow to inf or NaN, a wrong cast) moves them
 # by far more and pushes the FP32 class out of the top five.
 FP16_ATOL = 0.1
-
-
-class Fp16Error(RuntimeError):
-    """The FP16 network breaks the precision layout or disagrees with FP32 beyond the acceptance rule."""
 
 
 def kept_fp32(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
