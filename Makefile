@@ -63,7 +63,7 @@ serve: setup ## run tritonserver on REPOSITORY (MODELS="a b" to select, CORES=N 
 		--cores $(CORES) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT) $(SERVE_ARGS)
 
 demo: setup ## export NextViT_small_224, start a local server, classify the sample photos over gRPC, stop
-	$(PY) -m client.demo --model $(MODEL) --repository $(REPOSITORY) \
+	$(PY) -m demo --model $(MODEL) --repository $(REPOSITORY) \
 		--http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
 
 classify: setup ## classify IMAGES (files or folders) with a running server: make classify IMAGES=photos/

@@ -202,4 +202,3 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(f"{measured} measured; {len(results['models'])} models in {args.output}")
     return 0
-

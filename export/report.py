@@ -446,4 +446,3 @@ def main(argv: list[str] | None = None) -> int:
     missing = [name for name in catalog.CATALOG if name not in records]
     print(f"wrote {args.output} ({len(records)} records" + (f"; missing: {', '.join(missing)})" if missing else ")"))
     return 0
-

@@ -18,7 +18,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from model_repository.configs import QUEUE_REJECTIONS
+from client.failures import QUEUE_REJECTIONS
 from model_repository.server import admin_headers, header_name
 from perf import triton_stats
 from perf.machine import measure_quietly

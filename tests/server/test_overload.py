@@ -20,7 +20,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from client import classify
+from client import classify, failures
 from model_repository import configs, health, layout, procfs
 from model_repository.server import TritonServer, free_port
 from tests.support.processes import descendants
@@ -86,7 +86,7 @@ def call(server: TritonServer, ms: int, results: list, timeout_s: float = 20.0, 
         grpcclient.InferenceServerClient(server.grpc_url).infer(model, [tensor], client_timeout=timeout_s)
         results.append(("ok", time.monotonic() - start, ""))
     except InferenceServerException as err:
-        results.append((classify.failure_kind(err), time.monotonic() - start, err.message()))
+        results.append((failures.failure_kind(err), time.monotonic() - start, err.message()))
 
 
 def in_threads(*calls) -> list[threading.Thread]:
