@@ -14,8 +14,8 @@ from pathlib import Path
 
 import catalog
 from catalog.reference import sample_photo_paths
-from client.cli import classify_files, print_outcomes
 from client.classify import Classifier, ClientError
+from client.cli import classify_files, print_outcomes
 from model_repository.install import installed_models
 from model_repository.server import ServerError, TritonServer
 
