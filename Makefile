@@ -74,7 +74,7 @@ serve: setup ## run tritonserver on REPOSITORY (MODELS="a b" to select, CORES=N 
 		--cores $(CORES) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT) $(SERVE_ARGS)
 
 demo: setup ## export NextViT_small_224, start a local server, classify the sample photos over gRPC, stop
-	$(PY) -m client.demo --model $(MODEL) --repository $(REPOSITORY) \
+	$(PY) -m demo --model $(MODEL) --repository $(REPOSITORY) \
 		--http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
 
 classify: setup ## classify IMAGES (files or folders) with a running server: make classify IMAGES=photos/
@@ -188,16 +188,16 @@ export-all: setup ## export all 19 catalog models (random weights) into REPOSITO
 	done
 
 docs-models: setup ## regenerate docs/models.md from the catalog, REPOSITORY's export records and FP16_PRICE
-	$(PY) -m export.report --repository $(REPOSITORY) --output docs/models.md --fp16-price $(FP16_PRICE)
+	$(PY) -m export report --repository $(REPOSITORY) --output docs/models.md --fp16-price $(FP16_PRICE)
 
 fp16-price: setup ## benchmark: FP16 network against FP32 in ONNX Runtime CPU, every model of PRODUCTION_REPOSITORY (~30 min, 2 cores)
-	nice -n 10 $(PY) -m export.fp16_price --repository $(PRODUCTION_REPOSITORY) --output $(FP16_PRICE)
+	nice -n 10 $(PY) -m export fp16-price --repository $(PRODUCTION_REPOSITORY) --output $(FP16_PRICE)
 
 gpu-memory: setup ## record each network's GPU memory estimate in REPOSITORY's export records (no re-export), rewrite its configs
-	$(PY) -m export.memory --repository $(REPOSITORY)
+	$(PY) -m export memory --repository $(REPOSITORY)
 
 gpu-memory-chart: setup ## the chart's files/network-memory.json from REPOSITORY's records (every model exported)
-	$(PY) -m export.memory --repository $(REPOSITORY) --chart
+	$(PY) -m export memory --repository $(REPOSITORY) --chart
 
 download: setup ## fetch MODEL's official file into build/downloads (KIND=inference|weights, MIRROR=base URL)
 	$(PY) -m export $(MODEL) --download $(KIND) --download-only $(if $(MIRROR),--mirror $(MIRROR))

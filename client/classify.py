@@ -35,21 +35,20 @@ from typing import Literal
 
 import numpy as np
 
+from client.contract import (
+    CROP_SUFFIX,
+    CROPS_INPUT,
+    IMAGE_INPUT,
+    MAX_BATCH_SIZE,
+    OUTPUTS,
+    PIXELS_INPUT,
+    PIXELS_SUFFIX,
+)
+from client.failures import failure_kind, server_message
+
 Protocol = Literal["grpc", "http"]
 Preprocessing = Literal["server", "local"]
 PREPROCESSING: tuple[Preprocessing, ...] = ("server", "local")
-MAX_BATCH_SIZE = 8  # the ensemble's max_batch_size (wire contract)
-CROP_SUFFIX = "_crop"  # model_repository/configs.py crop_ensemble_name: the client-side crops entry point
-OUTPUTS = ("LABELS", "SCORES", "CLASS_IDS")
-# The rest of the wire contract this client relies on (README "Wire contract"). Kept here so the
-# client needs no server-side package; tests/unit/test_wire_contract.py ties every value to configs.py.
-IMAGE_INPUT = "IMAGE"
-PIXELS_INPUT = "PIXELS"
-CROPS_INPUT = "CROPS"
-PIXELS_SUFFIX = "_pixels"
-NETWORK_SUFFIX = "_network"  # configs.network_name: the smoke check reads the served precision from its config
-TOP_K = 5  # labels per answer
-NUM_CLASSES = 1000
 
 # Defaults, documented in README.md ("Serve and call") and the CLI help. 10 s per try: a full
 # request of 8 images takes 0.6 s (NextViT-S) to 1.8 s (ViT-B) on a 2-core CPU server and the
@@ -58,14 +57,6 @@ DEFAULT_DEADLINE_S = 10.0
 DEFAULT_RETRIES = 2  # tries after the first, for overload and unavailability only
 BACKOFF_BASE_S = 0.25
 BACKOFF_CAP_S = 2.0
-# What tritonserver 2.51 says when its bounded queues refuse a request (model_repository/configs.py),
-# and while it shuts down.
-OVERLOAD_MESSAGES = (
-    "Exceeds maximum queue size",
-    "Request timeout expired",
-    "Server is stopping",
-    "is not healthy",  # a Python step process died (2.51 does not restart it): the server's fault, not the image's
-)
 
 
 class ClientError(RuntimeError):
@@ -90,19 +81,6 @@ class OverloadedError(ClientError):
 
 class DeadlineExceededError(ClientError):
     """No answer within the request's deadline; the request was cancelled."""
-
-
-def failure_kind(err: Exception) -> str:
-    """'overloaded' (retryable), 'deadline' or 'refused' (the request itself is bad: never retried)."""
-    text = _server_message(err)
-    status = str(err.status()) if hasattr(err, "status") and callable(err.status) else ""
-    if "DEADLINE_EXCEEDED" in status or "Deadline Exceeded" in text or isinstance(err, TimeoutError):
-        return "deadline"
-    if isinstance(err, (ConnectionError, OSError)) or "UNAVAILABLE" in status or status == "503":
-        return "overloaded"
-    if any(message in text for message in OVERLOAD_MESSAGES):
-        return "overloaded"
-    return "refused"
 
 
 def backoff_s(attempt: int, rng: random.Random | None = None) -> float:
@@ -223,7 +201,7 @@ class Classifier:
             client.get_model_metadata(self.model)
         except InferenceServerException as err:
             return (
-                f"Triton {version} does not serve it ({_server_message(err)}); ensembles are named after the "
+                f"Triton {version} does not serve it ({server_message(err)}); ensembles are named after the "
                 "lower-cased PaddleClas name, e.g. nextvit_small_224"
             )
         return f"Triton {version} knows it but has not finished loading it (or it failed to load)"
@@ -308,7 +286,7 @@ class Classifier:
             except Exception as err:  # classified below; anything unknown is re-raised as it is
                 kind = _classify_failure(err)
                 if kind == "refused":
-                    raise InferenceError(_server_message(err)) from None
+                    raise InferenceError(server_message(err)) from None
                 if kind == "deadline":
                     raise DeadlineExceededError(
                         f"no answer from {self.url} within the {self.deadline_s:g} s deadline"
@@ -316,7 +294,7 @@ class Classifier:
                 if attempt == self.retries:
                     raise OverloadedError(
                         f"{self.url} is overloaded or unavailable, retry later ({attempt + 1} tries: "
-                        f"{_server_message(err)})"
+                        f"{server_message(err)})"
                     ) from None
                 time.sleep(backoff_s(attempt))
         labels, scores, class_ids = (result.as_numpy(name) for name in OUTPUTS)
@@ -359,9 +337,3 @@ def _classify_failure(err: Exception) -> str:
     if isinstance(err, (InferenceServerException, ConnectionError, OSError)):
         return failure_kind(err)
     raise err
-
-
-def _server_message(err: Exception) -> str:
-    """The server's own words, without the gRPC status decoration or the ensemble prefix."""
-    text = err.message() if hasattr(err, "message") and callable(err.message) else str(err)
-    return text.split("', ", 1)[1] if text.startswith("in ensemble '") else text

@@ -25,9 +25,10 @@ from typing import TextIO
 
 import catalog
 from catalog.reference import NUM_CLASSES, imagenet_labels
-from client.__main__ import DEFAULT_PORTS, IMAGE_SUFFIXES, add_transport_arguments, classify_batch
 from client.classify import Classifier, ClientError, Prediction
+from client.cli import DEFAULT_PORTS, IMAGE_SUFFIXES, add_transport_arguments, classify_batch
 from client.evaluate_report import complete, markdown, summarise
+from client.reference import ReferenceUnavailableError, reference_program, reference_records
 
 SYNSET = re.compile(r"n\d{8}")
 DEFAULT_REPOSITORY = Path("build/model_repository/portable")  # make's REPOSITORY for the portable variant
@@ -226,11 +227,9 @@ def evaluate_command(args: argparse.Namespace) -> int:
         program = None
         repository = args.repository or DEFAULT_REPOSITORY
         if args.reference:  # before the served run: a reference that cannot be built stops it early
-            from client.reference import reference_program
-
             try:
-                program = stack.enter_context(reference_program(entry, args.paddle_model, repository))
-            except (RuntimeError, OSError, ValueError) as err:  # ReferenceError, a mismatched weights file...
+                program = stack.enter_context(reference_program(entry.name, args.paddle_model, repository))
+            except ReferenceUnavailableError as err:
                 print(f"error: reference: {err}", file=sys.stderr)
                 return 1
         return _evaluate_against_server(args, entry, model, published, samples, root, program)
@@ -283,11 +282,14 @@ def _evaluate_against_server(
             print(f"\ninterrupted; {kept}", file=sys.stderr)
             return 130
     if program is not None:
-        from client.reference import reference_records
-
         print(f"reference: PaddleClas's operators and Paddle Inference on {len(samples)} images", file=sys.stderr)
         try:
-            theirs = reference_records(entry, program, [root / s.path for s in samples], args.batch_size, args.progress)
+            theirs = reference_records(
+                entry.name, program, [root / s.path for s in samples], args.batch_size, args.progress
+            )
+        except ReferenceUnavailableError as err:
+            print(f"error: reference: {err}", file=sys.stderr)
+            return 1
         except KeyboardInterrupt:
             print("\ninterrupted during the reference run", file=sys.stderr)
             return 130

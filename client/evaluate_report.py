@@ -35,7 +35,7 @@ def verdict(published: float | None, interval: tuple[float, float]) -> str:
 
 def agreement(records: list[Record], key: str = "against") -> dict:
     """The served model against a second source of per-image records (`key`: the --against deployment,
-    or the in-process PaddleClas reference), over images both classified."""
+    or the PaddleClas reference), over images both classified."""
     both = [r for r in records if "error" not in r and key in r and "error" not in r[key]]
     top1 = sum(r["class_ids"][0] == r[key]["class_ids"][0] for r in both)
     top5 = sum(set(r["class_ids"]) == set(r[key]["class_ids"]) for r in both)

@@ -32,11 +32,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from catalog.reference import NUM_CLASSES
+from client import contract
 from client.classify import (
     DEFAULT_DEADLINE_S,
-    NETWORK_SUFFIX,
-    NUM_CLASSES,
-    TOP_K,
     Classifier,
     ClientError,
     InferenceError,
@@ -49,7 +48,7 @@ PHOTO = Path(__file__).resolve().parent / "data" / "chelsea.jpg"
 POLL_S = 2.0
 
 
-def answer_problems(prediction: Prediction, top_k: int = TOP_K) -> list[str]:
+def answer_problems(prediction: Prediction, top_k: int = contract.TOP_K) -> list[str]:
     """What is wrong with one answer (empty when it is right)."""
     problems = []
     try:
@@ -78,9 +77,11 @@ class Reference:
 
 def reference_from_parameters(parameters: dict[str, str]) -> Reference | None:
     """The reference an ensemble's config publishes (model_repository.configs.reference_parameters), or None."""
-    from model_repository import configs
-
-    names = (configs.REFERENCE_PHOTO_PARAMETER, configs.REFERENCE_IDS_PARAMETER, configs.REFERENCE_SCORES_PARAMETER)
+    names = (
+        contract.REFERENCE_PHOTO_PARAMETER,
+        contract.REFERENCE_IDS_PARAMETER,
+        contract.REFERENCE_SCORES_PARAMETER,
+    )
     if not all(parameters.get(name) for name in names):
         return None
     photo, ids, scores = (parameters[name] for name in names)
@@ -124,10 +125,9 @@ def reference_problems(prediction: Prediction, reference: Reference, atol: float
 def served_tolerance(classifier: Classifier, model: str) -> tuple[str, float]:
     """The served network's precision (its config's `precision` parameter, fp32 without one) and its tolerance."""
     from catalog.models import served_atol
-    from model_repository import configs
 
-    network = classifier.parameters(f"{model}{NETWORK_SUFFIX}")
-    precision = network.get(configs.PRECISION_PARAMETER) or "fp32"
+    network = classifier.parameters(f"{model}{contract.NETWORK_SUFFIX}")
+    precision = network.get(contract.PRECISION_PARAMETER) or "fp32"
     return precision, served_atol(precision)
 
 
@@ -223,7 +223,9 @@ def add_smoke_parser(commands: argparse._SubParsersAction) -> None:
     smoke.add_argument("--url", required=True, help="HOST:PORT of the server (gRPC 8001 or HTTP 8000)")
     smoke.add_argument("--model", action="append", default=[], help="ensemble to check (repeatable; default: all)")
     smoke.add_argument("--protocol", choices=("grpc", "http"), default="grpc")
-    smoke.add_argument("--top-k", type=int, default=TOP_K, help=f"labels each answer must carry (default {TOP_K})")
+    smoke.add_argument(
+        "--top-k", type=int, default=contract.TOP_K, help=f"labels each answer must carry (default {contract.TOP_K})"
+    )
     smoke.add_argument(
         "--ready-timeout", type=float, default=120.0, metavar="SECONDS", help="wait this long for readiness"
     )

@@ -15,21 +15,38 @@ TensorRT, for the production variant (after an export in the same command, or on
 
 python -m export --list prints the catalog names, one per line.
 Every failure prints one `error:` line and leaves the repository as it was.
+
+The export's other commands (each with its own --help):
+  python -m export report       docs/models.md from the catalog and a repository's export records
+  python -m export memory       each network's GPU memory estimate: record it, check it on CPU, the chart's file
+  python -m export fp16-price   what the FP16 network costs in accuracy, measured on CPU
+  python -m export reference    PaddleClas's own path on an image list (`python -m client evaluate --reference`)
+export/trt_plans.py keeps its own command line: the Helm chart runs that one file where nothing else of
+this project is (the TensorRT image).
 """
 
 from __future__ import annotations
 
 import argparse
-import errno
+import importlib
+import subprocess
 import sys
 from pathlib import Path
 
 import catalog
+from export.errors import ExportError, SourceError, StorageError, TensorrtError, storage_error
 from model_repository.configs import VARIANTS
 
 DEFAULT_REPOSITORY = Path("build/model_repository")
 DEFAULT_CACHE = Path("build/downloads")
 DEFAULT_TRT_CACHE = Path("build/trt-cache")
+# Subcommands: each module's main(argv) parses the rest of the command line.
+COMMANDS = {
+    "report": "export.report",
+    "memory": "export.memory",
+    "fp16-price": "export.fp16_price",
+    "reference": "export.reference",
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -77,20 +94,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def describe(err: BaseException) -> str:
+def describe(err: ExportError) -> str:
     """One line for a person: what failed and, where we know it, what to do."""
-    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
-        where = f" while writing {err.filename}" if err.filename else ""
-        text = f"disk full{where}: free some space and run again"
-    else:
-        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-        text = f"{type(err).__name__}: {lines[0] if lines else '(no message)'}"
-    notes = getattr(err, "__notes__", [])
-    return "; ".join([text, *notes])
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    text = lines[0] if lines else "(no message)"
+    if not isinstance(err, StorageError):
+        text = f"{type(err).__name__}: {text}"
+    return "; ".join([text, *getattr(err, "__notes__", [])])
 
 
 def _sources(args: argparse.Namespace, entries: list[catalog.ModelEntry]) -> list[object]:
     """One Source per entry; downloads happen here, before any export starts."""
+    try:
+        return _fetch_sources(args, entries)
+    except OSError as err:  # the download cache's disk
+        raise storage_error(err) from err
+
+
+def _fetch_sources(args: argparse.Namespace, entries: list[catalog.ModelEntry]) -> list[object]:
     from export import download
     from export.pipeline import Source
 
@@ -105,7 +126,7 @@ def _sources(args: argparse.Namespace, entries: list[catalog.ModelEntry]) -> lis
     if args.weights or args.inference_dir:
         path = args.weights or args.inference_dir
         if not path.exists():
-            raise FileNotFoundError(f"{path} does not exist")
+            raise SourceError(f"{path} does not exist")
         return [Source("pdparams" if args.weights else "inference", path)]
     if args.random_weights:
         return [Source("random", seed=args.seed) for _ in entries]
@@ -113,6 +134,18 @@ def _sources(args: argparse.Namespace, entries: list[catalog.ModelEntry]) -> lis
 
 
 def _tensorrt(args: argparse.Namespace, entry: catalog.ModelEntry, repository: Path) -> None:
+    """--trt or --ort-trt; the standalone plan builder's PlanError (and trtexec's failure) as a TensorrtError."""
+    from export import trt_plans
+
+    try:
+        _apply_tensorrt(args, entry, repository)
+    except (trt_plans.PlanError, subprocess.CalledProcessError) as err:
+        raise TensorrtError(str(err)) from err
+    except OSError as err:
+        raise storage_error(err) from err
+
+
+def _apply_tensorrt(args: argparse.Namespace, entry: catalog.ModelEntry, repository: Path) -> None:
     from export import tensorrt
     from model_repository.configs import network_name
 
@@ -127,6 +160,9 @@ def _tensorrt(args: argparse.Namespace, entry: catalog.ModelEntry, repository: P
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in COMMANDS:
+        return importlib.import_module(COMMANDS[argv[0]]).main(argv[1:])
     args = parse_args(argv)
     if args.list:
         print("\n".join(catalog.CATALOG))
@@ -140,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     repository = args.repository or DEFAULT_REPOSITORY / args.variant
     try:
         sources = _sources(args, entries)
-    except Exception as err:
+    except ExportError as err:
         print(f"error: {describe(err)}; {repository} was left as it was.", file=sys.stderr)
         return 1
     if args.download_only:
@@ -156,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
                 export_model(entry, source, repository, args.variant)
                 exported = True
             _tensorrt(args, entry, repository)
-        except Exception as err:
+        except ExportError as err:
             outcome = f"{repository} was left as it was"
             if exported:
                 outcome = "the ONNX export is installed, TensorRT is not"

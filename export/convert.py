@@ -22,13 +22,10 @@ import onnx
 from catalog import ModelEntry
 from catalog.reference import NUM_CLASSES
 from export import normalization
+from export.errors import ExportCheckError
 from model_repository.configs import NETWORK_INPUT, NETWORK_OUTPUT, NORMALIZED_IMAGE
 
 OPSET = 17
-
-
-class ExportCheckError(RuntimeError):
-    """The converted graph is not what the repository needs; nothing is written."""
 
 
 @contextlib.contextmanager
@@ -61,14 +58,19 @@ def paddle_to_onnx(program: Path, onnx_path: Path) -> None:
     """
     import paddle2onnx
 
-    paddle2onnx.export(
-        str(program),
-        str(program.parent / "inference.pdiparams"),
-        str(onnx_path),
-        opset_version=OPSET,
-        enable_onnx_checker=True,
-        optimize_tool="None",
-    )
+    try:
+        paddle2onnx.export(
+            str(program),
+            str(program.parent / "inference.pdiparams"),
+            str(onnx_path),
+            opset_version=OPSET,
+            enable_onnx_checker=True,
+            optimize_tool="None",
+        )
+    except OSError:  # the machine's (a full disk): reported as such by the pipeline
+        raise
+    except Exception as err:  # paddle2onnx reports an operator it cannot convert by any exception type
+        raise ExportCheckError(f"paddle2onnx could not convert {program}: {type(err).__name__}: {err}") from err
     if not onnx_path.is_file():
         raise ExportCheckError(f"paddle2onnx wrote no file for {program}")
 

@@ -28,6 +28,7 @@ from typing import Literal
 
 from catalog import ModelEntry
 from catalog.models import OFFICIAL_HOST
+from export.errors import DownloadError
 
 DownloadKind = Literal["inference", "weights"]
 DOWNLOAD_KINDS: tuple[DownloadKind, ...] = ("inference", "weights")
@@ -36,10 +37,6 @@ CHUNK = 1 << 20
 TIMEOUT_S = 60
 # First bytes of a file written by paddle.save: a pickle, protocol 2 to 5.
 PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
-
-
-class DownloadError(RuntimeError):
-    """A download that could not be completed or checked; the message says what to do next."""
 
 
 @dataclass(frozen=True)

@@ -15,17 +15,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import paddle
 
+from catalog.models import FOLD_ATOL
+from export.errors import FoldError
 from export.network import BATCHNORMS
-
-# Largest |difference| of any probability between the folded and the unfolded network: ten times
-# tighter than the runtime parity limit. Measured differences are 1e-8 to 1e-7 (float32 rounding
-# of the reordered arithmetic, docs/models.md); leaving one block unfolded, or folding a BatchNorm
-# into the wrong layer, moves probabilities by 1e-2 or more (tests/unit/test_export_fold.py).
-FOLD_ATOL = 1e-5
-
-
-class FoldError(RuntimeError):
-    """The folded network does not compute what the unfolded one did; nothing is exported."""
 
 
 @dataclass(frozen=True)

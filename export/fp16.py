@@ -30,6 +30,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+from catalog.models import FP16_ATOL
+from export.errors import Fp16Error
 from export.normalization import PREFIX
 from export.trt_plans import ONNX_FILES
 
@@ -37,16 +39,6 @@ FP16_FILE = ONNX_FILES["fp16"]  # beside model.onnx in the production network's 
 KEEP_FP32_OPS = ("LayerNormalization", "Softmax")
 WEIGHT_OPS = ("Conv", "MatMul", "Gemm")  # their initializer weights must be FP16 in the FP16 network
 FP16_MAX = float(np.finfo(np.float16).max)  # weights are clamped here, not at the converter's default 1e4
-# The FP16 acceptance rule of an export (not the 1e-4 parity tolerance: FP16 rounds every activation).
-# FP16's own rounding moves the probabilities of these networks by up to 7e-2 (docs/models.md, the
-# FP16 price; the largest moves are on confident images, e.g. 0.642 -> 0.623), 2e-3 at most on the
-# photographs the export checks; a conversion error (overflow to inf or NaN, a wrong cast) moves them
-# by far more and pushes the FP32 class out of the top five.
-FP16_ATOL = 0.1
-
-
-class Fp16Error(RuntimeError):
-    """The FP16 network breaks the precision layout or disagrees with FP32 beyond the acceptance rule."""
 
 
 def kept_fp32(model: onnx.ModelProto) -> tuple[list[str], list[str]]:

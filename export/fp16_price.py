@@ -1,11 +1,11 @@
-"""python -m export.fp16_price [--repository DIR] [--output FILE] [NAME...]: what FP16 costs, on CPU.
+"""python -m export fp16-price [--repository DIR] [--output FILE] [NAME...]: what FP16 costs, on CPU.
 
 For every exported network of a repository, the FP16 network (export/fp16.py) against the FP32
 network, both in ONNX Runtime on CPU, on the same uint8 crops: the sample photographs as served,
 and variants made from them (random crops, scales and horizontal flips, then the served
 preprocessing). Per model: max |p_fp16 - p_fp32| over all 1000 probabilities, top-1 and top-5
 agreement. Results are appended per model to the output file as each finishes (a rerun skips the
-models already there), and `python -m export.report` publishes them in docs/models.md.
+models already there), and `python -m export report` publishes them in docs/models.md.
 
 What the figure means: ONNX Runtime's CPU provider has FP16 kernels for few operators; for the
 others it inserts Casts to FP32 around the node (onnxruntime/core/optimizer/insert_cast_transformer.cc,
@@ -158,7 +158,7 @@ def read_results(path: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     from perf import machine
 
-    parser = argparse.ArgumentParser(prog="python -m export.fp16_price", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m export fp16-price", description=__doc__.split("\n\n")[0])
     parser.add_argument("names", nargs="*", metavar="NAME", help="catalog names (default: every exported one)")
     parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY, help="exported production networks")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="results, one entry per model")
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     entries = [catalog.get(name) for name in args.names] if args.names else list(catalog.CATALOG.values())
     results = read_results(args.output)
     backfill(results)
-    command = "python -m export.fp16_price " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m export fp16-price " + " ".join(argv if argv is not None else sys.argv[1:])
     results["seed"] = SEED
     args.output.parent.mkdir(parents=True, exist_ok=True)
     measured = 0
@@ -202,7 +202,3 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(f"{measured} measured; {len(results['models'])} models in {args.output}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

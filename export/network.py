@@ -16,10 +16,7 @@ import numpy as np
 import paddle
 
 from catalog import ModelEntry
-
-
-class WeightsMismatchError(ValueError):
-    """A weights file that does not fit the architecture; the message names the first tensor."""
+from export.errors import SourceError, WeightsMismatchError
 
 
 class SoftmaxClassifier(paddle.nn.Layer):
@@ -209,15 +206,15 @@ def find_program(directory: Path) -> Path:
     Looks in `directory` and, as an unpacked `<Name>_infer.tar` has it, in a single subdirectory.
     """
     if not directory.is_dir():
-        raise FileNotFoundError(f"{directory} is not a directory")
+        raise SourceError(f"{directory} is not a directory")
     found = _program_in(directory)
     if found is None:
         nested = [p for p in (_program_in(d) for d in sorted(directory.iterdir()) if d.is_dir()) if p]
         if len(nested) > 1:
-            raise FileNotFoundError(f"{directory} holds {len(nested)} inference models: point at one of them")
+            raise SourceError(f"{directory} holds {len(nested)} inference models: point at one of them")
         found = nested[0] if nested else None
     if found is None:
-        raise FileNotFoundError(
+        raise SourceError(
             f"{directory} holds no PaddleClas inference model: expected inference.json or "
             "inference.pdmodel, plus inference.pdiparams"
         )

@@ -23,15 +23,12 @@ import numpy as np
 
 from catalog import ModelEntry
 from catalog.resolve import paddleclas_input, photo_crops, preprocessor
+from export.errors import ParityError
 from model_repository.configs import NETWORK_INPUT, TOP_K
 
 # Classes the smoke reference records: twice the served top-k, so the check can tell a class that
 # entered the served top-5 through a near-tie from one the reference ranks far below.
 REFERENCE_DEPTH = 2 * TOP_K
-
-
-class ParityError(RuntimeError):
-    """ONNX Runtime disagrees with Paddle Inference beyond the tolerance."""
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from catalog import ModelEntry
+from export.errors import InstallError, SourceError, storage_error
 from model_repository import install
 from model_repository.configs import Variant
 
@@ -61,6 +62,12 @@ class Source:
             return f"RANDOM WEIGHTS (seed {self.seed}): not a trained classifier, labels are meaningless"
         return f"{'weights' if self.kind == 'pdparams' else 'inference model'} {self.path}"
 
+    @classmethod
+    def from_record(cls, facts: dict) -> Source:
+        """The source an export record's `source` (as_dict) describes: the reference rebuilds from it."""
+        path = facts.get("path")
+        return cls(facts["kind"], Path(path) if path else None, int(facts.get("seed") or 0))
+
     def as_dict(self) -> dict[str, object]:
         facts: dict[str, object] = {"kind": self.kind, "path": str(self.path) if self.path else None, "seed": self.seed}
         if self.path is not None and self.path.is_file():
@@ -73,8 +80,8 @@ class Source:
 class Progress:
     """Numbered step lines with elapsed time: exports take from seconds to minutes."""
 
-    def __init__(self, name: str, steps: tuple[str, ...] = STEPS) -> None:
-        self.name, self.steps, self.done, self.start = name, steps, 0, time.monotonic()
+    def __init__(self, name: str, steps: tuple[str, ...] = STEPS, quiet: bool = False) -> None:
+        self.name, self.steps, self.done, self.start, self.quiet = name, steps, 0, time.monotonic(), quiet
 
     @property
     def elapsed(self) -> float:
@@ -86,21 +93,21 @@ class Progress:
         if step != expected:
             raise RuntimeError(f"export step {step!r} reported where {expected!r} comes (pipeline.STEPS)")
         self.done += 1
-        print(f"[{self.name} {self.done}/{len(self.steps)} +{self.elapsed:5.1f}s] {message}", flush=True)
+        if not self.quiet:
+            print(f"[{self.name} {self.done}/{len(self.steps)} +{self.elapsed:5.1f}s] {message}", flush=True)
 
 
 def _peak_rss_mb() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024  # Linux reports KiB
 
 
-def _program_from_directory(source: Source, work: Path) -> Path:
-    """The program of an inference-model source: a directory as given, or a tarball unpacked into `work`."""
+def inference_program(path: Path, work: Path) -> Path:
+    """The program of an inference model: a directory as given, or a `<Name>_infer.tar` unpacked into `work`."""
     from export import download, network
 
-    assert source.path is not None
-    if source.path.is_file():
-        return network.find_program(download.unpack_inference(source.path, work / "unpacked"))
-    return network.find_program(source.path)
+    if path.is_file():
+        return network.find_program(download.unpack_inference(path, work / "unpacked"))
+    return network.find_program(path)
 
 
 def _measure_architecture(entry: ModelEntry, backbone: object | None) -> dict[str, object]:
@@ -123,22 +130,34 @@ class PaddleSide:
     folded: FoldReport | None  # merge_bn's check, None when nothing was folded
 
 
-def _paddle_side(entry: ModelEntry, source: Source, work: Path, log: Path, progress: Progress) -> PaddleSide:
-    """Steps "paddle network" to "paddle program": the Paddle program, PaddleClas-style counts, merge_bn's check."""
+def paddle_side(
+    entry: ModelEntry, source: Source, work: Path, log: Path, progress: Progress | None = None, count: bool = True
+) -> PaddleSide:
+    """Steps "paddle network" to "paddle program": the Paddle program, PaddleClas-style counts, merge_bn's check.
+
+    The one way a source becomes the Paddle program: the export converts it, and `evaluate --reference`
+    rebuilds it from an export record (export/reference.py) without the counts (`count=False`).
+    """
     from catalog.resolve import photo_batch
     from export import convert, fold, network
 
+    progress = progress or Progress(entry.name, quiet=True)
     progress.step("paddle network", f"preparing the Paddle network from {source.describe()}")
     classifier = None
     with convert.output_to(log):
         if source.kind == "inference":
-            program = _program_from_directory(source, work)
+            assert source.path is not None
+            program = inference_program(source.path, work)
         else:
             weights = source.path if source.kind == "pdparams" else None
+            if weights is not None and not weights.is_file():
+                raise SourceError(f"the weights file {weights} is not there")
             classifier = network.build(entry, weights=weights, seed=source.seed if weights is None else None)
     progress.step("counts", "counting parameters and FLOPs as PaddleClas does (paddle.flops, batch 1)")
-    with convert.output_to(log):
-        measured = _measure_architecture(entry, classifier.backbone if classifier else None)
+    measured: dict[str, object] = {}
+    if count:
+        with convert.output_to(log):
+            measured = _measure_architecture(entry, classifier.backbone if classifier else None)
     if classifier is None:
         progress.step(
             "deployment form", "inference model converted as given (PaddleClas's exporter does not fold BatchNorms)"
@@ -153,6 +172,7 @@ def _paddle_side(entry: ModelEntry, source: Source, work: Path, log: Path, progr
     else:
         progress.step("deployment form", f"no BatchNorm to fold: {entry.family} normalises with LayerNorm")
     progress.step("paddle program", "saving the Paddle inference model (paddle.jit.save)")
+    (work / "paddle").mkdir(parents=True, exist_ok=True)
     with convert.output_to(log):
         program = network.save_inference_model(classifier, entry, work / "paddle")
     return PaddleSide(program, measured, folded)
@@ -167,11 +187,10 @@ def export_model(entry: ModelEntry, source: Source, repository: Path, variant: V
     repository.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".export-", dir=repository.parent) as tmp:
         work = Path(tmp)
-        (work / "paddle").mkdir()
         log = work / "export.log"
         try:
-            paddle_side = _paddle_side(entry, source, work, log, progress)
-            program, measured, folded = paddle_side.program, paddle_side.measured, paddle_side.folded
+            side = paddle_side(entry, source, work, log, progress)
+            program, measured, folded = side.program, side.measured, side.folded
             progress.step("onnx", f"converting {program.name} to ONNX (paddle2onnx opset {convert.OPSET}, onnxsim)")
             onnx_path = work / "model.onnx"
             facts = convert.convert(program, entry, onnx_path, log)
@@ -197,7 +216,10 @@ def export_model(entry: ModelEntry, source: Source, repository: Path, variant: V
                 "duration_s": round(progress.elapsed, 1),
                 "process_peak_rss_mb": _peak_rss_mb(),
             }
-            install.install(entry, onnx_path, record, repository, variant)
+            try:
+                install.install(entry, onnx_path, record, repository, variant)
+            except install.SharedStepConflictError as err:
+                raise InstallError(str(err)) from err
             fp16_note = f"; {fp16_summary(fp16)}" if fp16 else ""
             progress.step(
                 "install", f"{report.summary()}{fp16_note}; installed {entry.triton_name} ({variant}) into {repository}"
@@ -208,6 +230,8 @@ def export_model(entry: ModelEntry, source: Source, repository: Path, variant: V
             kept = _keep_log(log, repository.parent / "export-logs" / f"{entry.name}.log")
             if kept:
                 err.add_note(f"converter log: {kept}")
+            if isinstance(err, OSError):  # the machine's (disk full, permissions): one line, the log kept
+                raise storage_error(err) from err
             raise
     return record
 

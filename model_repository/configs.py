@@ -32,21 +32,30 @@ from tritonclient.grpc import model_config_pb2
 
 from catalog import ModelEntry, get, resolve
 from catalog.reference import NUM_CLASSES
+from client.contract import (  # the wire contract: defined there so the client needs no server-side package
+    CROP_SUFFIX,
+    CROPS_INPUT,
+    IMAGE_INPUT,
+    MAX_BATCH_SIZE,
+    NETWORK_SUFFIX,
+    PIXELS_INPUT,
+    PIXELS_SUFFIX,
+    PRECISION_PARAMETER,
+    REFERENCE_IDS_PARAMETER,
+    REFERENCE_PHOTO_PARAMETER,
+    REFERENCE_SCORES_PARAMETER,
+    TOP_K,
+    TOP_K_OUTPUTS,
+)
 
 Variant = Literal["portable", "production"]
 VARIANTS: tuple[Variant, ...] = ("portable", "production")
 StepKind = Literal["ensemble", "preprocess", "pixels_preprocess", "network", "postprocess"]
 
-# The wire contract: see README "Wire contract". Changing these breaks clients.
-IMAGE_INPUT = "IMAGE"
-PIXELS_INPUT = "PIXELS"  # the second entry point: decoded RGB uint8 frames
-TOP_K_OUTPUTS = {"LABELS": "TYPE_STRING", "SCORES": "TYPE_FP32", "CLASS_IDS": "TYPE_INT64"}
-TOP_K = 5
-MAX_BATCH_SIZE = 8  # images one request may carry
 
 # Between the steps: the uint8 crop, channels last, as the preprocess step makes it (a quarter of
 # float32's bytes through shared memory and host-to-GPU copies); the network normalizes it itself.
-NETWORK_INPUT = "CROPS"
+NETWORK_INPUT = CROPS_INPUT  # the crop ensemble hands its input to the network unchanged
 NORMALIZED_IMAGE = "NORMALIZED_IMAGE"
 NETWORK_OUTPUT = "PROBABILITIES"
 POSTPROCESS = "postprocess"
@@ -90,7 +99,6 @@ def preprocess_key(entry: ModelEntry) -> str:
 
 PREPROCESS_PREFIX = "preprocess_"
 PIXELS_PREPROCESS_PREFIX = "pixels_preprocess_"
-NETWORK_SUFFIX = "_network"
 
 
 def preprocess_name(entry: ModelEntry) -> str:
@@ -110,10 +118,7 @@ def postprocess_name() -> str:
 
 
 def pixels_ensemble_name(entry: ModelEntry) -> str:
-    return f"{entry.triton_name}_pixels"
-
-
-CROP_SUFFIX = "_crop"
+    return f"{entry.triton_name}{PIXELS_SUFFIX}"
 
 
 def crop_ensemble_name(entry: ModelEntry) -> str:
@@ -338,7 +343,6 @@ def gpu_ms_per_image(entry: ModelEntry, runtime: GpuRuntime) -> float:
 # (docs/reliability.md, "How load is shed"). 10 gives a CFS weight of 110 against 1024.
 NICENESS_PARAMETER = "niceness"
 PREPROCESS_NICENESS = 10
-QUEUE_REJECTIONS = ("Exceeds maximum queue size", "Request timeout expired")  # Triton 2.51's words
 
 
 def portable_network_queue(entry: ModelEntry) -> int:
@@ -528,13 +532,10 @@ def _network_warmup(entry: ModelEntry, batches: list[int]) -> list[ConfigDict]:
 # --- the smoke photograph's reference answer -------------------------------------------------------
 # Recorded by the export (export/parity.py: Paddle Inference on the server's warmup JPEG) and written
 # into every ensemble's parameters, which the open model-config API serves: `python -m client smoke`
-# (the helm test, which mounts no repository) compares the served top-5 with them.
-REFERENCE_PHOTO_PARAMETER = "reference_photo_sha256"
-REFERENCE_IDS_PARAMETER = "reference_class_ids"
-REFERENCE_SCORES_PARAMETER = "reference_scores"
-# Read from the network's config by the smoke check to pick its tolerance (catalog.models.SERVED_ATOL);
-# absent: fp32. The TensorRT configs (plans, ONNX Runtime's provider) set it.
-PRECISION_PARAMETER = "precision"
+# (the helm test, which mounts no repository) compares the served top-5 with them
+# (REFERENCE_*_PARAMETER). PRECISION_PARAMETER, read from the network's config by the smoke check to
+# pick its tolerance (catalog.models.SERVED_ATOL; absent: fp32), is written by plans (export/trt_plans.py,
+# which keeps its own copy: it runs without this project in the TensorRT image) and --ort-trt.
 
 
 def reference_parameters(reference: dict | None) -> dict[str, str]:

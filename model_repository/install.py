@@ -140,7 +140,7 @@ def gpu_mem_limit(record: dict) -> int:
     if not memory or memory.get("batch") != configs.GPU_MAX_BATCH_SIZE:
         raise ValueError(
             f"the export record of {record.get('model', '?')} has no memory estimate at batch "
-            f"{configs.GPU_MAX_BATCH_SIZE}: record it with python -m export.memory --repository DIR"
+            f"{configs.GPU_MAX_BATCH_SIZE}: record it with python -m export memory --repository DIR"
         )
     return configs.ort_gpu_mem_limit(memory["weights_bytes"], memory["activations_bytes"])
 

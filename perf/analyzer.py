@@ -18,8 +18,8 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+from client.failures import QUEUE_REJECTIONS
 from model_repository.admin import admin_headers, header_name
-from model_repository.configs import QUEUE_REJECTIONS
 from perf import triton_stats
 from perf.machine import measure_quietly
 

@@ -40,7 +40,7 @@ import tritonclient.grpc.aio as grpcclient
 import yaml
 
 import catalog
-from client.classify import failure_kind
+from client.failures import failure_kind, message_cause
 from model_repository import configs, health, install, layout, memory, procfs
 from model_repository.admin import ADMIN_KEY_ENV, admin_headers
 from model_repository.configs import TOP_K_OUTPUTS
@@ -268,15 +268,9 @@ def cause(row: dict) -> str:
     """ok, queue full, queue timeout, deadline, dead step, unavailable, refused."""
     if row["kind"] == "ok":
         return "ok"
-    text = row["message"]
-    for words, name in (
-        ("Exceeds maximum queue size", "queue full"),
-        ("Request timeout expired", "queue timeout"),
-        ("is not healthy", "dead step"),
-        ("Deadline", "deadline"),
-    ):
-        if words in text:
-            return name
+    named = message_cause(row["message"])  # the one classifier of Triton's words (client/failures.py)
+    if named is not None:
+        return named
     return "unavailable" if row["kind"] == "overloaded" else row["kind"]
 
 

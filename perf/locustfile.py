@@ -29,7 +29,8 @@ from locust import LoadTestShape, User, events, task  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 from catalog.reference import sample_photo_paths  # noqa: E402
-from client.classify import DEFAULT_DEADLINE_S, backoff_s, failure_kind  # noqa: E402
+from client.classify import DEFAULT_DEADLINE_S, backoff_s  # noqa: E402
+from client.failures import failure_kind  # noqa: E402
 from model_repository.configs import TOP_K, TOP_K_OUTPUTS  # noqa: E402
 from perf.input_data import image_tensor  # noqa: E402
 

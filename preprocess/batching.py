@@ -2,7 +2,7 @@
 
 Triton hands a Python model every request its dynamic batcher gathered. Images come in different
 sizes, so decode, resize and crop run image by image; after the crop every image has the model's
-shape, so they are stacked once (and, where a caller asks, normalized once) and split back. A request
+shape, so they are stacked once and split back. A request
 with a bad image gets that image's error and costs the others nothing: the contract is one outcome
 per request, in order, and nothing a single image does may fail the whole batch.
 """
@@ -35,14 +35,12 @@ def _crops(items: Sequence[Item], crop: Callable[[Item], np.ndarray]) -> list[np
 def preprocess_requests(
     requests: Sequence[Sequence[Item]],
     crop: Callable[[Item], np.ndarray],
-    normalize: Callable[[np.ndarray], np.ndarray] | None = None,
     admit: Callable[[Sequence[Item]], None] | None = None,
 ) -> list[np.ndarray | ImageDecodeError]:
     """For each request (a sequence of images), its N x C x C x 3 uint8 crops or the error of its first bad image.
 
-    `crop` turns one image (encoded bytes or a decoded frame) into the uint8 crop; `normalize`, if
-    given, turns the stack of crops into float network input (N x 3 x C x C) in one computation.
-    The served step passes none: the network normalizes. A request stops at its first bad image:
+    `crop` turns one image (encoded bytes or a decoded frame) into the uint8 crop (the network
+    normalizes it in its own graph). A request stops at its first bad image:
     the rest of it would be thrown away anyway. `admit`, if given, sees a request's images before any
     is cropped and refuses the whole request by raising ImageDecodeError (the per-request limits).
     """
@@ -57,9 +55,7 @@ def preprocess_requests(
         except ImageDecodeError as err:
             outcomes.append(err)
     good = [c for outcome in outcomes if not isinstance(outcome, ImageDecodeError) for c in outcome]
-    tensors = None
-    if good:
-        tensors = normalize(np.stack(good)) if normalize else np.stack(good)
+    tensors = np.stack(good) if good else None
     results: list[np.ndarray | ImageDecodeError] = []
     start = 0
     for outcome in outcomes:

@@ -107,7 +107,7 @@ class Preprocessor:
     """One model's preprocessing, built once from its parameters and applied per image or per batch.
 
     The served step needs only decode and crop (`pixels`): the network normalizes the uint8 crop
-    itself (export/normalization.py). mean and std, when given, make `normalize` and `tensor`
+    itself (export/normalization.py). mean and std, when given, make `normalize`
     available: PaddleClas's own float32 NormalizeImage, which the network's graph is checked against
     and which Paddle Inference is fed with in the parity check.
     """
@@ -212,11 +212,3 @@ class Preprocessor:
         """uint8 CxCx3 -> float32 3xCxC, or a stack N x C x C x 3 -> N x 3 x C x C, in one computation."""
         hwc = normalize(crops, *self._statistics())
         return np.ascontiguousarray(np.moveaxis(hwc, -1, -3))
-
-    def tensor(self, rgb: np.ndarray) -> np.ndarray:
-        """RGB uint8 HxWx3 -> float32 3xCxC network input."""
-        return self.normalize(self.pixels(rgb))
-
-    def __call__(self, data: bytes) -> np.ndarray:
-        """Encoded image bytes -> float32 3xCxC network input."""
-        return self.normalize(self.crop_encoded(data))

@@ -17,6 +17,7 @@ import pytest
 import catalog
 from export import network
 from export.__main__ import describe, main
+from export.errors import storage_error
 from tests.support.download_server import DownloadHost
 from tests.support.snapshots import snapshot
 
@@ -136,7 +137,7 @@ def test_downloaded_weights_of_another_architecture(
 def test_disk_full_message_is_one_actionable_line() -> None:
     err = OSError(errno.ENOSPC, "No space left on device", "/models/vit/1/model.onnx")
     err.add_note("converter log: build/export-logs/X.log")
-    assert describe(err) == (
+    assert describe(storage_error(err)) == (
         "disk full while writing /models/vit/1/model.onnx: free some space and run again; "
         "converter log: build/export-logs/X.log"
     )

@@ -44,7 +44,7 @@ def test_the_export_writes_a_checked_fp16_network(name: str, exported_repository
 
 
 def test_the_price_script_measures_installed_networks(exported_repository: Path, tmp_path: Path) -> None:
-    """`python -m export.fp16_price` on one model, few variants: the per-model record and raw probabilities."""
+    """`python -m export fp16-price` on one model, few variants: the per-model record and raw probabilities."""
     name = SERVED_MODELS[0]
     output = tmp_path / "price" / "results.json"
     arguments = [name, "--repository", str(exported_repository), "--output", str(output), "--derived", "3"]

@@ -217,7 +217,7 @@ def test_against_a_second_deployment(triton_server, predictions, tmp_path: Path)
     assert agreement["top1"] == 1 - len(expected) / len(predictions)
 
 
-# --reference: PaddleClas's own deployment path in-process ---------------------------------------
+# --reference: PaddleClas's own deployment path (python -m export reference) ---------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -225,17 +225,11 @@ def test_against_a_second_deployment(triton_server, predictions, tmp_path: Path)
 )
 def test_reference_transforms_equal_the_paddleclas_configs(name: str) -> None:
     """Derived from the catalog entry; checked against the hand transcription of PaddleClas's YAML files."""
-    from client.reference import paddleclas_transforms
+    from export.reference import paddleclas_transforms
     from tests.support.paddleclas import FAMILIES, paddleclas_config
 
     assert name in FAMILIES
     assert paddleclas_transforms(catalog.get(name).preprocessing) == paddleclas_config(name)
-
-
-def test_the_client_imports_no_paddle_without_reference() -> None:
-    code = "import sys, client.__main__, client.evaluate, client.reference; print('paddle' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "False"
 
 
 def reference_run(triton_server, repository: Path, model: str, source: Path, out: Path) -> dict:

@@ -20,7 +20,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from client import classify
+from client import classify, failures
 from model_repository import configs, health, layout, procfs
 from model_repository.server import TritonServer
 from tests.support.processes import descendants
@@ -47,7 +47,7 @@ def call(server: TritonServer, ms: int, results: list, timeout_s: float = 20.0, 
         grpcclient.InferenceServerClient(server.grpc_url).infer(model, [tensor], client_timeout=timeout_s)
         results.append(("ok", time.monotonic() - start, ""))
     except InferenceServerException as err:
-        results.append((classify.failure_kind(err), time.monotonic() - start, err.message()))
+        results.append((failures.failure_kind(err), time.monotonic() - start, err.message()))
 
 
 def in_threads(*calls) -> list[threading.Thread]:
@@ -72,11 +72,14 @@ def test_a_full_queue_refuses_at_once_and_a_queue_timeout_before_the_execution_e
     assert busy[0][0] == "ok"
     # Queue full: refused within milliseconds, with the words the client treats as "overloaded".
     assert [r[0] for r in refused] == ["overloaded"] * 2 and all(r[1] < 0.5 for r in refused), refused
-    assert all("Exceeds maximum queue size" in r[2] for r in refused)
+    assert all(failures.message_cause(r[2]) == "queue full" for r in refused), refused
     # Queue timeout: measured on 2.51, refused at the batcher's next wake-up (~0.5 s ticks), within
     # the timeout + 1 s, while the 3 s execution still runs (not only between executions).
     assert [r[0] for r in queued] == ["overloaded"] * QUEUE_SIZE, queued
-    assert all("Request timeout expired" in r[2] and TIMEOUT_US / 1e6 <= r[1] < TIMEOUT_US / 1e6 + 1.0 for r in queued)
+    assert all(
+        failures.message_cause(r[2]) == "queue timeout" and TIMEOUT_US / 1e6 <= r[1] < TIMEOUT_US / 1e6 + 1.0
+        for r in queued
+    )
 
 
 @pytest.mark.server
@@ -96,7 +99,7 @@ def test_a_killed_step_process_fails_its_requests_but_the_server_stays_ready(sle
     # dead stub, or a queue timeout while the dead instance holds the queue): the client counts both
     # as the server's fault (retryable, e.g. on another replica), never the request's.
     assert all(r[0] == "overloaded" and r[1] < 3.0 for r in results), results
-    assert any("Stub process 'sleeper_0_0' is not healthy" in r[2] for r in results), results
+    assert any(failures.message_cause(r[2]) == "dead step" and "'sleeper_0_0'" in r[2] for r in results), results
     # ...while every health endpoint still says 200: Triton's own probes cannot see it. The launcher's
     # StepWatch and the chart's liveness check see it (both model_repository/health.py dead_steps).
     for path in ("/v2/health/live", "/v2/health/ready", "/v2/models/sleeper/ready"):

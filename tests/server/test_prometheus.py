@@ -30,6 +30,7 @@ import yaml
 from tritonclient.utils import InferenceServerException
 
 import catalog
+from client import failures
 from model_repository import configs, monitoring
 from model_repository.server import TritonServer
 from tests.support import images
@@ -104,7 +105,7 @@ def hammer(server: TritonServer, model: str, payload: bytes, clients: int, secon
                 client.infer(model, [tensor], client_timeout=15)
                 outcome = "ok"
             except InferenceServerException as error:
-                outcome = next((words for words in configs.QUEUE_REJECTIONS if words in error.message()), "other")
+                outcome = next((words for words in failures.QUEUE_REJECTIONS if words in error.message()), "other")
             with lock:
                 outcomes[outcome] += 1
 
@@ -150,7 +151,7 @@ def test_the_signal_is_zero_idle_and_rises_when_preprocess_saturates(
     assert most_queued(prometheus, preprocess) == queue_size(triton_server, preprocess)
     assert most_queued(prometheus, network) < queue_size(triton_server, network)
     # Refused: a full queue at the door, or a queued request past the step's timeout (configs.queue_policy).
-    assert sum(outcomes[words] for words in configs.QUEUE_REJECTIONS) > outcomes["ok"] > 0, outcomes
+    assert sum(outcomes[words] for words in failures.QUEUE_REJECTIONS) > outcomes["ok"] > 0, outcomes
     # A refusing step's admitted requests wait little (one per instance may wait): its own ratio
     # stays low, and the refused share is what carries the signal past the HPA's target.
     assert value > max(hpa_target(), idle)

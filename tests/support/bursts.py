@@ -13,7 +13,7 @@ import threading
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-OVERLOAD = "Exceeds maximum queue size"
+from client.failures import QUEUE_FULL
 
 
 def admitted_at_once(client: grpcclient.InferenceServerClient, ensemble: str) -> int:
@@ -53,7 +53,7 @@ def in_flight_together(
             client.async_infer(model, requests[index], record(index))
         assert done.wait(120), f"{len(sent) - len(results)} of {len(sent)} requests unanswered after 120 s"
         for index, outcome in results.items():
-            if isinstance(outcome, InferenceServerException) and OVERLOAD in outcome.message():
+            if isinstance(outcome, InferenceServerException) and QUEUE_FULL in outcome.message():
                 pending.append(index)
             else:
                 outcomes[index] = outcome

@@ -1,4 +1,4 @@
-"""docs/models.md's FP16 price section, rendered from results shaped as `python -m export.fp16_price` writes them."""
+"""docs/models.md's FP16 price section, rendered from results shaped as `python -m export fp16-price` writes them."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def results(tmp_path: Path) -> dict:
             "machine": {"cpu_model": "a CPU", "cpu_flags": ["avx2"], "versions": {"onnxruntime": "1.19.2"}},
         }
     models["NextViT_small_224_ssld"] = models["NextViT_small_224"] | {"same_network_as": "NextViT_small_224"}
-    price = {"command": "python -m export.fp16_price --derived 3", "models": models}
+    price = {"command": "python -m export fp16-price --derived 3", "models": models}
     fp16_price.backfill(price)
     return price
 
@@ -43,7 +43,7 @@ def test_every_catalog_model_has_a_row_with_its_price_or_why_not(tmp_path: Path)
     assert "| 5 + 3 |" in by_name["NextViT_small_224"] and "| 1 / 2 |" in by_name["NextViT_small_224"]
     assert "same network as `NextViT_small_224`" in by_name["NextViT_small_224_ssld"]
     assert "not measured" in by_name["ViT_large_patch16_384"]
-    assert "python -m export.fp16_price --derived 3" in text and "ONNX Runtime 1.19.2" in text and "avx2" in text
+    assert "python -m export fp16-price --derived 3" in text and "ONNX Runtime 1.19.2" in text and "avx2" in text
     assert "A floor" in text and "--against FP32_HOST:8001/NAME" in text and "unverified on a GPU" in text
 
 

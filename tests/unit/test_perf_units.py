@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from model_repository import configs
+from client import failures
 from perf import analyzer, load, machine
 from perf.input_data import input_data
 
@@ -66,8 +66,8 @@ def test_make_perf_and_load_pass_the_url_through() -> None:
 
 
 def test_a_sweep_ends_at_the_first_overload_refusal_and_fails_on_anything_else(monkeypatch, tmp_path: Path) -> None:
-    """The refusal text is Triton's own (configs.QUEUE_REJECTIONS, which the client library also matches)."""
-    refusal = f"perf_analyzer exited with 99; Thread [0] had error: {configs.QUEUE_REJECTIONS[0]}"
+    """The refusal text is Triton's own (failures.QUEUE_REJECTIONS, which the client library also matches)."""
+    refusal = f"perf_analyzer exited with 99; Thread [0] had error: {failures.QUEUE_REJECTIONS[0]}"
     outcomes: list[object] = []
 
     def measure(_self, _model: str, concurrency: int) -> object:

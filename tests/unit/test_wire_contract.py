@@ -1,7 +1,7 @@
-"""The wire contract has one definition, model_repository/configs.py; the client's constants must equal it.
+"""The wire contract has one definition, client/contract.py: every catalog model's rendered configs follow it.
 
-The client keeps its own copies so it needs no server-side package (tritonclient and numpy only); this
-test ties each of them to the generated configs of every catalog model.
+configs.py renders from the contract's names; this test reads them back from the generated configs
+of every model, so a config that names a tensor, type or limit of its own fails here.
 """
 
 from __future__ import annotations
@@ -9,8 +9,7 @@ from __future__ import annotations
 import pytest
 
 import catalog
-from catalog.reference import NUM_CLASSES
-from client import classify
+from client import contract
 from model_repository import configs
 
 ENTRIES = list(catalog.CATALOG.values())
@@ -25,17 +24,16 @@ def test_client_constants_are_the_generated_configs(entry: catalog.ModelEntry) -
     image = configs.ensemble_config(entry, "weights")
     pixels = configs.pixels_ensemble_config(entry, "weights")
     crops = configs.crop_ensemble_config(entry, "weights")
-    assert tensors(image, "input") == [(classify.IMAGE_INPUT, "TYPE_STRING")]
-    assert tensors(pixels, "input") == [(classify.PIXELS_INPUT, "TYPE_UINT8")]
-    assert tensors(crops, "input") == [(classify.CROPS_INPUT, "TYPE_UINT8")]
-    assert pixels["name"] == entry.triton_name + classify.PIXELS_SUFFIX
-    assert crops["name"] == entry.triton_name + classify.CROP_SUFFIX
-    assert configs.network_name(entry) == entry.triton_name + classify.NETWORK_SUFFIX
+    assert tensors(image, "input") == [(contract.IMAGE_INPUT, "TYPE_STRING")]
+    assert tensors(pixels, "input") == [(contract.PIXELS_INPUT, "TYPE_UINT8")]
+    assert tensors(crops, "input") == [(contract.CROPS_INPUT, "TYPE_UINT8")]
+    assert pixels["name"] == entry.triton_name + contract.PIXELS_SUFFIX
+    assert crops["name"] == entry.triton_name + contract.CROP_SUFFIX
+    assert configs.network_name(entry) == entry.triton_name + contract.NETWORK_SUFFIX
     for config in (image, pixels, crops):
-        assert [name for name, _ in tensors(config, "output")] == list(classify.OUTPUTS)
-        assert [tensor["dims"] for tensor in config["output"]] == [[classify.TOP_K]] * len(classify.OUTPUTS)
-        assert config["max_batch_size"] == classify.MAX_BATCH_SIZE
-    assert classify.NUM_CLASSES == NUM_CLASSES
+        assert tensors(config, "output") == list(contract.TOP_K_OUTPUTS.items())
+        assert [tensor["dims"] for tensor in config["output"]] == [[contract.TOP_K]] * len(contract.OUTPUTS)
+        assert config["max_batch_size"] == contract.MAX_BATCH_SIZE
 
 
 def test_the_postprocess_step_gives_each_output_one_type() -> None:

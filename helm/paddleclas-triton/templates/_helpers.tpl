@@ -355,7 +355,7 @@ builds (trtBuildSeconds) and the startup probe's budget, one after the other.
 GPU memory: every served production network runs capacity.networkGpuInstances ONNX Runtime sessions
 on each GPU, each session's CUDA arena capped by its config's gpu_mem_limit. Those caps come from the
 export's graph estimates (export/memory.py), copied per model into files/network-memory.json by
-`python -m export.memory --chart`. Their sum plus gpu.reservedMiB must fit in gpu.memoryGiB, or the
+`python -m export memory --chart`. Their sum plus gpu.reservedMiB must fit in gpu.memoryGiB, or the
 render stops naming the total and the largest models. gpu mode with the production variant only.
 With objectStorage the chart cannot see which models the bucket holds (models must be empty there):
 no check. Estimates, unverified on a GPU; with trtPlans the ONNX Runtime figures stand in for the
@@ -368,7 +368,7 @@ plans' memory, which is not estimated.
 {{- range (.Values.models | default (keys $figures | sortAlpha)) }}
 {{- $name := lower . }}
 {{- if not (hasKey $figures $name) }}
-{{- fail (printf "files/network-memory.json has no figure for %s: regenerate it (python -m export.memory --chart)" .) }}
+{{- fail (printf "files/network-memory.json has no figure for %s: regenerate it (python -m export memory --chart)" .) }}
 {{- end }}
 {{- $served = append $served $name }}
 {{- end }}

@@ -1,6 +1,9 @@
 """`make demo`: export a model if needed, start a local tritonserver, classify the sample photos, stop.
 
-python -m client.demo [--model NextViT_small_224] [--repository DIR] [--http-port ...]
+python -m demo [--model NextViT_small_224] [--repository DIR] [--http-port ...]
+
+The one place that uses every package at once (export, the server launcher, the client), so it lives
+beside them rather than inside any: the client stays free of the server side.
 """
 
 from __future__ import annotations
@@ -11,8 +14,8 @@ from pathlib import Path
 
 import catalog
 from catalog.reference import sample_photo_paths
-from client.__main__ import classify_files, print_outcomes
 from client.classify import Classifier, ClientError
+from client.cli import classify_files, print_outcomes
 from model_repository.install import installed_models
 from model_repository.server import ServerError, TritonServer
 
@@ -29,7 +32,7 @@ def ensure_exported(entry: catalog.ModelEntry, repository: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m client.demo", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="NextViT_small_224")
     parser.add_argument("--repository", type=Path, default=Path("build/model_repository/portable"))
     parser.add_argument("--http-port", type=int, default=8000)
