@@ -50,7 +50,7 @@ Protocol = Literal["grpc", "http"]
 Preprocessing = Literal["server", "local"]
 PREPROCESSING: tuple[Preprocessing, ...] = ("server", "local")
 
-# Defaults, documented in README.md ("Serve and call") and the CLI help. 10 s per try: a full
+# Defaults, documented in client/README.md ("Deadlines and retries") and the CLI help. 10 s per try: a full
 # request of 8 images takes 0.6 s (NextViT-S) to 1.8 s (ViT-B) on a 2-core CPU server and the
 # server refuses what it cannot start within about a second, so a try that runs longer is stuck.
 DEFAULT_DEADLINE_S = 10.0
