@@ -39,6 +39,7 @@ from client.contract import (
     CROP_SUFFIX,
     CROPS_INPUT,
     IMAGE_INPUT,
+    INTERACTIVE_PRIORITY,
     MAX_BATCH_SIZE,
     OUTPUTS,
     PIXELS_INPUT,
@@ -123,6 +124,7 @@ class Classifier:
         deadline_s: float = DEFAULT_DEADLINE_S,
         retries: int = DEFAULT_RETRIES,
         preprocess: Preprocessing = "server",
+        interactive: bool = False,
     ) -> None:
         if deadline_s <= 0 or retries < 0:
             raise ValueError(f"deadline must be positive and retries not negative: {deadline_s}, {retries}")
@@ -130,6 +132,9 @@ class Classifier:
             raise ValueError(f"preprocess must be one of {PREPROCESSING}, not {preprocess!r}")
         self.url, self.model, self.protocol = url, model, protocol
         self.deadline_s, self.retries, self.preprocess = deadline_s, retries, preprocess
+        # Interactive requests wait in the steps' queues of their own, ahead of batch traffic, and are
+        # refused early rather than late (contract.INTERACTIVE_PRIORITY); 0 is the default level.
+        self.priority = INTERACTIVE_PRIORITY if interactive else 0
         self._triton = _module(protocol)
         self._local = threading.local()
         self._preprocessor = None  # built on first use from `<model>_crop`'s config (local preprocessing)
@@ -310,9 +315,14 @@ class Classifier:
         timeout_us = int(self.deadline_s * 1e6)
         if self.protocol == "grpc":
             return self._client().infer(
-                model, [tensor], outputs=outputs, client_timeout=self.deadline_s, timeout=timeout_us
+                model,
+                [tensor],
+                outputs=outputs,
+                client_timeout=self.deadline_s,
+                timeout=timeout_us,
+                priority=self.priority,
             )
-        return self._client().infer(model, [tensor], outputs=outputs, timeout=timeout_us)
+        return self._client().infer(model, [tensor], outputs=outputs, timeout=timeout_us, priority=self.priority)
 
     def close(self) -> None:
         client = getattr(self._local, "client", None)

@@ -97,7 +97,9 @@ def classify_command(args: argparse.Namespace) -> int:
     if not files:
         print("error: no image files found", file=sys.stderr)
         return 1
-    with Classifier(url, args.model, args.protocol, args.deadline, args.retries, args.preprocess) as classifier:
+    with Classifier(
+        url, args.model, args.protocol, args.deadline, args.retries, args.preprocess, args.interactive
+    ) as classifier:
         try:
             parameters = classifier.check_ready()
         except ClientError as err:
@@ -136,6 +138,12 @@ def add_transport_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help=f"more tries, after a jittered pause, when the server sheds a request as overloaded or cannot be "
         f"reached; never for a refused image (default {DEFAULT_RETRIES})",
+    )
+    parser.add_argument(
+        "--interactive",
+        action="store_true",
+        help="ask for the interactive priority level: queued apart from batch traffic and served first, "
+        "refused within about a second when the server is flooded",
     )
     parser.add_argument(
         "--preprocess",

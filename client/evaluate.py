@@ -247,8 +247,12 @@ def _evaluate_against_server(
     against_url, _, against_model = (args.against or "").rpartition("/")
     url = args.url or f"127.0.0.1:{DEFAULT_PORTS[args.protocol]}"
     transport = (args.protocol, args.deadline, args.retries)
-    against = Classifier(against_url, against_model, *transport) if args.against else None
-    with Classifier(url, model, *transport, preprocess=args.preprocess) as classifier, against or nullcontext():
+    priority = {"interactive": args.interactive}
+    against = Classifier(against_url, against_model, *transport, **priority) if args.against else None
+    with (
+        Classifier(url, model, *transport, preprocess=args.preprocess, **priority) as classifier,
+        against or nullcontext(),
+    ):
         try:
             weights = classifier.check_ready().get("weights", "unknown")
             against_weights = against.check_ready().get("weights", "unknown") if against else ""
