@@ -34,6 +34,7 @@ from preprocess.decoding import (
 )
 from preprocess.formats import ImageDecodeError
 from preprocess.slots import DecodeSlots
+from preprocess.tiers import RESIZE_TIER_PARAMETER, check_tier
 
 RESIZE_BACKENDS = ("pillow-bicubic", "opencv-linear")
 # The preprocess model parameter choosing the decode: "exact" (PaddleClas's, the default) or "fast"
@@ -123,6 +124,7 @@ class Preprocessor:
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES  # all images of one request together
     max_request_pixels: int = DEFAULT_MAX_REQUEST_PIXELS
     slots: DecodeSlots | None = field(default=None, compare=False)  # the served step's; None: no shared limit
+    resize_tier: str = "exact"  # tiers.RESIZE_TIERS; "near-exact" (pillow-simd) only through an explicit opt-in
 
     def __post_init__(self) -> None:
         if self.decode_mode not in DECODE_MODES:
@@ -130,6 +132,7 @@ class Preprocessor:
         check_fast_decode_margin(self.fast_decode_margin)
         if self.resize not in RESIZE_BACKENDS:
             raise ValueError(f"unknown resize backend {self.resize!r}; expected one of {RESIZE_BACKENDS}")
+        check_tier(self.resize_tier, self.resize)  # the PIL this process loaded must be the tier's
         if self.resize_short < self.crop:
             raise ValueError(f"resize_short {self.resize_short} is smaller than crop {self.crop}")
         if self.max_pixels < self.resize_short * self.resize_short:
@@ -150,6 +153,7 @@ class Preprocessor:
             fast_decode_margin=float(params.get(FAST_DECODE_MARGIN_PARAMETER, FAST_DECODE_MARGIN)),
             max_request_bytes=int(params.get("max_request_bytes", DEFAULT_MAX_REQUEST_BYTES)),
             max_request_pixels=int(params.get("max_request_pixels", DEFAULT_MAX_REQUEST_PIXELS)),
+            resize_tier=params.get(RESIZE_TIER_PARAMETER, "exact"),
         )
 
     def _statistics(self) -> tuple[np.ndarray, np.ndarray]:
