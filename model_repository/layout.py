@@ -11,7 +11,7 @@ python -m model_repository.layout --source DIR --target DIR [--models NAME ...] 
     [--preprocess-instances N] [--pixels-preprocess-instances N] [--postprocess-instances N]
     [--network-cpu-instances N] [--network-cpu-threads N] [--network-gpu-instances N] [--preprocess-queue N]
     [--response-cache]
-    [--fast-decode [--fast-decode-margin M]]
+    [--fast-decode [--fast-decode-margin M]] [--resize-tier exact|near-exact [--pillow-simd-dir DIR]]
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -27,8 +28,16 @@ from typing import NamedTuple
 import catalog
 from model_repository import configs, health, install
 from model_repository.cores import usable_cores
-from preprocess import DECODE_PARAMETER, FAST_DECODE_MARGIN, FAST_DECODE_MARGIN_PARAMETER
+from preprocess import (
+    DECODE_PARAMETER,
+    FAST_DECODE_MARGIN,
+    FAST_DECODE_MARGIN_PARAMETER,
+    PILLOW_SIMD_DIR_PARAMETER,
+    RESIZE_TIER_PARAMETER,
+    RESIZE_TIERS,
+)
 from preprocess.decoding import check_fast_decode_margin
+from preprocess.tiers import NEAR_EXACT_BACKEND, check_pillow_simd_dir
 
 # Written into every rendered copy: render only ever replaces its own copies, and the liveness
 # check (health.py, standard library only, so it owns the name) reads the stub count from it.
@@ -38,6 +47,16 @@ LAYOUT_HELP = {
     "preprocess_queue": "requests that may wait per preprocess instance (default 1: refused rather than late "
     "under overload; more for batch traffic with loose deadlines)"
 }
+
+
+# Where the near-exact resize tier's pillow-simd is: $PADDLECLAS_PILLOW_SIMD (the server image sets it),
+# else the folder `make setup` builds it into.
+PILLOW_SIMD_ENV = "PADDLECLAS_PILLOW_SIMD"
+
+
+def default_pillow_simd_dir() -> Path:
+    """pillow-simd's folder on this machine: the server image's, or this checkout's .venv/pillow-simd."""
+    return Path(os.environ.get(PILLOW_SIMD_ENV) or Path(__file__).resolve().parents[1] / ".venv" / "pillow-simd")
 
 
 class LayoutError(RuntimeError):
@@ -153,15 +172,22 @@ def render(
     fast_decode: bool = False,
     fast_decode_margin: float = FAST_DECODE_MARGIN,
     queue_policies: bool = True,
+    resize_tier: str = "exact",
+    pillow_simd_dir: Path | None = None,
 ) -> dict:
     """Write the serving copy of `source` for `models` into `target`; returns what was rendered.
 
     fast_decode=True sets every encoded-image preprocess step's `decode` parameter to "fast" (large
     JPEGs decoded at a reduced DCT scale, preprocess/decoding.py) with `fast_decode_margin`; the
-    default leaves them exact.
+    default leaves them exact. resize_tier="near-exact" switches every Pillow-resized preprocess step (IMAGE
+    and PIXELS) to pillow-simd from `pillow_simd_dir` (default_pillow_simd_dir(); preprocess/tiers.py).
     """
     if fast_decode:
         check_fast_decode_margin(fast_decode_margin)  # before anything is written
+    if resize_tier not in RESIZE_TIERS:
+        raise ValueError(f"unknown resize tier {resize_tier!r}; expected one of {RESIZE_TIERS}")
+    if resize_tier != "exact":
+        pillow_simd_dir = check_pillow_simd_dir(pillow_simd_dir or default_pillow_simd_dir())
     source = source.resolve()
     chosen = select(source, models)
     directories = [name for name in install.referenced_models(source, chosen) if _needed(source, name)]
@@ -174,6 +200,8 @@ def render(
         _link_model(source / name, target / name, layout, warmup, response_cache, queue_policies)
     if fast_decode:
         _use_fast_decode(target, directories, fast_decode_margin)
+    if pillow_simd_dir is not None and resize_tier != "exact":
+        _use_resize_tier(target, directories, resize_tier, pillow_simd_dir)
     python_models = [name for name in directories if configs.step_kind(name) not in ("ensemble", "network")]
     stubs = sum(python_instances(target / name / "config.pbtxt") for name in directories)
     summary = {
@@ -186,6 +214,7 @@ def render(
         "warmup": warmup,
         "response_cache": response_cache,
         "decode": "fast" if fast_decode else "exact",
+        "resize_tier": resize_tier,
     }
     if fast_decode:
         summary["fast_decode_margin"] = fast_decode_margin
@@ -215,6 +244,18 @@ def _use_fast_decode(target: Path, directories: list[str], margin: float) -> Non
             path.write_text(configs.text_format.MessageToString(config))
 
 
+def _use_resize_tier(target: Path, directories: list[str], tier: str, pillow_simd_dir: Path) -> None:
+    """Switch the Pillow-resized preprocess steps (IMAGE and PIXELS) of the serving copy to `tier`."""
+    for name in directories:
+        if configs.step_kind(name) in ("preprocess", "pixels_preprocess"):
+            path = target / name / "config.pbtxt"
+            config = configs.parse_pbtxt(path.read_text())
+            if config.parameters["resize"].string_value == NEAR_EXACT_BACKEND:
+                config.parameters[RESIZE_TIER_PARAMETER].string_value = tier
+                config.parameters[PILLOW_SIMD_DIR_PARAMETER].string_value = str(pillow_simd_dir)
+                path.write_text(configs.text_format.MessageToString(config))
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The selection and capacity flags, shared by this module's command line and the server launcher's."""
     parser.add_argument("--models", nargs="+", metavar="NAME", help="catalog models to serve (default: all installed)")
@@ -231,6 +272,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"with --fast-decode: keep the decoded short side at least M x the resize target (default "
         f"{FAST_DECODE_MARGIN:g}; 1.25 is faster and further from exact; at least 1)",
     )
+    parser.add_argument(
+        "--resize-tier",
+        choices=RESIZE_TIERS,
+        default="exact",
+        help="Pillow-resized (NextViT) steps: exact (stock Pillow, the default) or near-exact (pillow-simd: several "
+        "times cheaper, crops within 2 levels: docs/preprocessing.md)",
+    )
+    parser.add_argument(
+        "--pillow-simd-dir",
+        type=Path,
+        metavar="DIR",
+        help=f"with --resize-tier near-exact: pillow-simd's folder (default ${PILLOW_SIMD_ENV}, or .venv/pillow-simd)",
+    )
     parser.add_argument("--cores", default="auto", help="cores the server may use: auto (cgroup-aware) or a number")
     parser.add_argument("--no-warmup", dest="warmup", action="store_false", help="skip model_warmup (faster start)")
     for name in LAYOUT_FIELDS:
@@ -245,6 +299,13 @@ def fast_decode_margin(args: argparse.Namespace) -> float:
     if not args.fast_decode:
         raise ValueError("--fast-decode-margin needs --fast-decode (the default decode is exact)")
     return args.fast_decode_margin
+
+
+def resize_tier(args: argparse.Namespace) -> tuple[str, Path | None]:
+    """The resize tier asked for, and pillow-simd's folder, which only means something with near-exact."""
+    if args.pillow_simd_dir is not None and args.resize_tier == "exact":
+        raise ValueError("--pillow-simd-dir needs --resize-tier near-exact (the default resize is exact)")
+    return args.resize_tier, args.pillow_simd_dir
 
 
 def layout_from_arguments(args: argparse.Namespace) -> Resolved:
@@ -265,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cores, layout = layout_from_arguments(args)
+        tier, pillow_simd_dir = resize_tier(args)
         summary = render(
             args.source,
             args.target,
@@ -275,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
             args.response_cache,
             fast_decode=args.fast_decode,
             fast_decode_margin=fast_decode_margin(args),
+            resize_tier=tier,
+            pillow_simd_dir=pillow_simd_dir,
         )
     except (LayoutError, catalog.UnknownModelError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -5,6 +5,7 @@ python -m model_repository.server [--repository DIR] [--models NAME ...] [--core
     [--listen-address 127.0.0.1] [--admin-key-file FILE]
     [--trace-mode triton|opentelemetry [--trace-rate N] [--trace-url URL] [--trace-resource KEY=VALUE ...]]
     [--response-cache-bytes N] [--fast-decode [--fast-decode-margin M]] [--malloc tcmalloc|jemalloc|system]
+    [--resize-tier exact|near-exact [--pillow-simd-dir DIR]]
 
 The wheel ships the server, the Python backend and one backend stub per Python version; the
 server expects the stub inside the backend directory, so we assemble that directory (symlinks)
@@ -291,6 +292,8 @@ class TritonServer:
     response_cache_bytes: int = 0  # 0: no response cache; N: a local cache of N bytes on the public ensembles
     fast_decode: bool = False  # opt-in: large JPEGs decoded at a reduced DCT scale (docs/preprocessing.md)
     fast_decode_margin: float = FAST_DECODE_MARGIN  # fast decode only: decoded short side >= margin x target
+    resize_tier: str = "exact"  # opt-in "near-exact": Pillow-resized steps on pillow-simd (preprocess/tiers.py)
+    pillow_simd_dir: Path | None = None  # near-exact only; None: layout.default_pillow_simd_dir()
     queue_policies: bool = True  # False: unbounded queues, for benchmarks only (layout.sized_config)
     malloc: str = memory.DEFAULT_MALLOC  # preloaded into tritonserver and its steps, as production does (memory.py)
     process: subprocess.Popen | None = field(default=None, init=False)
@@ -415,6 +418,8 @@ class TritonServer:
                 fast_decode=self.fast_decode,
                 fast_decode_margin=self.fast_decode_margin,
                 queue_policies=self.queue_policies,
+                resize_tier=self.resize_tier,
+                pillow_simd_dir=self.pillow_simd_dir,
             )
         except Exception as err:
             self._remove_serving_copy()
@@ -513,6 +518,7 @@ def main(argv: list[str] | None = None) -> int:
         tracing = tracing_from_arguments(args)
         cache_flags(args.response_cache_bytes)
         fast_decode_margin = layout.fast_decode_margin(args)
+        resize_tier, pillow_simd_dir = layout.resize_tier(args)
     except ValueError as err:
         parser.error(str(err))
     try:
@@ -531,6 +537,8 @@ def main(argv: list[str] | None = None) -> int:
             response_cache_bytes=args.response_cache_bytes,
             fast_decode=args.fast_decode,
             fast_decode_margin=fast_decode_margin,
+            resize_tier=resize_tier,
+            pillow_simd_dir=pillow_simd_dir,
             malloc=args.malloc,
         )
     except ServerError as err:
@@ -572,6 +580,8 @@ def main(argv: list[str] | None = None) -> int:
             "scale; not exact)",
             flush=True,
         )
+    if server.resize_tier != "exact":
+        print(f"preprocessing: {server.resize_tier} resize of Pillow-resized models (pillow-simd)", flush=True)
     if server.listen_address != "127.0.0.1":
         print(f"warning: listening on {server.listen_address}: the server is reachable from that network", flush=True)
     if server.generated_key_file is not None:
