@@ -131,7 +131,10 @@ def cpu_ms(cut: object, images: list[bytes], repeats: int) -> dict[str, float]:
 
 
 def worker(tier: str, images_path: Path, out: Path, repeats: int) -> None:
-    """In this process's PIL: crops of every set for every family, and the timed model's CPU ms per size."""
+    """In this process's PIL: crops of every set for every family, and the timed model's CPU ms per size.
+
+    repeats=0 cuts the tier's crops only (no routes, no timing): what tests compare a served step with.
+    """
     import cv2
 
     from preprocess.allocator import keep_large_buffers
@@ -140,7 +143,7 @@ def worker(tier: str, images_path: Path, out: Path, repeats: int) -> None:
     cv2.setNumThreads(1)  # as the served step (model_repository/python_models/preprocess.py)
     keep_large_buffers()
     sets: dict[str, list[bytes]] = pickle.loads(images_path.read_bytes())
-    routes = ("tier", *ROUTES) if tier == "exact" else ("tier",)
+    routes = ("tier", *ROUTES) if tier == "exact" and repeats else ("tier",)
     crops, timing = {}, {}
     for family, entry in families().items():
         cut = served(entry, tier)
@@ -149,7 +152,7 @@ def worker(tier: str, images_path: Path, out: Path, repeats: int) -> None:
             crops[(route, family)] = {
                 name: np.stack([crop(data) for data in data_list]) for name, data_list in sets.items()
             }
-            if entry.name == TIMED_MODEL:
+            if entry.name == TIMED_MODEL and repeats:
                 timing[route] = {f"{w}x{h}": cpu_ms(crop, sets[f"{w}x{h}"], repeats) for w, h in SIZES}
     import PIL
 
@@ -158,7 +161,11 @@ def worker(tier: str, images_path: Path, out: Path, repeats: int) -> None:
 
 
 def run_worker(tier: str, images_path: Path, pillow_simd_dir: Path, repeats: int) -> dict:
-    """One tier's worker in its own process: near-exact with pillow-simd first on PYTHONPATH."""
+    """One tier's worker in its own process: near-exact with pillow-simd first on PYTHONPATH.
+
+    `images_path`: a pickle of {set name: [encoded image, ...]}; the result's "crops" maps
+    (route, family) to {set name: uint8 crops}, route "tier" being the tier's own.
+    """
     out = images_path.with_name(f"{tier}.pickle")
     env = dict(os.environ)
     path = [str(study.PROJECT)] + ([str(pillow_simd_dir)] if tier == "near-exact" else [])
