@@ -55,11 +55,16 @@ def pillow_entries() -> list[catalog.ModelEntry]:
     return [entry for entry in catalog.CATALOG.values() if entry.preprocessing.resize == "pillow-bicubic"]
 
 
+def family_key(entry: catalog.ModelEntry) -> str:
+    """A Pillow preprocessing's key, 'R -> C' (resize_short, crop): the models sharing it get the same crops."""
+    return f"{entry.preprocessing.resize_short} -> {entry.preprocessing.crop}"
+
+
 def families() -> dict[str, catalog.ModelEntry]:
-    """One model per distinct Pillow preprocessing (resize_short, crop), keyed 'R -> C'."""
+    """One model per distinct Pillow preprocessing."""
     chosen: dict[str, catalog.ModelEntry] = {}
     for entry in pillow_entries():
-        chosen.setdefault(f"{entry.preprocessing.resize_short} -> {entry.preprocessing.crop}", entry)
+        chosen.setdefault(family_key(entry), entry)
     return chosen
 
 
@@ -169,7 +174,7 @@ def run_worker(tier: str, images_path: Path, pillow_simd_dir: Path, repeats: int
     out = images_path.with_name(f"{tier}.pickle")
     env = dict(os.environ)
     path = [str(study.PROJECT)] + ([str(pillow_simd_dir)] if tier == "near-exact" else [])
-    env["PYTHONPATH"] = os.pathsep.join(path[::-1] + [env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["PYTHONPATH"] = os.pathsep.join([*path[::-1], env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     command = [sys.executable, "-m", "perf.resize_tier", "--worker", tier, "--images", str(images_path)]
     subprocess.run([*command, "--worker-out", str(out), "--repeats", str(repeats)], env=env, check=True)
     result = pickle.loads(out.read_bytes())
@@ -218,7 +223,7 @@ def price_networks(repository: Path, crops: dict, progress: partial) -> dict[str
         if not (repository / network_name(entry) / "1" / "model.onnx").is_file():
             progress(f"{entry.name}: not exported in {repository}, skipped")
             continue
-        family = f"{entry.preprocessing.resize_short} -> {entry.preprocessing.crop}"
+        family = family_key(entry)
         digest = onnx_digest(repository, entry)
         twin = same_network(results, digest)
         if twin:

@@ -24,6 +24,9 @@ RESIZE_TIER_PARAMETER = "resize_tier"
 PILLOW_SIMD_DIR_PARAMETER = "pillow_simd_dir"
 # The Pillow build each tier resizes with (distribution names, as importlib.metadata reports them).
 TIER_DISTRIBUTIONS = {"exact": "pillow", "near-exact": "pillow-simd"}
+# The priced tolerance: the largest difference from the exact crop, in levels (0-255), measured over
+# every image of the price (docs/preprocessing.md, "Near-exact resize"); tests hold the tier to it.
+NEAR_EXACT_MAX_LEVELS = 2
 # The resize backend the near-exact tier replaces; OpenCV's bilinear (ViT) is exact and cheap already.
 NEAR_EXACT_BACKEND = "pillow-bicubic"
 
