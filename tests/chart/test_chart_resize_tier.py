@@ -16,6 +16,7 @@ import helm_python as helm
 import pytest
 from chart_helpers import HELM_DIR, image_code_tree, init_container, render, render_files
 from test_chart_capacity import RENDER, installed, run_render, values_file
+from test_server_image import BASE_IMAGE, dockerfile_instructions
 
 import catalog
 from model_repository import configs, layout
@@ -56,6 +57,16 @@ def test_the_image_points_the_render_step_at_its_pillow_simd() -> None:
     assert env, f"the server image sets no {layout.PILLOW_SIMD_ENV}"
     assert re.search(rf"^COPY --from=pillow-simd \S+ {re.escape(env.group(1))}$", text, re.MULTILINE)
     assert re.search(rf"--target {re.escape(env.group(1))} --requirement /tmp/pillow-simd.txt$", text, re.MULTILINE)
+
+
+def test_pillow_simd_is_built_from_the_pinned_sdist_in_a_stage_of_its_own() -> None:
+    """The compiler stays in the build stage; the server stage only copies the result."""
+    stage = dockerfile_instructions("pillow-simd")
+    assert stage[0] == ("FROM", f"{BASE_IMAGE} AS pillow-simd")
+    assert ("COPY", "requirements/pillow-simd.txt /tmp/pillow-simd.txt") in stage
+    (pip,) = [args for keyword, args in stage if keyword == "RUN" and "pip install" in args]
+    assert pip.startswith('CC="cc -mavx2" python3 -m pip install') and "--no-binary pillow-simd" in pip
+    assert not [args for keyword, args in dockerfile_instructions() if keyword == "RUN" and "gcc" in args]
 
 
 def test_rendered_command_switches_the_pillow_steps_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
