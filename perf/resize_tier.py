@@ -35,11 +35,11 @@ import numpy as np
 import catalog
 from catalog.reference import sample_photo_paths
 from catalog.resolve import preprocess_parameters
+from model_repository.layout import default_pillow_simd_dir
 from perf import machine, study
 from preprocess import RESIZE_TIER_PARAMETER, Preprocessor
 
 DOCS = study.DOCS / "preprocessing.md"
-PILLOW_SIMD_DIR = study.PROJECT / ".venv" / "pillow-simd"  # where make setup builds it (Makefile)
 TIMED_MODEL = "NextViT_small_224"  # the judged model; its family's preprocessing is what is timed
 DERIVED = 300  # variants of the photographs, cut by both tiers
 QUALITIES = (50, 70, 85, 95)  # JPEG qualities of the variants; every fifth variant is a PNG instead
@@ -92,11 +92,11 @@ def derived_images(count: int, seed: int = SEED) -> list[bytes]:
     return images
 
 
-def image_sets() -> dict[str, list[bytes]]:
-    """Every set the tiers cut: the photographs, their variants, and the benchmark JPEGs by size."""
+def image_sets(derived: int = DERIVED) -> dict[str, list[bytes]]:
+    """Every set the tiers cut: the photographs, `derived` variants, and the benchmark JPEGs by size."""
     from perf.preprocess_bench import benchmark_jpegs
 
-    sets = {"photographs": [path.read_bytes() for path in sample_photo_paths()], "derived": derived_images(DERIVED)}
+    sets = {"photographs": [path.read_bytes() for path in sample_photo_paths()], "derived": derived_images(derived)}
     return sets | {f"{w}x{h}": jpegs for (w, h), jpegs in benchmark_jpegs().items()}
 
 
@@ -213,7 +213,7 @@ def network_images(entry: catalog.ModelEntry, derived: int) -> int:
     return min(derived, max(NETWORK_MIN, round(NETWORK_BUDGET_GFLOP / entry.published.flops_g)))
 
 
-def price_networks(repository: Path, crops: dict, progress: partial) -> dict[str, dict]:
+def price_networks(repository: Path, crops: tuple[dict, dict], derived: int, progress: partial) -> dict[str, dict]:
     """Every exported Pillow-resized model: the photographs and its share of the variants, both tiers."""
     from export.fp16_price import onnx_digest, same_network
     from model_repository.configs import network_name
@@ -229,7 +229,7 @@ def price_networks(repository: Path, crops: dict, progress: partial) -> dict[str
         if twin:
             results["models"][entry.name] = results["models"][twin] | {"model": entry.name, "same_network_as": twin}
             continue
-        count = network_images(entry, DERIVED)
+        count = network_images(entry, derived)
         near, exact = (
             np.concatenate([c[("tier", family)]["photographs"], c[("tier", family)]["derived"][:count]]) for c in crops
         )
@@ -239,13 +239,13 @@ def price_networks(repository: Path, crops: dict, progress: partial) -> dict[str
     return results["models"]
 
 
-def run(repository: Path, pillow_simd_dir: Path, out: Path, repeats: int, progress: partial) -> dict:
+def run(repository: Path, pillow_simd_dir: Path, out: Path, repeats: int, derived: int, progress: partial) -> dict:
     from preprocess.tiers import check_pillow_simd_dir
 
     pillow_simd_dir = check_pillow_simd_dir(pillow_simd_dir)
     out.mkdir(parents=True, exist_ok=True)
     images_path = out / "images.pickle"
-    images_path.write_bytes(pickle.dumps(image_sets()))
+    images_path.write_bytes(pickle.dumps(image_sets(derived)))
     load = [list(os.getloadavg())]
     progress("exact tier (stock Pillow) ...")
     exact = run_worker("exact", images_path, pillow_simd_dir, repeats)
@@ -267,7 +267,7 @@ def run(repository: Path, pillow_simd_dir: Path, out: Path, repeats: int, progre
         "crops": crop_rows,
         "timing": {"exact": exact["timing"]["tier"], "near-exact": near["timing"]["tier"]}
         | {route: exact["timing"][route] for route in ROUTES},
-        "networks": price_networks(repository, (near["crops"], exact["crops"]), progress),
+        "networks": price_networks(repository, (near["crops"], exact["crops"]), derived, progress),
         "command": study.command("perf.resize_tier"),
     }
 
@@ -346,8 +346,9 @@ def price_text(results: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = study.arguments("perf.resize_tier", __doc__, study.PROJECT / "build/perf/resize-tier", model=False)
-    parser.add_argument("--pillow-simd-dir", type=Path, default=PILLOW_SIMD_DIR, help="pillow-simd's --target folder")
+    parser.add_argument("--pillow-simd-dir", type=Path, default=default_pillow_simd_dir(), help="pillow-simd's folder")
     parser.add_argument("--repeats", type=int, default=9, help="timed runs per image")
+    parser.add_argument("--derived", type=int, default=DERIVED, help="variants of the photographs")
     parser.add_argument("--publish", action="store_true", help=f"write the resize-tier-price block of {DOCS.name}")
     parser.add_argument("--report-only", action="store_true", help="redraw from the last resize_tier.json")
     parser.add_argument("--worker", choices=("exact", "near-exact"), help=argparse.SUPPRESS)
@@ -358,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         worker(args.worker, args.images, args.worker_out, args.repeats)
         return 0
     progress = partial(print, file=sys.stderr, flush=True)
-    measure = partial(run, args.repository, args.pillow_simd_dir, args.out, args.repeats, progress)
+    measure = partial(run, args.repository, args.pillow_simd_dir, args.out, args.repeats, args.derived, progress)
     results = study.raw_data(args.out / "resize_tier.json", args.report_only, measure)
     text = price_text(results)
     (args.out / "resize_tier.md").write_text(text + "\n")

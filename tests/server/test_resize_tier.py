@@ -66,6 +66,22 @@ def test_a_pillow_simd_process_refuses_the_exact_tier() -> None:
     assert "resize tier 'exact' needs pillow, but this process imported pillow-simd" in done.stderr
 
 
+def test_the_near_exact_resize_gives_the_pixels_pillow_simds_own_path_gives(tmp_path: Path) -> None:
+    """image._resize_rgbx (the tier's copy-free layout) against Image.fromarray(...).resize in pillow-simd."""
+    code = (
+        "import sys, numpy as np; from PIL import Image; from preprocess import decode, resized_shape;"
+        "from preprocess.image import _resize_rgbx; from preprocess.tiers import loaded_pillow;"
+        "assert loaded_pillow() == 'pillow-simd';"
+        "rgb = decode(open(sys.argv[1], 'rb').read()); size = resized_shape(rgb.shape[1], rgb.shape[0], 256);"
+        "print(np.array_equal(_resize_rgbx(rgb, size), np.asarray(Image.fromarray(rgb).resize(size, Image.BICUBIC))))"
+    )
+    path = tmp_path / "camera.jpg"
+    path.write_bytes(CAMERA)
+    env = {"PYTHONPATH": f"{PILLOW_SIMD}:{Path(__file__).resolve().parents[2]}"}
+    done = subprocess.run([sys.executable, "-c", code, str(path)], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "True"
+
+
 def test_near_exact_crops_stay_within_the_priced_tolerance(sample_photos: list[Path], tmp_path: Path) -> None:
     datas = [path.read_bytes() for path in sample_photos] + [CAMERA]
     near = near_exact_crops(datas, tmp_path)
