@@ -221,7 +221,14 @@ def price_networks(repository: Path, crops: tuple[dict, dict], derived: int, pro
     results: dict[str, dict] = {"models": {}}
     for entry in pillow_entries():
         if not (repository / network_name(entry) / "1" / "model.onnx").is_file():
-            progress(f"{entry.name}: not exported in {repository}, skipped")
+            if entry.arch in results["models"]:  # an `_ssld` twin: with random weights its base's network
+                results["models"][entry.name] = results["models"][entry.arch] | {
+                    "model": entry.name,
+                    "same_network_as": entry.arch,
+                    "not_exported": True,
+                }
+            else:
+                progress(f"{entry.name}: not exported in {repository}, skipped")
             continue
         family = family_key(entry)
         digest = onnx_digest(repository, entry)
@@ -312,7 +319,11 @@ def crop_table(results: dict) -> list[str]:
 def network_table(results: dict) -> list[str]:
     rows = []
     for name, r in results["networks"].items():
-        twin = f" (= {r['same_network_as']})" if "same_network_as" in r else ""
+        twin = (
+            f" (= {r['same_network_as']}{', not exported' if r.get('not_exported') else ''})"
+            if "same_network_as" in r
+            else ""
+        )
         rows.append(
             [
                 f"{name}{twin}",
