@@ -141,6 +141,7 @@ def worker(tier: str, images_path: Path, out: Path, repeats: int) -> None:
     repeats=0 cuts the tier's crops only (no routes, no timing): what tests compare a served step with.
     """
     import cv2
+    import PIL
 
     from preprocess.allocator import keep_large_buffers
     from preprocess.tiers import loaded_pillow
@@ -159,8 +160,6 @@ def worker(tier: str, images_path: Path, out: Path, repeats: int) -> None:
             }
             if entry.name == TIMED_MODEL and repeats:
                 timing[route] = {f"{w}x{h}": cpu_ms(crop, sets[f"{w}x{h}"], repeats) for w, h in SIZES}
-    import PIL
-
     result = {"pillow": loaded_pillow(), "version": PIL.__version__, "crops": crops, "timing": timing}
     out.write_bytes(pickle.dumps(result))
 
