@@ -14,6 +14,11 @@ PROMETHEUS := $(PROMETHEUS_DIR)/usr/bin/prometheus
 # nginx for tests/server/test_gateway.py (the chart's gateway): Debian's package, unpacked the same way.
 NGINX_DIR := $(VENV)/nginx
 NGINX := $(NGINX_DIR)/usr/sbin/nginx
+
+# The near-exact resize tier's pillow-simd, in a folder of its own (requirements/pillow-simd.txt says why).
+PILLOW_SIMD_DIR := $(VENV)/pillow-simd
+PILLOW_SIMD := $(PILLOW_SIMD_DIR)/PIL/__init__.py
+PILLOW_SIMD_BUILD := gcc libjpeg-dev zlib1g-dev
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 MODEL ?= NextViT_small_224
@@ -37,7 +42,7 @@ help: ## list the targets
 MALLOC_LIBRARY := /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4
 MALLOC_PACKAGES := libtcmalloc-minimal4 libjemalloc2
 
-setup: $(STAMP) $(PROMETHEUS) $(NGINX) $(MALLOC_LIBRARY) ## create .venv and install the pinned dependencies (idempotent)
+setup: $(STAMP) $(PROMETHEUS) $(NGINX) $(MALLOC_LIBRARY) $(PILLOW_SIMD) ## create .venv and install the pinned dependencies (idempotent)
 
 $(MALLOC_LIBRARY):
 	$(SUDO) apt-get install -y -q $(MALLOC_PACKAGES) || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $(MALLOC_PACKAGES); }
@@ -49,6 +54,19 @@ $(STAMP): $(REQUIREMENTS)
 	$(PY) -m pip install --quiet --no-deps -r requirements/paddleclas.txt
 	rm -rf $(VENV)/newer-release
 	$(PY) -m pip install --quiet --no-deps --target $(VENV)/newer-release -r requirements/newer-release.txt
+	@touch $@
+
+# pillow-simd built from source with AVX2 (about a minute on 2 cores); the compiler and headers come from
+# Debian when missing (python3-dev only for a Python without its own headers).
+$(PILLOW_SIMD): requirements/pillow-simd.txt | $(STAMP)
+	@packages="$(PILLOW_SIMD_BUILD)"; \
+	test -f "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" || packages="$$packages python3-dev"; \
+	dpkg -s $$packages >/dev/null 2>&1 || $(SUDO) apt-get install -y -q $$packages || \
+		{ $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $$packages; }
+	rm -rf $(PILLOW_SIMD_DIR)
+	CC="cc -mavx2" $(PY) -m pip install --quiet --no-cache-dir --no-deps --no-binary pillow-simd \
+		--target $(PILLOW_SIMD_DIR) -r requirements/pillow-simd.txt
+	PYTHONPATH=$(PILLOW_SIMD_DIR) $(PY) -c 'import PIL.Image as i; print("pillow-simd", i.__version__, i.__file__)'
 	@touch $@
 
 # apt-get download needs no root; an old package list (a fresh machine) is refreshed once, then retried.
@@ -109,9 +127,12 @@ chart-test: setup ## render, lint and validate the Helm chart for every helm/pad
 chart-docs: docs ## regenerate the values table in helm/README.md from values.yaml (part of make docs)
 
 # Preprocessing (preprocess/)
-.PHONY: bench-preprocess
+.PHONY: bench-preprocess bench-resize-tier
 bench-preprocess: setup ## benchmark: ms per image (decode, resize, network), exact vs fast decode vs client-side crops; docs/preprocessing.md
 	$(PY) -m perf.preprocess_bench --repository $(REPOSITORY) --out $(PERF_DIR)/preprocess --publish
+
+bench-resize-tier: setup ## benchmark: near-exact resize tier (pillow-simd) vs exact, every exported Pillow-resized model; docs/preprocessing.md
+	nice -n 10 $(PY) -m perf.resize_tier --repository $(REPOSITORY) --out $(PERF_DIR)/resize-tier --publish
 
 # Performance (perf/)
 # Without URL, perf and load start a local tritonserver on free ports serving REPOSITORY's models (exporting

@@ -12,6 +12,7 @@ python -m model_repository render --repository DIR --out DIR [--models NAME ...]
     [--preprocess-instances N] [--pixels-preprocess-instances N] [--postprocess-instances N]
     [--network-cpu-instances N] [--network-cpu-threads N] [--network-gpu-instances N] [--preprocess-queue N]
     [--response-cache] [--fast-decode [--fast-decode-margin M]] [--tensorrt-plans fp16|fp32]
+    [--resize-tier exact|near-exact [--pillow-simd-dir DIR]]
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import argparse
 import copy
 import dataclasses
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -29,8 +31,16 @@ import catalog
 from export import trt_plans
 from model_repository import configs, health, install
 from model_repository.cores import usable_cores
-from preprocess import DECODE_PARAMETER, FAST_DECODE_MARGIN, FAST_DECODE_MARGIN_PARAMETER
+from preprocess import (
+    DECODE_PARAMETER,
+    FAST_DECODE_MARGIN,
+    FAST_DECODE_MARGIN_PARAMETER,
+    PILLOW_SIMD_DIR_PARAMETER,
+    RESIZE_TIER_PARAMETER,
+    RESIZE_TIERS,
+)
 from preprocess.decoding import check_fast_decode_margin
+from preprocess.tiers import NEAR_EXACT_BACKEND, check_pillow_simd_dir
 
 # Written into every rendered copy: render only ever replaces its own copies, and the liveness
 # check (health.py, standard library only, so it owns the name) reads the stub count from it.
@@ -45,6 +55,16 @@ PREPROCESS_PACKAGE = Path(__file__).parent.parent / "preprocess"
 CORES_MODULE = Path(__file__).parent / "cores.py"
 # Written by render, never taken from the installed repository (older installs carried configs and code).
 RENDERED = {"config.pbtxt", "tensorrt.pbtxt", trt_plans.TENSORRT_BUILD}
+
+
+# Where the near-exact resize tier's pillow-simd is: $PADDLECLAS_PILLOW_SIMD (the server image sets it),
+# else the folder `make setup` builds it into.
+PILLOW_SIMD_ENV = "PADDLECLAS_PILLOW_SIMD"
+
+
+def default_pillow_simd_dir() -> Path:
+    """pillow-simd's folder on this machine: the server image's, or this checkout's .venv/pillow-simd."""
+    return Path(os.environ.get(PILLOW_SIMD_ENV) or Path(__file__).resolve().parents[1] / ".venv" / "pillow-simd")
 
 
 class LayoutError(RuntimeError):
@@ -73,6 +93,9 @@ class Options:
     # The chart's build-trt-plans builds a plan of this precision (trt_plans.DEFAULT_PLAN) into every
     # network that has its ONNX files; their configs name that plan.
     tensorrt_plans: str | None = None
+    # "near-exact": the Pillow-resized preprocess steps load pillow-simd from pillow_simd_dir (preprocess/tiers.py).
+    resize_tier: str = "exact"
+    pillow_simd_dir: str | None = None
 
 
 def resolve(cores: int | None = None, **overrides: int | None) -> Resolved:
@@ -169,6 +192,14 @@ def _with_options(config: configs.ConfigDict, options: Options) -> configs.Confi
     if options.response_cache and kind == "ensemble":
         # Only the public ensembles: a hit there skips every step, and the steps' answers are never looked up twice.
         config["response_cache"] = {"enable": True}
+    pillow_resized = kind in ("preprocess", "pixels_preprocess") and (
+        config["parameters"]["resize"]["string_value"] == NEAR_EXACT_BACKEND
+    )
+    if options.resize_tier != "exact" and pillow_resized:
+        config["parameters"] |= {
+            RESIZE_TIER_PARAMETER: {"string_value": options.resize_tier},
+            PILLOW_SIMD_DIR_PARAMETER: {"string_value": options.pillow_simd_dir},
+        }
     if options.fast_decode and kind == "preprocess":  # the PIXELS steps do not decode
         margin = repr(float(options.fast_decode_margin))
         config["parameters"] |= {
@@ -238,13 +269,32 @@ def render(
     fast_decode_margin: float = FAST_DECODE_MARGIN,
     queue_policies: bool = True,
     tensorrt_plans: str | None = None,
+    resize_tier: str = "exact",
+    pillow_simd_dir: Path | None = None,
 ) -> dict:
-    """Write the serving copy of `source` for `models` into `target`; returns what was rendered (the marker)."""
-    options = Options(warmup, response_cache, fast_decode, fast_decode_margin, queue_policies, tensorrt_plans)
+    """Write the serving copy of `source` for `models` into `target`; returns what was rendered (the marker).
+
+    resize_tier="near-exact" switches every Pillow-resized preprocess step (IMAGE and PIXELS) to
+    pillow-simd from `pillow_simd_dir` (default_pillow_simd_dir(); preprocess/tiers.py).
+    """
     if fast_decode:
         check_fast_decode_margin(fast_decode_margin)  # before anything is written
     if tensorrt_plans is not None and tensorrt_plans not in trt_plans.PRECISIONS:
         raise LayoutError(f"plan precision {tensorrt_plans!r}: expected one of {trt_plans.PRECISIONS}")
+    if resize_tier not in RESIZE_TIERS:
+        raise ValueError(f"unknown resize tier {resize_tier!r}; expected one of {RESIZE_TIERS}")
+    if resize_tier != "exact":
+        pillow_simd_dir = check_pillow_simd_dir(pillow_simd_dir or default_pillow_simd_dir())
+    options = Options(
+        warmup,
+        response_cache,
+        fast_decode,
+        fast_decode_margin,
+        queue_policies,
+        tensorrt_plans,
+        resize_tier,
+        None if resize_tier == "exact" else str(pillow_simd_dir),
+    )
     source = source.resolve()
     chosen = select(source, models)
     entries = [catalog.get(name) for name in chosen]
@@ -272,6 +322,7 @@ def render(
         "warmup": warmup,
         "response_cache": response_cache,
         "decode": "fast" if fast_decode else "exact",
+        "resize_tier": resize_tier,
     }
     if fast_decode:
         summary["fast_decode_margin"] = fast_decode_margin
@@ -300,6 +351,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"with --fast-decode: keep the decoded short side at least M x the resize target (default "
         f"{FAST_DECODE_MARGIN:g}; 1.25 is faster and further from exact; at least 1)",
     )
+    parser.add_argument(
+        "--resize-tier",
+        choices=RESIZE_TIERS,
+        default="exact",
+        help="Pillow-resized (NextViT) steps: exact (stock Pillow, the default) or near-exact (pillow-simd: several "
+        "times cheaper, crops within 2 levels: docs/preprocessing.md)",
+    )
+    parser.add_argument(
+        "--pillow-simd-dir",
+        type=Path,
+        metavar="DIR",
+        help=f"with --resize-tier near-exact: pillow-simd's folder (default ${PILLOW_SIMD_ENV}, or .venv/pillow-simd)",
+    )
     parser.add_argument("--cores", default="auto", help="cores the server may use: auto (cgroup-aware) or a number")
     parser.add_argument("--no-warmup", dest="warmup", action="store_false", help="skip model_warmup (faster start)")
     for name in LAYOUT_FIELDS:
@@ -314,6 +378,13 @@ def fast_decode_margin(args: argparse.Namespace) -> float:
     if not args.fast_decode:
         raise ValueError("--fast-decode-margin needs --fast-decode (the default decode is exact)")
     return args.fast_decode_margin
+
+
+def resize_tier(args: argparse.Namespace) -> tuple[str, Path | None]:
+    """The resize tier asked for, and pillow-simd's folder, which only means something with near-exact."""
+    if args.pillow_simd_dir is not None and args.resize_tier == "exact":
+        raise ValueError("--pillow-simd-dir needs --resize-tier near-exact (the default resize is exact)")
+    return args.resize_tier, args.pillow_simd_dir
 
 
 def layout_from_arguments(args: argparse.Namespace) -> Resolved:
@@ -341,6 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cores, layout = layout_from_arguments(args)
+        tier, pillow_simd_dir = resize_tier(args)
         summary = render(
             args.repository,
             args.out,
@@ -352,6 +424,8 @@ def main(argv: list[str] | None = None) -> int:
             fast_decode=args.fast_decode,
             fast_decode_margin=fast_decode_margin(args),
             tensorrt_plans=args.tensorrt_plans,
+            resize_tier=tier,
+            pillow_simd_dir=pillow_simd_dir,
         )
     except (LayoutError, catalog.UnknownModelError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -5,6 +5,7 @@ python -m model_repository serve [--repository DIR] [--models NAME ...] [--cores
     [--listen-address 127.0.0.1] [--admin-key-file FILE]
     [--trace-mode triton|opentelemetry [--trace-rate N] [--trace-url URL] [--trace-resource KEY=VALUE ...]]
     [--response-cache-bytes N] [--fast-decode [--fast-decode-margin M]] [--malloc tcmalloc|jemalloc|system]
+    [--resize-tier exact|near-exact [--pillow-simd-dir DIR]]
 
 The command adds what a person at a terminal or a supervisor needs around model_repository/server.py:
 it prints where the server listens and where its admin key is (never the key), forwards SIGINT and
@@ -125,6 +126,7 @@ def server_from_arguments(args: argparse.Namespace, parser: argparse.ArgumentPar
         tracing = tracing_from_arguments(args)
         cache_flags(args.response_cache_bytes)
         fast_decode_margin = layout.fast_decode_margin(args)
+        resize_tier, pillow_simd_dir = layout.resize_tier(args)
     except ValueError as err:
         parser.error(str(err))
     return TritonServer(
@@ -142,6 +144,8 @@ def server_from_arguments(args: argparse.Namespace, parser: argparse.ArgumentPar
         response_cache_bytes=args.response_cache_bytes,
         fast_decode=args.fast_decode,
         fast_decode_margin=fast_decode_margin,
+        resize_tier=resize_tier,
+        pillow_simd_dir=pillow_simd_dir,
         malloc=args.malloc,
     )
 
@@ -160,6 +164,8 @@ def summary(server: TritonServer, admin_key_file: Path | None) -> list[str]:
             f"preprocessing: fast decode, margin {server.fast_decode_margin:g} (large JPEGs at a reduced DCT "
             "scale; not exact)"
         )
+    if server.resize_tier != "exact":
+        lines.append(f"preprocessing: {server.resize_tier} resize of Pillow-resized models (pillow-simd)")
     if server.listen_address != "127.0.0.1":
         lines.append(f"warning: listening on {server.listen_address}: the server is reachable from that network")
     if server.generated_key_file is not None:

@@ -100,6 +100,8 @@ class TritonServer:
     response_cache_bytes: int = 0  # 0: no response cache; N: a local cache of N bytes on the public ensembles
     fast_decode: bool = False  # opt-in: large JPEGs decoded at a reduced DCT scale (docs/preprocessing.md)
     fast_decode_margin: float = FAST_DECODE_MARGIN  # fast decode only: decoded short side >= margin x target
+    resize_tier: str = "exact"  # opt-in "near-exact": Pillow-resized steps on pillow-simd (preprocess/tiers.py)
+    pillow_simd_dir: Path | None = None  # near-exact only; None: layout.default_pillow_simd_dir()
     queue_policies: bool = True  # False: unbounded queues, for benchmarks only (layout.Options)
     malloc: str = memory.DEFAULT_MALLOC  # preloaded into tritonserver and its steps, as production does (memory.py)
     process: subprocess.Popen | None = field(default=None, init=False)
@@ -219,6 +221,8 @@ class TritonServer:
                 fast_decode=self.fast_decode,
                 fast_decode_margin=self.fast_decode_margin,
                 queue_policies=self.queue_policies,
+                resize_tier=self.resize_tier,
+                pillow_simd_dir=self.pillow_simd_dir,
             )
         except Exception as err:
             self._remove_serving_copy()

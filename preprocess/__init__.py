@@ -15,6 +15,7 @@ from preprocess.image import (
     resize_short_side,
     resized_shape,
 )
+from preprocess.tiers import PILLOW_SIMD_DIR_PARAMETER, RESIZE_TIER_PARAMETER, RESIZE_TIERS
 
 __all__ = [
     "ACCEPTED",
@@ -25,6 +26,9 @@ __all__ = [
     "FAST_DECODE_MARGIN",
     "FAST_DECODE_MARGIN_PARAMETER",
     "FORMATS",
+    "PILLOW_SIMD_DIR_PARAMETER",
+    "RESIZE_TIERS",
+    "RESIZE_TIER_PARAMETER",
     "ImageDecodeError",
     "ImageFormat",
     "Preprocessor",

@@ -35,6 +35,7 @@ from preprocess.decoding import (
 )
 from preprocess.formats import ImageDecodeError
 from preprocess.slots import DecodeSlots
+from preprocess.tiers import RESIZE_TIER_PARAMETER, check_tier
 
 RESIZE_BACKENDS = ("pillow-bicubic", "opencv-linear")
 # The preprocess model parameter choosing the decode: "exact" (PaddleClas's, the default) or "fast"
@@ -61,6 +62,7 @@ def resize_short_side(
     backend: str,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     full_size: tuple[int, int] | None = None,
+    tier: str = "exact",
 ) -> np.ndarray:
     """Scale so the short side equals resize_short, with the model's own library and filter.
 
@@ -68,7 +70,8 @@ def resize_short_side(
     pixels; each model must get the one it was trained and evaluated with. A very thin image grows
     huge here (20000x1 -> 5,120,000x256), so the result is held to the same pixel limit as decoding.
     `full_size` (fast decode): the (width, height) the image had before a reduced-scale decode; the
-    target size is computed from it, so the result has the exact path's size.
+    target size is computed from it, so the result has the exact path's size. `tier` "near-exact": Pillow's
+    resize in a process that loaded pillow-simd (preprocess/tiers.py), handed its own 4-byte layout.
     """
     height, width = rgb.shape[:2]
     width, height = full_size or (width, height)
@@ -76,9 +79,26 @@ def resize_short_side(
     check_pixels(new_w, new_h, max_pixels, f"aspect ratio too extreme: a {width}x{height} image would resize to")
     if backend == "opencv-linear":
         return cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    if backend == "pillow-bicubic" and tier == "near-exact":
+        return _resize_rgbx(rgb, (new_w, new_h))
     if backend == "pillow-bicubic":
         return np.asarray(Image.fromarray(rgb).resize((new_w, new_h), Image.BICUBIC))
     raise ValueError(f"unknown resize backend {backend!r}; expected one of {RESIZE_BACKENDS}")
+
+
+def _resize_rgbx(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Pillow BICUBIC with no unpacking copy: Pillow stores RGB as RGBX, so it is handed that layout to wrap.
+
+    Image.fromarray(rgb) unpacks every pixel into a new RGBX image (7 ms for 12 megapixels here, as long
+    as pillow-simd's whole resize); OpenCV widens to RGBA in 3 ms and Image.frombuffer wraps it without a
+    copy. The pad byte is filtered like a channel and dropped by Pillow's packer (numpy's strided copy of
+    [..., :3] took 0.6 ms, three times the resize); RGB comes out as Image.fromarray's path gives it
+    (tests/server/test_resize_tier.py). Only the near-exact tier: stock Pillow resizes RGBX slower.
+    """
+    height, width = rgb.shape[:2]
+    rgbx = cv2.cvtColor(rgb, cv2.COLOR_RGB2RGBA)
+    resized = Image.frombuffer("RGBX", (width, height), rgbx, "raw", "RGBX", 0, 1).resize(size, Image.BICUBIC)
+    return np.frombuffer(resized.tobytes("raw", "RGB"), np.uint8).reshape(size[1], size[0], 3)
 
 
 def center_crop(img: np.ndarray, size: int) -> np.ndarray:
@@ -124,6 +144,7 @@ class Preprocessor:
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES  # all images of one request together
     max_request_pixels: int = DEFAULT_MAX_REQUEST_PIXELS
     slots: DecodeSlots | None = field(default=None, compare=False)  # the served step's; None: no shared limit
+    resize_tier: str = "exact"  # tiers.RESIZE_TIERS; "near-exact" (pillow-simd) only through an explicit opt-in
 
     def __post_init__(self) -> None:
         if self.decode_mode not in DECODE_MODES:
@@ -131,6 +152,7 @@ class Preprocessor:
         check_fast_decode_margin(self.fast_decode_margin)
         if self.resize not in RESIZE_BACKENDS:
             raise ValueError(f"unknown resize backend {self.resize!r}; expected one of {RESIZE_BACKENDS}")
+        check_tier(self.resize_tier, self.resize)  # the PIL this process loaded must be the tier's
         if self.resize_short < self.crop:
             raise ValueError(f"resize_short {self.resize_short} is smaller than crop {self.crop}")
         if self.max_pixels < self.resize_short * self.resize_short:
@@ -151,6 +173,7 @@ class Preprocessor:
             fast_decode_margin=float(params.get(FAST_DECODE_MARGIN_PARAMETER, FAST_DECODE_MARGIN)),
             max_request_bytes=int(params.get("max_request_bytes", DEFAULT_MAX_REQUEST_BYTES)),
             max_request_pixels=int(params.get("max_request_pixels", DEFAULT_MAX_REQUEST_PIXELS)),
+            resize_tier=params.get(RESIZE_TIER_PARAMETER, "exact"),
         )
 
     def _statistics(self) -> tuple[np.ndarray, np.ndarray]:
@@ -204,7 +227,7 @@ class Preprocessor:
             raise ImageDecodeError(f"empty {width}x{height} frame")
         check_pixels(width, height, self.max_pixels, "frame has")
         resized = resize_short_side(
-            np.ascontiguousarray(rgb), self.resize_short, self.resize, self.max_pixels, full_size
+            np.ascontiguousarray(rgb), self.resize_short, self.resize, self.max_pixels, full_size, self.resize_tier
         )
         return center_crop(resized, self.crop)
 

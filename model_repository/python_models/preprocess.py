@@ -5,21 +5,23 @@ package copied beside it, and shared by every catalog model with that key: `prep
 IMAGE (encoded bytes, one element per image) and decodes; `pixels_preprocess_<key>` reads PIXELS
 (RGB uint8 frames, N x H x W x 3) and skips decoding. The config's input type says which; everything
 after the decode is the same code. Parameters (resize_short, crop, resize, max_pixels) come from the
-catalog through config.pbtxt; `decode` (exact unless the serving copy says fast) from the launcher or the
-chart. Normalization is the network's first operation, not this step's.
+catalog through config.pbtxt; `decode` (exact unless the serving copy says fast) and `resize_tier` (exact
+unless it says near-exact) from the launcher or the chart. Normalization is the network's first operation,
+not this step's.
+
+The project's `preprocess` package, and with it PIL, is imported in `initialize`, after the config is read:
+a near-exact step (preprocess/tiers.py) puts pillow-simd's folder (`pillow_simd_dir`) first on sys.path
+before PIL is loaded. Each instance is a stub process of its own, so that choice holds for this step alone.
 """
 
 import dataclasses
 import json
 import os
+import sys
 
 import cv2
 import numpy as np
 import triton_python_backend_utils as pb_utils
-
-from preprocess import Preprocessor, preprocess_requests
-from preprocess.allocator import IdleRelease, keep_large_buffers
-from preprocess.slots import DecodeSlots, server_directory
 
 
 def lower_priority(niceness: int) -> None:
@@ -43,12 +45,20 @@ class TritonPythonModel:
         # One math thread per instance: Triton runs several instances side by side, and each
         # OpenCV thread pool would otherwise claim every core.
         cv2.setNumThreads(1)
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config["parameters"].items()}
+        if params.get("resize_tier", "exact") != "exact":  # preprocess.RESIZE_TIER_PARAMETER, before it is importable
+            sys.path.insert(0, params["pillow_simd_dir"])  # preprocess.PILLOW_SIMD_DIR_PARAMETER
+        # Preprocessor checks that the PIL loaded now is the tier's build (preprocess/tiers.py).
+        from preprocess import Preprocessor, preprocess_requests
+        from preprocess.allocator import IdleRelease, keep_large_buffers
+        from preprocess.slots import DecodeSlots, server_directory
+
+        self.preprocess_requests = preprocess_requests
         # This stub process is ours alone: let malloc keep decode buffers while requests come, and
         # hand them back after a second without one (preprocess/allocator.py).
         allocator = keep_large_buffers()
         self.release = IdleRelease()
-        config = json.loads(args["model_config"])
-        params = {k: v["string_value"] for k, v in config["parameters"].items()}
         lower_priority(int(params.get("niceness", 0)))
         # Images above a full-frame photo's size share the server's few large-decode slots (preprocess/slots.py).
         self.preprocessor = dataclasses.replace(
@@ -81,7 +91,7 @@ class TritonPythonModel:
         try:
             # The per-request limits, checked before any decode or resize.
             admit = self.preprocessor.check_request if self.encoded else self.preprocessor.check_frames
-            outcomes = preprocess_requests([self._images(r) for r in requests], self.crop, admit=admit)
+            outcomes = self.preprocess_requests([self._images(r) for r in requests], self.crop, admit=admit)
         finally:
             self.release.idle()
         responses = []

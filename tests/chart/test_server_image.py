@@ -227,15 +227,21 @@ def test_the_check_catches_an_unlisted_import(tmp_path: Path) -> None:
     assert missing_from_image(server_side_files([tmp_path])) == {"sklearn": "scikit-learn"}
 
 
-def dockerfile_instructions() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+def dockerfile_instructions(stage: str | None = "server") -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped, of one build stage.
+
+    `stage`: the stage named so (default "server", the image; "baked" only adds the repository), None: all.
+    """
     joined = re.sub(r"\\\n\s*", " ", DOCKERFILE.read_text(encoding="utf-8"))
-    out = []
+    out, current = [], None
     for line in joined.splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             keyword, _, rest = line.partition(" ")
-            out.append((keyword.upper(), rest.strip()))
+            if keyword.upper() == "FROM":
+                current = rest.split()[-1]
+            if stage is None or current == stage:
+                out.append((keyword.upper(), rest.strip()))
     return out
 
 
@@ -292,8 +298,8 @@ def test_build_context_keeps_what_the_dockerfile_copies() -> None:
     lines = [ln.strip() for ln in DOCKERIGNORE.read_text("utf-8").splitlines() if ln.strip() and not ln.startswith("#")]
     assert lines[0] == "*"
     allowed = {ln[1:].rstrip("/") for ln in lines if ln.startswith("!")}
-    for keyword, args in dockerfile_instructions():
-        if keyword == "COPY":
+    for keyword, args in dockerfile_instructions(None):
+        if keyword == "COPY" and "--from=" not in args:  # --from: a file of another stage, not of the context
             words = [w for w in shlex.split(args) if not w.startswith("--")]
             for source in words[:-1]:
                 assert source.rstrip("/") in allowed, source

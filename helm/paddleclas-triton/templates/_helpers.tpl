@@ -198,6 +198,9 @@ with a sentence saying what to change.
 {{- if .Values.preprocessing.fastDecode }}
 {{- fail "preprocessing.fastDecode is applied by the render-repository init container, which needs a mounted repository (modelRepository.source image, pvc or nfs); with objectStorage render a copy with python -m model_repository render --fast-decode before uploading" }}
 {{- end }}
+{{- if ne .Values.preprocessing.resizeTier "exact" }}
+{{- fail "preprocessing.resizeTier is applied by the render-repository init container, which needs a mounted repository (modelRepository.source image, pvc or nfs); with objectStorage the installed configs serve as they are (exact)" }}
+{{- end }}
 {{- end }}
 {{- if and (not .Values.preprocessing.fastDecode) (not (kindIs "invalid" .Values.preprocessing.fastDecodeMargin)) }}
 {{- fail "preprocessing.fastDecodeMargin sets fast decode's margin and needs preprocessing.fastDecode: true (the default decode is exact)" }}

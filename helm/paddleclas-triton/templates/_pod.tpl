@@ -178,6 +178,9 @@ cores (model_repository/layout.py), every other file a link into the installed r
     - --fast-decode-margin={{ .Values.preprocessing.fastDecodeMargin }}
     {{- end }}
     {{- end }}
+    {{- if ne .Values.preprocessing.resizeTier "exact" }}
+    - --resize-tier={{ .Values.preprocessing.resizeTier }}
+    {{- end }}
   env:
     - name: PYTHONPATH
       value: /opt/paddleclas
