@@ -162,7 +162,7 @@ def report(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = study.arguments("perf.capacity", __doc__, study.PROJECT / "build" / "perf" / "capacity", model=False)
+    parser = study.arguments("perf capacity", __doc__, study.PROJECT / "build" / "perf" / "capacity", model=False)
     parser.add_argument("--quick", action="store_true", help="a short end-to-end check (figures not for the docs)")
     parser.add_argument("--publish", action="store_true", help="write the block of docs/capacity.md, the plot")
     parser.add_argument("--report-only", action="store_true", help="redraw from the last capacity.json")
@@ -180,7 +180,3 @@ def main(argv: list[str] | None = None) -> int:
         block = {"capacity": text + "\n![images/s per core](img/capacity.png)"}
         study.publish(study.DOCS / "capacity.md", block, {args.out / "capacity.png": "capacity.png"})
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -65,6 +65,27 @@ def test_make_perf_and_load_pass_the_url_through() -> None:
         assert expected in dry and "--url 10.0.0.7:8001" in dry
 
 
+def test_every_perf_target_runs_one_entry_point_and_each_command_parses_its_own_options() -> None:
+    """`python -m perf <command>`: the Makefile's benchmark targets, and each study's own --help."""
+    from perf.__main__ import STUDIES
+
+    targets = {"bench-preprocess": "preprocess", "bench-capacity": "capacity", "drills": "drills"}
+    targets |= {"analyze": "analyze", "bench-cache": "cache", "bench-allocators": "allocators"}
+    assert sorted(targets.values()) == sorted(STUDIES)
+    for target, name in targets.items():
+        dry = subprocess.run(["make", "-n", target], cwd=PROJECT, capture_output=True, text=True, check=True).stdout
+        assert f"-m perf {name}" in dry, dry
+    for name in STUDIES:
+        shown = subprocess.run(
+            [str(PROJECT / ".venv/bin/python"), "-m", "perf", name, "--help"],
+            cwd=PROJECT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert shown.startswith(f"usage: python -m perf {name}"), shown
+
+
 def test_a_sweep_ends_at_the_first_overload_refusal_and_fails_on_anything_else(monkeypatch, tmp_path: Path) -> None:
     """The refusal text is Triton's own (configs.QUEUE_REJECTIONS, which the client library also matches)."""
     refusal = f"perf_analyzer exited with 99; Thread [0] had error: {configs.QUEUE_REJECTIONS[0]}"
