@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 from pathlib import Path
 
@@ -78,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     from perf import load, report, run, serving
 
     if args.command == "run":
-        run.run(entries, args.repository, args.out, args.profile, args.url, args.metrics_url)
+        path = run.run(entries, args.repository, args.out, args.profile, args.url, args.metrics_url)
+        print("\n".join(report.peer_section(json.loads(path.read_text()))))
     elif args.command == "load":
         settings = load.Settings(args.step_users, args.step_seconds, args.steps)
         if args.url:
