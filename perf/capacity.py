@@ -111,8 +111,8 @@ def cpu_text(results: dict) -> list[str]:
     cpu = results["cpu"]
     placed = cpu["cores"]
     where = (
-        f"tritonserver and its steps pinned to core {placed['server_core']}, perf_analyzer and the portable network "
-        f"to core {placed['load_core']}"
+        f"tritonserver and its steps pinned to core {placed['server_core']}, the load generator and the portable "
+        f"network to core {placed['load_core']}"
         if placed["server_core"] is not None
         else "unpinned (one usable core)"
     )
@@ -124,8 +124,9 @@ def cpu_text(results: dict) -> list[str]:
         "",
         "CPU seconds that tritonserver and its Python steps (preprocess, postprocess) spent, read from "
         "`/proc/<pid>/task/*/schedstat` before and after an open-loop window, over the images the server answered "
-        f"(its statistics): {where} (`taskset`-style affinity; one core serves, `cores=1`). perf_analyzer sends "
-        "one image per request at a constant rate below saturation (`--request-rate-range`): a short probe at "
+        f"(its statistics): {where} (`taskset`-style affinity; one core serves, `cores=1`). The generator sends "
+        "one image per request over gRPC at a constant rate below saturation, never waiting for answers (an open "
+        "loop), and the window closes when the last answer is in: a short probe at "
         f"{cpu_cost.PROBE_RATE:g}/s prices an image, then the window runs at the rate that keeps the server's core "
         f"about {cpu_cost.SERVER_LOAD:.0%} busy and the portable network's core below saturation. The portable network "
         "(ONNX Runtime in a Python step; a GPU's work on a GPU node) is measured apart and left out. Each figure is "

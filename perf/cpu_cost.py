@@ -2,7 +2,7 @@
 
 A closed loop of perf_analyzer on the cores the server uses measures the server, the load generator and
 the frontend competing; CPU time does not depend on who else runs. So: tritonserver on one core, the load
-generator (perf_analyzer, open loop at a fixed request rate below saturation) on another, and the CPU
+generator (`open_loop`: gRPC requests at a fixed rate below saturation) on another, and the CPU
 seconds of tritonserver and its step processes, read from /proc before and after a steady window,
 divided by the images the server answered. The portable network (ONNX Runtime inside a Python step) is
 moved to the generator's core and counted apart: on a GPU node that work is the GPU's.
@@ -13,7 +13,6 @@ setting given on the command line, e.g. a resize tier: `--tier NAME=OPTION=VALUE
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import time
@@ -27,16 +26,17 @@ import numpy as np
 import catalog
 from catalog.resolve import preprocessor
 from model_repository import configs, procfs
-from model_repository.server import TritonServer, header_name
-from perf import analyzer, serving, triton_stats
-from perf.input_data import input_data as image_input_data
+from model_repository.server import TritonServer
+from perf import serving, triton_stats
+from perf.input_data import image_tensor
 
-PROBE_RATE = 2.0  # requests/s of the short probe that sizes the measured rate
-PROBE_S = 6.0
+PROBE_RATE = 1.0  # requests/s of the short probe that sizes the measured rate (ViT-B's portable network: ~4/s)
+PROBE_S = 8.0
+DRAIN_S = 300.0  # the longest wait for a window's last answers
 SERVER_LOAD = 0.5  # the measured rate keeps the server's core about half busy ...
 NETWORK_LOAD = 0.6  # ... and the generator's core, which also runs the portable network, below saturation
 WINDOW_IMAGES, MIN_WINDOW_S, MAX_WINDOW_S = 150, 15.0, 45.0  # a window long enough for 150 images, within bounds
-QUICK_S = 9.0  # --quick: probe and window (three windows of 3 s), an end-to-end check only
+QUICK_S = 4.0  # --quick: probe and window, an end-to-end check only
 
 
 @dataclass(frozen=True)
@@ -147,49 +147,48 @@ def sample(roles: dict[str, list[int]]) -> dict[str, float]:
     return totals | {"ticks": sum(tick_seconds(pid) for pid in served_pids), "wall": time.monotonic()}
 
 
-def crop_input_data(entry: catalog.ModelEntry, jpegs: list[bytes], path: Path) -> Path:
-    """perf_analyzer's JSON file for `<model>_crop`: the client-side crops of `jpegs` (raw uint8, b64)."""
-    crop = preprocessor(entry)
-    steps = []
+def requests(entry: catalog.ModelEntry, jpegs: list[bytes], crops: bool) -> tuple[str, list[list]]:
+    """The model a tier's clients call and one request per photograph: its JPEG, or its client-side crop."""
+    import tritonclient.grpc as grpcclient
+
+    if not crops:
+        return entry.triton_name, [[image_tensor(grpcclient, data)] for data in jpegs]
+    made, crop = [], preprocessor(entry)
     for data in jpegs:
-        pixels = np.ascontiguousarray(crop.crop_encoded(data), dtype=np.uint8)
-        raw = base64.b64encode(pixels.tobytes()).decode()
-        steps.append({configs.NETWORK_INPUT: {"b64": raw, "shape": list(pixels.shape)}})
-    path.write_text(json.dumps({"data": steps}))
-    return path
+        pixels = np.ascontiguousarray(crop.crop_encoded(data), dtype=np.uint8)[None]
+        tensor = grpcclient.InferInput(configs.NETWORK_INPUT, list(pixels.shape), "UINT8")
+        tensor.set_data_from_numpy(pixels)
+        made.append([tensor])
+    return configs.crop_ensemble_name(entry), made
 
 
-def jpeg_input_data(jpegs: list[bytes], path: Path) -> Path:
-    """perf_analyzer's JSON file for the ensemble: one JPEG per request, cycling."""
-    photos = []
-    for index, data in enumerate(jpegs):
-        photos.append(path.parent / f"{index}.jpg")
-        photos[-1].write_bytes(data)
-    path.write_text(json.dumps(image_input_data(photos)))
-    return path
+def open_loop(client, model: str, inputs: list[list], rate: float, seconds: float) -> int:
+    """`rate` requests/s at uniform intervals for `seconds`, never waiting for an answer to send the next (an
+    open loop: arrivals do not slow down with the server); returns once every answer is in, their number."""
+    answers: list[object] = []
+    total, start = max(1, round(rate * seconds)), time.monotonic()
+    for index in range(total):
+        time.sleep(max(0.0, start + index / rate - time.monotonic()))
+        client.async_infer(model, inputs[index % len(inputs)], lambda result, error: answers.append(error))
+    deadline = time.monotonic() + DRAIN_S
+    while len(answers) < total and time.monotonic() < deadline:
+        time.sleep(0.05)
+    failed = [error for error in answers if error is not None]
+    if failed or len(answers) < total:
+        raise RuntimeError(f"{model}: {len(failed)} of {total} requests failed ({failed[:1]}), {len(answers)} answered")
+    return total
 
 
-def open_loop(target: analyzer.Target, model: str, data: Path, rate: float, seconds: float, log: Path) -> None:
-    """perf_analyzer at `rate` requests/s (uniform arrivals) for about `seconds`: three windows, any spread."""
-    window_ms = str(max(3000, round(seconds * 1000 / 3)))  # a window shorter than a slow request records none
-    cmd = [str(analyzer.binary()), "-m", model, "-u", target.grpc_url, "-i", "grpc", "--input-data", str(data)]
-    cmd += ["--request-rate-range", f"{rate:g}", "--request-distribution", "constant", "--shared-memory", "none"]
-    cmd += ["--measurement-mode", "time_windows", "--measurement-interval", window_ms]
-    cmd += ["--stability-percentage", "1000", "--max-trials", "3"]
-    cmd += ["-H", f"{header_name('grpc')}:{target.admin_key}"] if target.admin_key else []
-    analyzer.run(cmd, log, 10 * seconds + 120)
-
-
-def window(server: TritonServer, model: str, data: Path, rate: float, seconds: float, log: Path) -> dict:
+def window(server: TritonServer, model: str, inputs: list[list], rate: float, seconds: float) -> dict:
     """CPU seconds per role and images answered over one open-loop run; CPU ms per image from them."""
     import tritonclient.grpc as grpcclient
 
-    target, roles = serving.target(server), processes(server)
+    headers, roles = server.admin_headers("grpc"), processes(server)
     with grpcclient.InferenceServerClient(server.grpc_url) as client:
-        before, counts = sample(roles), triton_stats.snapshot(client, target.admin_headers())
-        open_loop(target, model, data, rate, seconds, log)
+        before, counts = sample(roles), triton_stats.snapshot(client, headers)
+        open_loop(client, model, inputs, rate, seconds)
         after = sample(roles)
-        answered = triton_stats.difference(counts, triton_stats.snapshot(client, target.admin_headers()))
+        answered = triton_stats.difference(counts, triton_stats.snapshot(client, headers))
     images = answered[model].inferences
     spent = {role: after[role] - before[role] for role in after}
     served = spent["tritonserver"] + spent["steps"]
@@ -217,7 +216,6 @@ def point(
     entry: catalog.ModelEntry,
     tier: Tier,
     jpegs: list[bytes],
-    out: Path,
     floor: float,
     quick: bool = False,
 ) -> dict:
@@ -225,15 +223,11 @@ def point(
 
     `floor`: CPU seconds per second tritonserver and the steps use idle; `net_ms` leaves that out.
     """
-    out.mkdir(parents=True, exist_ok=True)
-    if tier.crops:
-        model, data = configs.crop_ensemble_name(entry), crop_input_data(entry, jpegs, out / "input_data.json")
-    else:
-        model, data = entry.triton_name, jpeg_input_data(jpegs, out / "input_data.json")
-    probe = window(server, model, data, PROBE_RATE, QUICK_S if quick else PROBE_S, out / "probe.log")
+    model, inputs = requests(entry, jpegs, tier.crops)
+    probe = window(server, model, inputs, PROBE_RATE, QUICK_S if quick else PROBE_S)
     rate = measured_rate(probe)
     seconds = QUICK_S if quick else min(MAX_WINDOW_S, max(MIN_WINDOW_S, WINDOW_IMAGES / rate))
-    measured = window(server, model, data, rate, seconds, out / "perf_analyzer.log")
+    measured = window(server, model, inputs, rate, seconds)
     measured["net_ms"] = measured["served_ms"] - 1000 * floor * measured["seconds"] / max(measured["images"], 1)
     return measured | {"probe": probe}
 
@@ -275,8 +269,7 @@ def measure(
                 for name in models:
                     entry = catalog.get(name)
                     for (width, height), photos in jpegs.items():
-                        where = out / tier.name / name / f"{width}x{height}"
-                        row = point(started, entry, tier, photos, where, floor, quick)
+                        row = point(started, entry, tier, photos, floor, quick)
                         rows.append({"model": name, "tier": tier.name, "jpeg": f"{width}x{height}"} | row)
                         progress(f"  {tier.name} {name} {width}x{height}: {row['net_ms']:.2f} CPU ms per image")
     placement = {"server_core": cores.server, "load_core": cores.load, "network_core": cores.load}
