@@ -94,6 +94,9 @@ def cpu_rows(cpu: dict) -> list[list[object]]:
     """One table row per model, tier and size: CPU ms per served image, its split, images per CPU second, cores."""
     rows = []
     for row in cpu["rows"]:
+        if "error" in row:
+            rows.append([row["model"], row["tier"], row["jpeg"], f"failed: {row['error']}", "", "", "", "", ""])
+            continue
         split = row["cpu_s"]
         share = split["tritonserver"] / max(split["tritonserver"] + split["steps"], 1e-9)
         ms = row["net_ms"]
@@ -192,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     for model in bench.MODELS:
         tiers_seen = dict.fromkeys(r["tier"] for r in rows if r["model"] == model)
         panels[model] = {
-            t: {r["jpeg"]: r["net_ms"] for r in rows if (r["model"], r["tier"]) == (model, t)} for t in tiers_seen
+            t: {r["jpeg"]: r.get("net_ms", 0.0) for r in rows if (r["model"], r["tier"]) == (model, t)}
+            for t in tiers_seen
         }
     bench.bar_chart(args.out / "capacity.png", "CPU ms per served image (lower is better)", "CPU ms", panels)
     print(text)

@@ -175,7 +175,8 @@ def open_loop(client, model: str, inputs: list[list], rate: float, seconds: floa
         time.sleep(0.05)
     failed = [error for error in answers if error is not None]
     if failed or len(answers) < total:
-        raise RuntimeError(f"{model}: {len(failed)} of {total} requests failed ({failed[:1]}), {len(answers)} answered")
+        first = f" (first: {failed[0]})" if failed else ""
+        raise RuntimeError(f"{model}: {len(failed)} of {total} requests failed{first}, {len(answers)} answered")
     return total
 
 
@@ -269,8 +270,14 @@ def measure(
                 for name in models:
                     entry = catalog.get(name)
                     for (width, height), photos in jpegs.items():
-                        row = point(started, entry, tier, photos, floor, quick)
-                        rows.append({"model": name, "tier": tier.name, "jpeg": f"{width}x{height}"} | row)
+                        where = {"model": name, "tier": tier.name, "jpeg": f"{width}x{height}"}
+                        try:
+                            row = point(started, entry, tier, photos, floor, quick)
+                        except RuntimeError as err:  # failed requests: recorded, and the other points still run
+                            rows.append(where | {"error": str(err)})
+                            progress(f"  {tier.name} {name} {width}x{height}: {err}")
+                            continue
+                        rows.append(where | row)
                         progress(f"  {tier.name} {name} {width}x{height}: {row['net_ms']:.2f} CPU ms per image")
     placement = {"server_core": cores.server, "load_core": cores.load, "network_core": cores.load}
     described = {tier.name: tier.server | {"crops": tier.crops} for tier in tiers}

@@ -24,7 +24,8 @@ def test_an_open_loop_window_prices_the_served_image_and_leaves_the_network_out(
     for crops in (False, True):
         model, inputs = cpu_cost.requests(entry, jpegs, crops)
         assert model == (configs.crop_ensemble_name(entry) if crops else entry.triton_name)
-        measured = cpu_cost.window(triton_server, model, inputs, 4.0, 3.0)
-        assert measured["images"] == 12, measured  # every request sent was answered, and counted by the server
+        # one request a second: the shared server keeps its queue bounds, which a burst on a busy machine can meet
+        measured = cpu_cost.window(triton_server, model, inputs, 1.0, 5.0)
+        assert measured["images"] == 5, measured  # every request sent was answered, and counted by the server
         assert all(measured["cpu_s"][role] > 0 for role in ("tritonserver", "steps", "network")), measured
         assert measured["served_ms"] > 0 and measured["network_ms"] > 0
