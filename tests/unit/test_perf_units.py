@@ -125,3 +125,15 @@ def test_memory_is_back_only_once_it_stays_back() -> None:
     samples = [(0.0, 500.0), (10.0, 1200.0), (10.5, 560.0), (11.0, 900.0), (11.5, 600.0), (12.0, 590.0)]
     assert _returned_after(samples, 10.0, idle=500.0) == 1.5  # 10.5 dipped back, 11.0 rose again
     assert _returned_after(samples, 10.0, idle=300.0) is None
+
+
+def test_the_report_divides_triton_best_point_by_the_paddleclas_deploy_path() -> None:
+    from perf import report
+
+    points = [{"throughput": 3.0, "concurrency": 1}, {"throughput": 6.0, "concurrency": 2}]
+    peer = {"images_per_s": 4.0, "images": 40, "other_cpu_percent": 2.0, "threads": 2}
+    results = {"models": {"m": {"points": points}}, "peer": {"m": peer}}
+    (row,) = report.peer_rows(results)
+    assert row[1].startswith("6.00 (concurrency 2)") and row[3] == "**1.50**"
+    assert "Triton / PaddleClas" in "\n".join(report.peer_section(results))
+    assert report.peer_section({"models": {"m": {"points": points}}}) == []  # a URL run has no peer
