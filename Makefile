@@ -129,10 +129,10 @@ chart-docs: docs ## regenerate the values table in helm/README.md from values.ya
 # Preprocessing (preprocess/)
 .PHONY: bench-preprocess bench-resize-tier
 bench-preprocess: setup ## benchmark: ms per image (decode, resize, network), exact vs fast decode vs client-side crops; docs/preprocessing.md
-	$(PY) -m perf.preprocess_bench --repository $(REPOSITORY) --out $(PERF_DIR)/preprocess --publish
+	$(PY) -m perf preprocess --repository $(REPOSITORY) --out $(PERF_DIR)/preprocess --publish
 
 bench-resize-tier: setup ## benchmark: near-exact resize tier (pillow-simd) vs exact, every exported Pillow-resized model; docs/preprocessing.md
-	nice -n 10 $(PY) -m perf.resize_tier --repository $(REPOSITORY) --out $(PERF_DIR)/resize-tier --publish
+	nice -n 10 $(PY) -m perf resize-tier --repository $(REPOSITORY) --out $(PERF_DIR)/resize-tier --publish
 
 # Performance (perf/)
 # Without URL, perf and load start a local tritonserver on free ports serving REPOSITORY's models (exporting
@@ -178,15 +178,15 @@ $(MA_STAMP): requirements/model-analyzer.txt
 	@touch $@
 
 analyze: setup $(MA_STAMP) ## Model Analyzer on MODEL, local CPU: quick search of the ensemble + network sweep (URL= remote, experimental); build/analyze
-	$(PY) -m perf.analyze --model $(MODEL) --repository $(REPOSITORY) --out $(ANALYZE_DIR) \
+	$(PY) -m perf analyze --model $(MODEL) --repository $(REPOSITORY) --out $(ANALYZE_DIR) \
 		--latency-budget-ms $(LATENCY_BUDGET_MS) $(PERF_SERVER) $(ANALYZE_ARGS)
 
 .PHONY: bench-allocators
 bench-allocators: setup ## benchmark: CPU per camera-photo crop and memory kept, per allocator; docs/reliability.md "Memory"
-	$(PY) -m perf.allocator_bench
+	$(PY) -m perf allocators
 
 bench-cache: setup ## benchmark: response cache hit vs miss latency, memory per cached answer (local server); docs/operations.md
-	$(PY) -m perf.cache_bench --model $(MODEL) --repository $(REPOSITORY) --out $(PERF_DIR)/cache --publish
+	$(PY) -m perf cache --model $(MODEL) --repository $(REPOSITORY) --out $(PERF_DIR)/cache --publish
 
 # Generated docs (docs/blocks.py): the blocks made from committed files; benchmark blocks come from their targets
 .PHONY: docs
@@ -230,7 +230,7 @@ trt-plans: setup ## build MODEL's TensorRT plan into PRODUCTION_REPOSITORY (need
 # Capacity: one served preprocess instance per core, processes and memory, warmup; docs/capacity.md
 .PHONY: bench-capacity
 bench-capacity: setup ## benchmark: images/s of one served preprocess instance, cores per GPU, processes, warmup; docs/capacity.md
-	$(PY) -m perf.capacity --repository $(REPOSITORY) --out $(PERF_DIR)/capacity --publish
+	$(PY) -m perf capacity --repository $(REPOSITORY) --out $(PERF_DIR)/capacity --publish
 
 # Reliability drills: overload, SIGTERM drain, killed step, soak, slow clients, request floods and huge images
 # (memory); docs/reliability.md
@@ -238,7 +238,7 @@ DRILLS ?=
 DRILL_ARGS ?=
 .PHONY: drills
 drills: setup ## benchmark: overload 10x, SIGTERM, killed step, soak, slow clients, floods, huge images vs a local server; docs/reliability.md
-	$(PY) -m perf.drills $(DRILLS) --model $(MODEL) --repository $(REPOSITORY) --out $(PERF_DIR)/drills --publish $(DRILL_ARGS)
+	$(PY) -m perf drills $(DRILLS) --model $(MODEL) --repository $(REPOSITORY) --out $(PERF_DIR)/drills --publish $(DRILL_ARGS)
 
 # Evaluation: top-1/top-5 on a labelled set against a running server, vs the published figures
 LIST ?=

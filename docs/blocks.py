@@ -91,12 +91,12 @@ def _catalog_table() -> str:
 
 
 def _per_core_rates() -> dict[tuple[str, str], int]:
-    """(anchor model, JPEG size) -> served images/s per core: the `make bench-capacity` block of docs/capacity.md."""
+    """(anchor model, JPEG size) -> exact images per CPU second: the `make bench-capacity` block of docs/capacity.md."""
     rates = {}
     for line in (PROJECT / "docs" / "capacity.md").read_text(encoding="utf-8").splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-        if len(cells) == 4 and "(" in cells[0] and cells[2].isdigit():
-            rates[(cells[0].split("(")[1].rstrip(")"), cells[1])] = int(cells[2])
+        if len(cells) >= 5 and cells[1] == "exact" and cells[4].isdigit():  # model, tier, JPEG, CPU ms, images/CPU s
+            rates[(cells[0], cells[2])] = int(cells[4])
     return rates
 
 

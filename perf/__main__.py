@@ -1,8 +1,17 @@
-"""python -m perf {run,report,load}: the commands behind the Makefile's perf targets.
+"""python -m perf <command>: every benchmark behind the Makefile's perf targets, one entry point.
 
-  run     perf_analyzer sweep (+ report): `make perf`
-  report  markdown + plots from the last run's raw data: `make perf-report`, `make perf-publish`
-  load    Locust step load, headless: `make load`
+  run         perf_analyzer sweep and the PaddleClas deploy path beside it (+ report): `make perf`
+  report      markdown + plots from the last run's raw data: `make perf-report`, `make perf-publish`
+  load        Locust step load, headless: `make load`
+  capacity    CPU time per served image per tier, processes, warmup: `make bench-capacity`
+  preprocess  preprocessing in process, exact vs fast decode vs client crops: `make bench-preprocess`
+  drills      reliability drills: `make drills`
+  analyze     Triton Model Analyzer studies: `make analyze`
+  cache       response cache hit vs miss: `make bench-cache`
+  allocators  CPU and memory per allocator: `make bench-allocators`
+  resize-tier the near-exact resize tier against exact, and its price: `make bench-resize-tier`
+
+`python -m perf <command> --help` gives each command's options.
 
 Without --url, run and load start a local tritonserver on free ports (exporting the models into
 --repository first if they are missing) and stop it afterwards; with --url they measure that
@@ -12,6 +21,8 @@ server, e.g. a cluster's gRPC endpoint.
 from __future__ import annotations
 
 import argparse
+import importlib
+import json
 import sys
 from pathlib import Path
 
@@ -19,6 +30,16 @@ import catalog
 
 DEFAULT_MODELS = ["NextViT_small_224", "ViT_base_patch16_224"]  # one model of each family
 DEFAULT_OUT = Path("build/perf")
+# Commands that are whole studies: the module's main() parses the rest of the command line.
+STUDIES = {
+    "capacity": "perf.capacity",
+    "preprocess": "perf.preprocess_bench",
+    "drills": "perf.drills",
+    "analyze": "perf.analyze",
+    "cache": "perf.cache_bench",
+    "allocators": "perf.allocator_bench",
+    "resize-tier": "perf.resize_tier",
+}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -47,6 +68,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in STUDIES:
+        return importlib.import_module(STUDIES[argv[0]]).main(argv[1:])
     args = parse_args(argv)
     names = args.models if args.command == "run" else [args.model] if args.command == "load" else []
     try:
@@ -57,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     from perf import load, report, run, serving
 
     if args.command == "run":
-        run.run(entries, args.repository, args.out, args.profile, args.url, args.metrics_url)
+        path = run.run(entries, args.repository, args.out, args.profile, args.url, args.metrics_url)
+        print("\n".join(report.peer_section(json.loads(path.read_text()))))
     elif args.command == "load":
         settings = load.Settings(args.step_users, args.step_seconds, args.steps)
         if args.url:

@@ -1,6 +1,6 @@
 """CPU time of an exact camera-photo crop and the memory a decoding process keeps, per allocator.
 
-python -m perf.allocator_bench [--repeats N]
+python -m perf allocators [--repeats N]
 
 Each configuration runs in its own process, as a served preprocess step would: one OpenCV thread,
 the allocator preloaded with its settings (model_repository/memory.py), `keep_large_buffers` and,
@@ -76,7 +76,7 @@ def measure(repeats: int, helpers: bool) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m perf.allocator_bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m perf allocators", description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--child", choices=("helpers", "plain"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -88,14 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, malloc, extra, helpers in CONFIGS:
         env = {k: v for k, v in os.environ.items() if k not in memory.MALLOC_VARIABLES}
         env |= memory.malloc_environment(malloc) | extra
-        child = [sys.executable, "-m", "perf.allocator_bench", "--repeats", str(args.repeats)]
+        child = [sys.executable, "-m", "perf", "allocators", "--repeats", str(args.repeats)]
         child += ["--child", "helpers" if helpers else "plain"]
         out = subprocess.run(child, env=env, cwd=PROJECT, capture_output=True, text=True, check=True).stdout
         row = json.loads(out.strip().splitlines()[-1])
         cells = (row["cpu_ms"], row["system_ms"], row["faults"], row["pss_mb"], row["pss_3s_mb"])
         print(f"| {name} | " + " | ".join(map(str, cells)) + " |", flush=True)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -294,7 +294,7 @@ def describe(config_dir: Path) -> dict[str, Any]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = arguments("perf.analyze", __doc__, DEFAULT_OUT)
+    parser = arguments("perf analyze", __doc__, DEFAULT_OUT)
     parser.add_argument("--latency-budget-ms", type=int, default=500, help="p99 latency budget of a request")
     parser.add_argument("--cores", type=int, default=None, help="cores to size for (default: the usable cores)")
     parser.add_argument("--studies", nargs="+", choices=("ensemble", "network"), default=["ensemble", "network"])
@@ -382,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         "committed_layout": dataclasses.asdict(layout.resolve(cores).layout),
         "serving": serving,
         "studies": {name: summarize(out / name, timings[name]) for name in studies},
-        "command": command("perf.analyze", argv),
+        "command": command("perf analyze", argv),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "machine_before": facts,
         "load_average_after": os.getloadavg(),
@@ -478,7 +478,3 @@ def write_report(record: dict[str, Any], path: Path) -> Path:
             lines.append("No measured point met the latency budget.")
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -15,7 +15,6 @@ from __future__ import annotations
 import io
 import os
 import statistics
-import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -170,7 +169,7 @@ def table(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = study.arguments("perf.cache_bench", __doc__, study.PROJECT / "build" / "perf" / "cache")
+    parser = study.arguments("perf cache", __doc__, study.PROJECT / "build" / "perf" / "cache")
     parser.add_argument("--images", type=int, default=120, help="distinct images (each a miss, then a hit)")
     parser.add_argument("--cache-mib", type=int, default=64)
     parser.add_argument("--publish", action="store_true", help="rewrite the cache-bench block of docs/operations.md")
@@ -185,7 +184,3 @@ def main(argv: list[str] | None = None) -> int:
         study.publish(DOC, {"cache-bench": text + "\n\n![cache hit vs miss](img/cache_latency.png)"})
         print(f"wrote the cache-bench block of {DOC}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,17 +1,17 @@
-"""Benchmark (not a test): what one served core of preprocessing feeds, what a set of models costs, how warm
-"ready" is. `make bench-capacity` runs `python -m perf.capacity --out build/perf/capacity --publish`.
+"""Benchmark (not a test): the CPU time a served image costs per tier, what a set of models costs, how warm
+"ready" is. `make bench-capacity` runs `python -m perf capacity --out build/perf/capacity --publish`.
 
-One run, one figure at a time: images/s of one instance (one core) of each family's served preprocess
-step under perf_analyzer with perf.preprocess_bench's JPEGs (which gives their in-process costs), and the
-cores one H100 needs at that rate; processes and memory of a server with one model per preprocessing
+One run, one figure at a time: CPU ms per served image of each family, tier and JPEG size (perf.cpu_cost:
+tritonserver on one core, an open-loop load on another, CPU time from /proc; perf.preprocess_bench's JPEGs)
+and the cores one H100 needs at that cost; processes and memory of a server with one model per preprocessing
 key; time to ready and first requests with model_warmup and without (served throughput: `make perf`).
---quick checks the run end to end (short, loose windows; the two families only): not figures for the docs.
+--quick checks the run end to end (seconds per point, exact tier, small JPEGs): not figures for the docs.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -19,45 +19,16 @@ from functools import partial
 from pathlib import Path
 
 import catalog
-from model_repository import configs, procfs
+from model_repository import procfs
 from model_repository.server import TritonServer
-from perf import machine, serving, study
+from perf import cpu_cost, machine, serving, study
 from perf import preprocess_bench as bench
-from perf.analyzer import Analyzer, Windows
-from perf.input_data import image_tensor, write_input_data
+from perf.input_data import image_tensor
 from perf.study import table
 
 EVERY_KEY = (*bench.MODELS, "NextViT_small_384", "ViT_base_patch16_384")  # one model per preprocessing key
-STEP_WINDOWS = Windows(window_ms=3000, stability_percent=20, max_trials=6)
-# Four requests in flight keep one instance busy between round trips. The step is served without a queue
-# policy: with one, 2.51 does not prefetch and a closed loop of clients waits out half-second stalls that a
-# node's steady stream of requests does not (docs/capacity.md, "Half-second stalls"); without, nothing is
-# refused either.
-STEP_CONCURRENCY = 4
-QUICK_WINDOWS = Windows(window_ms=2000, stability_percent=100, max_trials=5)  # --quick: any figure, soon
-
-
-def served_step(server: TritonServer, jpegs: dict, windows: Windows, out: Path, progress) -> list[dict]:
-    """Images/s of one preprocess instance (one core) at saturation per family and size, by perf_analyzer.
-
-    STEP_CONCURRENCY requests on a step without a queue policy, so the instance never idles and nothing
-    is refused; the photographs of a size alternate.
-    """
-    import tritonclient.grpc as grpcclient
-
-    client, rows = grpcclient.InferenceServerClient(server.grpc_url), []
-    for name, (width, height) in itertools.product(bench.MODELS, jpegs):
-        step = configs.preprocess_name(catalog.get(name))
-        photos = out / "photos" / f"{width}x{height}"
-        photos.mkdir(parents=True, exist_ok=True)
-        for index, data in enumerate(jpegs[width, height]):
-            (photos / f"{index}.jpg").write_bytes(data)
-        input_data = write_input_data(sorted(photos.glob("*.jpg")), photos / "input_data.json")
-        analyzer = Analyzer(client, serving.target(server), input_data, windows, photos, progress)
-        served = analyzer.point(step, STEP_CONCURRENCY).throughput
-        rows.append({"model": name, "jpeg": f"{width}x{height}", "served": served})
-        progress(f"  served {step} {width}x{height}: {served:.0f} img/s")
-    return rows
+SIZES = ((500, 375), (4000, 3000))  # a web photo and a 12 MP camera photo: the ends of bench.SIZES
+DEFAULT_TIERS = tuple(cpu_cost.TIERS)
 
 
 def footprint(server: TritonServer) -> dict:
@@ -91,24 +62,18 @@ def first_requests(server: TritonServer, ready_s: float, photo: bytes) -> dict:
     return result
 
 
-def run(repository: Path, out: Path, quick: bool, progress: Callable[[str], None] = print) -> dict:
+def run(
+    repository: Path, out: Path, quick: bool, tiers: list[cpu_cost.Tier], progress: Callable[[str], None] = print
+) -> dict:
     out.mkdir(parents=True, exist_ok=True)
-    results: dict = {"started_at": machine.utc_now(), "machine": machine.facts()}
-    jpegs, results["jpegs"], results["step_concurrency"] = (
-        bench.benchmark_jpegs(),
-        bench.BENCHMARK_JPEGS,
-        STEP_CONCURRENCY,
-    )
+    results: dict = {"started_at": machine.utc_now(), "machine": machine.facts(), "jpegs": bench.BENCHMARK_JPEGS}
+    jpegs = {size: bench.photo_jpegs(size) for size in (SIZES[:1] if quick else SIZES)}
     keys = bench.MODELS if quick else EVERY_KEY
     serving.ensure_exported(repository, [catalog.get(name) for name in keys], progress)
-    progress("one served preprocess instance")
-    one_thread, log = configs.Layout(network_cpu_threads=1), out / "tritonserver-step.log"
-    one_step = TritonServer.on_free_ports(
-        repository, log, models=list(bench.MODELS), layout=one_thread, queue_policies=False
-    )
-    with one_step as server:
-        windows = QUICK_WINDOWS if quick else STEP_WINDOWS
-        results["per_core"] = served_step(server, jpegs, windows, out, progress)
+    progress("CPU time per served image, per tier")
+    foreign = machine.ForeignCpu()
+    results["cpu"] = cpu_cost.measure(repository, list(bench.MODELS), tiers, jpegs, out / "cpu", quick, progress)
+    results["cpu"]["other_cpu_percent"] = round(foreign.stop(), 1)
     progress("processes and memory, one model per preprocessing key")
     with TritonServer.on_free_ports(repository, out / "tritonserver-keys.log", models=list(keys)) as server:
         time.sleep(2)
@@ -122,32 +87,74 @@ def run(repository: Path, out: Path, quick: bool, progress: Callable[[str], None
         with server:
             results["readiness"].append(first_requests(server, time.monotonic() - start, jpegs[500, 375][0]))
             progress(f"  warmup {warmup}: {results['readiness'][-1]}")
+    results["load_average_end"] = os.getloadavg()
     return results
 
 
+def cpu_rows(cpu: dict) -> list[list[object]]:
+    """One table row per model, tier and size: CPU ms per served image, its split, images per CPU second, cores."""
+    rows = []
+    for row in cpu["rows"]:
+        if "error" in row:
+            rows.append([row["model"], row["tier"], row["jpeg"], f"failed: {row['error']}", "", "", "", "", ""])
+            continue
+        split = row["cpu_s"]
+        share = split["tritonserver"] / max(split["tritonserver"] + split["steps"], 1e-9)
+        ms = row["net_ms"]
+        rows.append(
+            [
+                *(row["model"], row["tier"], row["jpeg"], f"**{ms:.2f}**", f"{1000 / ms:.0f}", f"{share:.0%}"),
+                *(bench.cores_per_gpu(row["model"], ms), f"{row['rate']:g}", row["images"]),
+            ]
+        )
+    return rows
+
+
+def cpu_text(results: dict) -> list[str]:
+    """The CPU-time table and how it was measured: placement, rates, idle floor, the other processes' share."""
+    cpu = results["cpu"]
+    placed = cpu["cores"]
+    where = (
+        f"tritonserver and its steps pinned to core {placed['server_core']}, the load generator and the portable "
+        f"network to core {placed['load_core']}"
+        if placed["server_core"] is not None
+        else "unpinned (one usable core)"
+    )
+    tiers = "; ".join(f"{name}: {json.dumps(options)}" for name, options in cpu["tiers"].items())
+    floors = ", ".join(f"{name} {1000 * (x['tritonserver'] + x['steps']):.1f}" for name, x in cpu["idle"].items())
+    header = ["model", "tier", "JPEG", "CPU ms per served image", "images per CPU second", "of it tritonserver"]
+    return [
+        "## CPU time per served image",
+        "",
+        "CPU seconds that tritonserver and its Python steps (preprocess, postprocess) spent, read from "
+        "`/proc/<pid>/task/*/schedstat` before and after an open-loop window, over the images the server answered "
+        f"(its statistics): {where} (`taskset`-style affinity; one core serves, `cores=1`). The generator sends "
+        "one image per request over gRPC at a constant rate below saturation, never waiting for answers (an open "
+        "loop), and the window closes when the last answer is in: a short probe at "
+        f"{cpu_cost.PROBE_RATE:g}/s prices an image, then the window runs at the rate that keeps the server's core "
+        f"about {cpu_cost.SERVER_LOAD:.0%} busy and the portable network's core below saturation. The portable network "
+        "(ONNX Runtime in a Python step; a GPU's work on a GPU node) is measured apart and left out. Each figure is "
+        f"net of the idle floor (CPU ms per second: {floors}). Tiers (TritonServer options): {tiers}; client-crops "
+        "sends the uint8 crops to `<model>_crop` (the client pays the preprocessing). JPEGs: "
+        f"{results['jpegs']}. *Cores per H100* = CPU ms per image x {bench.gpu_rates()}. Other processes used "
+        f"{cpu['other_cpu_percent']:.0f} % of the machine meanwhile (CPU time counts only this server's).",
+        "",
+        *table([*header, "cores per H100", "requests/s", "images"], cpu_rows(cpu)),
+    ]
+
+
 def report(results: dict) -> str:
-    f, m, per_core, warm = results["footprint"], results["machine"], [], []
-    for row in results["per_core"]:
-        model, cores = row["model"], bench.cores_per_gpu(row["model"], 1000 / row["served"])
-        per_core.append([f"{catalog.get(model).family} ({model})", row["jpeg"], f"{row['served']:.0f}", cores])
+    f, m, warm = results["footprint"], results["machine"], []
     for run_ in results["readiness"]:
         for model, x in run_["models"].items():
             first, p50 = x["first_ms"], x["steady_p50_ms"]
             warm.append(["on" if run_["warmup"] else "off", run_["ready_s"], model, first, p50, f"{first / p50:.2f}"])
+    load = [m["load_average"], results["load_average_end"]]
     lines = [
-        f"Measured {results['started_at']} by `make bench-capacity` (`python -m perf.capacity`) on "
-        f"{bench.machine_sentence(m, [m['load_average']])}. Every figure below comes from this one run.",
+        f"Measured {results['started_at']} by `make bench-capacity` (`python -m perf capacity`) on "
+        f"{bench.machine_sentence(m, load)}. Every figure below comes from this one run.",
         "",
-        "## Exact preprocessing per core",
-        "",
-        "Images/s of one instance (one core) of the served `preprocess_<key>` step, driven by perf_analyzer at "
-        f"concurrency {results['step_concurrency']} with {results['jpegs']} (alternating), the step served without "
-        "its queue policy ([why](#half-second-stalls-triton-251-does-not-prefetch-behind-a-queue-policy)): the "
-        "per-core rate a node gets. What each part costs in process is in [preprocessing.md](preprocessing.md#speed) "
-        "(`make bench-preprocess`). *Cores per H100* = GPU images/s / served images/s, with "
-        f"{bench.gpu_rates()}; typical GPU nodes have 12-24 cores per GPU.",
-        "",
-        *table(["family", "JPEG", "served step, images/s per core", "cores per H100"], per_core),
+        *cpu_text(results),
         "## Processes and memory",
         "",
         f"One model per preprocessing key ({', '.join(f['models'])}), sized by the launcher for this machine "
@@ -166,25 +173,35 @@ def report(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = study.arguments("perf.capacity", __doc__, study.PROJECT / "build" / "perf" / "capacity", model=False)
+    parser = study.arguments("perf capacity", __doc__, study.PROJECT / "build" / "perf" / "capacity", model=False)
     parser.add_argument("--quick", action="store_true", help="a short end-to-end check (figures not for the docs)")
     parser.add_argument("--publish", action="store_true", help="write the block of docs/capacity.md, the plot")
     parser.add_argument("--report-only", action="store_true", help="redraw from the last capacity.json")
+    parser.add_argument(
+        "--tier",
+        action="append",
+        type=cpu_cost.parse_tier,
+        help=f"a tier to price (repeat; default {', '.join(DEFAULT_TIERS)}): a name, or NAME=OPTION=VALUE[,...] "
+        "with TritonServer options, e.g. a resize tier another branch adds",
+    )
     args = parser.parse_args(argv)
     if args.quick and args.publish:
         parser.error("--quick figures are not for the docs")
-    measure = partial(run, args.repository, args.out, args.quick)
+    tiers = args.tier or [cpu_cost.TIERS[name] for name in DEFAULT_TIERS]
+    measure = partial(run, args.repository, args.out, args.quick, tiers)
     results = study.raw_data(args.out / "capacity.json", args.report_only, measure)
     text = report(results)
-    (args.out / "capacity.md").write_text(text + "\n![images/s per core](capacity.png)\n")
-    served = {m: {r["jpeg"]: r["served"] for r in results["per_core"] if r["model"] == m} for m in bench.MODELS}
-    bench.bar_chart(args.out / "capacity.png", "Exact preprocessing per core", "images/s", {"one served step": served})
+    (args.out / "capacity.md").write_text(text + "\n![CPU ms per served image](capacity.png)\n")
+    rows, panels = results["cpu"]["rows"], {}
+    for model in bench.MODELS:
+        tiers_seen = dict.fromkeys(r["tier"] for r in rows if r["model"] == model)
+        panels[model] = {
+            t: {r["jpeg"]: r.get("net_ms", 0.0) for r in rows if (r["model"], r["tier"]) == (model, t)}
+            for t in tiers_seen
+        }
+    bench.bar_chart(args.out / "capacity.png", "CPU ms per served image (lower is better)", "CPU ms", panels)
     print(text)
     if args.publish:
-        block = {"capacity": text + "\n![images/s per core](img/capacity.png)"}
+        block = {"capacity": text + "\n![CPU ms per served image](img/capacity.png)"}
         study.publish(study.DOCS / "capacity.md", block, {args.out / "capacity.png": "capacity.png"})
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -24,7 +24,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -864,7 +863,7 @@ def reinstall(source: Path, dest: Path, entry: catalog.ModelEntry) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = study.arguments("perf.drills", __doc__, PROJECT / "build" / "perf" / "drills")
+    parser = study.arguments("perf drills", __doc__, PROJECT / "build" / "perf" / "drills")
     parser.add_argument("drills", nargs="*", metavar="DRILL", help=f"any of {', '.join(DRILLS)} (default: all)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every phase's duration (0.1: a trial)")
     parser.add_argument("--soak-minutes", type=float, default=20.0, help="soak duration (default 20)")
@@ -890,7 +889,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.drills or DRILLS:
         print(f"drill {name}:", flush=True)
         result = globals()[name.replace("-", "_")](args, lambda m: print(m, flush=True))
-        result |= {"command": study.command("perf.drills", argv), "machine": where, "finished_at": machine.utc_now()}
+        result |= {"command": study.command("perf drills", argv), "machine": where, "finished_at": machine.utc_now()}
         (args.out / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
         (args.out / f"{name}.md").write_text("\n".join(markdown(name, result)))
         if name == "overload":
@@ -898,7 +897,3 @@ def main(argv: list[str] | None = None) -> int:
     if args.publish:
         print(f"wrote {publish(args.out)}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

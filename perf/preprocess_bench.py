@@ -1,7 +1,7 @@
 """Benchmark (not a test): exact preprocessing per image on one core beside the network, and the price of
 going beyond the server's cores (fast decode, client-side crops: the server pays nothing, the client exact).
 
-    make bench-preprocess   # python -m perf.preprocess_bench --repository REPOSITORY --publish
+    make bench-preprocess   # python -m perf preprocess --repository REPOSITORY --publish
 
 Both families, IMAGE_SETS of JPEGs made from the sample photographs, photo by photo in the served step's
 process state: exact decode and resize + crop timed apart, alternating run by run with fast decode; then
@@ -320,7 +320,7 @@ def bar_chart(path: Path, title: str, ylabel: str, panels: dict[str, dict[str, d
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = study.arguments("perf.preprocess_bench", __doc__, study.PROJECT / "build/perf/preprocess", model=False)
+    parser = study.arguments("perf preprocess", __doc__, study.PROJECT / "build/perf/preprocess", model=False)
     parser.add_argument("--repeats", type=int, default=15, help="runs per photo (network: a third, at least 3)")
     parser.add_argument("--quiet-percent", type=float, help="time a set again while other processes use more")
     parser.add_argument("--publish", action="store_true", help=f"write the blocks of {DOCS.name} and the plot")
@@ -339,7 +339,3 @@ def main(argv: list[str] | None = None) -> int:
     if args.publish:
         study.publish(DOCS, tables, {png: png.name})
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

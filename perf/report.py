@@ -106,6 +106,43 @@ def load_section(load: dict) -> list[str]:
     return lines
 
 
+def peer_rows(results: dict) -> list[list[object]]:
+    """Per model: Triton's best images/s in the sweep, the PaddleClas deploy path's, and Triton / PaddleClas."""
+    rows = []
+    for model, peer in results.get("peer", {}).items():
+        best = max(results["models"][model]["points"], key=lambda p: p["throughput"])
+        ratio = best["throughput"] / peer["images_per_s"]
+        rows.append(
+            [
+                model,
+                f"{_f(best['throughput'], 2)} (concurrency {best['concurrency']})",
+                f"{_f(peer['images_per_s'], 2)} ({peer['images']} images)",
+                f"**{ratio:.2f}**",
+                f"{peer['other_cpu_percent']:.0f} %",
+            ]
+        )
+    return rows
+
+
+def peer_section(results: dict) -> list[str]:
+    """Triton against what a PaddleClas user runs instead, from this one run; nothing when perf measured a URL."""
+    if "peer" not in results:
+        return []
+    from perf.peer import BATCH, SOURCE
+
+    threads = next(iter(results["peer"].values()))["threads"]
+    header = ["model", "Triton, best images/s", "PaddleClas deploy path, images/s", "Triton / PaddleClas", "other CPU"]
+    return [
+        "## Beside Triton: PaddleClas's own deploy path",
+        "",
+        f"What a PaddleClas user runs instead, in process on the same cores and photographs after the server stopped: "
+        f"{SOURCE}; its preprocessing operators and Paddle Inference (`create_predictor`, {threads} CPU threads, "
+        f"MKL-DNN) on the Paddle inference program the served network was converted from, {BATCH} images per call.",
+        "",
+        *study.table(header, peer_rows(results)),
+    ]
+
+
 def machine_section(results: dict) -> list[str]:
     m = results["machine"]
     servers = sorted({d["server_version"] for d in results["models"].values() if d.get("server_version")})
@@ -140,6 +177,7 @@ def render(results: dict, load: dict | None, plots_drawn: dict[str, Path], image
         f"![latency]({image_prefix}{plots_drawn['latency'].name})",
         "",
         *sweep_section(results),
+        *peer_section(results),
         *split_section(results),
         f"![time split]({image_prefix}{plots_drawn['time_split'].name})",
         "",

@@ -1,6 +1,6 @@
 """Benchmark (not a test): the near-exact resize tier (pillow-simd) priced against the exact one (stock Pillow).
 
-    make bench-resize-tier   # python -m perf.resize_tier --repository REPOSITORY --publish
+    make bench-resize-tier   # python -m perf resize-tier --repository REPOSITORY --publish
 
 Both Pillow builds install as the module `PIL`, so each tier runs in a process of its own, as served:
 the exact one as the environment has it, the near-exact one with pillow-simd's directory first on
@@ -174,7 +174,7 @@ def run_worker(tier: str, images_path: Path, pillow_simd_dir: Path, repeats: int
     env = dict(os.environ)
     path = [str(study.PROJECT)] + ([str(pillow_simd_dir)] if tier == "near-exact" else [])
     env["PYTHONPATH"] = os.pathsep.join([*path[::-1], env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    command = [sys.executable, "-m", "perf.resize_tier", "--worker", tier, "--images", str(images_path)]
+    command = [sys.executable, "-m", "perf", "resize-tier", "--worker", tier, "--images", str(images_path)]
     subprocess.run([*command, "--worker-out", str(out), "--repeats", str(repeats)], env=env, check=True)
     result = pickle.loads(out.read_bytes())
     if result["pillow"] != ("pillow-simd" if tier == "near-exact" else "pillow"):
@@ -274,7 +274,7 @@ def run(repository: Path, pillow_simd_dir: Path, out: Path, repeats: int, derive
         "timing": {"exact": exact["timing"]["tier"], "near-exact": near["timing"]["tier"]}
         | {route: exact["timing"][route] for route in ROUTES},
         "networks": price_networks(repository, (near["crops"], exact["crops"]), derived, progress),
-        "command": study.command("perf.resize_tier"),
+        "command": study.command("perf"),  # `python -m perf resize-tier ...`: argv holds the subcommand
     }
 
 
@@ -361,7 +361,7 @@ def price_text(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = study.arguments("perf.resize_tier", __doc__, study.PROJECT / "build/perf/resize-tier", model=False)
+    parser = study.arguments("perf resize-tier", __doc__, study.PROJECT / "build/perf/resize-tier", model=False)
     parser.add_argument("--pillow-simd-dir", type=Path, default=default_pillow_simd_dir(), help="pillow-simd's folder")
     parser.add_argument("--repeats", type=int, default=9, help="timed runs per image")
     parser.add_argument("--derived", type=int, default=DERIVED, help="variants of the photographs")
@@ -383,7 +383,3 @@ def main(argv: list[str] | None = None) -> int:
     if args.publish:
         study.publish(DOCS, {"resize-tier-price": text})
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

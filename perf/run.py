@@ -1,8 +1,9 @@
 """`make perf`: a perf_analyzer concurrency sweep of each model on one server, into results.json.
 
 Without a URL the local server (perf.serving) starts on the exported models and stops afterwards;
-each model is warmed up, then measured at every concurrency of the profile. perf.report renders
-results.json as markdown and plots (and can again, later, alone).
+each model is warmed up, then measured at every concurrency of the profile; then, on the same cores and
+photographs, PaddleClas's own deploy path (perf.peer), the baseline the report divides Triton by.
+perf.report renders results.json as markdown and plots (and can again, later, alone).
 """
 
 from __future__ import annotations
@@ -27,11 +28,12 @@ class Profile:
 
     concurrencies: tuple[int, ...]
     windows: Windows
+    peer_seconds: float  # how long the PaddleClas deploy path is timed, per model
 
 
 PROFILES = {
-    "full": Profile((1, 2, 3, 4), Windows(window_ms=5000, stability_percent=30, max_trials=6, quiet_percent=10)),
-    "smoke": Profile((1, 2), Windows(window_ms=1000, stability_percent=100, max_trials=10)),
+    "full": Profile((1, 2, 3, 4), Windows(window_ms=5000, stability_percent=30, max_trials=6, quiet_percent=10), 20.0),
+    "smoke": Profile((1, 2), Windows(window_ms=1000, stability_percent=100, max_trials=10), 2.0),
 }
 
 
@@ -56,6 +58,15 @@ def sweep_server(target: Target, entries: list[ModelEntry], profile: Profile, ou
     return results
 
 
+def peers(entries: list[ModelEntry], repository: Path, profile: Profile) -> dict:
+    """PaddleClas's deploy path per model, on the sample photographs the sweep sent."""
+    from perf import peer
+
+    print(f"PaddleClas's deploy path in process ({peer.SOURCE}), batches of {peer.BATCH}")
+    quiet, photos = profile.windows.quiet_percent, sample_photo_paths()
+    return {e.triton_name: peer.measure(e, repository, photos, profile.peer_seconds, quiet) for e in entries}
+
+
 def run(
     entries: list[ModelEntry], repository: Path, out: Path, profile: str, url: str | None, metrics_url: str | None
 ) -> Path:
@@ -74,6 +85,8 @@ def run(
     with remote or serving.local(repository, entries, out / "tritonserver.log") as target:
         print(f"perf_analyzer sweep against {'a local tritonserver at ' if local else ''}{target.grpc_url}")
         results["models"] = sweep_server(target, entries, PROFILES[profile], out)
+    if local:  # the cores the server used are free again: the peer gets the same ones
+        results["peer"] = peers(entries, repository, PROFILES[profile])
     results["target"] = {"url": target.grpc_url, "metrics_url": target.metrics_url, "local_server": local}
     results |= {"finished_at": machine.utc_now(), "duration_s": round(time.monotonic() - started, 1)}
     results["load_average_end"] = os.getloadavg()

@@ -24,7 +24,8 @@ DEFAULT_MODEL = "NextViT_small_224"
 
 
 def arguments(module: str, doc: str, out: Path, model: bool = True) -> argparse.ArgumentParser:
-    """`python -m <module>` described by the first paragraph of `doc`, with --model, --repository and --out."""
+    """`python -m <module>` (e.g. "perf capacity") described by the first paragraph of `doc`, with --model,
+    --repository and --out."""
     parser = argparse.ArgumentParser(prog=f"python -m {module}", description=doc.split("\n\n")[0])
     if model:
         parser.add_argument("--model", default=DEFAULT_MODEL, help="catalog name")
@@ -35,7 +36,7 @@ def arguments(module: str, doc: str, out: Path, model: bool = True) -> argparse.
 
 def command(module: str, argv: Sequence[str] | None = None) -> str:
     """The command line of this run as people retype it (`argv` None: this process's own arguments)."""
-    return shlex.join(["python", "-m", module, *(sys.argv[1:] if argv is None else argv)])
+    return shlex.join(["python", "-m", *module.split(), *(sys.argv[1:] if argv is None else argv)])
 
 
 def raw_data(path: Path, report_only: bool, measure: Callable[[], dict]) -> dict:

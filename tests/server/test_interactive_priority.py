@@ -6,7 +6,7 @@ that must hear within 2 s sends priority configs.INTERACTIVE_PRIORITY. With the 
 ensemble (which hands its steps the request's priority), an interactive request queued after a
 batch request is answered before it; and with production's interactive policy, an interactive
 request behind a running execution is refused before that execution ends. The latency goal itself
-is measured by `python -m perf.drills flood`.
+is measured by `python -m perf drills flood`.
 """
 
 from __future__ import annotations

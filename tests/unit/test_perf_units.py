@@ -65,6 +65,27 @@ def test_make_perf_and_load_pass_the_url_through() -> None:
         assert expected in dry and "--url 10.0.0.7:8001" in dry
 
 
+def test_every_perf_target_runs_one_entry_point_and_each_command_parses_its_own_options() -> None:
+    """`python -m perf <command>`: the Makefile's benchmark targets, and each study's own --help."""
+    from perf.__main__ import STUDIES
+
+    targets = {"bench-preprocess": "preprocess", "bench-capacity": "capacity", "drills": "drills"}
+    targets |= {"analyze": "analyze", "bench-cache": "cache", "bench-allocators": "allocators"}
+    assert sorted(targets.values()) == sorted(STUDIES)
+    for target, name in targets.items():
+        dry = subprocess.run(["make", "-n", target], cwd=PROJECT, capture_output=True, text=True, check=True).stdout
+        assert f"-m perf {name}" in dry, dry
+    for name in STUDIES:
+        shown = subprocess.run(
+            [str(PROJECT / ".venv/bin/python"), "-m", "perf", name, "--help"],
+            cwd=PROJECT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert shown.startswith(f"usage: python -m perf {name}"), shown
+
+
 def test_a_sweep_ends_at_the_first_overload_refusal_and_fails_on_anything_else(monkeypatch, tmp_path: Path) -> None:
     """The refusal text is Triton's own (failures.QUEUE_REJECTIONS, which the client library also matches)."""
     refusal = f"perf_analyzer exited with 99; Thread [0] had error: {failures.QUEUE_REJECTIONS[0]}"
@@ -119,3 +140,15 @@ def test_the_interactive_goal_is_answered_within_2_s_or_refused_within_1_s() -> 
     assert interactive_goal_met(during)
     late_refusal = _interactive([*probe[:1], {**probe[1], "done": 2.1}], burst_end=5.0)
     assert not interactive_goal_met(late_refusal)  # refused after 1.1 s
+
+
+def test_the_report_divides_triton_best_point_by_the_paddleclas_deploy_path() -> None:
+    from perf import report
+
+    points = [{"throughput": 3.0, "concurrency": 1}, {"throughput": 6.0, "concurrency": 2}]
+    peer = {"images_per_s": 4.0, "images": 40, "other_cpu_percent": 2.0, "threads": 2}
+    results = {"models": {"m": {"points": points}}, "peer": {"m": peer}}
+    (row,) = report.peer_rows(results)
+    assert row[1].startswith("6.00 (concurrency 2)") and row[3] == "**1.50**"
+    assert "Triton / PaddleClas" in "\n".join(report.peer_section(results))
+    assert report.peer_section({"models": {"m": {"points": points}}}) == []  # a URL run has no peer
