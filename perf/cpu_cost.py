@@ -27,7 +27,7 @@ import catalog
 from catalog.resolve import preprocessor
 from model_repository import configs, procfs
 from model_repository.server import TritonServer
-from perf import serving, triton_stats
+from perf import triton_stats
 from perf.input_data import image_tensor
 
 PROBE_RATE = 1.0  # requests/s of the short probe that sizes the measured rate (ViT-B's portable network: ~4/s)
@@ -260,7 +260,9 @@ def measure(
         with ExitStack() as stack:
             with pinned_start(cores.server):  # tritonserver and every step start on the server's core
                 log = out / f"tritonserver-{tier.name}.log"
-                started = stack.enter_context(serving.server(repository, models, log, **options))
+                started = stack.enter_context(
+                    TritonServer.on_free_ports(repository, log, models=list(models), **options)
+                )
             if cores.load is not None:
                 for pid in processes(started)["network"]:
                     pin(pid, cores.load)
