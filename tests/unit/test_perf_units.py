@@ -71,6 +71,7 @@ def test_every_perf_target_runs_one_entry_point_and_each_command_parses_its_own_
 
     targets = {"bench-preprocess": "preprocess", "bench-capacity": "capacity", "drills": "drills"}
     targets |= {"analyze": "analyze", "bench-cache": "cache", "bench-allocators": "allocators"}
+    targets |= {"bench-resize-tier": "resize-tier"}
     assert sorted(targets.values()) == sorted(STUDIES)
     for target, name in targets.items():
         dry = subprocess.run(["make", "-n", target], cwd=PROJECT, capture_output=True, text=True, check=True).stdout
