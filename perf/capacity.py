@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         type=cpu_cost.parse_tier,
         help=f"a tier to price (repeat; default {', '.join(DEFAULT_TIERS)}): a name, or NAME=OPTION=VALUE[,...] "
-        "with TritonServer options, e.g. a resize tier another branch adds",
+        "with TritonServer options",
     )
     args = parser.parse_args(argv)
     if args.quick and args.publish:

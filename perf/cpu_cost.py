@@ -51,6 +51,7 @@ class Tier:
 TIERS = {
     "exact": Tier("exact"),
     "fast-decode": Tier("fast-decode", {"fast_decode": True}),
+    "near-exact": Tier("near-exact", {"resize_tier": "near-exact"}),  # NextViT's resize on pillow-simd
     "client-crops": Tier("client-crops", crops=True),
 }
 
