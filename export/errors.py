@@ -47,10 +47,6 @@ class MemoryEstimateError(ExportError):
     """The graph has a tensor whose size shape inference left open, or a construct the walk does not model."""
 
 
-class InstallError(ExportError):
-    """The repository refused the exported model (a shared step installed by another version)."""
-
-
 class TensorrtError(ExportError):
     """A TensorRT plan or ONNX Runtime TensorRT config cannot be made here (trtexec, GPU, versions)."""
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from catalog import ModelEntry
-from export.errors import InstallError, SourceError, storage_error
+from export.errors import SourceError, storage_error
 from model_repository import install
 from model_repository.configs import Variant
 
@@ -216,10 +216,7 @@ def export_model(entry: ModelEntry, source: Source, repository: Path, variant: V
                 "duration_s": round(progress.elapsed, 1),
                 "process_peak_rss_mb": _peak_rss_mb(),
             }
-            try:
-                install.install(entry, onnx_path, record, repository, variant)
-            except install.SharedStepConflictError as err:
-                raise InstallError(str(err)) from err
+            install.install(entry, onnx_path, record, repository, variant)
             fp16_note = f"; {fp16_summary(fp16)}" if fp16 else ""
             progress.step(
                 "install", f"{report.summary()}{fp16_note}; installed {entry.triton_name} ({variant}) into {repository}"
