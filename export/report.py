@@ -168,7 +168,7 @@ def _weights(record: dict) -> str:
 
 def parity_row(entry: ModelEntry, record: dict | None) -> list[str]:
     if record is None:
-        return [f"`{entry.name}`", MISSING, *[""] * 9]
+        return [f"`{entry.name}`", MISSING, *[""] * 8]
     parity, folded, onnx = record["parity"], record.get("merge_bn"), record["onnx"]
     return [
         f"`{entry.name}`",
@@ -181,7 +181,6 @@ def parity_row(entry: ModelEntry, record: dict | None) -> list[str]:
         f"{onnx['bytes'] / 1e6:.0f}",
         f"{record['duration_s']:.0f}",
         f"{record['process_peak_rss_mb'] / 1024:.1f}",
-        ", ".join(f"`{name}`" for name in onnx["original_tensor_names"]),
     ]
 
 
@@ -197,9 +196,14 @@ def parity_table(records: dict[str, dict]) -> str:
         "ONNX MB",
         "export s",
         "peak GB",
-        "exporter tensor names (in, out)",
     ]
     return _table(header, (parity_row(e, records.get(e.name)) for e in catalog.CATALOG.values()))
+
+
+def tensor_names(records: dict[str, dict]) -> str:
+    """The exporter's own tensor names (in, out), which export renames: one sentence, as they rarely differ."""
+    names = sorted({", ".join(f"`{n}`" for n in r["onnx"]["original_tensor_names"]) for r in records.values()})
+    return f"The exporter's tensor names (in, out), renamed at export: {'; '.join(names) or 'none recorded'}."
 
 
 MEMORY_TEXT = """## GPU memory per network instance (graph estimate, unverified on a GPU)
@@ -384,6 +388,7 @@ def render(records: dict[str, dict], repository: Path, price: dict | None = None
         figures_table(records) + "\n",
         PARITY_TEXT,
         parity_table(records) + "\n",
+        tensor_names(records) + "\n",
         memory_text(),
         memory_table(records) + "\n",
         cpu_check_machines(records) + "\n",
