@@ -49,6 +49,7 @@ def sweep_section(results: dict) -> list[str]:
         "",
     ]
     header = ["concurrency", "requests", "images/s", "p50", "p95", "p99", "server queue", "server compute"]
+    shown = ""
     for model, data in results["models"].items():
         rows = [
             [p["concurrency"], p["requests"], _f(p["throughput"], 2)]
@@ -56,7 +57,9 @@ def sweep_section(results: dict) -> list[str]:
             + [_stability(p), f"{p['other_cpu_percent']:.0f} %", p["failed_requests"]]
             for p in data["points"]
         ]
-        lines += [f"### {model}", "", f"Served layout: {_layout_text(data['layout'])}.", ""]
+        layout = _layout_text(data["layout"])
+        lines += [f"### {model}", "", f"Served layout: {'as above' if layout == shown else layout}.", ""]
+        shown = layout
         lines += study.table([*header, "stable", "other CPU", "failed"], rows)
         unswept = [c for c in PROFILES[results["profile"]].concurrencies if c > data["points"][-1]["concurrency"]]
         if unswept:
