@@ -41,35 +41,29 @@ and the export records (`<name>_network/export.json`) of `{repository}`; do not 
 
 FIGURES_TEXT = """## Parameters and FLOPs: measured against published
 
-Measured on every exported network, beside the figures of PaddleClas's model documents.
-PaddleClas's figures come from `paddle.flops`, which hooks leaf layers only; the columns
-"PaddleClas count" rerun that counter here, and reproduce the published figures to their last digit.
-The remaining columns count differently, and the differences are exactly these:
+Measured on every exported network. PaddleClas's published figures come from `paddle.flops`, which
+hooks leaf layers only; the "PaddleClas count" columns rerun it and reproduce them to the last digit.
+The other columns count differently, exactly so:
 
 - **FLOPs are multiply-accumulates.** `paddle.flops` counts one per multiply-add of Conv2D (plus one
-  per output for the bias) and Linear, two per element for BatchNorm and one per output element for
-  pooling. It counts nothing for functional operations: the attention products `q @ k` and
-  `attn @ v`, softmax, GELU, LayerNorm.
+  per output for the bias) and Linear, two per element for BatchNorm, one per output of pooling, and
+  nothing for functional operations (`q @ k`, `attn @ v`, softmax, GELU, LayerNorm).
 - **ONNX MACs** count the multiply-accumulates of every Conv, MatMul and Gemm in the served graph,
   attention included, and no elementwise work. For ViT the difference is the attention products,
   2 x depth x tokens² x width (to within 0.001 G: PaddleClas adds the patch convolution's biases).
   For NextViT it is the attention products (smaller: keys are average-pooled) minus the BatchNorm,
   bias and pooling operations PaddleClas counts; the two nearly cancel at 224, and attention,
   quadratic in the token count, leads at 384.
-- **Parameters.** PaddleClas's count sums leaf layers, so ViT's position embedding and class token
-  (tensors of the model itself) are left out: the "not in PaddleClas count" column names them.
-  BatchNorm running statistics are Paddle parameters and are counted by both.
-- **Deployment form.** The NextViT networks are exported after `merge_bn()` (see the parity table),
-  which does not change the parameter count of the architecture, but removes most BatchNorm nodes
-  from the graph; counts are taken before folding.
+- **Parameters.** PaddleClas's count sums leaf layers, so ViT's position embedding and class token are
+  left out (the "not in PaddleClas count" column); BatchNorm running statistics are counted by both.
+  NextViT is exported after `merge_bn()`, which removes most BatchNorm nodes; counts are taken before.
 """
 
 PARITY_TEXT = """## Parity: ONNX Runtime against Paddle Inference
 
 The check every export passes before it installs: the served ONNX network against Paddle Inference on
-the sample photographs, and for NextViT the network before and after `merge_bn()`
-([export/README.md](../export/README.md#what-an-export-does-pipelinepy)). With `--weights` or `--download`
-the same table holds the trained networks.
+the sample photographs, and for NextViT before and after `merge_bn()`
+([export/README.md](../export/README.md#what-an-export-does-pipelinepy)); trained networks with `--weights`.
 """
 
 
@@ -174,7 +168,7 @@ def _weights(record: dict) -> str:
 
 def parity_row(entry: ModelEntry, record: dict | None) -> list[str]:
     if record is None:
-        return [f"`{entry.name}`", MISSING, *[""] * 9]
+        return [f"`{entry.name}`", MISSING, *[""] * 8]
     parity, folded, onnx = record["parity"], record.get("merge_bn"), record["onnx"]
     return [
         f"`{entry.name}`",
@@ -187,7 +181,6 @@ def parity_row(entry: ModelEntry, record: dict | None) -> list[str]:
         f"{onnx['bytes'] / 1e6:.0f}",
         f"{record['duration_s']:.0f}",
         f"{record['process_peak_rss_mb'] / 1024:.1f}",
-        ", ".join(f"`{name}`" for name in onnx["original_tensor_names"]),
     ]
 
 
@@ -203,9 +196,14 @@ def parity_table(records: dict[str, dict]) -> str:
         "ONNX MB",
         "export s",
         "peak GB",
-        "exporter tensor names (in, out)",
     ]
     return _table(header, (parity_row(e, records.get(e.name)) for e in catalog.CATALOG.values()))
+
+
+def tensor_names(records: dict[str, dict]) -> str:
+    """The exporter's own tensor names (in, out), which export renames: one sentence, as they rarely differ."""
+    names = sorted({", ".join(f"`{n}`" for n in r["onnx"]["original_tensor_names"]) for r in records.values()})
+    return f"The exporter's tensor names (in, out), renamed at export: {'; '.join(names) or 'none recorded'}."
 
 
 MEMORY_TEXT = """## GPU memory per network instance (graph estimate, unverified on a GPU)
@@ -214,11 +212,10 @@ What one production network instance (one ONNX Runtime session on the CUDA provi
 {batch}, from the served graph (`export/memory.py`): every initializer, plus the peak of the activations
 alive at once when the nodes run in order (shapes by ONNX shape inference). The cap, `gpu_mem_limit`, is
 weights + {headroom:g} x activations + {workspace} MiB for cuDNN workspaces, in whole {step} MiB; the chart
-sums it ([helm/README.md](../helm/README.md#gpu-memory-estimates-unverified-on-a-gpu)). None of this ran
-on a GPU. The last column checks the activation walk on ONNX Runtime's CPU provider (same graph and
-planner, arena off): the estimate over what one small-batch run held (`python -m export memory
---repository DIR --check-cpu NAME`). Above 1 ONNX Runtime reused a dying input's buffer; below 1 its
-kernels needed scratch no graph shows; the cap's margin covers both.
+sums it ([helm/README.md](../helm/README.md#gpu-memory-estimates-unverified-on-a-gpu)). The last column
+checks the walk on ONNX Runtime's CPU provider (arena off): estimate over what one small-batch run held
+(`python -m export memory --repository DIR --check-cpu NAME`); above 1 ONNX Runtime reused a dying
+input's buffer, below 1 its kernels needed unseen scratch; the cap's margin covers both.
 """
 
 
@@ -287,9 +284,7 @@ def environment(records: dict[str, dict]) -> str:
     return (
         "Exports ran with " + "; ".join(lines or ["(no records)"]) + f", on {', '.join(map(str, photos))} "
         "photographs (`catalog/reference.py`). Export time and peak memory (resident set of the export "
-        "process, one process per model) are from one run each, on the 2-core machine this project develops "
-        "on, shared with other jobs at the time: read them as orders of magnitude. With random weights an "
-        "`_ssld` name is the same network as its base model (same architecture, same seed)."
+        "process) are from one run each on a shared 2-core machine: orders of magnitude."
     )
 
 
@@ -299,23 +294,20 @@ The price of `model.fp16.onnx` ([export/README.md](../export/README.md#the-fp16-
 TensorRT plans and `--ort-trt` serve at their **default** precision, `fp16`; `fp32` is exact to the parity above.
 
 Measured by `{command}` (`make fp16-price`){others}, ONNX Runtime {ort} on CPU ({cpu}; flags {flags}; 2
-threads), both networks on the same uint8 crops: the {photos} sample photographs and variants made
-from them (random crops of 35-100 % of the area, scales 0.5-1.5x, horizontal flips one in two, then
-the served preprocessing), {derived} per model, fewer for heavy networks (about {budget:g} GFLOPs of
-variants each, at least {minimum}). *max abs diff* is over all 1000 probabilities of every image;
-*top-5 agreement* needs the same five classes in the same order. How peaked FP32's answers are
-(median top-1 probability) bounds the differences: the random ViT heads answer flatly, so their
-absolute differences are small whatever the precision. An `_ssld` name has the same
-random network as its base model (identical ONNX digest), so it shows its base model's figures.
+threads), both networks on the same uint8 crops: the {photos} sample photographs and variants
+(random crops of 35-100 % of the area, scales 0.5-1.5x, flips one in two), {derived} per model, fewer
+for heavy networks (about {budget:g} GFLOPs of variants, at least {minimum}). *max abs diff* is over all
+1000 probabilities; *top-5 agreement* needs the same five classes in order. The median top-1
+probability bounds the differences: the random ViT heads answer flatly. An `_ssld` name has its base's
+random network (identical ONNX digest) and figures.
 
 - **A floor, not the price of your model.** Random weights give tame activations; trained ViTs carry
-  outliers that FP16 (largest value 65504, 11 significant bits) can round coarsely or overflow. Price
-  it on your labelled images with real weights: serve FP16 and FP32 plans and run
+  outliers FP16 (largest value 65504, 11 significant bits) can round coarsely or overflow. Price it on
+  your labelled images: serve FP16 and FP32 plans and run
   `python -m client evaluate LIST --model NAME --url FP16_HOST:8001 --against FP32_HOST:8001/NAME`.
 - **CPU rounding, not GPU arithmetic.** ONNX Runtime's CPU provider computes most operators in FP32
-  between inserted Casts (`InsertCastTransformer`, onnxruntime/core/optimizer/insert_cast_transformer.cc),
-  so these are FP16 roundings of weights and activations between operators; what TensorRT's FP16
-  kernels add is **unverified on a GPU**.
+  between inserted Casts (`InsertCastTransformer`, onnxruntime/core/optimizer/insert_cast_transformer.cc):
+  FP16 roundings between operators; what TensorRT's FP16 kernels add is **unverified on a GPU**.
 """
 
 
@@ -396,6 +388,7 @@ def render(records: dict[str, dict], repository: Path, price: dict | None = None
         figures_table(records) + "\n",
         PARITY_TEXT,
         parity_table(records) + "\n",
+        tensor_names(records) + "\n",
         memory_text(),
         memory_table(records) + "\n",
         cpu_check_machines(records) + "\n",

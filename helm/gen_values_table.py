@@ -72,11 +72,15 @@ def undocumented(text: str) -> list[str]:
 
 
 def table(text: str) -> str:
-    """Each documented key and its default. The description stays the comment above the key in values.yaml
-    (what `helm show values` prints), so the README restates none of it."""
+    """Each documented key and its default, one row per top-level key (its sub-keys in one cell, to keep the
+    README short). The description stays the comment above the key in values.yaml (what `helm show values`
+    prints), so the README restates none of it."""
     values = yaml.safe_load(text)
-    lines = ["| Key | Default |", "| --- | --- |"]
+    groups: dict[str, list[str]] = {}
     for key, _ in documented_keys(text):
         default = json.dumps(lookup(values, key), separators=(", ", ": ")).replace("|", "\\|")
-        lines.append(f"| `{key}` | `{default}` |")
+        top, _, rest = key.partition(".")
+        groups.setdefault(top, []).append(f"`{rest}: {default}`" if rest else f"`{default}`")
+    lines = ["| Key | Default (sub-key: default) |", "| --- | --- |"]
+    lines += [f"| `{top}` | {', '.join(cells)} |" for top, cells in groups.items()]
     return "\n".join(lines)

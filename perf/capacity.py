@@ -126,18 +126,16 @@ def cpu_text(results: dict) -> list[str]:
     return [
         "## CPU time per served image",
         "",
-        "CPU seconds that tritonserver and its Python steps (preprocess, postprocess) spent, read from "
-        "`/proc/<pid>/task/*/schedstat` before and after an open-loop window, over the images the server answered "
-        f"(its statistics): {where} (`taskset`-style affinity; one core serves, `cores=1`). The generator sends "
-        "one image per request over gRPC at a constant rate below saturation, never waiting for answers (an open "
-        "loop), and the window closes when the last answer is in: a short probe at "
-        f"{cpu_cost.PROBE_RATE:g}/s prices an image, then the window runs at the rate that keeps the server's core "
-        f"about {cpu_cost.SERVER_LOAD:.0%} busy and the portable network's core below saturation. The portable network "
-        "(ONNX Runtime in a Python step; a GPU's work on a GPU node) is measured apart and left out. Each figure is "
-        f"net of the idle floor (CPU ms per second: {floors}). Tiers (TritonServer options): {tiers}; client-crops "
-        "sends the uint8 crops to `<model>_crop` (the client pays the preprocessing). JPEGs: "
-        f"{results['jpegs']}. *Cores per H100* = CPU ms per image x {bench.gpu_rates()}. Other processes used "
-        f"{cpu['other_cpu_percent']:.0f} % of the machine meanwhile (CPU time counts only this server's).",
+        "CPU seconds that tritonserver and its Python steps (preprocess, postprocess) spent "
+        "(`/proc/<pid>/task/*/schedstat`) over an open-loop window, per image the server answered: "
+        f"{where} (one core serves, `cores=1`). The generator sends one image per request over gRPC at a constant "
+        f"rate, never waiting for answers; a probe at {cpu_cost.PROBE_RATE:g}/s prices an image, then the window "
+        f"runs at the rate that keeps the server's core about {cpu_cost.SERVER_LOAD:.0%} busy and the network's "
+        "core below saturation, and closes when the last answer is in. The portable network (a GPU's work on a "
+        f"GPU node) is left out. Net of the idle floor (CPU ms per second: {floors}). Tiers (TritonServer "
+        f"options): {tiers}; client-crops sends uint8 crops to `<model>_crop` (the client pays the "
+        f"preprocessing). JPEGs: {results['jpegs']}. *Cores per H100* = CPU ms per image x {bench.gpu_rates()}. "
+        f"Other processes used {cpu['other_cpu_percent']:.0f} % of the machine meanwhile (not counted).",
         "",
         *table([*header, "cores per H100", "requests/s", "images"], cpu_rows(cpu)),
     ]

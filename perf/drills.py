@@ -832,8 +832,22 @@ def markdown(name: str, result: dict) -> list[str]:
     else:
         hidden = ("points", "samples", "probe", "finished_at", "machine", "command")
         shown = {k: v for k, v in result.items() if k not in hidden}
-        lines += ["```json", json.dumps(shown, indent=1), "```", ""]
+        lines += ["```json", compact_json(shown), "```", ""]
     return lines
+
+
+def compact_json(value: dict) -> str:
+    """One line per top-level key (one per item for a list of objects): the figures stay readable in few bytes."""
+
+    def one(v: object) -> str:
+        return json.dumps(v, separators=(", ", ": "))
+
+    def item(v: object) -> str:
+        if isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+            return "[\n" + ",\n".join(f"  {one(x)}" for x in v) + "\n ]"
+        return one(v)
+
+    return "{\n" + ",\n".join(f" {one(k)}: {item(v)}" for k, v in value.items()) + "\n}"
 
 
 def _causes(causes: dict) -> str:

@@ -259,12 +259,12 @@ def time_table(results: dict) -> str:
 
 
 def price_table(results: dict) -> str:
-    """Exact against fast decode against client-side crops: time, bytes, deviation, cores per H100."""
+    """Exact against fast decode (client-side crops: the exact column, on the clients): time, bytes, deviation,
+    cores per H100."""
     lines = [
         "| model (resize) | JPEG | margin | DCT scale | JPEG / crop KB | exact ms | fast ms | speed-up (fastest runs) "
-        "| client-side: server ms | crop diff mean / max | top-1 / top-5 agree | max dp "
-        "| cores per H100: exact | fast |",
-        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| crop diff mean / max | top-1 / top-5 agree | max dp | cores per H100: exact | fast |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in results["rows"]:
         scale = ", ".join(f"1/{s}" if s > 1 else "exact" for s in row["dct_scales"])
@@ -274,22 +274,20 @@ def price_table(results: dict) -> str:
             f"| {row['jpeg_kb']:.0f} / {row['crop_kb']:.0f} | {row['exact_ms']:.1f} ({e_low:.1f}-{e_high:.1f}) "
             f"| {row['fast_ms']:.1f} ({f_low:.1f}-{f_high:.1f}) "
             f"| {row['exact_ms'] / row['fast_ms']:.2f}x ({row['exact_best_ms'] / row['fast_best_ms']:.2f}x) "
-            f"| 0 (client: {row['exact_ms']:.1f}) | {row['mean_diff']:.2f} / {row['max_diff']} "
+            f"| {row['mean_diff']:.2f} / {row['max_diff']} "
             f"| {row['top1']:.0%} / {row['top5']:.0%} | {row['max_dp']:.1e} "
             f"| {cores_per_gpu(row['model'], row['exact_ms'])} | {cores_per_gpu(row['model'], row['fast_ms'])} |"
         )
     images = results["rows"][0]["images"]
     lines += [
         "",
-        "Milliseconds per image on one core (decode, resize, crop: the served step's work; one OpenCV thread): "
+        "Milliseconds per image on one core of the served step's work (decode, resize, crop; one OpenCV thread): "
         f"median over the {images} photographs of each photo's median of {results['repeats']} runs, exact and fast "
-        "timed alternately; in brackets the fastest and slowest photo. Margin: fast decode's "
-        f"--fast-decode-margin (default {FAST_DECODE_MARGIN:g}); another margin is listed where it picks another "
-        "DCT scale. Speed-up: exact / fast of those medians, and "
-        "in brackets of each photo's fastest run (the cost without other jobs in the way). Crop difference in "
-        f"levels (0-255) over every pixel of the {images} crops; agreement and max dp through the exported network "
-        f"(seeded random weights) on the same crops. Cores per H100 = {gpu_rates()} x ms per image; with "
-        "client-side crops the server needs none for preprocessing and the clients need the exact column in total. "
+        "alternately; in brackets the fastest and slowest photo. Margin: `--fast-decode-margin` (default "
+        f"{FAST_DECODE_MARGIN:g}), another listed where it picks another DCT scale. Speed-up: exact / fast, in "
+        "brackets of each photo's fastest run. Crop difference in levels (0-255) over every pixel of the "
+        f"{images} crops; agreement and max dp through the exported network (seeded random weights). Cores per "
+        f"H100 = {gpu_rates()} x ms per image; client-side crops move the exact column to the clients. "
         f"{_footnote(results, ('opencv-python-headless', 'pillow', 'numpy'))}",
     ]
     return "\n".join(lines)

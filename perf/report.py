@@ -41,15 +41,15 @@ def sweep_section(results: dict) -> list[str]:
         "## Triton end to end: perf_analyzer over gRPC",
         "",
         "Encoded photograph in (one per request, cycling through the sample photographs), top-5 out. "
-        "Latencies are client-side, per request, in ms, over the requests of the three stable windows "
-        "perf_analyzer reports (`requests`); `stable` is the spread those windows met (perf_analyzer's "
-        "`--stability-percentage`; the looser fallback is used only when the machine was too noisy for "
-        "the strict one). `other CPU`: share of the machine used by processes outside this run during the "
-        "point; a point above 10 % is discarded and measured again once they calm down (`attempt`). "
-        "`failed` is the server's failure count for the whole point.",
+        "Client-side latencies per request, in ms, over the three stable windows perf_analyzer reports "
+        "(`requests`); `stable`: the spread they met (`--stability-percentage`; the looser fallback only on a "
+        "machine too noisy for the strict one). `other CPU`: share of the machine other processes used during "
+        "the point; above 10 % the point is measured again (`attempt`). `failed`: the server's failures over "
+        "the point.",
         "",
     ]
     header = ["concurrency", "requests", "images/s", "p50", "p95", "p99", "server queue", "server compute"]
+    shown = ""
     for model, data in results["models"].items():
         rows = [
             [p["concurrency"], p["requests"], _f(p["throughput"], 2)]
@@ -57,7 +57,9 @@ def sweep_section(results: dict) -> list[str]:
             + [_stability(p), f"{p['other_cpu_percent']:.0f} %", p["failed_requests"]]
             for p in data["points"]
         ]
-        lines += [f"### {model}", "", f"Served layout: {_layout_text(data['layout'])}.", ""]
+        layout = _layout_text(data["layout"])
+        lines += [f"### {model}", "", f"Served layout: {'as above' if layout == shown else layout}.", ""]
+        shown = layout
         lines += study.table([*header, "stable", "other CPU", "failed"], rows)
         unswept = [c for c in PROFILES[results["profile"]].concurrencies if c > data["points"][-1]["concurrency"]]
         if unswept:

@@ -322,16 +322,14 @@ def crop_table(results: dict) -> list[str]:
 
 
 def network_table(results: dict) -> list[str]:
+    """Agreement per exported network; an `_ssld` twin (the same random network) carries its base's row."""
     rows = []
     for name, r in results["networks"].items():
-        twin = (
-            f" (= {r['same_network_as']}{', not exported' if r.get('not_exported') else ''})"
-            if "same_network_as" in r
-            else ""
-        )
+        if "same_network_as" in r:
+            continue
         rows.append(
             [
-                f"{name}{twin}",
+                name,
                 r["images"],
                 f"{r['max_abs_diff']:.1e}",
                 _percent(r["top1_agreement"]),
