@@ -214,7 +214,7 @@ docs-models: setup ## regenerate docs/models.md from the catalog, REPOSITORY's e
 fp16-price: setup ## benchmark: FP16 network against FP32 in ONNX Runtime CPU, every model of PRODUCTION_REPOSITORY (~30 min, 2 cores)
 	nice -n 10 $(PY) -m export fp16-price --repository $(PRODUCTION_REPOSITORY) --output $(FP16_PRICE)
 
-gpu-memory: setup ## record each network's GPU memory estimate in REPOSITORY's export records (no re-export), rewrite its configs
+gpu-memory: setup ## record each network's GPU memory estimate in REPOSITORY's export records (no re-export; configs follow at the next start)
 	$(PY) -m export memory --repository $(REPOSITORY)
 
 gpu-memory-chart: setup ## the chart's files/network-memory.json from REPOSITORY's records (every model exported)
@@ -229,7 +229,7 @@ trt-plans: setup ## build MODEL's TensorRT plan into PRODUCTION_REPOSITORY (need
 
 # Capacity: one served preprocess instance per core, processes and memory, warmup; docs/capacity.md
 .PHONY: bench-capacity
-bench-capacity: setup ## benchmark: images/s of one served preprocess instance, cores per GPU, processes, warmup; docs/capacity.md
+bench-capacity: setup ## benchmark: CPU ms per served image per tier and size, cores per GPU, processes, warmup; docs/capacity.md
 	$(PY) -m perf capacity --repository $(REPOSITORY) --out $(PERF_DIR)/capacity --publish
 
 # Reliability drills: overload, SIGTERM drain, killed step, soak, slow clients, request floods and huge images
