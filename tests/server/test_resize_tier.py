@@ -23,7 +23,8 @@ import tritonclient.grpc as grpcclient
 
 import catalog
 from catalog.resolve import preprocessor as preprocessor_for
-from model_repository import configs, install, layout, server
+from model_repository import configs, install, layout
+from model_repository.serve import main as serve_main
 from perf import resize_tier
 from preprocess import PILLOW_SIMD_DIR_PARAMETER, RESIZE_TIER_PARAMETER
 from preprocess.tiers import NEAR_EXACT_MAX_LEVELS
@@ -118,7 +119,7 @@ def _tiers(target: Path) -> dict[str, tuple[str | None, str | None]]:
 def test_serving_copy_switches_only_the_pillow_steps(placeholder_repository: Path, tmp_path: Path) -> None:
     exact_target, near_target = tmp_path / "exact", tmp_path / "near"
     layout.render(placeholder_repository, exact_target, None, configs.Layout.for_cores(2), 2)
-    args = ["--source", str(placeholder_repository), "--target", str(near_target), "--resize-tier", "near-exact"]
+    args = ["--repository", str(placeholder_repository), "--out", str(near_target), "--resize-tier", "near-exact"]
     assert layout.main(args) == 0
     assert set(_tiers(exact_target).values()) == {(None, None)}
     steps = {configs.preprocess_name(NEXTVIT), configs.pixels_preprocess_name(NEXTVIT)}
@@ -131,7 +132,7 @@ def test_a_folder_without_pillow_simd_renders_nothing(
     placeholder_repository: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     target = tmp_path / "near"
-    args = ["--source", str(placeholder_repository), "--target", str(target), "--resize-tier", "near-exact"]
+    args = ["--repository", str(placeholder_repository), "--out", str(target), "--resize-tier", "near-exact"]
     assert layout.main([*args, "--pillow-simd-dir", str(tmp_path)]) == 1
     assert "holds no pillow-simd" in capsys.readouterr().err
     assert not target.exists()
@@ -139,7 +140,7 @@ def test_a_folder_without_pillow_simd_renders_nothing(
 
 def test_the_launcher_refuses_a_pillow_simd_dir_without_the_tier(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as stopped:
-        server.main(["--pillow-simd-dir", str(PILLOW_SIMD)])
+        serve_main(["--pillow-simd-dir", str(PILLOW_SIMD)])
     assert stopped.value.code == 2
     assert "--pillow-simd-dir needs --resize-tier near-exact" in capsys.readouterr().err
 
