@@ -42,9 +42,10 @@ def running(config: gateway.Gateway, directory: Path) -> Iterator[gateway.Gatewa
     directory.mkdir(parents=True, exist_ok=True)
     conf = directory / "nginx.conf"
     conf.write_text(gateway.nginx_conf(config), encoding="utf-8")
-    # As root, nginx's workers switch to an unprivileged user that could not write the state directory.
-    user = ["-g", "user root;"] if os.geteuid() == 0 else []
-    command = [str(binary()), "-p", str(directory), "-e", "stderr", "-c", str(conf), "-g", "daemon off;", *user]
+    # In the foreground, so stopping this process stops nginx. As root, nginx's workers switch to an
+    # unprivileged user that could not write the state directory. nginx takes one -g: a second replaces it.
+    directives = "daemon off;" + (" user root;" if os.geteuid() == 0 else "")
+    command = [str(binary()), "-p", str(directory), "-e", "stderr", "-c", str(conf), "-g", directives]
     log = (directory / "nginx.log").open("wb")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     try:
