@@ -92,21 +92,38 @@ def run(
 
 
 def cpu_rows(cpu: dict) -> list[list[object]]:
-    """One table row per model, tier and size: CPU ms per served image, its split, images per CPU second, cores."""
+    """One row per model, tier, size and request size: CPU ms per served image, its split, images per CPU second,
+    cores."""
     rows = []
     for row in cpu["rows"]:
+        where = [row["model"], row["tier"], row["jpeg"], row.get("images_per_request", 1)]
         if "error" in row:
-            rows.append([row["model"], row["tier"], row["jpeg"], f"failed: {row['error']}", "", "", "", "", ""])
+            rows.append([*where, f"failed: {row['error']}", "", "", "", "", ""])
             continue
         split = row["cpu_s"]
         share = split["tritonserver"] / max(split["tritonserver"] + split["steps"], 1e-9)
         ms = row["net_ms"]
         rows.append(
             [
-                *(row["model"], row["tier"], row["jpeg"], f"**{ms:.2f}**", f"{1000 / ms:.0f}", f"{share:.0%}"),
-                *(bench.cores_per_gpu(row["model"], ms), f"{row['rate']:g}", row["images"]),
+                *(*where, f"**{ms:.2f}**", f"{1000 / ms:.0f}", f"{share:.0%}"),
+                *(bench.cores_per_gpu(row["model"], ms), f"{row['rate']:.3g}", row["images"]),
             ]
         )
+    return rows
+
+
+def gain_rows(cpu: dict, baseline: str = "exact") -> list[list[object]]:
+    """Images per CPU second of each tier against `baseline`'s, at the same model, size and request size."""
+    measured = {
+        (r["model"], r["jpeg"], r.get("images_per_request", 1), r["tier"]): r["net_ms"]
+        for r in cpu["rows"]
+        if "net_ms" in r
+    }
+    rows = []
+    for (model, jpeg, images, tier), ms in measured.items():
+        base = measured.get((model, jpeg, images, baseline))
+        if tier != baseline and base:
+            rows.append([model, jpeg, images, tier, f"{base / ms:.2f}x"])
     return rows
 
 
@@ -115,29 +132,35 @@ def cpu_text(results: dict) -> list[str]:
     cpu = results["cpu"]
     placed = cpu["cores"]
     where = (
-        f"tritonserver and its steps pinned to core {placed['server_core']}, the load generator and the portable "
-        f"network to core {placed['load_core']}"
+        f"tritonserver and its steps pinned to core {placed['server_core']}, the load generator and the network "
+        f"to core {placed['load_core']}"
         if placed["server_core"] is not None
         else "unpinned (one usable core)"
     )
     tiers = "; ".join(f"{name}: {json.dumps(options)}" for name, options in cpu["tiers"].items())
     floors = ", ".join(f"{name} {1000 * (x['tritonserver'] + x['steps']):.1f}" for name, x in cpu["idle"].items())
-    header = ["model", "tier", "JPEG", "CPU ms per served image", "images per CPU second", "of it tritonserver"]
+    header = ["model", "tier", "JPEG", "images per request", "CPU ms per served image", "images per CPU second"]
     return [
         "## CPU time per served image",
         "",
         "CPU seconds that tritonserver and its Python steps (preprocess, postprocess) spent "
         "(`/proc/<pid>/task/*/schedstat`) over an open-loop window, per image the server answered: "
-        f"{where} (one core serves, `cores=1`). The generator sends one image per request over gRPC at a constant "
-        f"rate, never waiting for answers; a probe at {cpu_cost.PROBE_RATE:g}/s prices an image, then the window "
-        f"runs at the rate that keeps the server's core about {cpu_cost.SERVER_LOAD:.0%} busy and the network's "
-        "core below saturation, and closes when the last answer is in. The portable network (a GPU's work on a "
-        f"GPU node) is left out. Net of the idle floor (CPU ms per second: {floors}). Tiers (TritonServer "
+        f"{where} (one core serves, `cores=1`). The generator sends requests of 1 or 8 images over gRPC at a "
+        f"constant rate, never waiting for answers; a probe at {cpu_cost.PROBE_RATE:g} images/s prices an image, then "
+        f"the window runs at the rate that keeps the server's core about {cpu_cost.SERVER_LOAD:.0%} busy, and closes "
+        "when the last answer is in. The network is a STAND-IN (`perf/standin.py`: the network's tensors, almost "
+        "no work; its answers are not classifications), counted apart: on a GPU node that work is the GPU's, and "
+        "the portable network would hold the rate to a few images a second, where no two requests share an "
+        f"execution as they do at a GPU's rate. Net of the idle floor (CPU ms per second: {floors}). Tiers "
+        "(TritonServer "
         f"options): {tiers}; client-crops sends uint8 crops to `<model>_crop` (the client pays the "
         f"preprocessing). JPEGs: {results['jpegs']}. *Cores per H100* = CPU ms per image x {bench.gpu_rates()}. "
         f"Other processes used {cpu['other_cpu_percent']:.0f} % of the machine meanwhile (not counted).",
         "",
-        *table([*header, "cores per H100", "requests/s", "images"], cpu_rows(cpu)),
+        *table([*header, "of it tritonserver", "cores per H100", "requests/s", "images"], cpu_rows(cpu)),
+        "Images per CPU second against the exact tier, same model, JPEG and request size:",
+        "",
+        *table(["model", "JPEG", "images per request", "tier", "images per CPU second vs exact"], gain_rows(cpu)),
     ]
 
 

@@ -4,8 +4,12 @@ A closed loop of perf_analyzer on the cores the server uses measures the server,
 the frontend competing; CPU time does not depend on who else runs. So: tritonserver on one core, the load
 generator (`open_loop`: gRPC requests at a fixed rate below saturation) on another, and the CPU
 seconds of tritonserver and its step processes, read from /proc before and after a steady window,
-divided by the images the server answered. The portable network (ONNX Runtime inside a Python step) is
-moved to the generator's core and counted apart: on a GPU node that work is the GPU's.
+divided by the images the server answered.
+
+The network is a stand-in (perf/standin.py: the network's tensors, almost no work), moved to the
+generator's core and counted apart: on a GPU node that work is the GPU's, and the portable network would
+cap the rate at a few images a second, where no request shares a step's execution with another as they
+do at a GPU node's rate. Requests carry 1 image (an interactive client) or 8 (a batch client).
 
 A tier is a way of serving the same model (exact, fast decode, client-side crops, or any TritonServer
 setting given on the command line, e.g. a resize tier: `--tier NAME=OPTION=VALUE`).
@@ -27,16 +31,17 @@ import catalog
 from catalog.resolve import preprocessor
 from model_repository import configs, procfs
 from model_repository.server import TritonServer
-from perf import triton_stats
-from perf.input_data import image_tensor
+from perf import standin, triton_stats
+from perf.input_data import IMAGE_INPUT
 
-PROBE_RATE = 1.0  # requests/s of the short probe that sizes the measured rate (ViT-B's portable network: ~4/s)
+PROBE_RATE = 2.0  # images/s of the short probe that sizes the measured rate
 PROBE_S = 8.0
 DRAIN_S = 300.0  # the longest wait for a window's last answers
 SERVER_LOAD = 0.5  # the measured rate keeps the server's core about half busy ...
-NETWORK_LOAD = 0.6  # ... and the generator's core, which also runs the portable network, below saturation
+NETWORK_LOAD = 0.6  # ... and the generator's core, which also runs the network, below saturation
 WINDOW_IMAGES, MIN_WINDOW_S, MAX_WINDOW_S = 150, 15.0, 45.0  # a window long enough for 150 images, within bounds
 QUICK_S = 4.0  # --quick: probe and window, an end-to-end check only
+IMAGES_PER_REQUEST = (1, 8)  # an interactive client's request, and a batch client's (the drills', the peer's)
 
 
 @dataclass(frozen=True)
@@ -77,7 +82,7 @@ def parse_tier(text: str) -> Tier:
 
 @dataclass(frozen=True)
 class Cores:
-    """Where the server runs and where the load (generator, portable network) runs; None: unpinned."""
+    """Where the server runs and where the load (generator, network) runs; None: unpinned."""
 
     server: int | None
     load: int | None
@@ -132,7 +137,7 @@ def tick_seconds(pid: int) -> float:
 
 
 def processes(server: TritonServer) -> dict[str, list[int]]:
-    """The server's processes by role: tritonserver itself, the Python steps, the portable networks."""
+    """The server's processes by role: tritonserver itself, the Python steps, the networks."""
     assert server.process is not None
     roles: dict[str, list[int]] = {"tritonserver": [server.process.pid], "steps": [], "network": []}
     for process in procfs.descendants(server.process.pid)[1:]:
@@ -148,15 +153,22 @@ def sample(roles: dict[str, list[int]]) -> dict[str, float]:
     return totals | {"ticks": sum(tick_seconds(pid) for pid in served_pids), "wall": time.monotonic()}
 
 
-def requests(entry: catalog.ModelEntry, jpegs: list[bytes], crops: bool) -> tuple[str, list[list]]:
-    """The model a tier's clients call and one request per photograph: its JPEG, or its client-side crop."""
+def requests(entry: catalog.ModelEntry, jpegs: list[bytes], crops: bool, images: int = 1) -> tuple[str, list[list]]:
+    """The model a tier's clients call and one request per photograph, of `images` images from it on: the
+    JPEGs, or their client-side crops."""
     import tritonclient.grpc as grpcclient
 
+    groups = [[jpegs[(start + k) % len(jpegs)] for k in range(images)] for start in range(len(jpegs))]
+    made = []
     if not crops:
-        return entry.triton_name, [[image_tensor(grpcclient, data)] for data in jpegs]
-    made, crop = [], preprocessor(entry)
-    for data in jpegs:
-        pixels = np.ascontiguousarray(crop.crop_encoded(data), dtype=np.uint8)[None]
+        for group in groups:
+            tensor = grpcclient.InferInput(IMAGE_INPUT, [len(group), 1], "BYTES")
+            tensor.set_data_from_numpy(np.array([[data] for data in group], dtype=object))
+            made.append([tensor])
+        return entry.triton_name, made
+    crop = preprocessor(entry)
+    for group in groups:
+        pixels = np.stack([np.ascontiguousarray(crop.crop_encoded(data), dtype=np.uint8) for data in group])
         tensor = grpcclient.InferInput(configs.NETWORK_INPUT, list(pixels.shape), "UINT8")
         tensor.set_data_from_numpy(pixels)
         made.append([tensor])
@@ -182,7 +194,7 @@ def open_loop(client, model: str, inputs: list[list], rate: float, seconds: floa
 
 
 def window(server: TritonServer, model: str, inputs: list[list], rate: float, seconds: float) -> dict:
-    """CPU seconds per role and images answered over one open-loop run; CPU ms per image from them."""
+    """CPU seconds per role and images answered over one open-loop run of `rate` requests/s; CPU ms per image."""
     import tritonclient.grpc as grpcclient
 
     headers, roles = server.admin_headers("grpc"), processes(server)
@@ -206,7 +218,7 @@ def window(server: TritonServer, model: str, inputs: list[list], rate: float, se
 
 
 def measured_rate(probe: dict) -> float:
-    """The request rate that keeps the server's core SERVER_LOAD busy and the load core below saturation."""
+    """The image rate that keeps the server's core SERVER_LOAD busy and the load core below saturation."""
     limits = [SERVER_LOAD * 1000 / max(probe["served_ms"], 0.01)]
     if probe["network_ms"] > 0:
         limits.append(NETWORK_LOAD * 1000 / probe["network_ms"])
@@ -219,19 +231,20 @@ def point(
     tier: Tier,
     jpegs: list[bytes],
     floor: float,
+    images: int = 1,
     quick: bool = False,
 ) -> dict:
-    """One model, tier and size: a short probe at PROBE_RATE, then the measured window at the rate it allows.
+    """One model, tier, size and request size: a short probe, then the measured window at the rate it allows.
 
     `floor`: CPU seconds per second tritonserver and the steps use idle; `net_ms` leaves that out.
     """
-    model, inputs = requests(entry, jpegs, tier.crops)
-    probe = window(server, model, inputs, PROBE_RATE, QUICK_S if quick else PROBE_S)
-    rate = measured_rate(probe)
-    seconds = QUICK_S if quick else min(MAX_WINDOW_S, max(MIN_WINDOW_S, WINDOW_IMAGES / rate))
-    measured = window(server, model, inputs, rate, seconds)
+    model, inputs = requests(entry, jpegs, tier.crops, images)
+    probe = window(server, model, inputs, PROBE_RATE / images, QUICK_S if quick else PROBE_S)
+    image_rate = measured_rate(probe)
+    seconds = QUICK_S if quick else min(MAX_WINDOW_S, max(MIN_WINDOW_S, WINDOW_IMAGES / image_rate))
+    measured = window(server, model, inputs, image_rate / images, seconds)
     measured["net_ms"] = measured["served_ms"] - 1000 * floor * measured["seconds"] / max(measured["images"], 1)
-    return measured | {"probe": probe}
+    return measured | {"images_per_request": images, "probe": probe}
 
 
 def idle(server: TritonServer, seconds: float = 5.0) -> dict[str, float]:
@@ -253,17 +266,18 @@ def measure(
     quick: bool = False,
     progress: Callable[[str], None] = print,
 ) -> dict:
-    """Every model x tier x size, one server per tier (both models), pinned as Cores.split() says."""
+    """Every model x tier x size x request size, one server per tier (both models) on the stand-in network,
+    pinned as Cores.split() says."""
     cores, rows, idles = Cores.split(), [], {}
     out.mkdir(parents=True, exist_ok=True)
+    served = standin.standin_repository(repository, out / "standin_repository")
+    sizes = IMAGES_PER_REQUEST[:1] if quick else IMAGES_PER_REQUEST
     for tier in tiers:
         options = {"queue_policies": False, **({"cores": 1} if cores.server is not None else {}), **tier.server}
         with ExitStack() as stack:
             with pinned_start(cores.server):  # tritonserver and every step start on the server's core
                 log = out / f"tritonserver-{tier.name}.log"
-                started = stack.enter_context(
-                    TritonServer.on_free_ports(repository, log, models=list(models), **options)
-                )
+                started = stack.enter_context(TritonServer.on_free_ports(served, log, models=list(models), **options))
             if cores.load is not None:
                 for pid in processes(started)["network"]:
                     pin(pid, cores.load)
@@ -273,15 +287,18 @@ def measure(
                 for name in models:
                     entry = catalog.get(name)
                     for (width, height), photos in jpegs.items():
-                        where = {"model": name, "tier": tier.name, "jpeg": f"{width}x{height}"}
-                        try:
-                            row = point(started, entry, tier, photos, floor, quick)
-                        except RuntimeError as err:  # failed requests: recorded, and the other points still run
-                            rows.append(where | {"error": str(err)})
-                            progress(f"  {tier.name} {name} {width}x{height}: {err}")
-                            continue
-                        rows.append(where | row)
-                        progress(f"  {tier.name} {name} {width}x{height}: {row['net_ms']:.2f} CPU ms per image")
+                        for images in sizes:
+                            size = f"{width}x{height}"
+                            where = {"model": name, "tier": tier.name, "jpeg": size, "images_per_request": images}
+                            label = f"  {tier.name} {name} {width}x{height} x{images}"
+                            try:
+                                row = point(started, entry, tier, photos, floor, images, quick)
+                            except RuntimeError as err:  # failed requests: recorded, and the other points still run
+                                rows.append(where | {"error": str(err)})
+                                progress(f"{label}: {err}")
+                                continue
+                            rows.append(where | row)
+                            progress(f"{label}: {row['net_ms']:.2f} CPU ms per image")
     placement = {"server_core": cores.server, "load_core": cores.load, "network_core": cores.load}
     described = {tier.name: tier.server | {"crops": tier.crops} for tier in tiers}
-    return {"cores": placement, "tiers": described, "idle": idles, "rows": rows}
+    return {"cores": placement, "network": "stand-in", "tiers": described, "idle": idles, "rows": rows}
