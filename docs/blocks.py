@@ -90,13 +90,18 @@ def _catalog_table() -> str:
     return report.catalog_table()
 
 
-def _per_core_rates() -> dict[tuple[str, str], int]:
+PER_CORE_COLUMN = "CPU ms per image, 1 per request"  # the dearer request size: cores are not undercounted
+
+
+def _per_core_rates() -> dict[tuple[str, str], float]:
     """(anchor model, JPEG size) -> exact images per CPU second: the `make bench-capacity` block of docs/capacity.md."""
-    rates = {}
+    rates, column = {}, None
     for line in (PROJECT / "docs" / "capacity.md").read_text(encoding="utf-8").splitlines():
-        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-        if len(cells) >= 5 and cells[1] == "exact" and cells[4].isdigit():  # model, tier, JPEG, CPU ms, images/CPU s
-            rates[(cells[0], cells[2])] = int(cells[4])
+        cells = [cell.strip().strip("*") for cell in line.strip().strip("|").split("|")]
+        if PER_CORE_COLUMN in cells:
+            column = cells.index(PER_CORE_COLUMN)
+        elif column is not None and len(cells) > column and cells[1] == "exact":  # model, tier, JPEG, ...
+            rates[(cells[0], cells[2])] = 1000 / float(cells[column])
     return rates
 
 

@@ -91,39 +91,36 @@ def run(
     return results
 
 
-def cpu_rows(cpu: dict) -> list[list[object]]:
-    """One row per model, tier, size and request size: CPU ms per served image, its split, images per CPU second,
-    cores."""
-    rows = []
+def by_point(cpu: dict) -> dict[tuple[str, str, str], dict[int, dict]]:
+    """The rows of one model, tier and JPEG size, by images per request."""
+    points: dict[tuple[str, str, str], dict[int, dict]] = {}
     for row in cpu["rows"]:
-        where = [row["model"], row["tier"], row["jpeg"], row.get("images_per_request", 1)]
-        if "error" in row:
-            rows.append([*where, f"failed: {row['error']}", "", "", "", "", ""])
-            continue
-        split = row["cpu_s"]
-        share = split["tritonserver"] / max(split["tritonserver"] + split["steps"], 1e-9)
-        ms = row["net_ms"]
-        rows.append(
-            [
-                *(*where, f"**{ms:.2f}**", f"{1000 / ms:.0f}", f"{share:.0%}"),
-                *(bench.cores_per_gpu(row["model"], ms), f"{row['rate']:.3g}", row["images"]),
-            ]
-        )
-    return rows
+        points.setdefault((row["model"], row["tier"], row["jpeg"]), {})[row.get("images_per_request", 1)] = row
+    return points
 
 
-def gain_rows(cpu: dict, baseline: str = "exact") -> list[list[object]]:
-    """Images per CPU second of each tier against `baseline`'s, at the same model, size and request size."""
-    measured = {
-        (r["model"], r["jpeg"], r.get("images_per_request", 1), r["tier"]): r["net_ms"]
-        for r in cpu["rows"]
-        if "net_ms" in r
-    }
-    rows = []
-    for (model, jpeg, images, tier), ms in measured.items():
-        base = measured.get((model, jpeg, images, baseline))
-        if tier != baseline and base:
-            rows.append([model, jpeg, images, tier, f"{base / ms:.2f}x"])
+def cpu_rows(cpu: dict, baseline: str = "exact") -> list[list[object]]:
+    """One row per model, tier and size: CPU ms per served image for each request size, images per CPU second
+    against `baseline`'s at the same size and request size, and at the largest request size tritonserver's share
+    and the cores an H100 needs."""
+    points, rows = by_point(cpu), []
+    sizes = sorted({images for per in points.values() for images in per})
+    for (model, tier, jpeg), per in points.items():
+        base = points.get((model, baseline, jpeg), {})
+        cells, gains = [], []
+        for images in sizes:
+            row = per.get(images, {})
+            ms = row.get("net_ms")
+            cells.append(f"**{ms:.2f}**" if ms else f"failed: {row['error']}" if "error" in row else "")
+            base_ms = base.get(images, {}).get("net_ms")
+            gains.append(f"{base_ms / ms:.2f}x" if ms and base_ms else "-")
+        largest = per.get(sizes[-1], {})
+        share, cores = "", ""
+        if "net_ms" in largest:
+            split = largest["cpu_s"]
+            share = f"{split['tritonserver'] / max(split['tritonserver'] + split['steps'], 1e-9):.0%}"
+            cores = bench.cores_per_gpu(model, largest["net_ms"])
+        rows.append([model, tier, jpeg, *cells, " / ".join(gains), share, cores])
     return rows
 
 
@@ -139,7 +136,10 @@ def cpu_text(results: dict) -> list[str]:
     )
     tiers = "; ".join(f"{name}: {json.dumps(options)}" for name, options in cpu["tiers"].items())
     floors = ", ".join(f"{name} {1000 * (x['tritonserver'] + x['steps']):.1f}" for name, x in cpu["idle"].items())
-    header = ["model", "tier", "JPEG", "images per request", "CPU ms per served image", "images per CPU second"]
+    sizes = sorted({row.get("images_per_request", 1) for row in cpu["rows"]})
+    per_request = [f"CPU ms per image, {n} per request" for n in sizes]
+    largest = f"{sizes[-1]} per request"
+    header = ["model", "tier", "JPEG", *per_request, "images per CPU second vs exact", f"tritonserver ({largest})"]
     return [
         "## CPU time per served image",
         "",
@@ -157,10 +157,7 @@ def cpu_text(results: dict) -> list[str]:
         f"preprocessing). JPEGs: {results['jpegs']}. *Cores per H100* = CPU ms per image x {bench.gpu_rates()}. "
         f"Other processes used {cpu['other_cpu_percent']:.0f} % of the machine meanwhile (not counted).",
         "",
-        *table([*header, "of it tritonserver", "cores per H100", "requests/s", "images"], cpu_rows(cpu)),
-        "Images per CPU second against the exact tier, same model, JPEG and request size:",
-        "",
-        *table(["model", "JPEG", "images per request", "tier", "images per CPU second vs exact"], gain_rows(cpu)),
+        *table([*header, f"cores per H100 ({largest})"], cpu_rows(cpu)),
     ]
 
 
@@ -217,7 +214,11 @@ def main(argv: list[str] | None = None) -> int:
     for model in bench.MODELS:
         tiers_seen = dict.fromkeys(r["tier"] for r in rows if r["model"] == model)
         panels[model] = {
-            t: {r["jpeg"]: r.get("net_ms", 0.0) for r in rows if (r["model"], r["tier"]) == (model, t)}
+            t: {
+                f"{r['jpeg']} x{r.get('images_per_request', 1)}": r.get("net_ms", 0.0)
+                for r in rows
+                if (r["model"], r["tier"]) == (model, t)
+            }
             for t in tiers_seen
         }
     bench.bar_chart(args.out / "capacity.png", "CPU ms per served image (lower is better)", "CPU ms", panels)

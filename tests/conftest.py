@@ -20,11 +20,15 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from model_repository.server import TritonServer
 from tests.support.deployment import SERVED_MODELS, export_models, serve
+
+if TYPE_CHECKING:
+    import tritonclient.grpc as grpcclient
 
 TESTS = Path(__file__).resolve().parent
 LAYERS = ("unit", "export", "server", "chart")
@@ -96,6 +100,15 @@ def fast_decode_server(exported_repository: Path, tmp_path_factory: pytest.TempP
     """
     with serve(exported_repository, tmp_path_factory.mktemp("triton-fast"), fast_decode=True) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def exact_grpc(triton_server: TritonServer) -> Iterator[grpcclient.InferenceServerClient]:
+    """A gRPC client of the default (exact) server: what the serving tiers' tests compare answers against."""
+    import tritonclient.grpc as grpcclient
+
+    with grpcclient.InferenceServerClient(triton_server.grpc_url) as client:
+        yield client
 
 
 @pytest.fixture(scope="session")

@@ -34,6 +34,7 @@ from preprocess import (
 )
 from preprocess.decoding import dct_scale
 from tests.support import images
+from tests.support.answers import encoded, top_k
 from tests.support.deployment import SERVED_MODELS
 
 FAMILIES = [catalog.get(name) for name in SERVED_MODELS]  # Pillow bicubic and OpenCV bilinear, both 256 -> 224
@@ -299,23 +300,6 @@ def fast_grpc(fast_decode_server) -> Iterator[grpcclient.InferenceServerClient]:
         yield c
 
 
-@pytest.fixture(scope="module")
-def exact_grpc(triton_server) -> Iterator[grpcclient.InferenceServerClient]:
-    with grpcclient.InferenceServerClient(triton_server.grpc_url) as c:
-        yield c
-
-
-def _infer(client: grpcclient.InferenceServerClient, model: str, name: str, array: np.ndarray) -> tuple[list, list]:
-    tensor = grpcclient.InferInput(name, list(array.shape), "BYTES" if name == "IMAGE" else "UINT8")
-    tensor.set_data_from_numpy(array)
-    result = client.infer(model, [tensor])
-    return result.as_numpy("CLASS_IDS").tolist(), result.as_numpy("SCORES").tolist()
-
-
-def _image(*datas: bytes) -> np.ndarray:
-    return np.array([[d] for d in datas], dtype=object)
-
-
 @pytest.mark.server
 def test_fast_server_runs_fast_decode_steps(fast_decode_server, fast_grpc, exact_grpc) -> None:
     assert fast_decode_server.serving["decode"] == "fast"
@@ -329,8 +313,8 @@ def test_fast_server_runs_fast_decode_steps(fast_decode_server, fast_grpc, exact
 @pytest.mark.parametrize("name", SERVED_MODELS)
 def test_fast_server_answers_small_photos_as_the_exact_one(fast_grpc, exact_grpc, sample_photos, name: str) -> None:
     model = catalog.get(name).triton_name
-    files = _image(*(path.read_bytes() for path in sample_photos))
-    assert _infer(fast_grpc, model, "IMAGE", files) == _infer(exact_grpc, model, "IMAGE", files)
+    files = encoded([path.read_bytes() for path in sample_photos])
+    assert top_k(fast_grpc, model, "IMAGE", files) == top_k(exact_grpc, model, "IMAGE", files)
 
 
 @pytest.mark.server
@@ -340,8 +324,8 @@ def test_fast_server_crops_large_jpegs_with_this_code(fast_grpc, name: str) -> N
     entry = catalog.get(name)
     data = images.jpeg(images.sized(4000, 3000, "astronaut.png"))
     _, fast = exact_and_fast(entry)
-    by_server = _infer(fast_grpc, entry.triton_name, "IMAGE", _image(data))
-    by_crop = _infer(fast_grpc, configs.crop_ensemble_name(entry), "CROPS", fast.crop_encoded(data)[None])
+    by_server = top_k(fast_grpc, entry.triton_name, "IMAGE", encoded([data]))
+    by_crop = top_k(fast_grpc, configs.crop_ensemble_name(entry), "CROPS", fast.crop_encoded(data)[None])
     assert by_server == by_crop
 
 

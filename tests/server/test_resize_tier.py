@@ -29,6 +29,7 @@ from perf import resize_tier
 from preprocess import PILLOW_SIMD_DIR_PARAMETER, RESIZE_TIER_PARAMETER
 from preprocess.tiers import NEAR_EXACT_MAX_LEVELS
 from tests.support import images
+from tests.support.answers import encoded, top_k
 from tests.support.deployment import SERVED_MODELS, serve
 
 FAMILIES = [catalog.get(name) for name in SERVED_MODELS]  # Pillow bicubic and OpenCV bilinear, both 256 -> 224
@@ -160,23 +161,6 @@ def near_grpc(near_exact_server) -> Iterator[grpcclient.InferenceServerClient]:
         yield client
 
 
-@pytest.fixture(scope="module")
-def exact_grpc(triton_server) -> Iterator[grpcclient.InferenceServerClient]:
-    with grpcclient.InferenceServerClient(triton_server.grpc_url) as client:
-        yield client
-
-
-def _infer(client: grpcclient.InferenceServerClient, model: str, name: str, array: np.ndarray) -> tuple[list, list]:
-    tensor = grpcclient.InferInput(name, list(array.shape), "BYTES" if name == "IMAGE" else "UINT8")
-    tensor.set_data_from_numpy(array)
-    result = client.infer(model, [tensor])
-    return result.as_numpy("CLASS_IDS").tolist(), result.as_numpy("SCORES").tolist()
-
-
-def _files(datas: list[bytes]) -> np.ndarray:
-    return np.array([[data] for data in datas], dtype=object)
-
-
 def test_default_server_stays_exact(triton_server, exact_grpc) -> None:
     assert triton_server.serving["resize_tier"] == "exact"
     for name in (configs.preprocess_name(NEXTVIT), configs.pixels_preprocess_name(NEXTVIT)):
@@ -199,17 +183,17 @@ def test_near_exact_step_answers_as_the_network_does_for_pillow_simds_crop(
     crops = near_exact_crops(datas, tmp_path)
     exact_crops = np.stack([preprocessor_for(NEXTVIT).crop_encoded(data) for data in datas])
     crop_model = configs.crop_ensemble_name(NEXTVIT)
-    by_crop = [_infer(near_grpc, crop_model, "CROPS", crop[None]) for crop in crops]
-    by_file = [_infer(near_grpc, NEXTVIT.triton_name, "IMAGE", _files([data])) for data in datas]
+    by_crop = [top_k(near_grpc, crop_model, "CROPS", crop[None]) for crop in crops]
+    by_file = [top_k(near_grpc, NEXTVIT.triton_name, "IMAGE", encoded([data])) for data in datas]
     assert by_file == by_crop
     decoded = preprocessor_for(NEXTVIT).decode(datas[0])
-    assert _infer(near_grpc, configs.pixels_ensemble_name(NEXTVIT), "PIXELS", decoded[None]) == by_crop[0]
+    assert top_k(near_grpc, configs.pixels_ensemble_name(NEXTVIT), "PIXELS", decoded[None]) == by_crop[0]
     # and differently from the exact server, which answers as the network does for the exact crops
-    exact = [_infer(exact_grpc, NEXTVIT.triton_name, "IMAGE", _files([data])) for data in datas]
-    assert exact == [_infer(exact_grpc, crop_model, "CROPS", crop[None]) for crop in exact_crops]
+    exact = [top_k(exact_grpc, NEXTVIT.triton_name, "IMAGE", encoded([data])) for data in datas]
+    assert exact == [top_k(exact_grpc, crop_model, "CROPS", crop[None]) for crop in exact_crops]
     assert exact != by_file
 
 
 def test_near_exact_server_leaves_opencv_models_exact(near_grpc, exact_grpc, sample_photos: list[Path]) -> None:
-    files = _files([path.read_bytes() for path in sample_photos] + [CAMERA])
-    assert _infer(near_grpc, VIT.triton_name, "IMAGE", files) == _infer(exact_grpc, VIT.triton_name, "IMAGE", files)
+    files = encoded([path.read_bytes() for path in sample_photos] + [CAMERA])
+    assert top_k(near_grpc, VIT.triton_name, "IMAGE", files) == top_k(exact_grpc, VIT.triton_name, "IMAGE", files)

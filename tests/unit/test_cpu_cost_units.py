@@ -53,3 +53,40 @@ def test_cores_split_puts_the_server_and_the_load_apart_where_there_are_two() ->
         with cpu_cost.pinned_start(cores.server):
             assert os.sched_getaffinity(0) == {cores.server}
         assert sorted(os.sched_getaffinity(0)) == usable
+
+
+def test_each_tier_is_compared_with_the_exact_tier_at_the_same_size_and_request_size() -> None:
+    from perf import capacity
+
+    def row(tier: str, jpeg: str, images: int, ms: float) -> dict:
+        split = {"tritonserver": 1.0, "steps": 3.0}
+        where = {"model": "NextViT_small_224", "tier": tier, "jpeg": jpeg, "images_per_request": images}
+        return where | {"net_ms": ms, "cpu_s": split}
+
+    refused = {"model": "NextViT_small_224", "tier": "exact", "jpeg": "4000x3000", "images_per_request": 8}
+    cpu = {
+        "rows": [
+            row("exact", "500x375", 1, 6.0),
+            row("exact", "500x375", 8, 4.0),
+            row("near-exact", "500x375", 1, 4.0),
+            row("near-exact", "500x375", 8, 2.0),
+            row("near-exact", "4000x3000", 8, 50.0),  # no exact row to compare with
+            refused | {"error": "refused"},
+        ]
+    }
+    rows = {(r[1], r[2]): r for r in capacity.cpu_rows(cpu)}
+    assert rows["near-exact", "500x375"][3:6] == ["**4.00**", "**2.00**", "1.50x / 2.00x"]
+    assert rows["exact", "500x375"][5] == "1.00x / 1.00x"
+    assert rows["near-exact", "4000x3000"][3:6] == ["", "**50.00**", "- / -"]
+    assert rows["exact", "4000x3000"][4] == "failed: refused"
+    assert rows["near-exact", "500x375"][6] == "25%"  # tritonserver's share at 8 per request
+
+
+def test_requests_carry_the_photographs_in_turn(sample_photos) -> None:
+    import catalog
+
+    jpegs = [path.read_bytes() for path in sample_photos[:3]]
+    model, made = cpu_cost.requests(catalog.get("NextViT_small_224"), jpegs, crops=False, images=8)
+    assert model == catalog.get("NextViT_small_224").triton_name and len(made) == len(jpegs)
+    (tensor,) = made[1]
+    assert tensor.shape() == [8, 1] and tensor.datatype() == "BYTES"

@@ -252,4 +252,5 @@ def test_the_interactive_level_has_a_queue_of_its_own_sized_like_the_default(rep
         assert interactive.max_queue_size == batching.default_queue_policy.max_queue_size > 0, name
     preprocess = served_config(tmp_path / "copy", configs.preprocess_name(NEXTVIT)).dynamic_batching
     assert preprocess.default_queue_policy.max_queue_size == 4  # one per instance on 4 cores
-    assert preprocess.priority_queue_policy[configs.INTERACTIVE_PRIORITY].default_timeout_microseconds == configs.INTERACTIVE_TIMEOUT_US
+    interactive = preprocess.priority_queue_policy[configs.INTERACTIVE_PRIORITY]
+    assert interactive.default_timeout_microseconds == configs.INTERACTIVE_TIMEOUT_US
