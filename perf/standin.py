@@ -19,13 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
+from catalog.reference import NUM_CLASSES
+from export.convert import OPSET
 from model_repository import configs
 
-STANDIN_OPSET = 17  # the exports' opset (export/onnx_export.py): ReduceMean still takes axes as an attribute
 STANDIN_SEED = 0
 
 
-def standin_network(input_name: str, output_name: str, classes: int = configs.NUM_CLASSES):
+def standin_network(input_name: str, output_name: str, classes: int = NUM_CLASSES):
     """An ONNX graph with the network's signature: N x H x W x 3 uint8 -> N x classes float probabilities."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -44,7 +45,8 @@ def standin_network(input_name: str, output_name: str, classes: int = configs.NU
         [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["N", classes])],
         [numpy_helper.from_array(weights, "weights")],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", STANDIN_OPSET)])
+    # The exports' opset, where ReduceMean still takes its axes as an attribute.
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     onnx.checker.check_model(model)
     return model
 
