@@ -27,6 +27,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -168,8 +169,19 @@ def _decode_gif(data: bytes) -> np.ndarray:
         raise ImageDecodeError(f"corrupt or truncated GIF data ({type(err).__name__}: {err})") from None
 
 
-def _checked(data: bytes, max_pixels: int, max_image_bytes: int) -> tuple[ImageFormat, int, int]:
-    """The format and declared (width, height) of `data`, after every check that runs before a decoder.
+@dataclass(frozen=True)
+class Header:
+    """An image that passed every check made before a decoder: its format and declared size."""
+
+    format: ImageFormat
+    width: int
+    height: int
+
+
+def checked_header(
+    data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+) -> Header:
+    """The format and declared size of `data`, after every check that runs before a decoder.
 
     Order matters: the format and the declared size are checked on the header alone, so an empty,
     foreign, oversized or truncated file is refused before any decoder allocates memory for it.
@@ -183,7 +195,7 @@ def _checked(data: bytes, max_pixels: int, max_image_bytes: int) -> tuple[ImageF
     problem = truncation(data, image_format)
     if problem:
         raise ImageDecodeError(problem)
-    return image_format, width, height
+    return Header(image_format, width, height)
 
 
 def _decode_checked(data: bytes, image_format: ImageFormat) -> np.ndarray:
@@ -193,11 +205,18 @@ def _decode_checked(data: bytes, image_format: ImageFormat) -> np.ndarray:
 
 
 def decode(
-    data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+    data: bytes,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+    header: Header | None = None,
 ) -> np.ndarray:
-    """Encoded image bytes -> RGB uint8 HxWx3 (C-contiguous), exactly as PaddleClas decodes them."""
-    image_format, _, _ = _checked(data, max_pixels, max_image_bytes)
-    return _decode_checked(data, image_format)
+    """Encoded image bytes -> RGB uint8 HxWx3 (C-contiguous), exactly as PaddleClas decodes them.
+
+    `header`: checked_header's result for `data` under the same limits, when the caller has it already
+    (a served image's header is read once, not once per use).
+    """
+    header = header or checked_header(data, max_pixels, max_image_bytes)
+    return _decode_checked(data, header.format)
 
 
 def dct_scale(width: int, height: int, resize_short: int, margin: float = FAST_DECODE_MARGIN) -> int:
@@ -232,15 +251,17 @@ def decode_reduced(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
     margin: float = FAST_DECODE_MARGIN,
+    header: Header | None = None,
 ) -> tuple[np.ndarray, tuple[int, int]]:
     """Fast decode for a model resizing to `resize_short`: (RGB uint8 HxWx3, the exact decode's (width, height)).
 
     A JPEG whose short side allows it is decoded at a reduced DCT scale (dct_scale); everything else
     exactly as `decode`, with the same checks and errors in the same order. The caller resizes to the
     exact path's target size (computed from the size returned), so geometry and crop position stay
-    those of the exact path and only the pixels' filtering differs.
+    those of the exact path and only the pixels' filtering differs. `header`: as for `decode`.
     """
-    image_format, width, height = _checked(data, max_pixels, max_image_bytes)
+    header = header or checked_header(data, max_pixels, max_image_bytes)
+    image_format, width, height = header.format, header.width, header.height
     denominator = dct_scale(width, height, resize_short, margin) if image_format.name == "JPEG" else 1
     if denominator == 1:
         rgb = _decode_checked(data, image_format)

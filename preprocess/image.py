@@ -25,11 +25,12 @@ from preprocess.decoding import (
     DEFAULT_MAX_REQUEST_BYTES,
     DEFAULT_MAX_REQUEST_PIXELS,
     FAST_DECODE_MARGIN,
+    Header,
     check_fast_decode_margin,
     check_pixels,
     check_request,
     check_request_frames,
-    declared_pixels,
+    checked_header,
     decode,
     decode_reduced,
 )
@@ -62,7 +63,6 @@ def resize_short_side(
     backend: str,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     full_size: tuple[int, int] | None = None,
-    tier: str = "exact",
 ) -> np.ndarray:
     """Scale so the short side equals resize_short, with the model's own library and filter.
 
@@ -70,8 +70,8 @@ def resize_short_side(
     pixels; each model must get the one it was trained and evaluated with. A very thin image grows
     huge here (20000x1 -> 5,120,000x256), so the result is held to the same pixel limit as decoding.
     `full_size` (fast decode): the (width, height) the image had before a reduced-scale decode; the
-    target size is computed from it, so the result has the exact path's size. `tier` "near-exact": Pillow's
-    resize in a process that loaded pillow-simd (preprocess/tiers.py), handed its own 4-byte layout.
+    target size is computed from it, so the result has the exact path's size. The near-exact tier resizes
+    only the crop instead (near_exact_crop).
     """
     height, width = rgb.shape[:2]
     width, height = full_size or (width, height)
@@ -79,34 +79,59 @@ def resize_short_side(
     check_pixels(new_w, new_h, max_pixels, f"aspect ratio too extreme: a {width}x{height} image would resize to")
     if backend == "opencv-linear":
         return cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    if backend == "pillow-bicubic" and tier == "near-exact":
-        return _resize_rgbx(rgb, (new_w, new_h))
     if backend == "pillow-bicubic":
         return np.asarray(Image.fromarray(rgb).resize((new_w, new_h), Image.BICUBIC))
     raise ValueError(f"unknown resize backend {backend!r}; expected one of {RESIZE_BACKENDS}")
 
 
-def _resize_rgbx(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Pillow BICUBIC with no unpacking copy: Pillow stores RGB as RGBX, so it is handed that layout to wrap.
-
-    Image.fromarray(rgb) unpacks every pixel into a new RGBX image (7 ms for 12 megapixels here, as long
-    as pillow-simd's whole resize); OpenCV widens to RGBA in 3 ms and Image.frombuffer wraps it without a
-    copy. The pad byte is filtered like a channel and dropped by Pillow's packer (numpy's strided copy of
-    [..., :3] took 0.6 ms, three times the resize); RGB comes out as Image.fromarray's path gives it
-    (tests/server/test_resize_tier.py). Only the near-exact tier: stock Pillow resizes RGBX slower.
-    """
-    height, width = rgb.shape[:2]
-    rgbx = cv2.cvtColor(rgb, cv2.COLOR_RGB2RGBA)
-    resized = Image.frombuffer("RGBX", (width, height), rgbx, "raw", "RGBX", 0, 1).resize(size, Image.BICUBIC)
-    return np.frombuffer(resized.tobytes("raw", "RGB"), np.uint8).reshape(size[1], size[0], 3)
+def crop_origin(width: int, height: int, size: int) -> tuple[int, int]:
+    """(left, top) of CropImage's centre size x size square, the odd pixel going right/bottom."""
+    if height < size or width < size:
+        raise ImageDecodeError(f"{width}x{height} image is smaller than the {size}x{size} crop")
+    return (width - size) // 2, (height - size) // 2
 
 
 def center_crop(img: np.ndarray, size: int) -> np.ndarray:
     height, width = img.shape[:2]
-    if height < size or width < size:
-        raise ImageDecodeError(f"{width}x{height} image is smaller than the {size}x{size} crop")
-    top, left = (height - size) // 2, (width - size) // 2
+    left, top = crop_origin(width, height, size)
     return img[top : top + size, left : left + size]
+
+
+def near_exact_crop(
+    rgb: np.ndarray,
+    resize_short: int,
+    crop: int,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    full_size: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """The near-exact tier's crop: pillow-simd's BICUBIC of only the pixels the centre crop keeps.
+
+    The exact path resizes the whole image, then throws away everything outside the crop (43 % of a
+    500x375 photo resized to 341x256 and cut to 224). Pillow's `box` resamples just the crop's part of
+    the source at the full resize's scale, with each output pixel's filter still reading the source
+    beyond the box, so the crop is the same computation less the discarded work; only the box's
+    float32 corners (Pillow's C type) move each pixel's centre by about 1e-5 pixel, which can tip a
+    value across a rounding boundary: priced with pillow-simd's own deviation, against the exact
+    crop (docs/preprocessing.md, "Near-exact resize"). Geometry, limits and errors are the exact
+    path's: same target size (from `full_size` after a reduced decode), same crop origin.
+
+    Pillow stores RGB as RGBX, so it is handed that layout to wrap: Image.fromarray(rgb) unpacks every
+    pixel into a new RGBX image (7 ms for 12 megapixels, as long as pillow-simd's whole resize);
+    OpenCV widens to RGBA in 3 ms and Image.frombuffer wraps it without a copy. The pad byte is
+    filtered like a channel and dropped by Pillow's packer. Only the near-exact tier: stock Pillow
+    resizes RGBX slower.
+    """
+    height, width = rgb.shape[:2]
+    full_w, full_h = full_size or (width, height)
+    new_w, new_h = resized_shape(full_w, full_h, resize_short)
+    check_pixels(new_w, new_h, max_pixels, f"aspect ratio too extreme: a {full_w}x{full_h} image would resize to")
+    left, top = crop_origin(new_w, new_h, crop)
+    x_scale, y_scale = width / new_w, height / new_h
+    box = (left * x_scale, top * y_scale, (left + crop) * x_scale, (top + crop) * y_scale)
+    rgbx = cv2.cvtColor(rgb, cv2.COLOR_RGB2RGBA)
+    source = Image.frombuffer("RGBX", (width, height), rgbx, "raw", "RGBX", 0, 1)
+    resized = source.resize((crop, crop), Image.BICUBIC, box=box)
+    return np.frombuffer(resized.tobytes("raw", "RGB"), np.uint8).reshape(crop, crop, 3)
 
 
 def normalize(img: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
@@ -193,10 +218,11 @@ class Preprocessor:
         resized to the size the exact path would have given it. With `slots`, an image above their
         size waits for one of the server's large-decode slots (preprocess/slots.py).
         """
+        header = checked_header(data, self.max_pixels, self.max_image_bytes)  # a bad image never waits for a slot
         if self.slots is None:
-            return self._crop_encoded(data)
-        with self.slots.hold(declared_pixels(data)):
-            return self._crop_encoded(data)
+            return self._crop_checked(data, header)
+        with self.slots.hold(header.width * header.height):
+            return self._crop_checked(data, header)
 
     def check_request(self, images: Sequence[bytes]) -> None:
         """Refuse a request over this model's per-request byte or pixel limit before decoding any image."""
@@ -206,12 +232,10 @@ class Preprocessor:
         """Refuse a PIXELS request over this model's per-request byte limit before resizing any frame."""
         check_request_frames(frames, self.max_request_bytes)
 
-    def _crop_encoded(self, data: bytes) -> np.ndarray:
+    def _crop_checked(self, data: bytes, header: Header) -> np.ndarray:
         if self.decode_mode == "exact":
-            return self.pixels(self.decode(data))
-        rgb, full_size = decode_reduced(
-            data, self.resize_short, self.max_pixels, self.max_image_bytes, self.fast_decode_margin
-        )
+            return self.pixels(decode(data, header=header))
+        rgb, full_size = decode_reduced(data, self.resize_short, margin=self.fast_decode_margin, header=header)
         return self.pixels(rgb, full_size)
 
     def pixels(self, rgb: np.ndarray, full_size: tuple[int, int] | None = None) -> np.ndarray:
@@ -226,9 +250,10 @@ class Preprocessor:
         if height == 0 or width == 0:
             raise ImageDecodeError(f"empty {width}x{height} frame")
         check_pixels(width, height, self.max_pixels, "frame has")
-        resized = resize_short_side(
-            np.ascontiguousarray(rgb), self.resize_short, self.resize, self.max_pixels, full_size, self.resize_tier
-        )
+        rgb = np.ascontiguousarray(rgb)
+        if self.resize_tier == "near-exact":
+            return near_exact_crop(rgb, self.resize_short, self.crop, self.max_pixels, full_size)
+        resized = resize_short_side(rgb, self.resize_short, self.resize, self.max_pixels, full_size)
         return center_crop(resized, self.crop)
 
     def normalize(self, crops: np.ndarray) -> np.ndarray:

@@ -68,14 +68,21 @@ def test_a_pillow_simd_process_refuses_the_exact_tier() -> None:
     assert "resize tier 'exact' needs pillow, but this process imported pillow-simd" in done.stderr
 
 
-def test_the_near_exact_resize_gives_the_pixels_pillow_simds_own_path_gives(tmp_path: Path) -> None:
-    """image._resize_rgbx (the tier's copy-free layout) against Image.fromarray(...).resize in pillow-simd."""
+def test_the_near_exact_crop_is_pillow_simds_resize_of_the_crops_box(tmp_path: Path) -> None:
+    """image.near_exact_crop (copy-free layout, only the crop resized) against pillow-simd's own path.
+
+    The reference is Image.fromarray(...).resize with the box worked out here from PaddleClas's
+    geometry: the short side to 256 (2400x1800 -> 341x256), the centre 224 square (left 58, top 16),
+    at the full resize's scale. A wrong box, scale or layout changes the pixels.
+    """
     code = (
-        "import sys, numpy as np; from PIL import Image; from preprocess import decode, resized_shape;"
-        "from preprocess.image import _resize_rgbx; from preprocess.tiers import loaded_pillow;"
+        "import sys, numpy as np; from PIL import Image; from preprocess import decode;"
+        "from preprocess.image import near_exact_crop; from preprocess.tiers import loaded_pillow;"
         "assert loaded_pillow() == 'pillow-simd';"
-        "rgb = decode(open(sys.argv[1], 'rb').read()); size = resized_shape(rgb.shape[1], rgb.shape[0], 256);"
-        "print(np.array_equal(_resize_rgbx(rgb, size), np.asarray(Image.fromarray(rgb).resize(size, Image.BICUBIC))))"
+        "rgb = decode(open(sys.argv[1], 'rb').read()); h, w = rgb.shape[:2]; assert (w, h) == (2400, 1800);"
+        "sx, sy = w / 341, h / 256; box = (58 * sx, 16 * sy, (58 + 224) * sx, (16 + 224) * sy);"
+        "own = np.asarray(Image.fromarray(rgb).resize((224, 224), Image.BICUBIC, box=box));"
+        "print(np.array_equal(near_exact_crop(rgb, 256, 224), own))"
     )
     path = tmp_path / "camera.jpg"
     path.write_bytes(CAMERA)
