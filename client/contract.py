@@ -18,12 +18,14 @@ OUTPUTS = tuple(TOP_K_OUTPUTS)
 TOP_K = 5
 MAX_BATCH_SIZE = 8  # images one request may carry
 
-# A request that must hear within 2 s asks for this priority level: every queued step keeps it in a
-# queue of its own, served first and refused early (docs/reliability.md, "How load is shed").
-# Requests without a priority get the default level, behind it.
+# A request that must hear within 2 s is sent to `<model>_interactive` (INTERACTIVE_SUFFIX), whose
+# preprocess instance no flood can occupy, with this priority level, which the network queues apart
+# and serves first (docs/reliability.md, "How load is shed"). Requests without a priority get the
+# default level, behind it.
 INTERACTIVE_PRIORITY = 1
 
 # Model names: `<model>` takes IMAGE; these suffixes name the other entry points and the network.
+INTERACTIVE_SUFFIX = "_interactive"  # IMAGE too, small requests only, on a reserved preprocess instance
 PIXELS_SUFFIX = "_pixels"
 CROP_SUFFIX = "_crop"
 NETWORK_SUFFIX = "_network"  # the smoke check reads the served precision from its config

@@ -1,12 +1,14 @@
 """Triton model configurations, generated from the catalog and rendered when a server starts.
 
-Every catalog model has four models of its own and shares its Python steps with the others:
+Every catalog model has five models of its own and shares its Python steps with the others:
 
     NAME                          ensemble, the public entry point for encoded images (wire contract in the README)
+    NAME_interactive              ensemble, NAME for small interactive requests, on a preprocess instance of its own
     NAME_pixels                   ensemble, the entry point for decoded RGB frames (PIXELS, uint8 N x H x W x 3)
     NAME_crop                     ensemble, the entry point for client-side crops (CROPS, uint8 N x S x S x 3)
     NAME_network                  the exported ONNX network: CROPS (uint8) -> PROBABILITIES; it normalizes itself
     preprocess_KEY                Python backend, shared: encoded bytes -> CROPS (preprocess/ package)
+    interactive_preprocess_KEY    Python backend, shared: preprocess_KEY reserved for small requests (one instance)
     pixels_preprocess_KEY         Python backend, shared: RGB frames -> CROPS (same code, decoding skipped)
     postprocess                   Python backend, shared by all: PROBABILITIES -> top-k LABELS, SCORES, CLASS_IDS
 
@@ -37,6 +39,7 @@ from client.contract import (  # the wire contract: defined there so the client 
     CROPS_INPUT,
     IMAGE_INPUT,
     INTERACTIVE_PRIORITY,
+    INTERACTIVE_SUFFIX,
     MAX_BATCH_SIZE,
     NETWORK_SUFFIX,
     PIXELS_INPUT,
@@ -51,7 +54,9 @@ from client.contract import (  # the wire contract: defined there so the client 
 
 Variant = Literal["portable", "production"]
 VARIANTS: tuple[Variant, ...] = ("portable", "production")
-StepKind = Literal["ensemble", "preprocess", "pixels_preprocess", "network", "postprocess"]
+StepKind = Literal["ensemble", "preprocess", "pixels_preprocess", "interactive_preprocess", "network", "postprocess"]
+PREPROCESS_KINDS: tuple[StepKind, ...] = ("preprocess", "pixels_preprocess", "interactive_preprocess")  # preprocess.py
+DECODING_KINDS: tuple[StepKind, ...] = ("preprocess", "interactive_preprocess")  # IMAGE in: encoded bytes
 
 
 # Between the steps: the uint8 crop, channels last, as the preprocess step makes it (a quarter of
@@ -100,6 +105,7 @@ def preprocess_key(entry: ModelEntry) -> str:
 
 PREPROCESS_PREFIX = "preprocess_"
 PIXELS_PREPROCESS_PREFIX = "pixels_preprocess_"
+INTERACTIVE_PREPROCESS_PREFIX = "interactive_preprocess_"
 
 
 def preprocess_name(entry: ModelEntry) -> str:
@@ -108,6 +114,10 @@ def preprocess_name(entry: ModelEntry) -> str:
 
 def pixels_preprocess_name(entry: ModelEntry) -> str:
     return f"{PIXELS_PREPROCESS_PREFIX}{preprocess_key(entry)}"
+
+
+def interactive_preprocess_name(entry: ModelEntry) -> str:
+    return f"{INTERACTIVE_PREPROCESS_PREFIX}{preprocess_key(entry)}"
 
 
 def network_name(entry: ModelEntry) -> str:
@@ -126,14 +136,29 @@ def crop_ensemble_name(entry: ModelEntry) -> str:
     return f"{entry.triton_name}{CROP_SUFFIX}"
 
 
+def interactive_ensemble_name(entry: ModelEntry) -> str:
+    return f"{entry.triton_name}{INTERACTIVE_SUFFIX}"
+
+
 def own_models(entry: ModelEntry) -> list[str]:
-    """The models only `entry` uses: its three ensembles and its network."""
-    return [entry.triton_name, pixels_ensemble_name(entry), crop_ensemble_name(entry), network_name(entry)]
+    """The models only `entry` uses: its four ensembles and its network."""
+    return [
+        entry.triton_name,
+        interactive_ensemble_name(entry),
+        pixels_ensemble_name(entry),
+        crop_ensemble_name(entry),
+        network_name(entry),
+    ]
 
 
 def shared_steps(entry: ModelEntry) -> list[str]:
     """The steps `entry` shares with every model of the same preprocessing (and, for postprocess, all)."""
-    return [preprocess_name(entry), pixels_preprocess_name(entry), postprocess_name()]
+    return [
+        preprocess_name(entry),
+        interactive_preprocess_name(entry),
+        pixels_preprocess_name(entry),
+        postprocess_name(),
+    ]
 
 
 def step_kind(name: str) -> StepKind:
@@ -142,6 +167,8 @@ def step_kind(name: str) -> StepKind:
         return "postprocess"
     if name.startswith(PIXELS_PREPROCESS_PREFIX):
         return "pixels_preprocess"
+    if name.startswith(INTERACTIVE_PREPROCESS_PREFIX):
+        return "interactive_preprocess"
     if name.startswith(PREPROCESS_PREFIX):
         return "preprocess"
     if name.endswith(NETWORK_SUFFIX):
@@ -159,6 +186,7 @@ def step_name_pattern() -> str:
         (
             re.escape(POSTPROCESS),
             re.escape(PIXELS_PREPROCESS_PREFIX) + ".+",
+            re.escape(INTERACTIVE_PREPROCESS_PREFIX) + ".+",
             re.escape(PREPROCESS_PREFIX) + ".+",
             ".+" + re.escape(NETWORK_SUFFIX),
         )
@@ -179,7 +207,9 @@ class Layout:
     core's worth of images per instance: `for_cores` gives the encoded-image step one instance per
     core (a single busy model can use the whole node; several busy models share it through the OS
     scheduler). The PIXELS step skips decoding, the costlier half of its work, so half as many
-    instances serve the same images/s. The top-k step costs microseconds per image.
+    instances serve the same images/s. The top-k step costs microseconds per image. The interactive
+    step is not scaled with the cores: it is a reserve for small requests (load shedding, below),
+    and one instance answers a 500x375 photo in milliseconds.
     """
 
     preprocess_instances: int = 1
@@ -192,6 +222,7 @@ class Layout:
     # More admits bursts of batch traffic whose deadlines are loose, and lets a benchmark keep an
     # instance busy; under overload each queued request waits a decode longer (see max_queue_size).
     preprocess_queue: int = 0
+    interactive_preprocess_instances: int = 1  # not sized by for_cores: see above
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
@@ -215,6 +246,7 @@ class Layout:
     def instances(self, kind: StepKind, gpu: bool = False) -> int:
         return {
             "preprocess": self.preprocess_instances,
+            "interactive_preprocess": self.interactive_preprocess_instances,
             "pixels_preprocess": self.pixels_preprocess_instances,
             "postprocess": self.postprocess_instances,
             "network": self.network_gpu_instances if gpu else self.network_cpu_instances,
@@ -270,21 +302,33 @@ QUEUE_TIMEOUT_FLOOR_US = 200_000
 # Requests (1-8 images each) that may wait per instance: one per preprocess instance, so an admitted
 # request starts after at most one execution; networks hold what they run in NETWORK_QUEUE_BUDGET_MS.
 PREPROCESS_TIMEOUT_US = 1_000_000  # one full batch of 8 camera photos (8 x 100 ms) plus margin
-# Interactive requests: a client that must hear within 2 s sends priority INTERACTIVE_PRIORITY. Every
-# step with a queue policy has two priority levels (model_config.proto: priority_levels,
-# default_priority_level, priority_queue_policy; a request without a priority gets the default), and
-# the ensemble hands each step its request's priority (core, src/ensemble_scheduler/ensemble_scheduler.cc,
-# 24.10 and later). Level 1 has a queue of its own, so a flood of the largest requests never fills it,
-# and is served before any queued request of level 2, so an admitted request waits behind at most the
-# running execution of each step. Its preprocess timeout is short, yet a refusal can take about 1 s:
-# while every instance is busy 2.51's batcher (core, src/dynamic_batch_scheduler.cc, 24.10; the same in
-# 2.73) looks at timeouts when its 500 ms wait for a free instance runs out (WaitForPayloadSlotAvailable),
-# and an arrival wakes it only when an instance is free; if it last found the queue empty, it first sleeps
-# until an execution ends or 500 ms pass, and the 500 ms wait starts only then. perf/drills.py flood
-# measures it: slowest refusal 1,007 and 1,099 ms with 100 ms (two quiet runs), 639 and 1,006 ms with 20 ms.
+# Interactive requests (a client that must hear within 2 s or be refused within 1 s) take a path of
+# their own: `<model>_interactive`, whose first step, interactive_preprocess_KEY, is preprocess_KEY
+# with one instance reserved for them. A flood of the largest requests keeps every instance of the
+# shared step busy with 8-photo executions lasting seconds, and 2.51's batcher (core,
+# src/dynamic_batch_scheduler.cc, 24.10; the same in 2.73) looks at a waiting request's timeout only
+# when an execution ends or its 500 ms wait for a free instance runs out: a priority level of its own
+# at that step refused 44 of 46 interactive requests, the slowest after 1.0-1.1 s (perf/drills.py
+# flood). On the reserved step every execution is short, so the batcher wakes at each one's end:
+# - INTERACTIVE_MAX_REQUEST_PIXELS: one 12-megapixel phone photo (4032x3024 = 12.2 MP) or eight web
+#   photos; a 4000x3000 JPEG costs NextViT's step 113 ms of a core, ViT's 36 ms (docs/preprocessing.md),
+#   so a request holds the instance about 0.1-0.2 s; larger requests go to `<model>`. Below
+#   preprocess/slots.py's LARGE_PIXELS, so it never waits for a large-decode slot a flood holds.
+# - INTERACTIVE_MAX_REQUEST_BYTES: phones write 2-5 MB per 12 MP JPEG.
+# - One waiting request per instance (QUEUE_PER_INSTANCE) and INTERACTIVE_TIMEOUT_US: a request waits
+#   behind at most one execution, and is refused at its end (or at the batcher's 500 ms tick) if that
+#   ran over the timeout: within about 0.7 s. Excess arrivals are refused at once (queue full).
+# The step has no priority levels: only interactive requests reach it (a priority above its levels
+# falls to the default, core src/infer_request.cc SetPriority), and the shared preprocess steps have
+# none either, since one mechanism does the job: the reserved instance. The networks keep two levels
+# (with_interactive_level): the ensemble hands each step its request's priority (core,
+# src/ensemble_scheduler/ensemble_scheduler.cc, 24.10 and later), so an interactive crop, from this
+# step or a client's `<model>_crop`, waits in a queue a flood cannot fill and goes first.
 PRIORITY_LEVELS = 2
-INTERACTIVE_TIMEOUT_US = 100_000
-QUEUE_PER_INSTANCE: dict[str, int] = {"preprocess": 1, "pixels_preprocess": 1}
+INTERACTIVE_TIMEOUT_US = 200_000
+INTERACTIVE_MAX_REQUEST_PIXELS = 13_000_000
+INTERACTIVE_MAX_REQUEST_BYTES = 6 << 20
+QUEUE_PER_INSTANCE: dict[str, int] = {"preprocess": 1, "pixels_preprocess": 1, "interactive_preprocess": 1}
 MIN_NETWORK_QUEUE = 2  # per instance: a stranded request and the next one (load shedding, above)
 GPU_NETWORK_QUEUE_PER_INSTANCE = 256
 NETWORK_QUEUE_BUDGET_MS = 1000
@@ -390,18 +434,24 @@ def ensemble_inflight_limit(layout: Layout) -> int:
     excess at once, as on 2.51, and the limit bounds what nothing else bounds, the postprocess step
     (no queue policy, load shedding above). Unverified on a GPU: 2.51 cannot load it.
     """
-    preprocess, pixels = (
+    preprocess = max(
         layout.instances(kind) * MAX_BATCH_SIZE + preprocess_queue_policy(kind, layout)["max_queue_size"]
-        for kind in ("preprocess", "pixels_preprocess")
+        for kind in PREPROCESS_KINDS
     )
     gpu = layout.network_gpu_instances
     network = gpu * (GPU_MAX_BATCH_SIZE + GPU_NETWORK_QUEUE_PER_INSTANCE)  # the cap of any network's queue
-    return max(preprocess, pixels, network)
+    return max(preprocess, network)
 
 
 def preprocess_queue_policy(kind: StepKind, layout: Layout) -> ConfigDict:
-    """A preprocess step's queue policy: QUEUE_PER_INSTANCE, or the layout's preprocess_queue, per instance."""
+    """A preprocess step's queue policy: QUEUE_PER_INSTANCE, or the layout's preprocess_queue, per instance.
+
+    The interactive step keeps its own short queue and timeout whatever preprocess_queue says:
+    batch traffic's looser deadlines are not its clients'.
+    """
     instances = layout.instances(kind)
+    if kind == "interactive_preprocess":
+        return queue_policy(kind, INTERACTIVE_TIMEOUT_US, instances=instances)
     policy = queue_policy(kind, PREPROCESS_TIMEOUT_US, instances=instances)
     if layout.preprocess_queue:
         policy["max_queue_size"] = layout.preprocess_queue * instances
@@ -409,11 +459,8 @@ def preprocess_queue_policy(kind: StepKind, layout: Layout) -> ConfigDict:
 
 
 def preprocess_batching(kind: StepKind, layout: Layout) -> ConfigDict:
-    """A preprocess step's batching: both priority levels, each in a queue of its own the same length."""
-    policy = preprocess_queue_policy(kind, layout)
-    return with_interactive_level(
-        {"default_queue_policy": policy}, policy | {"default_timeout_microseconds": INTERACTIVE_TIMEOUT_US}
-    )
+    """A preprocess step's batching: one level, interactive requests having an instance of their own (above)."""
+    return {"default_queue_policy": preprocess_queue_policy(kind, layout)}
 
 
 def network_ms_per_image(entry: ModelEntry, runtime: GpuRuntime | None) -> float:
@@ -594,12 +641,32 @@ def pixels_ensemble_config(
     """ensemble_config with its first step swapped for the pixels preprocess; every later step is shared."""
     config = copy.deepcopy(ensemble_config(entry, weights_note, reference, variant, layout))
     config |= {"name": pixels_ensemble_name(entry), "input": [_pixels_input()]}
-    first = config["ensemble_scheduling"]["step"][0]
-    if first["model_name"] != preprocess_name(entry):
-        raise ValueError(f"the ensemble's first step is {first['model_name']}, expected {preprocess_name(entry)}")
+    first = _first_step(config, entry)
     first["model_name"] = pixels_preprocess_name(entry)
     first["input_map"] = {PIXELS_INPUT: PIXELS_INPUT}
     return config
+
+
+def interactive_ensemble_config(
+    entry: ModelEntry,
+    weights_note: str,
+    reference: dict | None = None,
+    variant: Variant = "portable",
+    layout: Layout = Layout(),
+) -> ConfigDict:
+    """ensemble_config with its first step swapped for the interactive preprocess; every later step is shared."""
+    config = copy.deepcopy(ensemble_config(entry, weights_note, reference, variant, layout))
+    config["name"] = interactive_ensemble_name(entry)
+    _first_step(config, entry)["model_name"] = interactive_preprocess_name(entry)
+    return config
+
+
+def _first_step(config: ConfigDict, entry: ModelEntry) -> ConfigDict:
+    """The ensemble's preprocess step, checked: a variant that swaps it must not swap another by mistake."""
+    first = config["ensemble_scheduling"]["step"][0]
+    if first["model_name"] != preprocess_name(entry):
+        raise ValueError(f"the ensemble's first step is {first['model_name']}, expected {preprocess_name(entry)}")
+    return first
 
 
 def crop_ensemble_config(
@@ -618,10 +685,9 @@ def crop_ensemble_config(
     a real crop (WARMUP_CROP_FILE).
     """
     config = copy.deepcopy(ensemble_config(entry, weights_note, reference, variant, layout))
+    _first_step(config, entry)
     steps = config["ensemble_scheduling"]["step"]
-    first = steps.pop(0)
-    if first["model_name"] != preprocess_name(entry):
-        raise ValueError(f"the ensemble's first step is {first['model_name']}, expected {preprocess_name(entry)}")
+    steps.pop(0)
     steps[0]["input_map"] = {NETWORK_INPUT: NETWORK_INPUT}
     config |= {"name": crop_ensemble_name(entry), "input": [_crops_tensor(entry)]}
     config["parameters"] |= _params(**resolve.preprocess_parameters(entry))
@@ -642,6 +708,23 @@ def preprocess_config(entry: ModelEntry, layout: Layout = Layout()) -> ConfigDic
         "parameters": _params(**resolve.preprocess_parameters(entry), **{NICENESS_PARAMETER: PREPROCESS_NICENESS}),
         "model_warmup": _warmup("real_photo", [1], image_warmup),
     }
+
+
+def interactive_preprocess_config(entry: ModelEntry, layout: Layout = Layout()) -> ConfigDict:
+    """preprocess_config reserved for small interactive requests: its own instances, queue and request limits.
+
+    Derived, so decoding and crop never drift from the shared step's (load shedding, above: why).
+    """
+    config = copy.deepcopy(preprocess_config(entry, layout))
+    config |= {
+        "name": interactive_preprocess_name(entry),
+        "dynamic_batching": preprocess_batching("interactive_preprocess", layout),
+        "instance_group": _cpu_instances(layout.interactive_preprocess_instances),
+    }
+    config["parameters"] |= _params(
+        max_request_pixels=INTERACTIVE_MAX_REQUEST_PIXELS, max_request_bytes=INTERACTIVE_MAX_REQUEST_BYTES
+    )
+    return config
 
 
 def pixels_preprocess_config(entry: ModelEntry, layout: Layout = Layout()) -> ConfigDict:

@@ -123,7 +123,7 @@ def bytes_element(data: bytes) -> bytes:
 def _shared_step_data(name: str) -> Files:
     """What a shared step's code reads besides its config: its warmup input, or the labels."""
     kind = configs.step_kind(name)
-    if kind == "preprocess":
+    if kind in configs.DECODING_KINDS:
         return {f"warmup/{configs.WARMUP_IMAGE_FILE}": bytes_element(warmup_jpeg())}
     if kind == "pixels_preprocess":
         return {f"warmup/{configs.WARMUP_PIXELS_FILE}": _warmup_frame().tobytes()}
@@ -154,7 +154,13 @@ def stage(entry: ModelEntry, onnx_path: Path, record: dict, variant: configs.Var
     limit = gpu_mem_limit(record) if variant == "production" else None
     note, reference = record.get("weights_note", "unknown"), record.get("reference")
     configs.to_pbtxt(configs.network_config(entry, variant, gpu_mem_limit=limit))
-    for ensemble in (configs.ensemble_config, configs.pixels_ensemble_config, configs.crop_ensemble_config):
+    ensembles = (
+        configs.ensemble_config,
+        configs.interactive_ensemble_config,
+        configs.pixels_ensemble_config,
+        configs.crop_ensemble_config,
+    )
+    for ensemble in ensembles:
         configs.to_pbtxt(ensemble(entry, note, reference, variant))
     network_files: Files = {"model.onnx": onnx_path}
     fp16 = onnx_path.with_name(FP16_NETWORK)  # the production export writes it beside model.onnx (export/fp16.py)

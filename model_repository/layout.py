@@ -11,8 +11,8 @@ model_repository render` does it for the Helm chart's init container and for obj
 python -m model_repository render --repository DIR --out DIR [--models NAME ...] [--cores auto|N]
     [--preprocess-instances N] [--pixels-preprocess-instances N] [--postprocess-instances N]
     [--network-cpu-instances N] [--network-cpu-threads N] [--network-gpu-instances N] [--preprocess-queue N]
-    [--response-cache] [--fast-decode [--fast-decode-margin M]] [--tensorrt-plans fp16|fp32]
-    [--resize-tier exact|near-exact [--pillow-simd-dir DIR]]
+    [--interactive-preprocess-instances N] [--response-cache] [--fast-decode [--fast-decode-margin M]]
+    [--tensorrt-plans fp16|fp32] [--resize-tier exact|near-exact [--pillow-simd-dir DIR]]
 """
 
 from __future__ import annotations
@@ -48,7 +48,9 @@ MARKER = health.MARKER
 LAYOUT_FIELDS = [field.name for field in dataclasses.fields(configs.Layout)]
 LAYOUT_HELP = {
     "preprocess_queue": "requests that may wait per preprocess instance (default 1: refused rather than late "
-    "under overload; more for batch traffic with loose deadlines)"
+    "under overload; more for batch traffic with loose deadlines)",
+    "interactive_preprocess_instances": "instances of each interactive preprocess step (default 1: a reserve for "
+    "small interactive requests, not scaled with the cores)",
 }
 PYTHON_MODELS = Path(__file__).parent / "python_models"
 PREPROCESS_PACKAGE = Path(__file__).parent.parent / "preprocess"
@@ -136,10 +138,14 @@ def model_configs(
     note, reference = record.get("weights_note", "unknown"), record.get("reference")
     found = {
         entry.triton_name: configs.ensemble_config(entry, note, reference, variant, layout),
+        configs.interactive_ensemble_name(entry): configs.interactive_ensemble_config(
+            entry, note, reference, variant, layout
+        ),
         configs.pixels_ensemble_name(entry): configs.pixels_ensemble_config(entry, note, reference, variant, layout),
         configs.crop_ensemble_name(entry): configs.crop_ensemble_config(entry, note, reference, variant, layout),
         network.name: served_network_config(entry, network, record, variant, layout, options.tensorrt_plans),
         configs.preprocess_name(entry): configs.preprocess_config(entry, layout),
+        configs.interactive_preprocess_name(entry): configs.interactive_preprocess_config(entry, layout),
         configs.pixels_preprocess_name(entry): configs.pixels_preprocess_config(entry, layout),
         configs.POSTPROCESS: configs.postprocess_config(layout),
     }
@@ -192,7 +198,7 @@ def _with_options(config: configs.ConfigDict, options: Options) -> configs.Confi
     if options.response_cache and kind == "ensemble":
         # Only the public ensembles: a hit there skips every step, and the steps' answers are never looked up twice.
         config["response_cache"] = {"enable": True}
-    pillow_resized = kind in ("preprocess", "pixels_preprocess") and (
+    pillow_resized = kind in configs.PREPROCESS_KINDS and (
         config["parameters"]["resize"]["string_value"] == NEAR_EXACT_BACKEND
     )
     if options.resize_tier != "exact" and pillow_resized:
@@ -200,7 +206,7 @@ def _with_options(config: configs.ConfigDict, options: Options) -> configs.Confi
             RESIZE_TIER_PARAMETER: {"string_value": options.resize_tier},
             PILLOW_SIMD_DIR_PARAMETER: {"string_value": options.pillow_simd_dir},
         }
-    if options.fast_decode and kind == "preprocess":  # the PIXELS steps do not decode
+    if options.fast_decode and kind in configs.DECODING_KINDS:  # the PIXELS steps do not decode
         margin = repr(float(options.fast_decode_margin))
         config["parameters"] |= {
             DECODE_PARAMETER: {"string_value": "fast"},
@@ -220,7 +226,7 @@ def python_instances(config: configs.ConfigDict) -> int:
 def _code(name: str, config: configs.ConfigDict) -> dict[str, Path]:
     """The Python a step runs, from this checkout: copied, so edits of the tree never reach a running server."""
     kind = configs.step_kind(name)
-    if kind in ("preprocess", "pixels_preprocess"):
+    if kind in configs.PREPROCESS_KINDS:
         package = {f"preprocess/{path.name}": path for path in sorted(PREPROCESS_PACKAGE.glob("*.py"))}
         return {"model.py": PYTHON_MODELS / "preprocess.py", **package}
     if kind == "postprocess":

@@ -95,7 +95,13 @@ def frontend_flags() -> list[str]:
 # Proportional set sizes measured on the local server (docs/reliability.md, "Memory"), rounded up:
 # tritonserver without models' own memory, and each Python step process once warm and idle.
 SERVER_IDLE_MIB = 64
-STEP_IDLE_MIB = {"preprocess": 64, "pixels_preprocess": 64, "postprocess": 32, "network": 256}
+STEP_IDLE_MIB = {
+    "preprocess": 64,
+    "pixels_preprocess": 64,
+    "interactive_preprocess": 64,
+    "postprocess": 32,
+    "network": 256,
+}
 # While an image is decoded and resized a preprocess process holds 7 bytes per pixel (decoding.py,
 # DEFAULT_MAX_PIXELS): RGB and either the decoder's BGR or Pillow's RGBX copy.
 DECODE_BYTES_PER_PIXEL = 7
@@ -131,6 +137,7 @@ class Deployment:
     pixels_preprocess_instances: int
     postprocess_instances: int
     network_cpu_instances: int  # portable networks (Python steps); 0 in gpu mode
+    interactive_preprocess_instances: int  # each decodes at most configs.INTERACTIVE_MAX_REQUEST_PIXELS at once
     shm_bytes: int  # the /dev/shm volume's size limit (the Python backend's pools live there)
     requests_in_flight: int = REQUESTS_IN_FLIGHT
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES  # encoded images or PIXELS frames alike
@@ -148,6 +155,7 @@ class Deployment:
             pixels_preprocess_instances=keys * layout.pixels_preprocess_instances,
             postprocess_instances=layout.postprocess_instances,
             network_cpu_instances=0 if gpu else len(models) * layout.network_cpu_instances,
+            interactive_preprocess_instances=keys * layout.interactive_preprocess_instances,
             shm_bytes=shm_bytes,
             **limits,
         )
@@ -159,15 +167,22 @@ def gateway_body_bytes(max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> in
 
 
 def step_bytes(deployment: Deployment) -> int:
-    """Every Python step process idle, plus one decode just below the large-image size on every preprocess instance."""
+    """Every Python step process idle, plus one decode on every preprocess instance at the most it decodes at once.
+
+    A shared instance decodes up to the large-image size without a slot; an interactive one at most
+    its request limit, which is below that size, so it never takes a slot (configs.py, load shedding).
+    """
     d = deployment
     idle = (
         d.preprocess_instances * STEP_IDLE_MIB["preprocess"]
         + d.pixels_preprocess_instances * STEP_IDLE_MIB["pixels_preprocess"]
+        + d.interactive_preprocess_instances * STEP_IDLE_MIB["interactive_preprocess"]
         + d.postprocess_instances * STEP_IDLE_MIB["postprocess"]
         + d.network_cpu_instances * STEP_IDLE_MIB["network"]
     ) * MIB
-    return idle + (d.preprocess_instances + d.pixels_preprocess_instances) * DECODE_BYTES_PER_PIXEL * d.large_pixels
+    shared = (d.preprocess_instances + d.pixels_preprocess_instances) * d.large_pixels
+    interactive = d.interactive_preprocess_instances * configs.INTERACTIVE_MAX_REQUEST_PIXELS
+    return idle + DECODE_BYTES_PER_PIXEL * (shared + interactive)
 
 
 def pod_memory_bytes(deployment: Deployment) -> int:

@@ -37,7 +37,9 @@ def test_render_selects_the_named_models_and_their_steps_only(repository: Path, 
     summary = layout.render(repository, target, ["ViT_base_patch16_224"], configs.Layout.for_cores(4), 4)
     expected = sorted(configs.own_models(VIT) + configs.shared_steps(VIT))
     assert sorted(p.name for p in target.iterdir() if p.is_dir()) == expected
-    assert summary["models"] == [VIT.triton_name] and summary["python_step_models"] == 3
+    assert summary["models"] == [VIT.triton_name] and summary["python_step_models"] == 4
+    # What the liveness check counts (health.py): 4 + 1 interactive + 2 PIXELS + 1 top-k + 1 network instance.
+    assert summary["python_stub_processes"] == 9
 
 
 def test_render_sizes_every_step_and_links_everything_else(repository: Path, tmp_path: Path) -> None:
@@ -46,6 +48,7 @@ def test_render_sizes_every_step_and_links_everything_else(repository: Path, tmp
     layout.render(repository, target, None, sized, 6)
     assert served_config(target, configs.preprocess_name(NEXTVIT)).instance_group[0].count == 6
     assert served_config(target, configs.pixels_preprocess_name(VIT)).instance_group[0].count == 3
+    assert served_config(target, configs.interactive_preprocess_name(VIT)).instance_group[0].count == 1  # not scaled
     assert served_config(target, configs.postprocess_name()).instance_group[0].count == 1
     network = served_config(target, configs.network_name(VIT))
     assert network.instance_group[0].count == 1 and network.parameters["intra_op_threads"].string_value == "6"
@@ -122,6 +125,11 @@ def test_a_longer_preprocess_queue_lengthens_only_the_preprocess_steps(repositor
     assert layout.main(argv) == 0
     assert _queue(longer, configs.preprocess_name(NEXTVIT)) == 6 * 4
     assert _queue(longer, configs.pixels_preprocess_name(VIT)) == 3 * 4
+    assert (
+        _queue(longer, configs.interactive_preprocess_name(VIT))
+        == _queue(default, configs.interactive_preprocess_name(VIT))
+        == 1
+    )
     others = [path.parent.name for path in default.glob("*/config.pbtxt")]
     others = [name for name in others if configs.step_kind(name) in ("network", "postprocess")]
     assert others and all(_queue(longer, name) == _queue(default, name) for name in others)
@@ -187,7 +195,7 @@ def test_response_cache_warmup_and_fast_decode_are_options_of_the_rendered_confi
         config = configs.parse_pbtxt(path.read_text())
         assert not config.model_warmup, config.name
         assert config.response_cache.enable == (configs.step_kind(config.name) == "ensemble"), config.name
-        fast = configs.step_kind(config.name) == "preprocess"
+        fast = configs.step_kind(config.name) in ("preprocess", "interactive_preprocess")  # the IMAGE steps
         assert (config.parameters["decode"].string_value == "fast") == fast, config.name
 
 
@@ -243,14 +251,17 @@ def test_plans_built_in_the_pod_are_named_by_the_render_step(production: Path, t
         layout.render(production, target, None, configs.Layout(), 1, tensorrt_plans="int8")
 
 
-def test_the_interactive_level_has_a_queue_of_its_own_sized_like_the_default(repository: Path, tmp_path: Path) -> None:
+def test_only_the_networks_queue_the_interactive_level_apart(repository: Path, tmp_path: Path) -> None:
     layout.render(repository, tmp_path / "copy", None, configs.Layout.for_cores(4), 4)
-    for name in (configs.preprocess_name(NEXTVIT), configs.network_name(NEXTVIT)):
-        batching = served_config(tmp_path / "copy", name).dynamic_batching
-        interactive = batching.priority_queue_policy[configs.INTERACTIVE_PRIORITY]
-        assert (batching.priority_levels, batching.default_priority_level) == (2, 2), name
-        assert interactive.max_queue_size == batching.default_queue_policy.max_queue_size > 0, name
-    preprocess = served_config(tmp_path / "copy", configs.preprocess_name(NEXTVIT)).dynamic_batching
-    assert preprocess.default_queue_policy.max_queue_size == 4  # one per instance on 4 cores
-    interactive = preprocess.priority_queue_policy[configs.INTERACTIVE_PRIORITY]
-    assert interactive.default_timeout_microseconds == configs.INTERACTIVE_TIMEOUT_US
+    batching = served_config(tmp_path / "copy", configs.network_name(NEXTVIT)).dynamic_batching
+    interactive = batching.priority_queue_policy[configs.INTERACTIVE_PRIORITY]
+    assert (batching.priority_levels, batching.default_priority_level) == (2, 2)
+    assert interactive.max_queue_size == batching.default_queue_policy.max_queue_size > 0
+    # The preprocess steps have one level: interactive requests have an instance of their own instead.
+    for name in (configs.preprocess_name(NEXTVIT), configs.pixels_preprocess_name(NEXTVIT)):
+        preprocess = served_config(tmp_path / "copy", name).dynamic_batching
+        assert preprocess.priority_levels == 0 and not preprocess.priority_queue_policy, name
+    reserved = served_config(tmp_path / "copy", configs.interactive_preprocess_name(NEXTVIT)).dynamic_batching
+    assert reserved.priority_levels == 0 and not reserved.priority_queue_policy
+    assert reserved.default_queue_policy.max_queue_size == 1
+    assert reserved.default_queue_policy.default_timeout_microseconds == configs.INTERACTIVE_TIMEOUT_US

@@ -9,15 +9,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model_repository import memory
+from model_repository import configs, memory
 from model_repository.server import TritonServer
 from preprocess import ImageDecodeError, Preprocessor, allocator, preprocess_requests
 from preprocess.decoding import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_REQUEST_PIXELS, check_request
-from preprocess.slots import DecodeSlots
+from preprocess.slots import LARGE_PIXELS, DecodeSlots
 from tests.support import images
 
 SMALL = images.jpeg(images.sized(640, 480))
 BIG_HEADER = images.jpeg_declaring(images.sized(64, 48), 8000, 6000)  # declares 48 MP in a few kB
+
+
+def test_the_interactive_step_counts_once_per_preprocessing_and_never_takes_a_large_slot() -> None:
+    models = ["NextViT_small_224", "NextViT_base_224", "ViT_base_patch16_224"]  # two preprocessing keys
+    deployment = memory.Deployment.of(configs.Layout.for_cores(16), models, gpu=False, shm_bytes=0)
+    assert deployment.interactive_preprocess_instances == 2 * configs.Layout().interactive_preprocess_instances == 2
+    # Below the large-image size, so its decodes are counted whole per instance, never against the slots.
+    assert configs.INTERACTIVE_MAX_REQUEST_PIXELS < LARGE_PIXELS
 
 
 def test_a_request_over_the_pixel_limit_is_refused_on_its_headers() -> None:
@@ -111,9 +119,14 @@ def test_the_launcher_preloads_the_production_allocator_and_drops_the_callers(mo
 
 
 def test_the_formula_grows_with_each_of_its_inputs() -> None:
-    base = memory.Deployment(2, 1, 1, 1, shm_bytes=0)
-    assert memory.pod_memory_bytes(base) < memory.pod_memory_bytes(memory.Deployment(4, 1, 1, 1, shm_bytes=0))
-    more_requests = memory.Deployment(2, 1, 1, 1, shm_bytes=0, requests_in_flight=65)
+    base = memory.Deployment(2, 1, 1, 1, 1, shm_bytes=0)
+    assert memory.pod_memory_bytes(base) < memory.pod_memory_bytes(memory.Deployment(4, 1, 1, 1, 1, shm_bytes=0))
+    # One more interactive instance: its idle process and one decode at its own request limit, nothing more.
+    interactive = memory.Deployment(2, 1, 1, 1, 2, shm_bytes=0)
+    decode = memory.DECODE_BYTES_PER_PIXEL * configs.INTERACTIVE_MAX_REQUEST_PIXELS
+    idle = memory.STEP_IDLE_MIB["interactive_preprocess"] * memory.MIB
+    assert memory.pod_memory_bytes(interactive) - memory.pod_memory_bytes(base) == idle + decode
+    more_requests = memory.Deployment(2, 1, 1, 1, 1, shm_bytes=0, requests_in_flight=65)
     # One more request in flight: its body (the request limit + its envelope) at the frontend and in the step.
     body = DEFAULT_MAX_REQUEST_BYTES + memory.ENVELOPE_BYTES
     assert memory.pod_memory_bytes(more_requests) - memory.pod_memory_bytes(base) == 2 * body

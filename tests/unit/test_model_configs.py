@@ -20,8 +20,10 @@ PLANS = configs.PlanFiles("model.plan", "fp16")  # what a pod builds (render --t
 def _all_configs(entry: catalog.ModelEntry, variant: configs.Variant) -> dict[str, configs.ConfigDict]:
     models = [
         configs.ensemble_config(entry, "test"),
+        configs.interactive_ensemble_config(entry, "test"),
         configs.pixels_ensemble_config(entry, "test"),
         configs.preprocess_config(entry),
+        configs.interactive_preprocess_config(entry),
         configs.pixels_preprocess_config(entry),
         configs.network_config(entry, variant),
         configs.postprocess_config(),
@@ -86,11 +88,12 @@ def test_preprocess_parameters_come_from_the_catalog() -> None:
         assert "mean" not in params and "std" not in params  # the network normalizes (export/normalization.py)
 
 
-def test_all_models_share_nine_python_steps() -> None:
-    """Four preprocessing keys x (IMAGE, PIXELS) + one postprocess, whatever the number of models."""
+def test_all_models_share_thirteen_python_steps() -> None:
+    """Four preprocessing keys x (IMAGE, interactive IMAGE, PIXELS) + one postprocess, whatever the number of models."""
     steps = {name for entry in ENTRIES for name in configs.shared_steps(entry)}
-    assert len(steps) == 9
-    assert {configs.step_kind(name) for name in steps} == {"preprocess", "pixels_preprocess", "postprocess"}
+    assert len(steps) == 13
+    kinds = {configs.step_kind(name) for name in steps}
+    assert kinds == {"preprocess", "interactive_preprocess", "pixels_preprocess", "postprocess"}
     for entry in ENTRIES:  # models share a step exactly when their crops are made the same way
         prep = entry.preprocessing
         twins = {o.name for o in ENTRIES if configs.preprocess_name(o) == configs.preprocess_name(entry)}
@@ -102,7 +105,7 @@ def test_all_models_share_nine_python_steps() -> None:
         }
         assert twins == same
     own = [name for entry in ENTRIES for name in configs.own_models(entry)]
-    assert len(own) == len(set(own)) == 4 * len(ENTRIES)
+    assert len(own) == len(set(own)) == 5 * len(ENTRIES)
     assert not set(own) & steps
 
 
@@ -113,8 +116,10 @@ def test_step_kind_names_every_generated_model() -> None:
         }
         assert kinds == {
             entry.triton_name: "ensemble",
+            configs.interactive_ensemble_name(entry): "ensemble",
             configs.pixels_ensemble_name(entry): "ensemble",
             configs.preprocess_name(entry): "preprocess",
+            configs.interactive_preprocess_name(entry): "interactive_preprocess",
             configs.pixels_preprocess_name(entry): "pixels_preprocess",
             configs.network_name(entry): "network",
             configs.postprocess_name(): "postprocess",
@@ -128,14 +133,18 @@ def test_the_step_pattern_matches_every_step_and_no_ensemble() -> None:
         for name in configs.own_models(entry) + configs.shared_steps(entry):
             kinds.add(configs.step_kind(name))
             assert bool(pattern.fullmatch(name)) == (configs.step_kind(name) != "ensemble"), name
-    assert kinds == {"ensemble", "preprocess", "pixels_preprocess", "network", "postprocess"}
+    assert kinds == {"ensemble", "preprocess", "interactive_preprocess", "pixels_preprocess", "network", "postprocess"}
 
 
 @pytest.mark.parametrize("variant", configs.VARIANTS)
 def test_ensembles_never_send_more_than_a_step_takes(variant: configs.Variant) -> None:
     for entry in ENTRIES:
         models = _all_configs(entry, variant)
-        for ensemble in (entry.triton_name, configs.pixels_ensemble_name(entry)):
+        for ensemble in (
+            entry.triton_name,
+            configs.interactive_ensemble_name(entry),
+            configs.pixels_ensemble_name(entry),
+        ):
             for step in models[ensemble]["ensemble_scheduling"]["step"]:
                 assert models[step["model_name"]]["max_batch_size"] >= models[ensemble]["max_batch_size"]
 
@@ -235,6 +244,7 @@ def test_the_check_names_what_the_backend_would_log() -> None:
 def test_layout_for_cores() -> None:
     assert configs.Layout.for_cores(2) == configs.Layout(2, 1, 1, 1, 2, 1)
     assert configs.Layout.for_cores(16, network_gpu_instances=2) == configs.Layout(16, 8, 1, 1, 16, 2)
+    assert configs.Layout.for_cores(64).interactive_preprocess_instances == 1  # a reserve, not scaled
     with pytest.raises(ValueError, match="preprocess_instances"):
         configs.Layout(preprocess_instances=0)
     with pytest.raises(ValueError, match="cores"):
@@ -313,6 +323,7 @@ def test_every_step_that_can_fall_behind_has_a_bounded_rejecting_queue(variant: 
     entry = catalog.get("NextViT_small_224")
     steps = [configs.network_config(entry, variant), configs.tensorrt_network_config(entry, PLANS)]
     steps += [configs.preprocess_config(entry), configs.pixels_preprocess_config(entry)]
+    steps += [configs.interactive_preprocess_config(entry)]
     for config in steps:
         policy = configs.parse_pbtxt(configs.to_pbtxt(config)).dynamic_batching.default_queue_policy
         assert policy.max_queue_size > 0 and policy.timeout_action == policy.REJECT, config["name"]
@@ -321,7 +332,8 @@ def test_every_step_that_can_fall_behind_has_a_bounded_rejecting_queue(variant: 
     postprocess = configs.parse_pbtxt(configs.to_pbtxt(configs.postprocess_config()))
     assert postprocess.HasField("dynamic_batching")
     assert not postprocess.dynamic_batching.HasField("default_queue_policy")
-    for config in (configs.ensemble_config(entry, "test"), configs.pixels_ensemble_config(entry, "test")):
+    ensembles = (configs.ensemble_config, configs.interactive_ensemble_config, configs.pixels_ensemble_config)
+    for config in (ensemble(entry, "test") for ensemble in ensembles):
         assert "dynamic_batching" not in config  # 2.51: no ensemble back-pressure field exists
     assert [f.name for f in configs.model_config_pb2.ModelEnsembling.DESCRIPTOR.fields] == ["step"]
 
@@ -389,3 +401,66 @@ def test_the_default_network_is_priced_as_onnxruntime_fp32_not_tensorrt_fp16() -
     )
     with pytest.raises(ValueError, match="give the entry"):
         configs.max_queue_size("network", 1, gpu=True)
+
+
+@pytest.mark.parametrize("variant", configs.VARIANTS)
+@pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.name)
+def test_the_interactive_ensemble_is_the_main_one_on_its_own_preprocess_instance(
+    entry: catalog.ModelEntry, variant: configs.Variant
+) -> None:
+    main, interactive = (
+        config(entry, "test", None, variant)
+        for config in (configs.ensemble_config, configs.interactive_ensemble_config)
+    )
+    assert interactive["name"] == entry.triton_name + "_interactive"
+    first, *later = interactive["ensemble_scheduling"].pop("step")
+    main_first, *main_later = main["ensemble_scheduling"].pop("step")
+    assert later == main_later  # the same network and postprocess, so the same answers
+    assert first == main_first | {"model_name": configs.interactive_preprocess_name(entry)}
+    assert {key: value for key, value in interactive.items() if key != "name"} == {
+        key: value for key, value in main.items() if key != "name"
+    }
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.name)
+def test_the_interactive_step_is_the_preprocess_step_for_small_requests(entry: catalog.ModelEntry) -> None:
+    layout = configs.Layout.for_cores(16, network_gpu_instances=2)
+    shared, reserved = configs.preprocess_config(entry, layout), configs.interactive_preprocess_config(entry, layout)
+    assert reserved["name"] == f"interactive_preprocess_{configs.preprocess_key(entry)}"
+    assert reserved["instance_group"] == [{"kind": "KIND_CPU", "count": 1}]  # 16 cores: still one
+    limits = {"max_request_pixels": "13000000", "max_request_bytes": str(6 * 1024 * 1024)}
+    assert {key: value["string_value"] for key, value in reserved["parameters"].items()} == {
+        **{key: value["string_value"] for key, value in shared["parameters"].items()},
+        **limits,
+    }
+    assert {"max_request_pixels", "max_request_bytes"}.isdisjoint(shared["parameters"])  # the shared step's defaults
+    policy = reserved["dynamic_batching"]
+    assert policy == {
+        "default_queue_policy": {
+            "max_queue_size": 1,
+            "timeout_action": "REJECT",
+            "default_timeout_microseconds": configs.INTERACTIVE_TIMEOUT_US,
+            "allow_timeout_override": True,
+        }
+    }
+    differ = {"name", "instance_group", "parameters", "dynamic_batching"}
+    assert {key: value for key, value in reserved.items() if key not in differ} == {
+        key: value for key, value in shared.items() if key not in differ
+    }
+
+
+def test_the_interactive_step_takes_one_phone_photo_and_refuses_more_before_decoding() -> None:
+    """Its limits reach the served code: a 12 MP phone photo (4032x3024) passes, two are refused by name."""
+    from preprocess import ImageDecodeError, Preprocessor
+    from tests.support import images
+
+    params = configs.interactive_preprocess_config(catalog.get("NextViT_small_224"))["parameters"]
+    reserved = Preprocessor.from_parameters({key: value["string_value"] for key, value in params.items()})
+    phone = images.jpeg_declaring(images.sized(64, 48), 4032, 3024)  # declares 12.2 MP in a few kB
+    reserved.check_request([phone])
+    with pytest.raises(ImageDecodeError, match=r"over the limit of 13,000,000 pixels per request .*max_request_pixels"):
+        reserved.check_request([phone, phone])
+    padded = phone + bytes(5 * 10**6)  # a large phone JPEG's bytes: allowed; two are over the byte limit
+    reserved.check_request([padded])
+    with pytest.raises(ImageDecodeError, match=f"over the limit of {6 * 2**20:,} bytes per request"):
+        reserved.check_request([padded, padded])
