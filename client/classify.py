@@ -40,6 +40,7 @@ from client.contract import (
     CROPS_INPUT,
     IMAGE_INPUT,
     INTERACTIVE_PRIORITY,
+    INTERACTIVE_SUFFIX,
     MAX_BATCH_SIZE,
     OUTPUTS,
     PIXELS_INPUT,
@@ -132,8 +133,10 @@ class Classifier:
             raise ValueError(f"preprocess must be one of {PREPROCESSING}, not {preprocess!r}")
         self.url, self.model, self.protocol = url, model, protocol
         self.deadline_s, self.retries, self.preprocess = deadline_s, retries, preprocess
-        # Interactive requests wait in the steps' queues of their own, ahead of batch traffic, and are
-        # refused early rather than late (contract.INTERACTIVE_PRIORITY); 0 is the default level.
+        # Interactive images go to `<model>_interactive`, whose preprocess instance no batch traffic
+        # can occupy, and every request at the priority the network queues apart and serves first
+        # (contract.INTERACTIVE_PRIORITY); 0 is the default level.
+        self.interactive = interactive
         self.priority = INTERACTIVE_PRIORITY if interactive else 0
         self._triton = _module(protocol)
         self._local = threading.local()
@@ -143,6 +146,11 @@ class Classifier:
     @property
     def crop_model(self) -> str:
         return f"{self.model}{CROP_SUFFIX}"
+
+    @property
+    def image_model(self) -> str:
+        """Where encoded images go: the model, or its interactive path (small requests only: client/README.md)."""
+        return f"{self.model}{INTERACTIVE_SUFFIX}" if self.interactive else self.model
 
     def _client(self):
         if not hasattr(self._local, "client"):
@@ -167,6 +175,11 @@ class Classifier:
             raise ServerUnavailableError(f"Triton server at {self.url} is not live")
         if not client.is_model_ready(self.model):
             raise ModelNotReadyError(f"model {self.model!r} is not ready on {self.url}: {self._why_not_ready()}")
+        if self.interactive and self.preprocess == "server" and not client.is_model_ready(self.image_model):
+            raise ModelNotReadyError(
+                f"{self.image_model!r}, the interactive path, is not ready on {self.url}: the server's configs "
+                "predate it (update and restart the server) or it failed to load"
+            )
         if self.preprocess == "local" and not client.is_model_ready(self.crop_model):
             raise ModelNotReadyError(
                 f"{self.crop_model!r}, the entry point for client-side crops, is not ready on {self.url}: the "
@@ -228,7 +241,7 @@ class Classifier:
             return self.classify_crops(self.crops(images))
         tensor = self._triton.InferInput(IMAGE_INPUT, [len(images), 1], "BYTES")
         tensor.set_data_from_numpy(np.array(images, dtype=object).reshape(-1, 1))
-        return self._infer(self.model, tensor)
+        return self._infer(self.image_model, tensor)
 
     def classify_pixels(self, frames: list[np.ndarray]) -> list[Prediction]:
         """Classify decoded RGB uint8 HxWx3 frames (one size per request) through `<model>_pixels`."""

@@ -142,8 +142,9 @@ def add_transport_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--interactive",
         action="store_true",
-        help="ask for the interactive priority level: queued apart from batch traffic and served first, "
-        "refused within about a second when the server is flooded",
+        help="send images to MODEL_interactive, a preprocess instance batch traffic cannot occupy, at the "
+        "priority the network serves first: answered within 2 s or refused within 1 s when the server is "
+        "flooded; small requests only (about one phone photo: a larger one is refused, naming the limit)",
     )
     parser.add_argument(
         "--preprocess",
