@@ -182,10 +182,17 @@ class Requests:
     """Requests to the drilled model with one deadline; each becomes a row: sent and done (s since t0), outcome."""
 
     def __init__(
-        self, server: Launcher, args, deadline: float = DEADLINE_S, t0: float | None = None, priority: int = 0
+        self,
+        server: Launcher,
+        args,
+        deadline: float = DEADLINE_S,
+        t0: float | None = None,
+        priority: int = 0,
+        model: str | None = None,
     ) -> None:
-        self.url, self.model, self.pool, self.deadline = server.grpc_url, args.triton_model, args.pool, deadline
-        self.priority = priority  # 0: the steps' default level; configs.INTERACTIVE_PRIORITY: queued apart
+        self.url, self.pool, self.deadline = server.grpc_url, args.pool, deadline
+        self.model = model or args.triton_model  # the drilled ensemble, or another entry point of its model
+        self.priority = priority  # 0: the default level; configs.INTERACTIVE_PRIORITY: queued apart at the network
         self.t0 = time.monotonic() if t0 is None else t0
         self.rows: list[dict] = []
 
@@ -653,9 +660,11 @@ def flood(args, progress) -> dict:
         idle, pids = server.pss_mb(), {p.pid for p in procfs.descendants(server.process.pid)}
         before = server.statistics()
         t0 = time.monotonic()
-        # The interactive user asks for the interactive priority level (configs.INTERACTIVE_PRIORITY); no
-        # cancellation (see _flood_connections): its deadline of 10 s only caps the steps' own timeouts.
-        probe = Requests(server, args, deadline=10.0, t0=t0, priority=configs.INTERACTIVE_PRIORITY)
+        # The interactive user takes the interactive path at the interactive priority, as client.Classifier(
+        # interactive=True) does; no cancellation (see _flood_connections): its deadline of 10 s only caps
+        # the steps' own timeouts.
+        reserved = configs.interactive_ensemble_name(catalog.get(args.model))
+        probe = Requests(server, args, deadline=10.0, t0=t0, priority=configs.INTERACTIVE_PRIORITY, model=reserved)
         sampler = PssSampler(server, t0)
         sampler.start()
         url, model = server.grpc_url, args.triton_model
