@@ -54,6 +54,7 @@ print(json.dumps({"protobuf": google.protobuf.__version__, "file": module.__file
 
 ENSEMBLES = {
     lambda entry: entry.triton_name: configs.ensemble_config,
+    configs.interactive_ensemble_name: configs.interactive_ensemble_config,
     configs.pixels_ensemble_name: configs.pixels_ensemble_config,
     configs.crop_ensemble_name: configs.crop_ensemble_config,
 }
@@ -83,6 +84,7 @@ def generated_configs() -> dict[str, str]:
             steps = {
                 configs.network_name(entry): configs.network_config(entry, variant, gpu_mem_limit=limit),
                 configs.preprocess_name(entry): configs.preprocess_config(entry),
+                configs.interactive_preprocess_name(entry): configs.interactive_preprocess_config(entry),
                 configs.pixels_preprocess_name(entry): configs.pixels_preprocess_config(entry),
                 configs.postprocess_name(): configs.postprocess_config(),
             }
@@ -119,7 +121,7 @@ def parse_with_newer_release(texts: dict[str, str]) -> dict:
 
 def test_every_generated_config_parses_with_the_newer_release_protobuf() -> None:
     texts = generated_configs()
-    # 19 models x (2 ensembles + 2 variants x (network + its shared steps) + TensorRT): all present.
+    # 19 models x (ensembles + 2 variants x (network + its shared steps) + TensorRT): all present.
     assert len([n for n in texts if n.startswith("tensorrt/")]) == len(CATALOG)
     report = parse_with_newer_release(texts)
     # It really ran the newer release's files, not the venv's 2.51 / protobuf 4 ones.
@@ -134,7 +136,7 @@ def test_every_generated_config_parses_with_the_newer_release_protobuf() -> None
     # Production ensembles bound their in-flight requests, read by 2.73's own ModelConfig; portable ones
     # (served by the local 2.51, whose ModelConfig lacks the field) never carry it.
     production_ensembles = {f"production/{name(entry)}" for entry in CATALOG.values() for name in ENSEMBLES}
-    assert len(production_ensembles) == 3 * len(CATALOG)
+    assert len(production_ensembles) == 4 * len(CATALOG)
     limit = configs.ensemble_inflight_limit(configs.Layout())
     assert report["inflight"] == dict.fromkeys(sorted(production_ensembles), limit)
 
