@@ -316,8 +316,11 @@ PREPROCESS_TIMEOUT_US = 1_000_000  # one full batch of 8 camera photos (8 x 100 
 #   preprocess/slots.py's LARGE_PIXELS, so it never waits for a large-decode slot a flood holds.
 # - INTERACTIVE_MAX_REQUEST_BYTES: phones write 2-5 MB per 12 MP JPEG.
 # - One waiting request per instance (QUEUE_PER_INSTANCE) and INTERACTIVE_TIMEOUT_US: a request waits
-#   behind at most one execution, and is refused at its end (or at the batcher's 500 ms tick) if that
-#   ran over the timeout: within about 0.7 s. Excess arrivals are refused at once (queue full).
+#   behind at most one execution and is served at its end, or refused then if it came after the timeout;
+#   only an execution outlasting the batcher's 500 ms waits delays a refusal, to about 1 s. Excess
+#   arrivals are refused at once (queue full).
+# - No niceness (PREPROCESS_NICENESS, below): under a flood a niced decode of even a small photo stretches
+#   many times, and one instance of small requests takes at most one core from the network.
 # The step has no priority levels: only interactive requests reach it (a priority above its levels
 # falls to the default, core src/infer_request.cc SetPriority), and the shared preprocess steps have
 # none either, since one mechanism does the job: the reserved instance. The networks keep two levels
@@ -711,7 +714,7 @@ def preprocess_config(entry: ModelEntry, layout: Layout = Layout()) -> ConfigDic
 
 
 def interactive_preprocess_config(entry: ModelEntry, layout: Layout = Layout()) -> ConfigDict:
-    """preprocess_config reserved for small interactive requests: its own instances, queue and request limits.
+    """preprocess_config reserved for small interactive requests: its own instances, queue, limits and priority.
 
     Derived, so decoding and crop never drift from the shared step's (load shedding, above: why).
     """
@@ -721,6 +724,7 @@ def interactive_preprocess_config(entry: ModelEntry, layout: Layout = Layout()) 
         "dynamic_batching": preprocess_batching("interactive_preprocess", layout),
         "instance_group": _cpu_instances(layout.interactive_preprocess_instances),
     }
+    del config["parameters"][NICENESS_PARAMETER]
     config["parameters"] |= _params(
         max_request_pixels=INTERACTIVE_MAX_REQUEST_PIXELS, max_request_bytes=INTERACTIVE_MAX_REQUEST_BYTES
     )

@@ -429,10 +429,12 @@ def test_the_interactive_step_is_the_preprocess_step_for_small_requests(entry: c
     assert reserved["name"] == f"interactive_preprocess_{configs.preprocess_key(entry)}"
     assert reserved["instance_group"] == [{"kind": "KIND_CPU", "count": 1}]  # 16 cores: still one
     limits = {"max_request_pixels": "13000000", "max_request_bytes": str(6 * 1024 * 1024)}
+    shared_parameters = {key: value["string_value"] for key, value in shared["parameters"].items()}
+    assert shared_parameters.pop(configs.NICENESS_PARAMETER) == str(configs.PREPROCESS_NICENESS)
     assert {key: value["string_value"] for key, value in reserved["parameters"].items()} == {
-        **{key: value["string_value"] for key, value in shared["parameters"].items()},
+        **shared_parameters,
         **limits,
-    }
+    }  # the catalog's decode and crop, the request limits, and the server's own CPU priority
     assert {"max_request_pixels", "max_request_bytes"}.isdisjoint(shared["parameters"])  # the shared step's defaults
     policy = reserved["dynamic_batching"]
     assert policy == {
