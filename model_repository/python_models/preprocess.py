@@ -1,9 +1,10 @@
 """Triton Python model: images -> uint8 crops (CROPS), exactly as PaddleClas decodes, resizes and crops.
 
-Installed twice per preprocessing key (model_repository/configs.py), with the project's `preprocess`
+Installed three times per preprocessing key (model_repository/configs.py), with the project's `preprocess`
 package copied beside it, and shared by every catalog model with that key: `preprocess_<key>` reads
-IMAGE (encoded bytes, one element per image) and decodes; `pixels_preprocess_<key>` reads PIXELS
-(RGB uint8 frames, N x H x W x 3) and skips decoding. The config's input type says which; everything
+IMAGE (encoded bytes, one element per image) and decodes, and so does `interactive_preprocess_<key>`, its
+instance reserved for small interactive requests; `pixels_preprocess_<key>` reads PIXELS (RGB uint8
+frames, N x H x W x 3) and skips decoding. The config's input type says which; everything
 after the decode is the same code. Parameters (resize_short, crop, resize, max_pixels) come from the
 catalog through config.pbtxt; `decode` (exact unless the serving copy says fast) and `resize_tier` (exact
 unless it says near-exact) from the launcher or the chart. Normalization is the network's first operation,
