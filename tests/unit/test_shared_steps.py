@@ -41,7 +41,7 @@ def test_models_of_one_preprocessing_share_their_steps(tmp_path: Path, network_f
     expected = {configs.network_name(e) for e in (NEXTVIT_S, NEXTVIT_B, VIT)}
     expected |= {*configs.shared_steps(NEXTVIT_S), *configs.shared_steps(VIT)}
     assert names == sorted(expected)
-    assert len([n for n in names if configs.step_kind(n) not in ("ensemble", "network")]) == 5  # 2 keys x 2 + top-k
+    assert len([n for n in names if configs.step_kind(n) not in ("ensemble", "network")]) == 7  # 2 keys x 3 + top-k
     assert snapshot(repository / configs.preprocess_name(NEXTVIT_S)) == steps_before
     assert install.installed_models(repository) == sorted(e.triton_name for e in (NEXTVIT_S, NEXTVIT_B, VIT))
     assert not list(repository.rglob("*.pbtxt")) and not list(repository.rglob("*.py")), "data only, no configs or code"
@@ -66,6 +66,7 @@ def test_removing_a_model_keeps_the_steps_others_use(tmp_path: Path, network_fil
     assert all((repository / name).is_dir() for name in configs.shared_steps(NEXTVIT_B))
     removed = install.remove(NEXTVIT_B, repository)
     assert configs.preprocess_name(NEXTVIT_B) in removed and configs.pixels_preprocess_name(NEXTVIT_B) in removed
+    assert configs.interactive_preprocess_name(NEXTVIT_B) in removed
     assert configs.postprocess_name() not in removed  # ViT uses the top-k step
     assert install.remove(VIT, repository)[-1:] and sorted(p.name for p in repository.iterdir()) == []
     with pytest.raises(FileNotFoundError, match="not installed"):
@@ -107,6 +108,8 @@ def test_warmup_data_is_a_real_photograph_in_each_steps_form(tmp_path: Path, net
     encoded = (repository / configs.preprocess_name(VIT) / "warmup" / configs.WARMUP_IMAGE_FILE).read_bytes()
     length = int.from_bytes(encoded[:4], "little")
     assert length == len(encoded) - 4 and encoded[4:6] == b"\xff\xd8"  # one BYTES element holding a JPEG
+    reserved = repository / configs.interactive_preprocess_name(VIT) / "warmup" / configs.WARMUP_IMAGE_FILE
+    assert reserved.read_bytes() == encoded  # the interactive step warms with the same request
     frame = np.frombuffer(
         (repository / configs.pixels_preprocess_name(VIT) / "warmup" / configs.WARMUP_PIXELS_FILE).read_bytes(),
         np.uint8,
