@@ -166,7 +166,7 @@ def test_an_interactive_request_is_answered_while_every_shared_instance_is_busy(
     """The reserved step answers in milliseconds under the flood; what is left of the latency is the network.
 
     Measured on the 2-core test machine (tests under `nice -n 19`, where the shared decoders lose their
-    niceness gap to the network), three runs: 5-11 ms at the reserved step, 0.7-5.1 s end to end; the wait
+    niceness gap to the network), four runs: 5-12 ms at the reserved step, 0.7-5.1 s end to end; the wait
     for the network's running 8-image execution is nearly all of it (the same photo through `<model>_crop`,
     no preprocessing at all, took 1.0-2.6 s). The 2 s goal itself is `python -m perf drills flood`'s.
     """
