@@ -57,6 +57,17 @@ def resized_shape(width: int, height: int, resize_short: int) -> tuple[int, int]
     return round(width * scale), round(height * scale)
 
 
+def _target_size(
+    rgb: np.ndarray, resize_short: int, max_pixels: int, full_size: tuple[int, int] | None
+) -> tuple[int, int]:
+    """The resize target of either tier, from `full_size` when given, refused over the pixel limit."""
+    height, width = rgb.shape[:2]
+    width, height = full_size or (width, height)
+    new_w, new_h = resized_shape(width, height, resize_short)
+    check_pixels(new_w, new_h, max_pixels, f"aspect ratio too extreme: a {width}x{height} image would resize to")
+    return new_w, new_h
+
+
 def resize_short_side(
     rgb: np.ndarray,
     resize_short: int,
@@ -73,10 +84,7 @@ def resize_short_side(
     target size is computed from it, so the result has the exact path's size. The near-exact tier resizes
     only the crop instead (near_exact_crop).
     """
-    height, width = rgb.shape[:2]
-    width, height = full_size or (width, height)
-    new_w, new_h = resized_shape(width, height, resize_short)
-    check_pixels(new_w, new_h, max_pixels, f"aspect ratio too extreme: a {width}x{height} image would resize to")
+    new_w, new_h = _target_size(rgb, resize_short, max_pixels, full_size)
     if backend == "opencv-linear":
         return cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
     if backend == "pillow-bicubic":
@@ -122,9 +130,7 @@ def near_exact_crop(
     resizes RGBX slower.
     """
     height, width = rgb.shape[:2]
-    full_w, full_h = full_size or (width, height)
-    new_w, new_h = resized_shape(full_w, full_h, resize_short)
-    check_pixels(new_w, new_h, max_pixels, f"aspect ratio too extreme: a {full_w}x{full_h} image would resize to")
+    new_w, new_h = _target_size(rgb, resize_short, max_pixels, full_size)
     left, top = crop_origin(new_w, new_h, crop)
     x_scale, y_scale = width / new_w, height / new_h
     box = (left * x_scale, top * y_scale, (left + crop) * x_scale, (top + crop) * y_scale)

@@ -250,7 +250,9 @@ def test_serving_copy_switches_only_the_decoding_steps(placeholder_repository: P
     layout.render(placeholder_repository, exact_target, None, configs.Layout.for_cores(2), 2)
     assert layout.main(["--repository", str(placeholder_repository), "--out", str(fast_target), "--fast-decode"]) == 0
     assert set(_decode_parameters(exact_target).values()) == {None}
-    steps = {configs.preprocess_name(entry) for entry in FAMILIES}
+    steps = {
+        name(entry) for entry in FAMILIES for name in (configs.preprocess_name, configs.interactive_preprocess_name)
+    }
     assert {name for name, mode in _decode_parameters(fast_target).items() if mode == "fast"} == steps
     assert {mode for name, mode in _decode_parameters(fast_target).items() if name not in steps} == {None}
     for name in steps:

@@ -130,7 +130,11 @@ def test_serving_copy_switches_only_the_pillow_steps(placeholder_repository: Pat
     args = ["--repository", str(placeholder_repository), "--out", str(near_target), "--resize-tier", "near-exact"]
     assert layout.main(args) == 0
     assert set(_tiers(exact_target).values()) == {(None, None)}
-    steps = {configs.preprocess_name(NEXTVIT), configs.pixels_preprocess_name(NEXTVIT)}
+    steps = {
+        configs.preprocess_name(NEXTVIT),
+        configs.interactive_preprocess_name(NEXTVIT),
+        configs.pixels_preprocess_name(NEXTVIT),
+    }
     assert {name for name, (tier, _) in _tiers(near_target).items() if tier == "near-exact"} == steps
     assert {_tiers(near_target)[name][1] for name in steps} == {str(PILLOW_SIMD.resolve())}
     assert {value for name, value in _tiers(near_target).items() if name not in steps} == {(None, None)}
