@@ -36,6 +36,7 @@ from pathlib import Path
 import catalog
 from export.errors import ExportError, MemoryEstimateError
 from model_repository import configs, install
+from model_repository.paths import NETWORK_FIGURES
 
 MIB = 1 << 20
 # Initializers larger than this become graph inputs of the same type and shape before shape inference
@@ -47,7 +48,6 @@ FOLD_MAX_ELEMENTS = 1024  # only shape-sized results are folded, never an activa
 METHOD = "graph estimate: initializers + peak live activations, ONNX shape inference at a fixed batch"
 GPU_NOTE = "unverified on a GPU"
 CPU_CHECK_BATCH = 8
-CHART_FILE = Path(__file__).resolve().parent.parent / "helm" / "paddleclas-triton" / "files" / "network-memory.json"
 
 
 @dataclass(frozen=True)
@@ -366,7 +366,7 @@ def chart_text(figures: dict[str, object]) -> str:
 
 def readme_table(figures: dict | None = None) -> str:
     """helm/README.md's block: each model's cap per instance from the chart's file, and the sums the chart checks."""
-    figures = figures or json.loads(CHART_FILE.read_text("utf-8"))
+    figures = figures or json.loads(NETWORK_FIGURES.read_text("utf-8"))
     models = figures["models"]
     rows = [
         "| model | gpu_mem_limit per instance, MiB | of which weights | activations at batch 128 |",
@@ -392,7 +392,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repository", type=Path, required=True, help="a repository of exported networks")
     parser.add_argument("--check-cpu", nargs="+", metavar="NAME", help="check these models on ONNX Runtime's CPU")
     parser.add_argument("--batch", type=int, default=CPU_CHECK_BATCH, help="batch of the CPU check")
-    parser.add_argument("--chart", action="store_true", help=f"write {CHART_FILE.relative_to(CHART_FILE.parents[3])}")
+    parser.add_argument(
+        "--chart", action="store_true", help=f"write {NETWORK_FIGURES.relative_to(NETWORK_FIGURES.parents[3])}"
+    )
     args = parser.parse_args(argv)
     networks = network_dirs(args.repository)
     if not networks:
@@ -400,8 +402,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         if args.chart:
-            CHART_FILE.write_text(chart_text(chart_figures(args.repository)), "utf-8")
-            print(f"wrote {CHART_FILE}")
+            NETWORK_FIGURES.write_text(chart_text(chart_figures(args.repository)), "utf-8")
+            print(f"wrote {NETWORK_FIGURES}")
             return 0
         if args.check_cpu:
             for name in args.check_cpu:

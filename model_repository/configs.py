@@ -124,6 +124,17 @@ def network_name(entry: ModelEntry) -> str:
     return f"{entry.triton_name}{NETWORK_SUFFIX}"
 
 
+def interactive_network_name(entry: ModelEntry) -> str:
+    """The portable network's instance reserved for `<model>_interactive` (rendered, never installed)."""
+    return f"{entry.triton_name}{INTERACTIVE_SUFFIX}{NETWORK_SUFFIX}"
+
+
+def installed_name(name: str) -> str:
+    """The installed directory whose files a served model links: its own, or for an interactive network its model's."""
+    reserved = f"{INTERACTIVE_SUFFIX}{NETWORK_SUFFIX}"
+    return name.removesuffix(reserved) + NETWORK_SUFFIX if name.endswith(reserved) else name
+
+
 def postprocess_name() -> str:
     return POSTPROCESS
 
@@ -223,6 +234,7 @@ class Layout:
     # instance busy; under overload each queued request waits a decode longer (see max_queue_size).
     preprocess_queue: int = 0
     interactive_preprocess_instances: int = 1  # not sized by for_cores: see above
+    interactive_network_cpu_instances: int = 1  # portable only: the reserved network instance (load shedding)
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
@@ -326,7 +338,12 @@ PREPROCESS_TIMEOUT_US = 1_000_000  # one full batch of 8 camera photos (8 x 100 
 # none either, since one mechanism does the job: the reserved instance. The networks keep two levels
 # (with_interactive_level): the ensemble hands each step its request's priority (core,
 # src/ensemble_scheduler/ensemble_scheduler.cc, 24.10 and later), so an interactive crop, from this
-# step or a client's `<model>_crop`, waits in a queue a flood cannot fill and goes first.
+# step or a client's `<model>_crop`, waits in a queue a flood cannot fill and goes first. First is
+# not soon enough on CPU: the portable network runs a flood request's 8 photos in 0.5-2 s, and its
+# batcher, behind a queue policy, may wake 500 ms after that execution ends (docs/capacity.md,
+# "Half-second stalls"); interactive answers took up to 2.8 s. So on CPU `<model>_interactive` runs
+# on a network instance of its own too (interactive_network_config); a GPU runs the batch ahead in
+# milliseconds, so there it shares the network (unverified on a GPU).
 PRIORITY_LEVELS = 2
 INTERACTIVE_TIMEOUT_US = 200_000
 INTERACTIVE_MAX_REQUEST_PIXELS = 13_000_000
@@ -657,10 +674,16 @@ def interactive_ensemble_config(
     variant: Variant = "portable",
     layout: Layout = Layout(),
 ) -> ConfigDict:
-    """ensemble_config with its first step swapped for the interactive preprocess; every later step is shared."""
+    """ensemble_config on the reserved steps: the interactive preprocess and, portable, the interactive network.
+
+    The production network is shared: the interactive crop goes first in its queue and a GPU runs
+    the batch ahead of it in milliseconds (unverified on a GPU).
+    """
     config = copy.deepcopy(ensemble_config(entry, weights_note, reference, variant, layout))
     config["name"] = interactive_ensemble_name(entry)
     _first_step(config, entry)["model_name"] = interactive_preprocess_name(entry)
+    if variant == "portable":
+        config["ensemble_scheduling"]["step"][1]["model_name"] = interactive_network_name(entry)
     return config
 
 
@@ -796,6 +819,23 @@ def network_config(
     if gpu_mem_limit is not None and (variant != "production" or gpu_mem_limit < ORT_ARENA_ROUND_BYTES):
         raise ValueError(f"gpu_mem_limit {gpu_mem_limit} is for production networks, at least {ORT_ARENA_ROUND_BYTES}")
     return config
+
+
+def interactive_network_config(entry: ModelEntry, layout: Layout = Layout()) -> ConfigDict:
+    """The portable network reserved for `<model>_interactive`: its own instances, no queue policy, no spinning.
+
+    No policy, so 2.51's batcher prefetches: a crop arriving during an execution is batched at its
+    end, not up to 500 ms later (load shedding, above). Its queue is bounded all the same: only the
+    interactive preprocess step, itself bounded, feeds it. Idle threads sleep instead of spinning on
+    the cores the shared network is using.
+    """
+    config = network_config(entry, "portable", layout)
+    config["parameters"] |= _params(intra_op_spinning=0)
+    return config | {
+        "name": interactive_network_name(entry),
+        "dynamic_batching": {},
+        "instance_group": _cpu_instances(layout.interactive_network_cpu_instances),
+    }
 
 
 def tensorrt_network_config(entry: ModelEntry, plan_files: PlanFiles, layout: Layout = Layout()) -> ConfigDict:

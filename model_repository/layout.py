@@ -11,7 +11,8 @@ model_repository render` does it for the Helm chart's init container and for obj
 python -m model_repository render --repository DIR --out DIR [--models NAME ...] [--cores auto|N]
     [--preprocess-instances N] [--pixels-preprocess-instances N] [--postprocess-instances N]
     [--network-cpu-instances N] [--network-cpu-threads N] [--network-gpu-instances N] [--preprocess-queue N]
-    [--interactive-preprocess-instances N] [--response-cache] [--fast-decode [--fast-decode-margin M]]
+    [--interactive-preprocess-instances N] [--interactive-network-cpu-instances N] [--response-cache]
+    [--fast-decode [--fast-decode-margin M]]
     [--tensorrt-plans fp16|fp32] [--resize-tier exact|near-exact [--pillow-simd-dir DIR]]
 """
 
@@ -51,6 +52,8 @@ LAYOUT_HELP = {
     "under overload; more for batch traffic with loose deadlines)",
     "interactive_preprocess_instances": "instances of each interactive preprocess step (default 1: a reserve for "
     "small interactive requests, not scaled with the cores)",
+    "interactive_network_cpu_instances": "instances of each portable network reserved for small interactive "
+    "requests (default 1)",
 }
 PYTHON_MODELS = Path(__file__).parent / "python_models"
 PREPROCESS_PACKAGE = Path(__file__).parent.parent / "preprocess"
@@ -149,6 +152,8 @@ def model_configs(
         configs.pixels_preprocess_name(entry): configs.pixels_preprocess_config(entry, layout),
         configs.POSTPROCESS: configs.postprocess_config(layout),
     }
+    if variant == "portable":
+        found[configs.interactive_network_name(entry)] = configs.interactive_network_config(entry, layout)
     return {name: _with_options(config, options) for name, config in found.items()}
 
 
@@ -310,14 +315,16 @@ def render(
         for name, config in model_configs(source, entry, layout, options).items()
     }
     missing = [
-        name for name in sorted(rendered) if configs.step_kind(name) != "ensemble" and not (source / name).is_dir()
+        name
+        for name in sorted(rendered)
+        if configs.step_kind(name) != "ensemble" and not (source / configs.installed_name(name)).is_dir()
     ]
     if missing:
         raise LayoutError(f"{source} lacks {', '.join(missing)}, which {', '.join(chosen)} call: re-export them")
     _clear(target)
     target.mkdir(parents=True, exist_ok=True)
     for name, (entry, config) in sorted(rendered.items()):
-        _write_model(source / name, target / name, config, entry)
+        _write_model(source / configs.installed_name(name), target / name, config, entry)
     summary = {
         "source": str(source),
         "models": chosen,

@@ -8,12 +8,14 @@ gateway_body_bytes (model_repository/gateway.py). Figures and their commands: do
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import catalog
 from model_repository import configs
 from model_repository.configs import Layout
+from model_repository.paths import NETWORK_FIGURES
 from preprocess.decoding import DEFAULT_MAX_PIXELS, DEFAULT_MAX_REQUEST_BYTES
 from preprocess.slots import LARGE_PIXELS, LARGE_SLOTS
 
@@ -100,8 +102,25 @@ STEP_IDLE_MIB = {
     "pixels_preprocess": 64,
     "interactive_preprocess": 64,
     "postprocess": 32,
-    "network": 256,
 }
+# A portable network process (ONNX Runtime on CPU, warm: its warmup runs a batch of 8) grows with its
+# model: 243 MiB for NextViT_small_224, 360 MiB for NextViT_large_224, 759 and 800 MiB for
+# ViT_base_patch16_224 and _384 (docs/reliability.md, "Memory"). Bound per process: the stub and ONNX
+# Runtime, the weights twice (the initializers and MLAS's prepacked copies of the matrix weights,
+# which ViT is made of), and the activations of a batch of 8, from the export's graph estimate.
+NETWORK_PROCESS_MIB = 128
+NETWORK_WEIGHT_COPIES = 2
+
+
+def portable_network_bytes(model: str) -> int:
+    """One portable network process of catalog `model`, warm, at most (the chart's graph figures, export/memory.py)."""
+    figures = json.loads(NETWORK_FIGURES.read_text(encoding="utf-8"))
+    model_figures = figures["models"][catalog.get(model).triton_name]
+    activations = model_figures["activationsMiB"] * configs.MAX_BATCH_SIZE / figures["batch"]
+    weights = NETWORK_WEIGHT_COPIES * model_figures["weightsMiB"]
+    return round((NETWORK_PROCESS_MIB + weights + activations) * MIB)
+
+
 # While an image is decoded and resized a preprocess process holds 7 bytes per pixel (decoding.py,
 # DEFAULT_MAX_PIXELS): RGB and either the decoder's BGR or Pillow's RGBX copy.
 DECODE_BYTES_PER_PIXEL = 7
@@ -136,7 +155,7 @@ class Deployment:
     preprocess_instances: int  # encoded-image instances, every preprocessing together
     pixels_preprocess_instances: int
     postprocess_instances: int
-    network_cpu_instances: int  # portable networks (Python steps); 0 in gpu mode
+    network_cpu_bytes: int  # every portable network process (the interactive ones too); 0 in gpu mode
     interactive_preprocess_instances: int  # each decodes at most configs.INTERACTIVE_MAX_REQUEST_PIXELS at once
     shm_bytes: int  # the /dev/shm volume's size limit (the Python backend's pools live there)
     requests_in_flight: int = REQUESTS_IN_FLIGHT
@@ -150,11 +169,12 @@ class Deployment:
     def of(cls, layout: Layout, models: list[str], gpu: bool, shm_bytes: int, **limits: int) -> Deployment:
         """A server running `layout` for these catalog models: steps once per preprocessing, networks per model."""
         keys = len({configs.preprocess_key(catalog.get(name)) for name in models})
+        networks = layout.network_cpu_instances + layout.interactive_network_cpu_instances
         return cls(
             preprocess_instances=keys * layout.preprocess_instances,
             pixels_preprocess_instances=keys * layout.pixels_preprocess_instances,
             postprocess_instances=layout.postprocess_instances,
-            network_cpu_instances=0 if gpu else len(models) * layout.network_cpu_instances,
+            network_cpu_bytes=0 if gpu else networks * sum(portable_network_bytes(name) for name in models),
             interactive_preprocess_instances=keys * layout.interactive_preprocess_instances,
             shm_bytes=shm_bytes,
             **limits,
@@ -178,8 +198,7 @@ def step_bytes(deployment: Deployment) -> int:
         + d.pixels_preprocess_instances * STEP_IDLE_MIB["pixels_preprocess"]
         + d.interactive_preprocess_instances * STEP_IDLE_MIB["interactive_preprocess"]
         + d.postprocess_instances * STEP_IDLE_MIB["postprocess"]
-        + d.network_cpu_instances * STEP_IDLE_MIB["network"]
-    ) * MIB
+    ) * MIB + d.network_cpu_bytes
     shared = (d.preprocess_instances + d.pixels_preprocess_instances) * d.large_pixels
     interactive = d.interactive_preprocess_instances * configs.INTERACTIVE_MAX_REQUEST_PIXELS
     return idle + DECODE_BYTES_PER_PIXEL * (shared + interactive)

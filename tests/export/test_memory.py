@@ -121,7 +121,7 @@ def test_the_chart_file_holds_these_networks_figures(exported_repository: Path, 
 
     The graph, not the weights, sets the figures, so the session's seeded exports must reproduce them.
     """
-    committed = json.loads(memory.CHART_FILE.read_text("utf-8"))["models"]
+    committed = json.loads(memory.NETWORK_FIGURES.read_text("utf-8"))["models"]
     for name in SERVED_MODELS:
         entry = catalog.get(name)
         assert memory.chart_entry(name, record(exported_repository, entry)["memory"]) == committed[entry.triton_name]

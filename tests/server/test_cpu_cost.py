@@ -25,7 +25,8 @@ def test_the_server_processes_split_into_tritonserver_steps_and_networks(triton_
     roles = cpu_cost.processes(triton_server)
     assert roles["tritonserver"] == [triton_server.process.pid]
     layout, served = triton_server.serving["layout"], triton_server.serving["python_step_models"]
-    assert len(roles["network"]) == layout["network_cpu_instances"] * len(triton_server.served_models)
+    networks = layout["network_cpu_instances"] + layout["interactive_network_cpu_instances"]  # shared + interactive
+    assert len(roles["network"]) == networks * len(triton_server.served_models)
     assert len(roles["steps"]) >= served - len(roles["network"])
 
 

@@ -132,6 +132,24 @@ def test_huge_images_on_every_instance_at_once_stay_within_the_bound(triton_serv
     assert client.infer(MODEL, image_request(GOOD)).as_numpy("CLASS_IDS").shape == (1, 5)
 
 
+def test_every_network_process_is_within_its_models_bound(triton_server, client) -> None:
+    """A warm portable network (its warmup ran a batch of 8) against memory.portable_network_bytes."""
+    for name in triton_server.serving["models"]:
+        client.infer(name, image_request(*[GOOD] * configs.MAX_BATCH_SIZE))  # the network's largest batch
+    seen = []
+    for process in procfs.descendants(triton_server.process.pid)[1:]:
+        served = re.search(r"/([a-z0-9_]+)/1/model\.py", process.command)
+        if served and served.group(1).endswith(configs.NETWORK_SUFFIX):
+            model = configs.installed_name(served.group(1)).removesuffix(configs.NETWORK_SUFFIX)
+            pss, bound = procfs.pss_kib(process.pid) * 1024, memory.portable_network_bytes(model)
+            seen.append((served.group(1), round(pss / 2**20), round(bound / 2**20)))
+            assert pss < bound, seen
+    print(f"\nnetwork processes (name, PSS MiB, bound MiB): {seen}")
+    layout = triton_server.serving["layout"]
+    networks = layout["network_cpu_instances"] + layout["interactive_network_cpu_instances"]
+    assert len(seen) == networks * len(triton_server.serving["models"]), seen
+
+
 def test_a_large_image_waits_for_a_slot_or_is_refused_saying_so(triton_server, huge_jpeg) -> None:
     # More large images at once than slots and instances: each is answered or refused with the slot's words.
     assert SIDE * SIDE > LARGE_PIXELS

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 
 from catalog import ModelEntry
-from export.memory import CHART_FILE
 from model_repository import configs
+from model_repository.paths import NETWORK_FIGURES
 
 
 def placeholder_record(entry: ModelEntry, note: str = "placeholder") -> dict:
     """The weights note, and the model's memory estimate as the chart's file holds it (install derives the
     production network's gpu_mem_limit from it; a record without one is refused for production)."""
-    line = json.loads(CHART_FILE.read_text("utf-8"))["models"][entry.triton_name]
+    line = json.loads(NETWORK_FIGURES.read_text("utf-8"))["models"][entry.triton_name]
     memory = {
         "batch": configs.GPU_MAX_BATCH_SIZE,
         "weights_bytes": line["weightsMiB"] << 20,

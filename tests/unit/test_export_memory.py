@@ -133,7 +133,7 @@ def test_the_production_config_carries_the_cap_and_the_portable_one_refuses_it()
 
 
 def test_the_chart_file_covers_the_catalog_at_the_served_batch() -> None:
-    figures = json.loads(memory.CHART_FILE.read_text("utf-8"))
+    figures = json.loads(memory.NETWORK_FIGURES.read_text("utf-8"))
     assert figures["batch"] == configs.GPU_MAX_BATCH_SIZE
     assert set(figures["models"]) == {entry.triton_name for entry in catalog.CATALOG.values()}
     for triton_name, line in figures["models"].items():

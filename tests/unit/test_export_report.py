@@ -30,7 +30,7 @@ def test_every_model_has_measured_figures_that_reproduce_the_published_ones() ->
     text = DOCS.read_text("utf-8")
     total = len(catalog.CATALOG)
     assert f"{total} of {total} catalog models have an export record" in text
-    chart = json.loads(memory.CHART_FILE.read_text("utf-8"))["models"]
+    chart = json.loads(memory.NETWORK_FIGURES.read_text("utf-8"))["models"]
     for name, entry in catalog.CATALOG.items():
         _, figures, parity, gpu_memory, *_ = rows_of(text, name)
         assert report.MISSING not in figures and report.MISSING not in parity

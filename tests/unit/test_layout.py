@@ -35,11 +35,31 @@ def served_config(target: Path, name: str):
 def test_render_selects_the_named_models_and_their_steps_only(repository: Path, tmp_path: Path) -> None:
     target = tmp_path / "serving"
     summary = layout.render(repository, target, ["ViT_base_patch16_224"], configs.Layout.for_cores(4), 4)
-    expected = sorted(configs.own_models(VIT) + configs.shared_steps(VIT))
+    rendered_only = [configs.interactive_network_name(VIT)]  # portable: a reserved network, not installed
+    expected = sorted(configs.own_models(VIT) + configs.shared_steps(VIT) + rendered_only)
     assert sorted(p.name for p in target.iterdir() if p.is_dir()) == expected
     assert summary["models"] == [VIT.triton_name] and summary["python_step_models"] == 4
-    # What the liveness check counts (health.py): 4 + 1 interactive + 2 PIXELS + 1 top-k + 1 network instance.
-    assert summary["python_stub_processes"] == 9
+    # What the liveness check counts (health.py): 4 + 1 interactive + 2 PIXELS + 1 top-k + 1 network
+    # instance + 1 interactive network instance.
+    assert summary["python_stub_processes"] == 10
+
+
+def test_the_interactive_network_serves_the_installed_network_on_an_instance_of_its_own(
+    repository: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "serving"
+    layout.render(repository, target, ["ViT_base_patch16_224"], configs.Layout.for_cores(4), 4)
+    reserved = target / configs.interactive_network_name(VIT)
+    installed = repository / configs.network_name(VIT) / "1" / "model.onnx"
+    assert (reserved / "1" / "model.onnx").resolve() == installed.resolve()  # linked, not a second copy
+    assert (reserved / "1" / "model.py").read_bytes() == (layout.PYTHON_MODELS / "onnx_network.py").read_bytes()
+    served = served_config(target, configs.interactive_network_name(VIT))
+    assert served.instance_group[0].count == 1 and served.parameters["intra_op_spinning"].string_value == "0"
+    # No queue policy and no priority levels: 2.51's batcher prefetches for it (configs.py, load shedding).
+    assert not served.dynamic_batching.HasField("default_queue_policy") and served.dynamic_batching.priority_levels == 0
+    ensemble = served_config(target, configs.interactive_ensemble_name(VIT))
+    steps = [step.model_name for step in ensemble.ensemble_scheduling.step]
+    assert steps == [configs.interactive_preprocess_name(VIT), reserved.name, configs.postprocess_name()]
 
 
 def test_render_sizes_every_step_and_links_everything_else(repository: Path, tmp_path: Path) -> None:

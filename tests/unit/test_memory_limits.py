@@ -119,15 +119,33 @@ def test_the_launcher_preloads_the_production_allocator_and_drops_the_callers(mo
 
 
 def test_the_formula_grows_with_each_of_its_inputs() -> None:
-    base = memory.Deployment(2, 1, 1, 1, 1, shm_bytes=0)
-    assert memory.pod_memory_bytes(base) < memory.pod_memory_bytes(memory.Deployment(4, 1, 1, 1, 1, shm_bytes=0))
+    network = memory.MIB
+    base = memory.Deployment(2, 1, 1, network, 1, shm_bytes=0)
+    assert memory.pod_memory_bytes(base) < memory.pod_memory_bytes(memory.Deployment(4, 1, 1, network, 1, shm_bytes=0))
+    assert memory.pod_memory_bytes(memory.Deployment(2, 1, 1, 2 * network, 1, shm_bytes=0)) == (
+        memory.pod_memory_bytes(base) + network
+    )
     # One more interactive instance: its idle process and one decode at its own request limit, nothing more.
-    interactive = memory.Deployment(2, 1, 1, 1, 2, shm_bytes=0)
+    interactive = memory.Deployment(2, 1, 1, network, 2, shm_bytes=0)
     decode = memory.DECODE_BYTES_PER_PIXEL * configs.INTERACTIVE_MAX_REQUEST_PIXELS
     idle = memory.STEP_IDLE_MIB["interactive_preprocess"] * memory.MIB
     assert memory.pod_memory_bytes(interactive) - memory.pod_memory_bytes(base) == idle + decode
-    more_requests = memory.Deployment(2, 1, 1, 1, 1, shm_bytes=0, requests_in_flight=65)
+    more_requests = memory.Deployment(2, 1, 1, network, 1, shm_bytes=0, requests_in_flight=65)
     # One more request in flight: its body (the request limit + its envelope) at the frontend and in the step.
     body = DEFAULT_MAX_REQUEST_BYTES + memory.ENVELOPE_BYTES
     assert memory.pod_memory_bytes(more_requests) - memory.pod_memory_bytes(base) == 2 * body
     assert memory.gateway_body_bytes() == body  # what the chart's gateway admits (model_repository/gateway.py)
+
+
+def test_a_cpu_pod_counts_both_network_processes_of_every_model_by_its_size() -> None:
+    small, large = ["NextViT_small_224"], ["ViT_large_patch16_384"]
+    layout = configs.Layout.for_cores(2)
+    cpu = {
+        "small": memory.Deployment.of(layout, small, False, 0),
+        "large": memory.Deployment.of(layout, large, False, 0),
+    }
+    assert cpu["small"].network_cpu_bytes == 2 * memory.portable_network_bytes(
+        "NextViT_small_224"
+    )  # shared + interactive
+    assert cpu["large"].network_cpu_bytes > 3 * cpu["small"].network_cpu_bytes  # 304 M parameters, not 32 M
+    assert memory.Deployment.of(layout, small, True, 0).network_cpu_bytes == 0  # gpu mode: networks on the GPU

@@ -19,15 +19,17 @@ PLANS = configs.PlanFiles("model.plan", "fp16")  # what a pod builds (render --t
 
 def _all_configs(entry: catalog.ModelEntry, variant: configs.Variant) -> dict[str, configs.ConfigDict]:
     models = [
-        configs.ensemble_config(entry, "test"),
-        configs.interactive_ensemble_config(entry, "test"),
-        configs.pixels_ensemble_config(entry, "test"),
+        configs.ensemble_config(entry, "test", None, variant),
+        configs.interactive_ensemble_config(entry, "test", None, variant),
+        configs.pixels_ensemble_config(entry, "test", None, variant),
         configs.preprocess_config(entry),
         configs.interactive_preprocess_config(entry),
         configs.pixels_preprocess_config(entry),
         configs.network_config(entry, variant),
         configs.postprocess_config(),
     ]
+    if variant == "portable":
+        models.append(configs.interactive_network_config(entry))
     return {m["name"]: m for m in models}
 
 
@@ -122,6 +124,7 @@ def test_step_kind_names_every_generated_model() -> None:
             configs.interactive_preprocess_name(entry): "interactive_preprocess",
             configs.pixels_preprocess_name(entry): "pixels_preprocess",
             configs.network_name(entry): "network",
+            configs.interactive_network_name(entry): "network",
             configs.postprocess_name(): "postprocess",
         }
 
@@ -130,7 +133,7 @@ def test_the_step_pattern_matches_every_step_and_no_ensemble() -> None:
     """The monitoring queries select steps with it (PromQL's =~ matches the whole name, as fullmatch does)."""
     pattern, kinds = re.compile(configs.step_name_pattern()), set()
     for entry in ENTRIES:
-        for name in configs.own_models(entry) + configs.shared_steps(entry):
+        for name in [*configs.own_models(entry), *configs.shared_steps(entry), configs.interactive_network_name(entry)]:
             kinds.add(configs.step_kind(name))
             assert bool(pattern.fullmatch(name)) == (configs.step_kind(name) != "ensemble"), name
     assert kinds == {"ensemble", "preprocess", "interactive_preprocess", "pixels_preprocess", "network", "postprocess"}
@@ -405,7 +408,7 @@ def test_the_default_network_is_priced_as_onnxruntime_fp32_not_tensorrt_fp16() -
 
 @pytest.mark.parametrize("variant", configs.VARIANTS)
 @pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.name)
-def test_the_interactive_ensemble_is_the_main_one_on_its_own_preprocess_instance(
+def test_the_interactive_ensemble_is_the_main_one_on_reserved_instances(
     entry: catalog.ModelEntry, variant: configs.Variant
 ) -> None:
     main, interactive = (
@@ -413,12 +416,32 @@ def test_the_interactive_ensemble_is_the_main_one_on_its_own_preprocess_instance
         for config in (configs.ensemble_config, configs.interactive_ensemble_config)
     )
     assert interactive["name"] == entry.triton_name + "_interactive"
-    first, *later = interactive["ensemble_scheduling"].pop("step")
-    main_first, *main_later = main["ensemble_scheduling"].pop("step")
-    assert later == main_later  # the same network and postprocess, so the same answers
+    first, network, postprocess = interactive["ensemble_scheduling"].pop("step")
+    main_first, main_network, main_postprocess = main["ensemble_scheduling"].pop("step")
+    assert postprocess == main_postprocess
     assert first == main_first | {"model_name": configs.interactive_preprocess_name(entry)}
+    # On CPU a network instance of its own (a flood's batch takes seconds there); a GPU's is shared.
+    reserved = configs.interactive_network_name(entry) if variant == "portable" else configs.network_name(entry)
+    assert network == main_network | {"model_name": reserved}
     assert {key: value for key, value in interactive.items() if key != "name"} == {
         key: value for key, value in main.items() if key != "name"
+    }
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.name)
+def test_the_interactive_network_is_the_portable_network_on_instances_of_its_own(entry: catalog.ModelEntry) -> None:
+    layout = configs.Layout.for_cores(4)
+    shared, reserved = (
+        configs.network_config(entry, "portable", layout),
+        configs.interactive_network_config(entry, layout),
+    )
+    assert configs.installed_name(reserved["name"]) == shared["name"]  # the same files, so the same answers
+    assert reserved["parameters"] == shared["parameters"] | {"intra_op_spinning": {"string_value": "0"}}
+    assert reserved["instance_group"] == [{"kind": "KIND_CPU", "count": layout.interactive_network_cpu_instances}]
+    assert reserved["dynamic_batching"] == {}  # no queue policy: 2.51's batcher prefetches (configs.py)
+    differing = {"name", "parameters", "instance_group", "dynamic_batching"}
+    assert {k: v for k, v in reserved.items() if k not in differing} == {
+        k: v for k, v in shared.items() if k not in differing
     }
 
 
