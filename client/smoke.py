@@ -173,13 +173,21 @@ def reference_check(
 
 
 def smoke_one(
-    url: str, model: str, protocol: str, deadline_s: float, top_k: int, photo: bytes, photo_is_reference: bool = True
+    url: str,
+    model: str,
+    protocol: str,
+    deadline_s: float,
+    top_k: int,
+    photo: bytes,
+    photo_is_reference: bool = True,
+    interactive: bool = False,
 ) -> list[str]:
-    """Classify the photograph with one ensemble; prints `ok ...` and returns the problems found."""
-    with Classifier(url, model, protocol, deadline_s) as classifier:
+    """Classify the photograph with one ensemble (or its interactive path); prints `ok ...`, returns the problems."""
+    with Classifier(url, model, protocol, deadline_s, interactive=interactive) as classifier:
         parameters = classifier.check_ready()
         (prediction,) = classifier.classify([photo])
         precision, atol = served_tolerance(classifier, model)
+        model = classifier.image_model  # what was called, for the report
     problems = answer_problems(prediction, top_k)
     compared = False
     if not problems:
@@ -206,7 +214,8 @@ def smoke_command(args: argparse.Namespace) -> int:
         problems = [
             p
             for model in models
-            for p in smoke_one(args.url, model, args.protocol, args.deadline, args.top_k, photo, bundled)
+            for interactive in (False, True)  # `<model>` and `<model>_interactive`: the same answer on reserved steps
+            for p in smoke_one(args.url, model, args.protocol, args.deadline, args.top_k, photo, bundled, interactive)
         ]
     except (ServerUnavailableError, ModelNotReadyError) as err:
         print(f"FAIL {err}", flush=True)
@@ -219,7 +228,9 @@ def smoke_command(args: argparse.Namespace) -> int:
 
 
 def add_smoke_parser(commands: argparse._SubParsersAction) -> None:
-    smoke = commands.add_parser("smoke", help="classify a real photograph with every served ensemble, check answers")
+    smoke = commands.add_parser(
+        "smoke", help="classify a real photograph with every served ensemble and its interactive path, check answers"
+    )
     smoke.add_argument("--url", required=True, help="HOST:PORT of the server (gRPC 8001 or HTTP 8000)")
     smoke.add_argument("--model", action="append", default=[], help="ensemble to check (repeatable; default: all)")
     smoke.add_argument("--protocol", choices=("grpc", "http"), default="grpc")

@@ -104,10 +104,9 @@ STEP_IDLE_MIB = {
     "postprocess": 32,
 }
 # A portable network process (ONNX Runtime on CPU, warm: its warmup runs a batch of 8) grows with its
-# model: 243 MiB for NextViT_small_224, 360 MiB for NextViT_large_224, 759 and 800 MiB for
-# ViT_base_patch16_224 and _384 (docs/reliability.md, "Memory"). Bound per process: the stub and ONNX
-# Runtime, the weights twice (the initializers and MLAS's prepacked copies of the matrix weights,
-# which ViT is made of), and the activations of a batch of 8, from the export's graph estimate.
+# model, ViT's to about twice its weights (measured: docs/reliability.md, "Memory"). Bound per process:
+# the stub and ONNX Runtime, the weights twice (the initializers and MLAS's prepacked copies of the
+# matrix weights, which ViT is made of), and the activations of a batch of 8 (the export's graph estimate).
 NETWORK_PROCESS_MIB = 128
 NETWORK_WEIGHT_COPIES = 2
 

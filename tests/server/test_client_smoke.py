@@ -39,7 +39,8 @@ def test_every_served_ensemble_passes(triton_server, protocol: str, capsys: pyte
     url = triton_server.grpc_url if protocol == "grpc" else triton_server.http_url
     assert main(["smoke", "--url", url, "--protocol", protocol, "--ready-timeout", "30"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert sorted(line.split(":")[0] for line in lines) == sorted(f"ok {model}" for model in SMOKED)
+    paths = [f"ok {model}{path}" for model in SMOKED for path in ("", configs.INTERACTIVE_SUFFIX)]
+    assert sorted(line.split(":")[0] for line in lines) == sorted(paths)
 
 
 def test_a_wrong_answer_shape_fails_with_exit_code_1(triton_server, capsys: pytest.CaptureFixture[str]) -> None:
