@@ -179,6 +179,9 @@ def test_interrupted_run_resumes_to_the_same_totals(triton_server, predictions, 
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        # Ctrl-C as in a terminal, even when this run was started in the background (where a shell has
+        # the job ignore SIGINT, and an ignored signal stays ignored across exec).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 120
     while (not resume.exists() or len(resume.read_text().splitlines()) < 4) and time.monotonic() < deadline:

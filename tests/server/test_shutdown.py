@@ -98,7 +98,8 @@ def test_a_dead_python_step_stops_the_launcher_loudly(exported_repository: Path,
         assert_nothing_left(children, time.monotonic() - start)
         output = log.read_text(errors="replace")
         assert code == STEP_DIED_EXIT, output[-2000:]
-        assert "1 of 6 Python step processes died" in output and "neither restarts them" in output
+        # On 2 cores: 2 preprocess, 1 interactive preprocess, 1 PIXELS, 1 top-k, 1 network, 1 interactive network.
+        assert "1 of 7 Python step processes died" in output and "neither restarts them" in output
         assert not is_ready(http_url)
     finally:
         if process.poll() is None:
